@@ -1,0 +1,155 @@
+"""The appservice HTTP side: authenticated transactions from the homeserver.
+
+Built on :class:`mautrix.appservice.AppService` (intents, client API, state store), with our own
+routes because the bridge needs three things mautrix's stock handler does not give: the
+``hs_token`` compared in constant time with the status codes the specification names (401 when
+missing, 403 when wrong), a transaction answered only after its events were handled (an error
+answers 500 so the homeserver retries instead of the events being lost), and a redelivered
+transaction that is still being handled joined rather than handled twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections import OrderedDict
+from typing import Awaitable, Callable
+
+from aiohttp import web
+from mautrix.appservice import AppService
+from mautrix.appservice.state_store import ASStateStore
+from mautrix.client.state_store import MemoryStateStore
+from mautrix.types import Event, EventType
+from mautrix.types.util.serializable import SerializerError
+
+log = logging.getLogger("houseline.appservice")
+
+EventsHandler = Callable[[list[Event]], Awaitable[None]]
+
+#: Synapse sends at most 100 events per transaction; 10 MiB leaves room for large state events.
+MAX_TRANSACTION_BYTES = 10 * 1024 * 1024
+#: How many completed transaction ids are remembered for deduplication.
+_REMEMBERED_TXNS = 4096
+_OPEN_PATHS = frozenset({"/_matrix/mau/live", "/_matrix/mau/ready"})
+
+
+class MemoryASStateStore(MemoryStateStore, ASStateStore):
+    """mautrix's in-memory client state store with the appservice additions."""
+
+    def __init__(self) -> None:
+        MemoryStateStore.__init__(self)
+        ASStateStore.__init__(self)
+
+
+def _matrix_error(status: int, errcode: str, error: str) -> web.Response:
+    return web.json_response({"errcode": errcode, "error": error}, status=status)
+
+
+def token_matches(given: str, expected: str) -> bool:
+    """Constant-time comparison, so response timing leaks nothing about the token."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8"))
+
+
+def _token_from(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, value = header.partition(" ")
+        return value.strip() if scheme.lower() == "bearer" else ""
+    return request.query.get("access_token")
+
+
+class HouselineAppService(AppService):
+    """An AppService whose HTTP routes are authenticated and durable-by-acknowledgement."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.events_handler: EventsHandler | None = None
+        self._done_txns: OrderedDict[str, None] = OrderedDict()
+        self._running_txns: dict[str, asyncio.Task[None]] = {}
+        kwargs.setdefault("state_store", MemoryASStateStore())
+        kwargs["aiohttp_params"] = {
+            "client_max_size": MAX_TRANSACTION_BYTES,
+            "middlewares": [self._auth_middleware],
+        }
+        super().__init__(*args, **kwargs)
+
+    # mautrix calls this from __init__; we install our own handlers instead of its stock ones.
+    def register_routes(self, app: web.Application) -> None:
+        for prefix in ("/_matrix/app/v1", ""):
+            app.router.add_put(prefix + "/transactions/{transaction_id}", self._on_transaction)
+            app.router.add_get(prefix + "/users/{user_id}", self._on_query)
+            app.router.add_get(prefix + "/rooms/{alias}", self._on_query)
+        app.router.add_post("/_matrix/app/v1/ping", self._on_ping)
+
+    @web.middleware
+    async def _auth_middleware(self, request: web.Request, handler) -> web.StreamResponse:
+        if request.path in _OPEN_PATHS:
+            return await handler(request)
+        token = _token_from(request)
+        if token is None:
+            log.warning("event=as_auth_refused reason=missing_token path=%s", request.path)
+            return _matrix_error(401, "M_UNAUTHORIZED", "Missing hs_token")
+        if not token_matches(token, self.hs_token):
+            log.warning("event=as_auth_refused reason=wrong_token path=%s", request.path)
+            return _matrix_error(403, "M_FORBIDDEN", "Invalid hs_token")
+        return await handler(request)
+
+    async def _on_query(self, request: web.Request) -> web.Response:
+        # Ghosts are created when a client writes, never on a homeserver's lookup.
+        return _matrix_error(404, "M_NOT_FOUND", "Not provisioned on demand")
+
+    async def _on_ping(self, request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    async def _on_transaction(self, request: web.Request) -> web.Response:
+        txn_id = request.match_info["transaction_id"]
+        if txn_id in self._done_txns:
+            return web.json_response({})
+        try:
+            body = json.loads(await request.read())
+        except (ValueError, UnicodeDecodeError):
+            log.warning("event=as_txn_rejected txn=%s reason=not_json", txn_id)
+            return _matrix_error(400, "M_NOT_JSON", "Body is not JSON")
+        if not isinstance(body, dict) or not isinstance(body.get("events", []), list):
+            log.warning("event=as_txn_rejected txn=%s reason=bad_shape", txn_id)
+            return _matrix_error(400, "M_BAD_JSON", "Expected an object with an 'events' list")
+
+        task = self._running_txns.get(txn_id)
+        if task is None:
+            task = asyncio.ensure_future(self._handle_transaction(txn_id, body.get("events", [])))
+            self._running_txns[txn_id] = task
+            task.add_done_callback(lambda _t: self._running_txns.pop(txn_id, None))
+        try:
+            # shield: a homeserver that gives up on the request must not cancel the handling.
+            await asyncio.shield(task)
+        except Exception:
+            log.exception("event=as_txn_failed txn=%s", txn_id)
+            return _matrix_error(500, "M_UNKNOWN", "Transaction could not be handled; retry")
+        self._done_txns[txn_id] = None
+        while len(self._done_txns) > _REMEMBERED_TXNS:
+            self._done_txns.popitem(last=False)
+        return web.json_response({})
+
+    async def _handle_transaction(self, txn_id: str, raw_events: list) -> None:
+        events: list[Event] = []
+        for raw in raw_events:
+            if not isinstance(raw, dict):
+                log.warning("event=as_event_skipped txn=%s reason=not_an_object", txn_id)
+                continue
+            try:
+                event = Event.deserialize(raw)
+            except (SerializerError, KeyError, TypeError, ValueError, AttributeError):
+                log.warning("event=as_event_skipped txn=%s reason=undecodable type=%s", txn_id, raw.get("type"))
+                continue
+            cls = EventType.Class.STATE if raw.get("state_key") is not None else EventType.Class.MESSAGE
+            event.type = event.type.with_class(cls)
+            await self.state_store.update_state(event)
+            events.append(event)
+        log.debug("event=as_txn txn=%s events=%d", txn_id, len(events))
+        if not events:
+            return
+        if self.events_handler is None:
+            # Still starting: answering 200 would lose these events; the homeserver retries.
+            raise RuntimeError("bridge is still starting")
+        await self.events_handler(events)

@@ -1,0 +1,109 @@
+"""The running bridge: wires the store, the appservice, the pipelines and the connectors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import aiohttp
+from mautrix.errors import MatrixError
+
+from appservice.registration import Registration
+from appservice.server import HouselineAppService
+from bridge.config import Config
+from bridge.inbound import Inbound
+from bridge.networks.base import Connector
+from bridge.outbound import Outbound
+from bridge.portals import Portals
+from bridge.store import Store
+from puppets.ghosts import Ghosts
+
+log = logging.getLogger("houseline.bridge")
+
+
+class Bridge:
+    def __init__(self, config: Config, registration: Registration) -> None:
+        self.config = config
+        self.registration = registration
+        self.store = Store(config.database.url)
+        self.az = HouselineAppService(
+            server=config.homeserver.url,
+            domain=config.homeserver.domain,
+            as_token=registration.as_token,
+            hs_token=registration.hs_token,
+            bot_localpart=config.appservice.bot_localpart,
+            id=config.appservice.id,
+            log=logging.getLogger("mau.as"),
+            bridge_name="houseline",
+        )
+        self.connectors: dict[str, Connector] = {}
+        if config.telegram.enabled:
+            from bridge.networks.telegram import TelegramConnector
+
+            connector = TelegramConnector(config.telegram)
+            self.connectors[connector.network] = connector
+        self.inbound: Inbound | None = None
+        self.outbound: Outbound | None = None
+        self._started: list[str] = []
+
+    async def start(self, *, homeserver_timeout: float = 120.0) -> None:
+        t0 = time.monotonic()
+        await self.store.start()
+        self._started.append("store")
+        await self.az.start(self.config.appservice.host, self.config.appservice.port)
+        self._started.append("appservice")
+        await self._wait_for_homeserver(homeserver_timeout)
+        bot = self.az.intent
+        await bot.ensure_registered()
+        try:
+            await bot.set_displayname(self.config.appservice.bot_displayname)
+        except MatrixError as e:
+            log.warning("event=bot_displayname_failed error=%s", e)
+
+        ghosts = Ghosts(self.az, self.config.ghost_namer(), self.store)
+        portals = Portals(self.store, bot, self.config.portals.invite)
+        self.inbound = Inbound(self.store, portals, ghosts, {n: c.display_name for n, c in self.connectors.items()})
+        self.outbound = Outbound(
+            az=self.az, store=self.store, portals=portals, ghosts=ghosts,
+            connectors=self.connectors, portal_config=self.config.portals,
+        )
+        self.az.events_handler = self.outbound.handle_events
+        for name, connector in self.connectors.items():
+            await connector.start(self.inbound.handle)
+            self._started.append(f"connector:{name}")
+        self.az.ready = True
+        log.info(
+            "event=ready homeserver=%s listen=%s:%d networks=%s portals=%d startup_ms=%d",
+            self.config.homeserver.url, self.config.appservice.host, self.config.appservice.port,
+            ",".join(self.connectors) or "none", await self.store.count_portals(), (time.monotonic() - t0) * 1000,
+        )
+
+    async def _wait_for_homeserver(self, timeout: float) -> None:
+        """The homeserver may start after us (a reboot, a compose file): wait, saying so."""
+        deadline = time.monotonic() + timeout
+        delay = 0.2
+        while True:
+            try:
+                await self.az.intent.versions(no_cache=True)
+                return
+            except (aiohttp.ClientError, MatrixError, asyncio.TimeoutError, OSError) as e:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"homeserver at {self.config.homeserver.url} did not answer within {timeout:.0f}s") from e
+                log.warning("event=homeserver_unreachable url=%s error=%s retry_in=%.1fs", self.config.homeserver.url, type(e).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5)
+
+    async def stop(self) -> None:
+        for name in reversed(self._started):
+            try:
+                if name.startswith("connector:"):
+                    await self.connectors[name.split(":", 1)[1]].stop()
+                elif name == "appservice":
+                    await self.az.stop()
+                elif name == "store":
+                    await self.store.stop()
+            except Exception:
+                log.exception("event=stop_failed part=%s", name)
+        self._started.clear()
+        log.info("event=stopped")

@@ -1,0 +1,132 @@
+"""``houseline demo``: the whole product on one machine, with a client who says hello.
+
+Prints one JSON ``ready`` line on stdout once everything is up, then instructions for a person.
+With ``--once`` it plays the employee too (matrix-nio), checks both directions and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from bridge.bridge import Bridge
+from bridge.devstack import DevStack, start_dev_stack
+from bridge.logs import setup_logging
+
+CLIENT_ID = 4242001
+CLIENT = {"first_name": "Dana", "last_name": "Client", "username": "dana_client"}
+HELLO = "Hello! I'd like to talk about my portfolio."
+ANSWER = "Hello Dana, happy to help. When would suit you for a call?"
+
+
+async def run_demo(*, once: bool, workdir: Path | None) -> int:
+    t0 = time.monotonic()
+    setup_logging("WARNING" if once else "INFO")
+    tmp = None
+    if workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="houseline-demo-")
+        workdir = Path(tmp.name)
+    stack = await start_dev_stack(workdir)
+    bridge = Bridge(stack.config, stack.registration)
+    try:
+        setup_logging("WARNING" if once else "INFO", secrets=(stack.registration.as_token, stack.registration.hs_token, stack.telegram.token))
+        await bridge.start()
+        await client_says(stack, HELLO)
+        print(json.dumps({
+            "event": "ready",
+            "homeserver": stack.homeserver.url,
+            "employee": {"user_id": stack.employee.user_id, "password": stack.employee.password},
+            "sandbox": {"telegram": stack.telegram.url, "telegram_bot_token": stack.telegram.token},
+        }), flush=True)
+        if once:
+            return await _round_trip(stack, t0)
+        _print_instructions(stack, time.monotonic() - t0)
+        await _wait_for_signal()
+        return 0
+    finally:
+        await bridge.stop()
+        await stack.stop()
+        if tmp is not None:
+            tmp.cleanup()
+
+
+async def client_says(stack: DevStack, text: str, client_id: int = CLIENT_ID) -> dict:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{stack.telegram.url}/client/{client_id}/messages", json={"text": text, **CLIENT}) as resp:
+            resp.raise_for_status()
+            return await resp.json()
+
+
+async def client_inbox(stack: DevStack, client_id: int = CLIENT_ID) -> list[dict]:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{stack.telegram.url}/client/{client_id}/messages") as resp:
+            resp.raise_for_status()
+            return (await resp.json())["messages"]
+
+
+async def _round_trip(stack: DevStack, t0: float, timeout: float = 60.0) -> int:
+    """Employee (matrix-nio) joins the portal, reads the hello, answers; the client gets it."""
+    from sandbox.employee import Employee
+
+    e = stack.employee
+    employee = Employee(stack.homeserver.url, e.user_id, e.access_token, e.device_id)
+    await employee.start()
+    transcript = [f"client   -> company bot : {HELLO}"]
+    try:
+        room_id = await employee.wait_for_invite(timeout)
+        await employee.join(room_id)
+        hello = await employee.wait_for_message(room_id, HELLO, timeout)
+        transcript.append(f"employee <- {hello.sender} in {room_id}: {HELLO}")
+        await employee.send_text(room_id, ANSWER)
+        transcript.append(f"employee -> portal      : {ANSWER}")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = [m for m in await client_inbox(stack) if ANSWER in m.get("text", "")]
+            if got:
+                transcript.append(f"client   <- company bot : {got[0]['text']!r}")
+                print("\n".join(transcript))
+                print(f"round trip OK in {time.monotonic() - t0:.1f}s (including start-up)", flush=True)
+                return 0
+            await asyncio.sleep(0.2)
+        print("demo: the employee's answer did not reach the client", file=sys.stderr)
+        return 1
+    except AssertionError as err:
+        print(f"demo: {err}", file=sys.stderr)
+        return 1
+    finally:
+        await employee.close()
+
+
+def _print_instructions(stack: DevStack, elapsed: float) -> None:
+    e = stack.employee
+    print(f"""
+Houseline demo is running (ready in {elapsed:.1f}s). Ctrl-C stops everything.
+
+Be the employee: log in to {stack.homeserver.url} with any Matrix client (Element: "Edit" the
+homeserver, then sign in) as {e.user_id} / {e.password}. Accept the invite to
+"Dana Client (Telegram)" and answer the client.
+
+Be the client (sandbox Telegram):
+  curl -s -X POST {stack.telegram.url}/client/{CLIENT_ID}/messages \\
+       -H 'content-type: application/json' -d '{{"text": "Are you there?"}}'
+  curl -s {stack.telegram.url}/client/{CLIENT_ID}/messages      # what the client received
+
+A new client: use another number in place of {CLIENT_ID} and add "first_name" to the JSON.
+""", flush=True)
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    logging.getLogger("houseline.demo").info("event=demo_stopping")

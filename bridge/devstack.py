@@ -1,0 +1,110 @@
+"""A complete local stack for the demo, the tests and the benchmarks.
+
+Sandbox Telegram, a throwaway Synapse that loads our registration, an employee account, and a
+bridge config pointing at all of them. The bridge itself is started by the caller: in-process
+for the demo, as a child process in the tests (so they can stop and kill it like an operator).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from appservice.registration import Registration, build_registration, write_registration
+from bridge.config import Config, load_config
+from sandbox.homeserver import LocalHomeserver, RegisteredUser, free_port
+from sandbox.telegram import TelegramSandbox
+
+DOMAIN = "localhost"
+EMPLOYEE_LOCALPART = "employee"
+COMPANY = "Demo Advisers"
+
+
+@dataclass
+class DevStack:
+    workdir: Path
+    telegram: TelegramSandbox
+    homeserver: LocalHomeserver
+    employee: RegisteredUser
+    config_path: Path
+    registration: Registration
+    extra_employees: dict[str, RegisteredUser] = field(default_factory=dict)
+
+    @property
+    def config(self) -> Config:
+        return load_config(self.config_path)
+
+    async def stop(self) -> None:
+        await self.homeserver.stop()
+        await self.telegram.stop()
+
+
+def write_bridge_config(workdir: Path, *, homeserver_url: str, as_port: int, telegram: TelegramSandbox, invite: list[str]) -> Path:
+    config = {
+        "homeserver": {"url": homeserver_url, "domain": DOMAIN},
+        "appservice": {
+            "host": "127.0.0.1",
+            "port": as_port,
+            "address": f"http://127.0.0.1:{as_port}",
+            "id": "houseline",
+            "bot_localpart": "houseline",
+            "bot_displayname": "Houseline",
+            "ghost_localpart_template": "{network}_{id}",
+            "registration": "registration.yaml",
+        },
+        "database": {"url": "sqlite:houseline.db"},
+        "networks": {
+            "telegram": {
+                "enabled": True,
+                "bot_token": telegram.token,
+                "polling": {"timeout": 10},
+                "base_url": f"{telegram.url}/bot",
+                "base_file_url": f"{telegram.url}/file/bot",
+            }
+        },
+        "portals": {"invite": invite, "company": COMPANY, "signature": "{displayname} ({company})"},
+        "logging": {"level": "INFO", "format": "keyvalue"},
+    }
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
+async def start_dev_stack(workdir: Path, *, rate_limits: bool = True) -> DevStack:
+    workdir.mkdir(parents=True, exist_ok=True)
+    telegram = TelegramSandbox(rate_limits=rate_limits)
+    await telegram.start()
+    try:
+        hs_port, as_port = free_port(), free_port()
+        employee_id = f"@{EMPLOYEE_LOCALPART}:{DOMAIN}"
+        config_path = write_bridge_config(
+            workdir, homeserver_url=f"http://127.0.0.1:{hs_port}", as_port=as_port, telegram=telegram, invite=[employee_id]
+        )
+        config = load_config(config_path)
+        registration = build_registration(
+            as_id=config.appservice.id,
+            url=config.appservice.address,
+            bot_localpart=config.appservice.bot_localpart,
+            domain=DOMAIN,
+            ghost_regex=config.ghost_namer().namespace_regex,
+            existing=config.appservice.registration,
+        )
+        write_registration(registration, config.appservice.registration)
+        homeserver = LocalHomeserver(
+            workdir / "synapse", server_name=DOMAIN, port=hs_port, app_service_config_files=[config.appservice.registration]
+        )
+        await homeserver.start()
+    except BaseException:
+        await telegram.stop()
+        raise
+    try:
+        employee = await homeserver.register_user(EMPLOYEE_LOCALPART, secrets.token_urlsafe(12), displayname="Erin Employee")
+    except BaseException:
+        await homeserver.stop()
+        await telegram.stop()
+        raise
+    return DevStack(workdir, telegram, homeserver, employee, config_path, registration)

@@ -1,0 +1,37 @@
+"""What every network connector offers the core, and the errors it may raise."""
+
+from __future__ import annotations
+
+from typing import Awaitable, Callable, Protocol
+
+from bridge.events import Delivery, DeliveryReceipt, RemoteEvent
+
+#: The core's entry point for inbound events. It returns only once the event is committed on the
+#: Matrix side, so a connector acknowledges its network (offset, webhook answer) after it returns.
+InboundSink = Callable[[RemoteEvent], Awaitable[None]]
+
+
+class DeliveryError(Exception):
+    """A send failed. ``permanent`` failures are never retried (blocked, chat gone)."""
+
+    def __init__(self, reason: str, *, permanent: bool, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.permanent = permanent
+        self.retry_after = retry_after
+
+
+class Connector(Protocol):
+    #: Short network name used in ids and state keys, e.g. "telegram".
+    network: str
+    #: Shown to people, e.g. "Telegram".
+    display_name: str
+
+    async def start(self, sink: InboundSink) -> None:
+        """Connect and begin handing inbound events to ``sink``."""
+
+    async def stop(self) -> None:
+        """Stop receiving; return once no inbound handling is in progress."""
+
+    async def send(self, delivery: Delivery) -> DeliveryReceipt:
+        """Send one delivery; raise DeliveryError on failure."""

@@ -1,0 +1,89 @@
+"""Portals: one company-owned Matrix room per client conversation.
+
+The bot creates and owns every portal; the room's power levels keep history in the company's
+hands (see appservice.rooms). A per-chat lock makes "first contact" create exactly one room even
+when several of the client's first messages are handled at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from mautrix.appservice import IntentAPI
+from mautrix.types import RoomCreatePreset, RoomID, UserID
+
+from appservice.rooms import bridge_state_event, portal_power_levels
+from bridge.events import ChatRef
+from bridge.store import PortalRow, Store
+
+log = logging.getLogger("houseline.portals")
+
+
+class Portals:
+    def __init__(self, store: Store, bot: IntentAPI, invite: tuple[str, ...]) -> None:
+        self.store = store
+        self.bot = bot
+        self.invite = invite
+        self._by_chat: dict[ChatRef, PortalRow] = {}
+        self._by_room: dict[str, PortalRow | None] = {}
+        self._locks: dict[ChatRef, asyncio.Lock] = {}
+
+    async def get(self, chat: ChatRef) -> PortalRow | None:
+        row = self._by_chat.get(chat)
+        if row is None:
+            row = await self.store.get_portal(chat.network, chat.account, chat.chat_id)
+            if row is not None:
+                self._remember(row)
+        return row
+
+    async def by_room(self, room_id: str) -> PortalRow | None:
+        if room_id not in self._by_room:
+            row = await self.store.get_portal_by_room(room_id)
+            if row is None:
+                return None
+            self._remember(row)
+        return self._by_room[room_id]
+
+    def _remember(self, row: PortalRow) -> None:
+        self._by_chat[ChatRef(row.network, row.account, row.chat_id)] = row
+        self._by_room[row.room_id] = row
+
+    async def get_or_create(
+        self, chat: ChatRef, *, name: str, network_name: str, ghost: UserID
+    ) -> tuple[PortalRow, bool]:
+        """The chat's portal, created on first contact. Returns (portal, created)."""
+        row = await self.get(chat)
+        if row is not None:
+            return row, False
+        lock = self._locks.setdefault(chat, asyncio.Lock())
+        async with lock:
+            row = await self.get(chat)
+            if row is not None:
+                return row, False
+            room_id = await self.bot.create_room(
+                name=name,
+                preset=RoomCreatePreset.PRIVATE,
+                invitees=[UserID(u) for u in self.invite] + [ghost],
+                initial_state=[
+                    bridge_state_event(
+                        bot_mxid=self.bot.mxid,
+                        network=chat.network,
+                        network_name=network_name,
+                        account=chat.account,
+                        chat_id=chat.chat_id,
+                        chat_name=name,
+                    ),
+                    {"type": "m.room.history_visibility", "state_key": "", "content": {"history_visibility": "shared"}},
+                    {"type": "m.room.guest_access", "state_key": "", "content": {"guest_access": "forbidden"}},
+                ],
+                power_level_override=portal_power_levels(self.bot.mxid),
+            )
+            row = PortalRow(chat.network, chat.account, chat.chat_id, str(room_id), name)
+            await self.store.add_portal(row)
+            self._remember(row)
+            log.info(
+                "event=portal_created network=%s account=%s chat=%s room=%s invited=%d",
+                chat.network, chat.account, chat.chat_id, room_id, len(self.invite),
+            )
+            return row, True

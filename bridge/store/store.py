@@ -1,0 +1,116 @@
+"""Queries over the bridge's tables; one method per question the pipelines ask."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from mautrix.util.async_db import Database
+
+from bridge.store.upgrades import upgrade_table
+
+
+@dataclass(frozen=True)
+class PortalRow:
+    network: str
+    account: str
+    chat_id: str
+    room_id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class MessageLink:
+    network: str
+    account: str
+    chat_id: str
+    remote_id: str
+    room_id: str
+    event_id: str
+    direction: str
+
+
+class Store:
+    """Owns the database; SQLite by default, PostgreSQL when the URL says so."""
+
+    def __init__(self, url: str) -> None:
+        self.db = Database.create(
+            url,
+            upgrade_table=upgrade_table,
+            log=logging.getLogger("houseline.db"),  # type: ignore[arg-type]
+        )
+
+    async def start(self) -> None:
+        await self.db.start()
+
+    async def stop(self) -> None:
+        await self.db.stop()
+
+    # portals
+
+    async def get_portal(self, network: str, account: str, chat_id: str) -> PortalRow | None:
+        row = await self.db.fetchrow(
+            "SELECT network, account, chat_id, room_id, name FROM portal"
+            " WHERE network=$1 AND account=$2 AND chat_id=$3",
+            network, account, chat_id,
+        )
+        return PortalRow(**dict(row)) if row else None
+
+    async def get_portal_by_room(self, room_id: str) -> PortalRow | None:
+        row = await self.db.fetchrow(
+            "SELECT network, account, chat_id, room_id, name FROM portal WHERE room_id=$1", room_id
+        )
+        return PortalRow(**dict(row)) if row else None
+
+    async def add_portal(self, portal: PortalRow) -> None:
+        await self.db.execute(
+            "INSERT INTO portal (network, account, chat_id, room_id, name, created_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            portal.network, portal.account, portal.chat_id, portal.room_id, portal.name, _now_ms(),
+        )
+
+    async def count_portals(self) -> int:
+        return int(await self.db.fetchval("SELECT COUNT(*) FROM portal"))
+
+    # ghosts
+
+    async def get_ghost_displayname(self, user_id: str) -> str | None:
+        return await self.db.fetchval("SELECT displayname FROM ghost WHERE user_id=$1", user_id)
+
+    async def put_ghost(self, user_id: str, network: str, remote_id: str, displayname: str) -> None:
+        await self.db.execute(
+            "INSERT INTO ghost (user_id, network, remote_id, displayname) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (user_id) DO UPDATE SET displayname=excluded.displayname",
+            user_id, network, remote_id, displayname,
+        )
+
+    # message map
+
+    async def get_message(self, network: str, account: str, chat_id: str, remote_id: str) -> MessageLink | None:
+        row = await self.db.fetchrow(
+            "SELECT network, account, chat_id, remote_id, room_id, event_id, direction FROM message"
+            " WHERE network=$1 AND account=$2 AND chat_id=$3 AND remote_id=$4",
+            network, account, chat_id, remote_id,
+        )
+        return MessageLink(**dict(row)) if row else None
+
+    async def get_messages_by_event(self, event_id: str) -> list[MessageLink]:
+        rows = await self.db.fetch(
+            "SELECT network, account, chat_id, remote_id, room_id, event_id, direction FROM message"
+            " WHERE event_id=$1",
+            event_id,
+        )
+        return [MessageLink(**dict(r)) for r in rows]
+
+    async def add_message(self, link: MessageLink) -> None:
+        await self.db.execute(
+            "INSERT INTO message (network, account, chat_id, remote_id, room_id, event_id, direction, created_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+            link.network, link.account, link.chat_id, link.remote_id, link.room_id, link.event_id,
+            link.direction, _now_ms(),
+        )
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

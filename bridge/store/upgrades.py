@@ -1,0 +1,44 @@
+"""Versioned schema upgrades (mautrix.util.async_db): add a function, never edit an old one."""
+
+from __future__ import annotations
+
+from mautrix.util.async_db import Connection, Scheme, UpgradeTable
+
+upgrade_table = UpgradeTable(database_name="houseline", version_table_name="houseline_version")
+
+
+@upgrade_table.register(description="Portals, ghosts and the message map")
+async def upgrade_v1(conn: Connection, scheme: Scheme) -> None:
+    await conn.execute(
+        """CREATE TABLE portal (
+            network    TEXT NOT NULL,
+            account    TEXT NOT NULL,
+            chat_id    TEXT NOT NULL,
+            room_id    TEXT NOT NULL UNIQUE,
+            name       TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            PRIMARY KEY (network, account, chat_id)
+        )"""
+    )
+    await conn.execute(
+        """CREATE TABLE ghost (
+            user_id     TEXT PRIMARY KEY,
+            network     TEXT NOT NULL,
+            remote_id   TEXT NOT NULL,
+            displayname TEXT NOT NULL
+        )"""
+    )
+    await conn.execute(
+        """CREATE TABLE message (
+            network    TEXT NOT NULL,
+            account    TEXT NOT NULL,
+            chat_id    TEXT NOT NULL,
+            remote_id  TEXT NOT NULL,
+            room_id    TEXT NOT NULL,
+            event_id   TEXT NOT NULL,
+            direction  TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+            created_at BIGINT NOT NULL,
+            PRIMARY KEY (network, account, chat_id, remote_id)
+        )"""
+    )
+    await conn.execute("CREATE INDEX message_event_idx ON message (event_id)")
