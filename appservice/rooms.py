@@ -8,11 +8,15 @@ from typing import Any
 BRIDGE_STATE_PREFIX = "net.houseline"
 
 
-def portal_power_levels(bot_mxid: str) -> dict[str, Any]:
+def portal_power_levels() -> dict[str, Any]:
     """Only the bot may invite, kick, ban, redact or change state: employees cannot erase the
-    record or reshape the room; everyone in the room may send messages and reactions."""
+    record or reshape the room; everyone in the room may send messages and reactions.
+
+    No ``users`` map: the bot creates the room, and the homeserver gives the creator its power
+    the way the room version wants it (power level 100 in ``users`` up to v11; from v12 the
+    creator is privileged by the create event and must not be listed).
+    """
     return {
-        "users": {bot_mxid: 100},
         "users_default": 0,
         "events_default": 0,
         "state_default": 100,

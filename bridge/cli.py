@@ -71,11 +71,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         config.logging.format,
         secrets=(registration.as_token, registration.hs_token, config.telegram.bot_token),
     )
-    return asyncio.run(_run(Bridge(config, registration)))
+    # Built inside the loop: mautrix binds its HTTP session to the loop that exists at creation.
+    return asyncio.run(_run(lambda: Bridge(config, registration)))
 
 
-async def _run(bridge) -> int:
+async def _run(make_bridge) -> int:
     log = logging.getLogger("houseline")
+    bridge = make_bridge()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -15,14 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import aiohttp
-
 from bridge.bridge import Bridge
 from bridge.devstack import DevStack, start_dev_stack
 from bridge.logs import setup_logging
+from sandbox.client import SandboxClient
 
 CLIENT_ID = 4242001
-CLIENT = {"first_name": "Dana", "last_name": "Client", "username": "dana_client"}
 HELLO = "Hello! I'd like to talk about my portfolio."
 ANSWER = "Hello Dana, happy to help. When would suit you for a call?"
 
@@ -39,7 +37,7 @@ async def run_demo(*, once: bool, workdir: Path | None) -> int:
     try:
         setup_logging("WARNING" if once else "INFO", secrets=(stack.registration.as_token, stack.registration.hs_token, stack.telegram.token))
         await bridge.start()
-        await client_says(stack, HELLO)
+        await demo_client(stack).say(HELLO)
         print(json.dumps({
             "event": "ready",
             "homeserver": stack.homeserver.url,
@@ -58,20 +56,6 @@ async def run_demo(*, once: bool, workdir: Path | None) -> int:
             tmp.cleanup()
 
 
-async def client_says(stack: DevStack, text: str, client_id: int = CLIENT_ID) -> dict:
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{stack.telegram.url}/client/{client_id}/messages", json={"text": text, **CLIENT}) as resp:
-            resp.raise_for_status()
-            return await resp.json()
-
-
-async def client_inbox(stack: DevStack, client_id: int = CLIENT_ID) -> list[dict]:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{stack.telegram.url}/client/{client_id}/messages") as resp:
-            resp.raise_for_status()
-            return (await resp.json())["messages"]
-
-
 async def _round_trip(stack: DevStack, t0: float, timeout: float = 60.0) -> int:
     """Employee (matrix-nio) joins the portal, reads the hello, answers; the client gets it."""
     from sandbox.employee import Employee
@@ -83,26 +67,24 @@ async def _round_trip(stack: DevStack, t0: float, timeout: float = 60.0) -> int:
     try:
         room_id = await employee.wait_for_invite(timeout)
         await employee.join(room_id)
-        hello = await employee.wait_for_message(room_id, HELLO, timeout)
+        hello = await employee.wait_for_message(HELLO, room_id, timeout=timeout)
         transcript.append(f"employee <- {hello.sender} in {room_id}: {HELLO}")
         await employee.send_text(room_id, ANSWER)
         transcript.append(f"employee -> portal      : {ANSWER}")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            got = [m for m in await client_inbox(stack) if ANSWER in m.get("text", "")]
-            if got:
-                transcript.append(f"client   <- company bot : {got[0]['text']!r}")
-                print("\n".join(transcript))
-                print(f"round trip OK in {time.monotonic() - t0:.1f}s (including start-up)", flush=True)
-                return 0
-            await asyncio.sleep(0.2)
-        print("demo: the employee's answer did not reach the client", file=sys.stderr)
-        return 1
+        got = await demo_client(stack).wait_for_text(ANSWER, timeout)
+        transcript.append(f"client   <- company bot : {got['text']!r}")
+        print("\n".join(transcript))
+        print(f"round trip OK in {time.monotonic() - t0:.1f}s (including start-up)", flush=True)
+        return 0
     except AssertionError as err:
         print(f"demo: {err}", file=sys.stderr)
         return 1
     finally:
         await employee.close()
+
+
+def demo_client(stack: DevStack) -> SandboxClient:
+    return SandboxClient(stack.telegram.url, CLIENT_ID, "Dana", "Client", "dana_client")
 
 
 def _print_instructions(stack: DevStack, elapsed: float) -> None:

@@ -77,7 +77,7 @@ class Portals:
                     {"type": "m.room.history_visibility", "state_key": "", "content": {"history_visibility": "shared"}},
                     {"type": "m.room.guest_access", "state_key": "", "content": {"guest_access": "forbidden"}},
                 ],
-                power_level_override=portal_power_levels(self.bot.mxid),
+                power_level_override=portal_power_levels(),
             )
             row = PortalRow(chat.network, chat.account, chat.chat_id, str(room_id), name)
             await self.store.add_portal(row)

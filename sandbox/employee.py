@@ -28,8 +28,10 @@ class SeenEvent:
 class Employee:
     homeserver_url: str
     user_id: str
-    access_token: str
+    access_token: str = field(repr=False)
     device_id: str
+    #: Join every invite as it arrives, as an employee who answers new clients would.
+    auto_join: bool = False
     invites: dict[str, float] = field(default_factory=dict)
     events: list[SeenEvent] = field(default_factory=list)
 
@@ -63,9 +65,13 @@ class Employee:
                 await asyncio.sleep(0.5)
                 continue
             self._next_batch = resp.next_batch
+            new_invites = [r for r in resp.rooms.invite if r not in self.invites]
+            if self.auto_join:
+                for room_id in new_invites:
+                    await self.client.join(room_id)
             async with self._changed:
-                for room_id in resp.rooms.invite:
-                    self.invites.setdefault(room_id, time.time())
+                for room_id in new_invites:
+                    self.invites[room_id] = time.time()
                 for room_id, info in resp.rooms.join.items():
                     for ev in info.timeline.events:
                         src = ev.source
@@ -106,20 +112,29 @@ class Employee:
         if not hasattr(resp, "room_id"):
             raise AssertionError(f"join {room_id} failed: {resp}")
 
-    def messages(self, room_id: str, *, sender: str | None = None, msgtype: str | None = None) -> list[SeenEvent]:
+    def messages(
+        self, room_id: str | None = None, *, sender: str | None = None, msgtype: str | None = None, body: str | None = None
+    ) -> list[SeenEvent]:
         return [
             e for e in self.events
-            if e.room_id == room_id and e.type == "m.room.message"
+            if e.type == "m.room.message"
+            and (room_id is None or e.room_id == room_id)
             and (sender is None or e.sender == sender)
             and (msgtype is None or e.content.get("msgtype") == msgtype)
+            and (body is None or e.content.get("body") == body)
         ]
 
-    async def wait_for_message(self, room_id: str, body: str, timeout: float = 30) -> SeenEvent:
+    async def wait_for_message(
+        self, body: str, room_id: str | None = None, *, sender: str | None = None, timeout: float = 30
+    ) -> SeenEvent:
         return await self.wait_for(
-            lambda: next((e for e in self.messages(room_id) if e.content.get("body") == body), None),
+            lambda: next(iter(self.messages(room_id, sender=sender, body=body)), None),
             timeout,
-            f"message {body!r} in {room_id}",
+            f"message {body!r}" + (f" in {room_id}" if room_id else "") + (f" from {sender}" if sender else ""),
         )
+
+    async def wait_for_event(self, predicate: Callable[[SeenEvent], bool], timeout: float, what: str) -> SeenEvent:
+        return await self.wait_for(lambda: next((e for e in self.events if predicate(e)), None), timeout, what)
 
     async def send_text(self, room_id: str, body: str, **extra: Any) -> str:
         resp = await self.client.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": body, **extra})

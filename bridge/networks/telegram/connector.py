@@ -158,8 +158,8 @@ class TelegramConnector:
             except Exception as e:
                 # The update stays unconfirmed until the core committed it: retry, never skip.
                 log.warning(
-                    "event=inbound_retry update_id=%s chat=%s error=%s retry_in=%.1fs",
-                    update.update_id, event.chat.chat_id, type(e).__name__, backoff,
+                    "event=inbound_retry update_id=%s chat=%s error=%s detail=%r retry_in=%.1fs",
+                    update.update_id, event.chat.chat_id, type(e).__name__, str(e)[:200], backoff,
                     exc_info=log.isEnabledFor(logging.DEBUG),
                 )
                 await asyncio.sleep(backoff + random.random() * 0.1)
