@@ -41,8 +41,10 @@ class Registration:
                 "aliases": [],
                 "rooms": [],
             },
-            "de.sorunome.msc2409.push_ephemeral": False,
-            "receive_ephemeral": False,
+            # Typing notifications and read receipts (MSC2409): employees typing shows as
+            # "typing..." to the client.
+            "de.sorunome.msc2409.push_ephemeral": True,
+            "receive_ephemeral": True,
         }
 
 

@@ -11,6 +11,7 @@ transaction that is still being handled joined rather than handled twice.
 from __future__ import annotations
 
 import asyncio
+import copy
 import hmac
 import json
 import logging
@@ -26,7 +27,9 @@ from mautrix.types.util.serializable import SerializerError
 
 log = logging.getLogger("houseline.appservice")
 
-EventsHandler = Callable[[list[Event]], Awaitable[None]]
+#: Receives the raw event dicts exactly as the homeserver sent them (mautrix's typed events
+#: normalise some contents, e.g. edits, which the bridge must see as sent).
+EventsHandler = Callable[[list[dict]], Awaitable[None]]
 
 #: Synapse sends at most 100 events per transaction; 10 MiB leaves room for large state events.
 MAX_TRANSACTION_BYTES = 10 * 1024 * 1024
@@ -65,6 +68,8 @@ class HouselineAppService(AppService):
 
     def __init__(self, *args, **kwargs) -> None:
         self.events_handler: EventsHandler | None = None
+        #: Typing and receipts: best effort, never fail a transaction.
+        self.ephemeral_handler: EventsHandler | None = None
         self._done_txns: OrderedDict[str, None] = OrderedDict()
         self._running_txns: dict[str, asyncio.Task[None]] = {}
         kwargs.setdefault("state_store", MemoryASStateStore())
@@ -117,7 +122,10 @@ class HouselineAppService(AppService):
 
         task = self._running_txns.get(txn_id)
         if task is None:
-            task = asyncio.ensure_future(self._handle_transaction(txn_id, body.get("events", [])))
+            ephemeral = body.get("ephemeral", body.get("de.sorunome.msc2409.ephemeral", []))
+            task = asyncio.ensure_future(
+                self._handle_transaction(txn_id, body.get("events", []), ephemeral if isinstance(ephemeral, list) else [])
+            )
             self._running_txns[txn_id] = task
             task.add_done_callback(lambda _t: self._running_txns.pop(txn_id, None))
         try:
@@ -131,21 +139,27 @@ class HouselineAppService(AppService):
             self._done_txns.popitem(last=False)
         return web.json_response({})
 
-    async def _handle_transaction(self, txn_id: str, raw_events: list) -> None:
-        events: list[Event] = []
+    async def _handle_transaction(self, txn_id: str, raw_events: list, ephemeral: list) -> None:
+        edus = [e for e in ephemeral if isinstance(e, dict)]
+        if edus and self.ephemeral_handler is not None:
+            try:
+                await self.ephemeral_handler(edus)
+            except Exception:
+                log.exception("event=as_ephemeral_failed txn=%s", txn_id)
+        events: list[dict] = []
         for raw in raw_events:
             if not isinstance(raw, dict):
                 log.warning("event=as_event_skipped txn=%s reason=not_an_object", txn_id)
                 continue
             try:
-                event = Event.deserialize(raw)
+                event = Event.deserialize(copy.deepcopy(raw))
             except (SerializerError, KeyError, TypeError, ValueError, AttributeError):
                 log.warning("event=as_event_skipped txn=%s reason=undecodable type=%s", txn_id, raw.get("type"))
                 continue
             cls = EventType.Class.STATE if raw.get("state_key") is not None else EventType.Class.MESSAGE
             event.type = event.type.with_class(cls)
             await self.state_store.update_state(event)
-            events.append(event)
+            events.append(raw)
         log.debug("event=as_txn txn=%s events=%d", txn_id, len(events))
         if not events:
             return

@@ -69,6 +69,7 @@ class Bridge:
             connectors=self.connectors, portal_config=self.config.portals,
         )
         self.az.events_handler = self.outbound.handle_events
+        self.az.ephemeral_handler = self.outbound.handle_ephemeral
         for name, connector in self.connectors.items():
             await connector.start(self.inbound.handle)
             self._started.append(f"connector:{name}")

@@ -1,33 +1,48 @@
-"""Inbound: a client's message becomes an event in the company's portal room.
+"""Inbound: what a client does becomes events in the company's portal room.
 
 Order of work matters for the record: dedupe first (a redelivered update never posts twice),
 then portal and ghost, then the send with a transaction id derived from the remote ids (a retry
 after a crash is deduplicated by the homeserver too), and the message map last. The connector
 confirms the update to its network only after :meth:`Inbound.handle` returned.
+
+Nothing a client does is lost or erased here: an edit is an ``m.replace`` (the original stays),
+a deletion is an annotation replying to the message, media the bridge cannot fetch is a notice.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
+from dataclasses import dataclass
+from typing import Any
 
-from mautrix.types import EventType, MessageType, TextMessageEventContent
+from mautrix.appservice import IntentAPI
+from mautrix.types import EventType
 
+from bridge import matrix_content as mc
 from bridge.events import RemoteEvent, RemoteEventKind
 from bridge.portals import Portals
-from bridge.store import MessageLink, Store
+from bridge.store import MessageLink, PortalRow, ReactionLink, Store
 from puppets.ghosts import Ghosts
 
 log = logging.getLogger("houseline.inbound")
 
-#: Where the remote ids travel inside the Matrix event, for exports and reconciliation.
-REMOTE_KEY = "net.houseline.remote"
+REMOTE_KEY = mc.REMOTE_KEY
 
 
-def txn_id_for(event: RemoteEvent) -> str:
-    """Deterministic: the same remote message always maps to the same transaction id."""
-    raw = f"hl.{event.chat.network}.{event.chat.account}.{event.chat.chat_id}.{event.message_id}"
+def txn_id_for(event: RemoteEvent, suffix: str = "") -> str:
+    """Deterministic: the same remote event always maps to the same transaction id."""
+    raw = f"hl.{event.chat.network}.{event.chat.account}.{event.chat.chat_id}.{event.message_id}{suffix}"
     return re.sub(r"[^A-Za-z0-9._-]", "_", raw)
+
+
+@dataclass
+class _Context:
+    event: RemoteEvent
+    portal: PortalRow
+    ghost: IntentAPI
+    ghost_name: str
 
 
 class Inbound:
@@ -39,7 +54,9 @@ class Inbound:
 
     async def handle(self, event: RemoteEvent) -> None:
         chat = event.chat
-        if await self.store.get_message(chat.network, chat.account, chat.chat_id, event.message_id):
+        if event.kind is not RemoteEventKind.REACTION and await self.store.get_message(
+            chat.network, chat.account, chat.chat_id, event.message_id
+        ):
             log.info("event=inbound_duplicate network=%s chat=%s message_id=%s", chat.network, chat.chat_id, event.message_id)
             return
         network_name = self.network_names.get(chat.network, chat.network)
@@ -52,32 +69,140 @@ class Inbound:
             ghost=ghost.mxid,
         )
         await ghost.ensure_joined(portal.room_id)
-
-        content = self._content(event, ghost_name)
-        content[REMOTE_KEY] = {
-            "network": chat.network,
-            "account": chat.account,
-            "chat_id": chat.chat_id,
-            "message_id": event.message_id,
-            "sender_id": event.sender.id,
-        }
-        event_id = await ghost.send_message_event(
-            portal.room_id, EventType.ROOM_MESSAGE, content, txn_id=txn_id_for(event), timestamp=event.timestamp_ms
-        )
+        ctx = _Context(event, portal, ghost, ghost_name)
+        handler = {
+            RemoteEventKind.MESSAGE: self._message,
+            RemoteEventKind.EDIT: self._edit,
+            RemoteEventKind.DELETE: self._delete,
+            RemoteEventKind.REACTION: self._reaction,
+            RemoteEventKind.UNSUPPORTED: self._unsupported,
+        }[event.kind]
+        result = await handler(ctx)
+        if result is None:
+            return
+        event_id, has_media = result
         await self.store.add_message(
-            MessageLink(chat.network, chat.account, chat.chat_id, event.message_id, portal.room_id, event_id, "in")
+            MessageLink(
+                chat.network, chat.account, chat.chat_id, event.message_id, portal.room_id, event_id, "in",
+                has_media=has_media, created_at=event.timestamp_ms,
+            )
         )
         log.info(
             "event=inbound_bridged network=%s chat=%s message_id=%s room=%s event_id=%s kind=%s",
             chat.network, chat.chat_id, event.message_id, portal.room_id, event_id, event.kind.value,
         )
 
-    @staticmethod
-    def _content(event: RemoteEvent, ghost_name: str) -> TextMessageEventContent:
-        if event.kind is RemoteEventKind.MESSAGE:
-            return TextMessageEventContent(msgtype=MessageType.TEXT, body=event.text)
-        # Not carried yet: the room still records that it happened, and any text it had.
-        body = f"{ghost_name} sent {event.description}, which Houseline cannot show here yet."
-        if event.text:
-            body += f" Its text: {event.text}"
-        return TextMessageEventContent(msgtype=MessageType.NOTICE, body=body)
+    # helpers
+
+    def _remote(self, event: RemoteEvent) -> dict[str, str]:
+        return {
+            "network": event.chat.network,
+            "account": event.chat.account,
+            "chat_id": event.chat.chat_id,
+            "message_id": event.message_id,
+            "sender_id": event.sender.id,
+        }
+
+    async def _send(self, ctx: _Context, content: dict[str, Any], *, as_bot: bool = False, suffix: str = "") -> str:
+        content[REMOTE_KEY] = self._remote(ctx.event)
+        intent = self.portals.bot if as_bot else ctx.ghost
+        return await intent.send_message_event(
+            ctx.portal.room_id, EventType.ROOM_MESSAGE, content,
+            txn_id=txn_id_for(ctx.event, suffix), timestamp=ctx.event.timestamp_ms,
+        )
+
+    async def _target(self, ctx: _Context, remote_id: str | None) -> MessageLink | None:
+        if remote_id is None:
+            return None
+        chat = ctx.event.chat
+        return await self.store.get_message(chat.network, chat.account, chat.chat_id, remote_id)
+
+    # one method per kind
+
+    async def _message(self, ctx: _Context) -> tuple[str, bool]:
+        event = ctx.event
+        media = event.media
+        if media is not None and media.fetch is None:
+            words = mc.MEDIA_WORDS[media.kind]
+            body = f"{ctx.ghost_name} sent {words} ({media.file_name}), which could not be brought over: {media.unavailable_reason}."
+            if event.text and event.text.body:
+                body += f" Its caption: {event.text.body}"
+            return await self._send(ctx, mc.notice(body), as_bot=True), False
+        if media is not None:
+            assert media.fetch is not None
+            data = await media.fetch()
+            mxc = await ctx.ghost.upload_media(data, mime_type=media.mimetype, filename=media.file_name, size=len(data))
+            content = mc.media_content(media, str(mxc), event.text)
+        elif event.location is not None:
+            content = mc.location_content(event.location)
+        elif event.contact is not None:
+            content = mc.contact_content(event.contact)
+        else:
+            content = mc.text_content(event.text or mc.RichText(""))
+        replied = await self._target(ctx, event.reply_to)
+        if replied is not None:
+            mc.reply_to(content, replied.event_id)
+        return await self._send(ctx, content), media is not None
+
+    async def _edit(self, ctx: _Context) -> tuple[str, bool]:
+        event = ctx.event
+        original = await self._target(ctx, event.target_id)
+        new = mc.text_content(event.text or mc.RichText(""))
+        if original is None:
+            # Edited before we knew it (e.g. sent while the bridge was not yet connected).
+            new["body"] = f"(edited) {new['body']}"
+            new.pop("format", None), new.pop("formatted_body", None)
+            return await self._send(ctx, new), False
+        if original.has_media:
+            # A media event's m.new_content would need the file again; record the new caption
+            # as a reply instead, so the first caption stays visible too.
+            content = mc.reply_to(mc.text_content(event.text or mc.RichText(""), "m.text"), original.event_id)
+            content["body"] = f"(new caption) {content['body']}"
+            content.pop("format", None), content.pop("formatted_body", None)
+            return await self._send(ctx, content), False
+        return await self._send(ctx, mc.edit_content(original.event_id, new)), False
+
+    async def _delete(self, ctx: _Context) -> tuple[str, bool]:
+        event = ctx.event
+        original = await self._target(ctx, event.target_id)
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(event.timestamp_ms / 1000))
+        network_name = self.network_names.get(event.chat.network, event.chat.network)
+        if original is None:
+            body = f"{ctx.ghost_name} deleted a message on {network_name} ({when}) that never reached this room."
+            return await self._send(ctx, mc.notice(body), as_bot=True), False
+        body = f"{ctx.ghost_name} deleted this message on {network_name} ({when}). It stays here as part of the record."
+        content = mc.notice(body, in_reply_to=original.event_id)
+        content["net.houseline.client_deleted"] = {"event_id": original.event_id, "ts": event.timestamp_ms}
+        return await self._send(ctx, content, as_bot=True), False
+
+    async def _reaction(self, ctx: _Context) -> None:
+        event = ctx.event
+        chat = event.chat
+        original = await self._target(ctx, event.target_id)
+        if original is None:
+            log.info("event=reaction_unmapped chat=%s target=%s", chat.chat_id, event.target_id)
+            return None
+        current = {r.emoji: r for r in await self.store.get_reactions(chat.network, chat.account, chat.chat_id, original.remote_id, event.sender.id)}
+        wanted = set(event.reactions)
+        for emoji in wanted - current.keys():
+            event_id = await ctx.ghost.send_message_event(
+                ctx.portal.room_id, EventType.REACTION,
+                {"m.relates_to": {"rel_type": "m.annotation", "event_id": original.event_id, "key": emoji}},
+                txn_id=txn_id_for(event, f".{emoji.encode().hex()}"), timestamp=event.timestamp_ms,
+            )
+            await self.store.add_reaction(ReactionLink(chat.network, chat.account, chat.chat_id, original.remote_id, event.sender.id, emoji, ctx.portal.room_id, event_id))
+        for emoji in current.keys() - wanted:
+            link = current[emoji]
+            # The ghost may not redact (portal power levels); the bot does, and the homeserver
+            # keeps the redacted content (redaction_retention_period: null).
+            await self.portals.bot.redact(ctx.portal.room_id, link.event_id, reason="the client removed this reaction")
+            await self.store.delete_reaction(link)
+        log.info("event=inbound_reactions chat=%s target=%s now=%d", chat.chat_id, original.remote_id, len(wanted))
+        return None
+
+    async def _unsupported(self, ctx: _Context) -> tuple[str, bool]:
+        event = ctx.event
+        body = f"{ctx.ghost_name} sent {event.description}, which Houseline cannot show here yet."
+        if event.text and event.text.body:
+            body += f" Its text: {event.text.body}"
+        return await self._send(ctx, mc.notice(body), as_bot=True), False

@@ -1,8 +1,8 @@
-"""Outbound: an employee's message in a portal goes to the client, signed for the company.
+"""Outbound: what an employee does in a portal reaches the client, signed for the company.
 
 Events of one room are handled in order; rooms are handled side by side. A failed send is
 retried while the failure is temporary and otherwise reported in the room as a notice that
-replies to the message, so an employee never believes a client got what it did not.
+replies to the event, so an employee never believes a client got what it did not.
 """
 
 from __future__ import annotations
@@ -10,14 +10,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from mautrix.appservice import AppService
-from mautrix.types import Event, EventType, MessageEvent, MessageType, RelationType, TextMessageEventContent
+import aiohttp
+from mautrix.errors import MatrixError
+from mautrix.types import EventType
 
 from bridge.config import PortalsConfig
-from bridge.events import ChatRef, Delivery
+from bridge.events import ChatRef, Delivery, DeliveryKind, MediaKind, OutboundMedia, RemoteLocation, RichText
+from bridge.matrix_content import notice
 from bridge.networks.base import Connector, DeliveryError
 from bridge.portals import Portals
 from bridge.store import MessageLink, PortalRow, Store
@@ -25,19 +30,20 @@ from puppets.ghosts import Ghosts
 
 log = logging.getLogger("houseline.outbound")
 
-_TEXT_TYPES = (MessageType.TEXT, MessageType.NOTICE, MessageType.EMOTE)
-_MSGTYPE_WORDS = {
-    MessageType.IMAGE: "Images",
-    MessageType.FILE: "Files",
-    MessageType.VIDEO: "Videos",
-    MessageType.AUDIO: "Audio messages",
-    MessageType.LOCATION: "Locations",
+_CARRIED = {"m.room.message", "m.sticker", "m.reaction", "m.room.redaction"}
+#: Message-like events an employee may send that the client cannot receive, in words.
+_NOT_CARRIED = {
+    "m.poll.start": "Polls",
+    "org.matrix.msc3381.poll.start": "Polls",
+    "m.call.invite": "Calls",
+    "org.matrix.msc3401.call": "Calls",
 }
-_EVENT_WORDS = {
-    EventType.STICKER: "Stickers",
-    EventType.REACTION: "Reactions",
-    EventType.ROOM_REDACTION: "Deletions",
-}
+_TEXT_TYPES = {"m.text", "m.notice", "m.emote"}
+_MEDIA_KINDS = {"m.image": MediaKind.IMAGE, "m.file": MediaKind.FILE, "m.video": MediaKind.VIDEO, "m.audio": MediaKind.AUDIO}
+#: Telegram shows a chat action for about 5 s; refresh a little sooner while typing goes on.
+TYPING_REFRESH_S = 4.0
+#: Telegram's bot upload limit; a homeserver file larger than this is refused before download.
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,10 @@ class RetryPolicy:
     attempts: int = 5
     first_backoff: float = 1.0
     max_backoff: float = 20.0
+
+
+class Refused(Exception):
+    """The bridge will not carry this event; the message goes into the room as a notice."""
 
 
 class Outbound:
@@ -67,69 +77,187 @@ class Outbound:
         self.portal_config = portal_config
         self.retry = retry
         self._room_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._typing_sent: dict[str, float] = {}
+        self._background: set[asyncio.Task[None]] = set()
 
-    async def handle_events(self, events: list[Event]) -> None:
-        """Entry point for one appservice transaction."""
-        by_room: dict[str, list[Event]] = defaultdict(list)
+    async def handle_events(self, events: list[dict[str, Any]]) -> None:
+        """Entry point for one appservice transaction (raw events, as the homeserver sent them)."""
+        by_room: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for event in events:
-            room_id = getattr(event, "room_id", None)
-            if room_id:
+            room_id = event.get("room_id")
+            if isinstance(room_id, str) and isinstance(event.get("event_id"), str) and isinstance(event.get("sender"), str):
                 by_room[room_id].append(event)
         await asyncio.gather(*(self._handle_room(room, evs) for room, evs in by_room.items()))
 
-    async def _handle_room(self, room_id: str, events: list[Event]) -> None:
+    async def _handle_room(self, room_id: str, events: list[dict[str, Any]]) -> None:
         async with self._room_locks[room_id]:
             for event in events:
                 await self.handle_event(event)
 
+    async def handle_ephemeral(self, edus: list[dict[str, Any]]) -> None:
+        """An employee typing in a portal shows as "typing..." to the client (best effort)."""
+        for edu in edus:
+            if edu.get("type") != "m.typing" or not isinstance(edu.get("room_id"), str):
+                continue
+            users = (edu.get("content") or {}).get("user_ids") or []
+            if not any(isinstance(u, str) and not self._is_ours(u) for u in users):
+                continue
+            portal = await self.portals.by_room(edu["room_id"])
+            if portal is None or portal.network not in self.connectors:
+                continue
+            now = time.monotonic()
+            if now - self._typing_sent.get(portal.room_id, 0.0) < TYPING_REFRESH_S:
+                continue
+            self._typing_sent[portal.room_id] = now
+            delivery = Delivery(DeliveryKind.TYPING, ChatRef(portal.network, portal.account, portal.chat_id), portal.room_id, "")
+            task = asyncio.create_task(self._send_typing(portal.network, delivery))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _send_typing(self, network: str, delivery: Delivery) -> None:
+        try:
+            await self.connectors[network].send(delivery)
+        except DeliveryError as e:
+            log.debug("event=typing_not_sent room=%s reason=%r", delivery.room_id, e.reason)
+
     def _is_ours(self, user_id: str) -> bool:
         return user_id == self.az.bot_mxid or self.ghosts.is_ghost(user_id)
 
-    async def handle_event(self, event: Event) -> None:
-        if self._is_ours(event.sender):
+    async def handle_event(self, raw: dict[str, Any]) -> None:
+        etype = raw.get("type")
+        if self._is_ours(raw["sender"]) or "state_key" in raw or (etype not in _CARRIED and etype not in _NOT_CARRIED):
             return
-        if event.type.is_state or event.type in (EventType.RECEIPT, EventType.TYPING):
-            return
-        portal = await self.portals.by_room(event.room_id)
+        portal = await self.portals.by_room(raw["room_id"])
         if portal is None:
             return
-        if await self.store.get_messages_by_event(event.event_id):
-            log.info("event=outbound_duplicate room=%s event_id=%s", event.room_id, event.event_id)
+        if etype in _NOT_CARRIED:
+            await self._notice(portal, raw["event_id"], f"{_NOT_CARRIED[etype]} are not sent to the client; the client did not see this.")
             return
-        if event.type != EventType.ROOM_MESSAGE:
-            words = _EVENT_WORDS.get(event.type)
-            if words is not None:
-                await self._notice(portal, event, f"{words} are not sent to the client yet; the client did not see this.")
+        if await self.store.get_messages_by_event(raw["event_id"]):
+            log.info("event=outbound_duplicate room=%s event_id=%s", raw["room_id"], raw["event_id"])
             return
-        assert isinstance(event, MessageEvent)
-        content = event.content
-        relates = getattr(content, "relates_to", None)
-        if relates is not None and relates.rel_type == RelationType.REPLACE:
-            await self._notice(portal, event, "Edits are not sent to the client yet; the client still sees the first version.")
+        if not isinstance(raw.get("content"), dict):
             return
-        if content.msgtype not in _TEXT_TYPES:
-            words = _MSGTYPE_WORDS.get(content.msgtype, "This kind of message")
-            verb = "is" if words == "This kind of message" else "are"
-            await self._notice(portal, event, f"{words} {verb} not sent to the client yet; the client did not see this.")
-            return
-        await self._deliver(portal, event, content)
+        try:
+            delivery = await self._delivery_for(portal, raw)
+            if delivery is not None:
+                await self._deliver(portal, delivery)
+        except Refused as e:
+            await self._notice(portal, raw["event_id"], str(e))
+        except (MatrixError, aiohttp.ClientError, asyncio.TimeoutError):
+            raise  # the homeserver is unwell: fail the transaction so it is retried
+        except Exception as e:
+            # A bug or an unexpected answer must neither block the room's later events nor
+            # vanish: say so where the employee looks, with the details in the log.
+            log.exception("event=outbound_error room=%s event_id=%s", raw["room_id"], raw["event_id"])
+            await self._notice(portal, raw["event_id"], f"Not delivered to the client: the bridge hit an unexpected error ({type(e).__name__}).")
 
-    async def _deliver(self, portal: PortalRow, event: MessageEvent, content: TextMessageEventContent) -> None:
+    # Matrix event -> Delivery
+
+    async def _delivery_for(self, portal: PortalRow, raw: dict[str, Any]) -> Delivery | None:
+        content = raw.get("content") or {}
+        base = Delivery(
+            kind=DeliveryKind.MESSAGE,
+            chat=ChatRef(portal.network, portal.account, portal.chat_id),
+            room_id=raw["room_id"],
+            event_id=raw["event_id"],
+        )
+        etype = raw["type"]
+        if etype == "m.reaction":
+            rel = content.get("m.relates_to") or {}
+            targets = await self._remote_ids(rel.get("event_id"))
+            if not targets or not isinstance(rel.get("key"), str):
+                return None  # a reaction to something the client never saw (a notice, a member event)
+            return replace(base, kind=DeliveryKind.REACTION, targets=targets[:1], reaction=rel["key"])
+        if etype == "m.room.redaction":
+            return await self._redaction(base, raw)
+        relates = content.get("m.relates_to") or {}
+        if relates.get("rel_type") == "m.replace":
+            return await self._edit(base, raw, relates)
+        signature = self._signature(raw["sender"], await self._displayname(raw["room_id"], raw["sender"]))
+        reply_ids = await self._remote_ids((relates.get("m.in_reply_to") or {}).get("event_id"))
+        base = replace(base, signature=signature, reply_to=reply_ids[0] if reply_ids else None)
+        msgtype = "m.sticker" if etype == "m.sticker" else content.get("msgtype")
+        if msgtype in _TEXT_TYPES:
+            text = _rich(content)
+            if msgtype == "m.emote":
+                name = await self._displayname(raw["room_id"], raw["sender"])
+                text = RichText(f"* {name} {text.body}", f"* {name} {text.html}" if text.html else None)
+            return replace(base, text=text)
+        if msgtype == "m.location":
+            return replace(base, location=_parse_geo(content.get("geo_uri")))
+        if msgtype in _MEDIA_KINDS or msgtype == "m.sticker":
+            media = await self._download(content, MediaKind.IMAGE if msgtype == "m.sticker" else _MEDIA_KINDS[msgtype])
+            caption = _caption(content)
+            return replace(base, media=media, text=caption)
+        raise Refused("This kind of message is not sent to the client; the client did not see it.")
+
+    async def _edit(self, base: Delivery, raw: dict[str, Any], relates: dict[str, Any]) -> Delivery:
+        original_id = relates.get("event_id")
+        links = await self.store.get_messages_by_event(original_id) if original_id else []
+        if not links:
+            raise Refused("This edit was not sent: the client never received the original message.")
+        if len(links) > 1:
+            raise Refused("This edit was not sent: the original was split into several messages for the client.")
+        new = raw["content"].get("m.new_content") or {}
+        signature = self._signature(raw["sender"], await self._displayname(raw["room_id"], raw["sender"]))
+        text = _caption(new) if links[0].has_media else _rich(new)
+        return replace(
+            base, kind=DeliveryKind.EDIT, signature=signature, text=text, targets=(links[0].remote_id,),
+            target_has_media=links[0].has_media,
+        )
+
+    async def _redaction(self, base: Delivery, raw: dict[str, Any]) -> Delivery | None:
+        redacts = raw.get("redacts") or (raw.get("content") or {}).get("redacts")
+        links = await self.store.get_messages_by_event(redacts) if redacts else []
+        outgoing = [link for link in links if link.direction == "out"]
+        if outgoing:
+            return replace(
+                base, kind=DeliveryKind.DELETE, targets=tuple(link.remote_id for link in outgoing),
+                target_timestamp_ms=outgoing[0].created_at,
+            )
+        if links:
+            raise Refused("The client's own message cannot be deleted for them; it stays here and on their phone.")
+        return None
+
+    async def _remote_ids(self, event_id: str | None) -> tuple[str, ...]:
+        if not event_id:
+            return ()
+        return tuple(link.remote_id for link in await self.store.get_messages_by_event(event_id))
+
+    async def _download(self, content: dict[str, Any], kind: MediaKind) -> OutboundMedia:
+        info = content.get("info") or {}
+        size = info.get("size")
+        if isinstance(size, int) and size > MAX_UPLOAD_BYTES:
+            raise Refused(f"This file is {size / 1e6:.1f} MB; Telegram accepts at most 50 MB from a bot. The client did not receive it.")
+        url = content.get("url")
+        if not isinstance(url, str) or not url.startswith("mxc://"):
+            raise Refused("Encrypted or linkless files cannot be sent to the client; the client did not receive it.")
+        try:
+            data = await self.az.intent.download_media(url)
+        except aiohttp.ClientResponseError as e:
+            if 400 <= e.status < 500:
+                raise Refused(f"The file could not be fetched from the homeserver (HTTP {e.status}); the client did not receive it.") from e
+            raise
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise Refused(f"This file is {len(data) / 1e6:.1f} MB; Telegram accepts at most 50 MB from a bot. The client did not receive it.")
+        return OutboundMedia(
+            kind=kind,
+            data=data,
+            file_name=content.get("filename") or content.get("body") or "file",
+            mimetype=info.get("mimetype") or "application/octet-stream",
+            width=info.get("w"),
+            height=info.get("h"),
+            duration_ms=info.get("duration"),
+        )
+
+    # sending
+
+    async def _deliver(self, portal: PortalRow, delivery: Delivery) -> None:
         connector = self.connectors.get(portal.network)
         if connector is None:
-            await self._notice(portal, event, f"Not delivered: the {portal.network} connection is not enabled in this bridge.")
+            await self._notice(portal, delivery.event_id, f"Not delivered: the {portal.network} connection is not enabled in this bridge.")
             return
-        displayname = await self._displayname(event.room_id, event.sender)
-        body = content.body or ""
-        if content.msgtype == MessageType.EMOTE:
-            body = f"* {displayname} {body}"
-        delivery = Delivery(
-            chat=ChatRef(portal.network, portal.account, portal.chat_id),
-            room_id=event.room_id,
-            event_id=event.event_id,
-            signature=self._signature(event.sender, displayname),
-            body=body,
-        )
         backoff = self.retry.first_backoff
         for attempt in range(1, self.retry.attempts + 1):
             try:
@@ -138,22 +266,26 @@ class Outbound:
             except DeliveryError as e:
                 if e.permanent or attempt == self.retry.attempts:
                     log.warning(
-                        "event=outbound_failed room=%s event_id=%s network=%s attempts=%d permanent=%s reason=%r",
-                        event.room_id, event.event_id, portal.network, attempt, e.permanent, e.reason,
+                        "event=outbound_failed room=%s event_id=%s network=%s kind=%s attempts=%d permanent=%s reason=%r",
+                        delivery.room_id, delivery.event_id, portal.network, delivery.kind.value, attempt, e.permanent, e.reason,
                     )
-                    await self._notice(portal, event, f"Not delivered to the client: {e.reason}.")
+                    await self._notice(portal, delivery.event_id, f"Not delivered to the client: {e.reason}.")
                     return
                 wait = e.retry_after if e.retry_after is not None else backoff + random.random() * 0.2
-                log.info("event=outbound_retry room=%s event_id=%s attempt=%d wait=%.1fs", event.room_id, event.event_id, attempt, wait)
+                log.info("event=outbound_retry room=%s event_id=%s attempt=%d wait=%.1fs", delivery.room_id, delivery.event_id, attempt, wait)
                 await asyncio.sleep(wait)
                 backoff = min(backoff * 2, self.retry.max_backoff)
-        for remote_id in receipt.message_ids:
+        has_media = delivery.media is not None
+        for i, remote_id in enumerate(receipt.message_ids):
             await self.store.add_message(
-                MessageLink(portal.network, portal.account, portal.chat_id, remote_id, event.room_id, event.event_id, "out")
+                MessageLink(portal.network, portal.account, portal.chat_id, remote_id, delivery.room_id, delivery.event_id, "out",
+                            has_media=has_media and i == 0)
             )
+        if receipt.note:
+            await self._notice(portal, delivery.event_id, receipt.note)
         log.info(
-            "event=outbound_delivered room=%s event_id=%s network=%s chat=%s remote_ids=%s",
-            event.room_id, event.event_id, portal.network, portal.chat_id, ",".join(receipt.message_ids),
+            "event=outbound_delivered room=%s event_id=%s network=%s chat=%s kind=%s remote_ids=%s",
+            delivery.room_id, delivery.event_id, portal.network, portal.chat_id, delivery.kind.value, ",".join(receipt.message_ids),
         )
 
     def _signature(self, user_id: str, displayname: str) -> str:
@@ -179,10 +311,49 @@ class Outbound:
             log.debug("event=displayname_lookup_failed user=%s error=%s", user_id, type(e).__name__)
         return user_id[1:].split(":", 1)[0]
 
-    async def _notice(self, portal: PortalRow, event: Event, text: str) -> None:
-        content = TextMessageEventContent(msgtype=MessageType.NOTICE, body=text)
-        content.set_reply(event.event_id)
+    async def _notice(self, portal: PortalRow, event_id: str, text: str) -> None:
         await self.az.intent.send_message_event(
-            portal.room_id, EventType.ROOM_MESSAGE, content, txn_id=f"hl.notice.{event.event_id}"
+            portal.room_id, EventType.ROOM_MESSAGE, notice(text, in_reply_to=event_id), txn_id=f"hl.notice.{event_id}"
         )
-        log.info("event=notice_posted room=%s about=%s", portal.room_id, event.event_id)
+        log.info("event=notice_posted room=%s about=%s", portal.room_id, event_id)
+
+
+def _strip_reply_fallback(body: str) -> str:
+    """Older clients quote the replied-to message as '> ' lines first; the client must not see
+    that quote (it may carry Matrix ids)."""
+    lines = body.split("\n")
+    if not lines or not lines[0].startswith("> "):
+        return body
+    i = 0
+    while i < len(lines) and lines[i].startswith(">"):
+        i += 1
+    if i < len(lines) and lines[i] == "":
+        i += 1
+    return "\n".join(lines[i:])
+
+
+def _rich(content: dict[str, Any]) -> RichText:
+    body = content.get("body") if isinstance(content.get("body"), str) else ""
+    html = content.get("formatted_body") if content.get("format") == "org.matrix.custom.html" else None
+    if isinstance(html, str) and "<mx-reply>" in html:
+        body = _strip_reply_fallback(body)
+    return RichText(body, html if isinstance(html, str) else None)
+
+
+def _caption(content: dict[str, Any]) -> RichText | None:
+    """A media event's caption: its body when a separate file name is given (Matrix captions)."""
+    filename = content.get("filename")
+    body = content.get("body")
+    if not filename or not isinstance(body, str) or body == filename:
+        return None
+    return _rich(content)
+
+
+def _parse_geo(uri: Any) -> RemoteLocation:
+    if isinstance(uri, str) and uri.startswith("geo:"):
+        try:
+            lat, lon = uri[4:].split(";", 1)[0].split(",")[:2]
+            return RemoteLocation(float(lat), float(lon))
+        except ValueError:
+            pass
+    raise Refused("This location has no valid coordinates; the client did not receive it.")

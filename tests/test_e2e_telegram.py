@@ -135,22 +135,28 @@ async def test_wrong_hs_token_is_refused_and_changes_nothing(stack: DevStack, br
 
 
 async def test_unsupported_kind_gets_a_notice(stack: DevStack, bridge: BridgeProcess, employee: Employee, new_client) -> None:
-    client = new_client("Pic", "Ture")
-    await client.say("send me the brochure")
-    msg = await employee.wait_for_message("send me the brochure", sender=ghost_of(client))
-    image = await employee.send_event(msg.room_id, "m.room.message", {
-        "msgtype": "m.image", "body": "brochure.png", "url": "mxc://localhost/abc", "info": {"mimetype": "image/png"},
+    client = new_client("Pol", "Ling")
+    await client.say("what do you all think?")
+    msg = await employee.wait_for_message("what do you all think?", sender=ghost_of(client))
+    poll = await employee.send_event(msg.room_id, "org.matrix.msc3381.poll.start", {
+        "org.matrix.msc3381.poll.start": {"question": {"org.matrix.msc1767.text": "Lunch?"}, "answers": []},
+        "org.matrix.msc1767.text": "Lunch?",
     })
-    notice = await employee.wait_for_event(
-        lambda e: e.room_id == msg.room_id and e.sender == "@houseline:localhost"
-        and e.content.get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id") == image,
-        30, "a notice about the image",
-    )
-    assert notice.content["msgtype"] == "m.notice"
-    assert "Images are not sent to the client yet" in notice.content["body"]
+    missing = await employee.send_event(msg.room_id, "m.room.message", {
+        "msgtype": "m.image", "body": "brochure.png", "url": "mxc://localhost/doesnotexist", "info": {"mimetype": "image/png"},
+    })
+    for event_id, words in ((poll, "Polls are not sent to the client"), (missing, "could not be fetched from the homeserver (HTTP 404)")):
+        notice = await employee.wait_for_event(
+            lambda e: e.room_id == msg.room_id and e.sender == "@houseline:localhost"
+            and e.content.get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id") == event_id,
+            30, f"a notice about {event_id}",
+        )
+        assert notice.content["msgtype"] == "m.notice"
+        assert words in notice.content["body"]
+    # Neither blocked the room: the next text still goes out.
     await employee.send_text(msg.room_id, "text still works")
     await client.wait_for_text("text still works")
-    assert all("brochure.png" not in m["text"] for m in await client.inbox())
+    assert all("Lunch" not in m.get("text", "") for m in await client.inbox())
 
 
 async def test_failed_send_is_reported_in_the_room(stack: DevStack, bridge: BridgeProcess, employee: Employee, new_client) -> None:

@@ -21,6 +21,18 @@ class PortalRow:
 
 
 @dataclass(frozen=True)
+class ReactionLink:
+    network: str
+    account: str
+    chat_id: str
+    target_id: str
+    sender_id: str
+    emoji: str
+    room_id: str
+    event_id: str
+
+
+@dataclass(frozen=True)
 class MessageLink:
     network: str
     account: str
@@ -29,6 +41,8 @@ class MessageLink:
     room_id: str
     event_id: str
     direction: str
+    has_media: bool = False
+    created_at: int = 0
 
 
 class Store:
@@ -89,27 +103,59 @@ class Store:
 
     async def get_message(self, network: str, account: str, chat_id: str, remote_id: str) -> MessageLink | None:
         row = await self.db.fetchrow(
-            "SELECT network, account, chat_id, remote_id, room_id, event_id, direction FROM message"
-            " WHERE network=$1 AND account=$2 AND chat_id=$3 AND remote_id=$4",
+            f"SELECT {_MESSAGE_COLUMNS} FROM message WHERE network=$1 AND account=$2 AND chat_id=$3 AND remote_id=$4",
             network, account, chat_id, remote_id,
         )
-        return MessageLink(**dict(row)) if row else None
+        return _message(row) if row else None
 
     async def get_messages_by_event(self, event_id: str) -> list[MessageLink]:
+        """Every remote message an event became (a long text may have been split), in order."""
         rows = await self.db.fetch(
-            "SELECT network, account, chat_id, remote_id, room_id, event_id, direction FROM message"
-            " WHERE event_id=$1",
-            event_id,
+            f"SELECT {_MESSAGE_COLUMNS} FROM message WHERE event_id=$1 ORDER BY created_at, remote_id", event_id
         )
-        return [MessageLink(**dict(r)) for r in rows]
+        return [_message(r) for r in rows]
 
     async def add_message(self, link: MessageLink) -> None:
         await self.db.execute(
-            "INSERT INTO message (network, account, chat_id, remote_id, room_id, event_id, direction, created_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+            "INSERT INTO message (network, account, chat_id, remote_id, room_id, event_id, direction, has_media, created_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
             link.network, link.account, link.chat_id, link.remote_id, link.room_id, link.event_id,
-            link.direction, _now_ms(),
+            link.direction, link.has_media, link.created_at or _now_ms(),
         )
+
+    # client reactions (one Matrix reaction event per emoji per client per message)
+
+    async def get_reactions(self, network: str, account: str, chat_id: str, target_id: str, sender_id: str) -> list[ReactionLink]:
+        rows = await self.db.fetch(
+            "SELECT network, account, chat_id, target_id, sender_id, emoji, room_id, event_id FROM reaction"
+            " WHERE network=$1 AND account=$2 AND chat_id=$3 AND target_id=$4 AND sender_id=$5",
+            network, account, chat_id, target_id, sender_id,
+        )
+        return [ReactionLink(**dict(r)) for r in rows]
+
+    async def add_reaction(self, link: ReactionLink) -> None:
+        await self.db.execute(
+            "INSERT INTO reaction (network, account, chat_id, target_id, sender_id, emoji, room_id, event_id)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+            link.network, link.account, link.chat_id, link.target_id, link.sender_id, link.emoji,
+            link.room_id, link.event_id,
+        )
+
+    async def delete_reaction(self, link: ReactionLink) -> None:
+        await self.db.execute(
+            "DELETE FROM reaction WHERE network=$1 AND account=$2 AND chat_id=$3 AND target_id=$4"
+            " AND sender_id=$5 AND emoji=$6",
+            link.network, link.account, link.chat_id, link.target_id, link.sender_id, link.emoji,
+        )
+
+
+_MESSAGE_COLUMNS = "network, account, chat_id, remote_id, room_id, event_id, direction, has_media, created_at"
+
+
+def _message(row) -> MessageLink:
+    data = dict(row)
+    data["has_media"] = bool(data["has_media"])
+    return MessageLink(**data)
 
 
 def _now_ms() -> int:

@@ -42,3 +42,21 @@ async def upgrade_v1(conn: Connection, scheme: Scheme) -> None:
         )"""
     )
     await conn.execute("CREATE INDEX message_event_idx ON message (event_id)")
+
+
+@upgrade_table.register(description="Media flag on mapped messages, and client reactions")
+async def upgrade_v2(conn: Connection, scheme: Scheme) -> None:
+    await conn.execute("ALTER TABLE message ADD COLUMN has_media BOOLEAN NOT NULL DEFAULT false")
+    await conn.execute(
+        """CREATE TABLE reaction (
+            network    TEXT NOT NULL,
+            account    TEXT NOT NULL,
+            chat_id    TEXT NOT NULL,
+            target_id  TEXT NOT NULL,
+            sender_id  TEXT NOT NULL,
+            emoji      TEXT NOT NULL,
+            room_id    TEXT NOT NULL,
+            event_id   TEXT NOT NULL,
+            PRIMARY KEY (network, account, chat_id, target_id, sender_id, emoji)
+        )"""
+    )

@@ -1,4 +1,4 @@
-"""The Telegram connector: long polling in, sendMessage out.
+"""The Telegram connector's lifecycle: long polling in, deliveries out.
 
 Polling is our own loop over ``Bot.get_updates`` rather than PTB's Updater because the offset
 must advance only after the core committed an update on the Matrix side; the Updater confirms
@@ -11,52 +11,19 @@ import asyncio
 import logging
 import random
 
-from telegram import Bot, Message, MessageEntity, Update
-from telegram.error import (
-    BadRequest,
-    ChatMigrated,
-    Conflict,
-    Forbidden,
-    InvalidToken,
-    NetworkError,
-    RetryAfter,
-    TelegramError,
-    TimedOut,
-)
+from telegram import Bot, Update
+from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter, TelegramError, TimedOut
 from telegram.request import HTTPXRequest
 
 from bridge.config import TelegramConfig
-from bridge.events import ChatRef, Delivery, DeliveryReceipt, RemoteEvent, RemoteEventKind, RemoteUser
-from bridge.networks.base import DeliveryError, InboundSink
-from bridge.networks.telegram.text import split_text, utf16_len
+from bridge.events import Delivery, DeliveryReceipt, RemoteEvent
+from bridge.networks.base import InboundSink
+from bridge.networks.telegram.sender import Sender, seconds
+from bridge.networks.telegram.translate import NETWORK, Translator
 
 log = logging.getLogger("houseline.telegram")
 
-NETWORK = "telegram"
-ALLOWED_UPDATES = ["message", "edited_message"]
-
-#: What a message carries when it is not text, in words for the room's notice.
-_KIND_WORDS = (
-    ("photo", "a photo"),
-    ("video", "a video"),
-    ("animation", "an animation"),
-    ("document", "a file"),
-    ("audio", "an audio file"),
-    ("voice", "a voice message"),
-    ("video_note", "a video message"),
-    ("sticker", "a sticker"),
-    ("location", "a location"),
-    ("venue", "a venue"),
-    ("contact", "a contact"),
-    ("poll", "a poll"),
-    ("dice", "a dice roll"),
-    ("game", "a game"),
-    ("story", "a story"),
-)
-
-
-def _full_name(first: str | None, last: str | None) -> str:
-    return " ".join(p for p in (first, last) if p) or "Telegram user"
+ALLOWED_UPDATES = ["message", "edited_message", "message_reaction"]
 
 
 class TelegramConnector:
@@ -80,11 +47,14 @@ class TelegramConnector:
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._offset: int | None = None
+        self._translator = Translator(self.bot, self.account)
+        self._sender = Sender(self.bot)
 
     async def start(self, sink: InboundSink) -> None:
         self._sink = sink
         await self.bot.initialize()  # getMe: fails fast on a wrong token
         self.account = str(self.bot.id)
+        self._translator = Translator(self.bot, self.account)
         await self.bot.delete_webhook(drop_pending_updates=False)
         log.info("event=telegram_connected bot=@%s account=%s", self.bot.username, self.account)
         self._task = asyncio.create_task(self._poll(), name="telegram-poll")
@@ -116,7 +86,7 @@ class TelegramConnector:
                 )
                 backoff = 1.0
             except RetryAfter as e:
-                await self._pause(_seconds(e.retry_after))
+                await self._pause(seconds(e.retry_after))
                 continue
             except InvalidToken:
                 log.error("event=telegram_token_rejected action=retrying_in=60s fix='check networks.telegram.bot_token'")
@@ -166,103 +136,14 @@ class TelegramConnector:
                 backoff = min(backoff * 2, 30)
 
     def translate(self, update: Update) -> RemoteEvent | None:
-        """The network-neutral event for an update, or None for updates the bridge does not carry."""
-        message = update.message or update.edited_message
-        if message is None or message.chat.type != "private" or message.from_user is None:
-            return None
-        user = message.from_user
-        sender = RemoteUser(
-            network=NETWORK,
-            id=str(user.id),
-            display_name=_full_name(user.first_name, user.last_name),
-            username=user.username,
-        )
-        chat = ChatRef(NETWORK, self.account, str(message.chat.id))
-        base = dict(
-            chat=chat,
-            sender=sender,
-            timestamp_ms=int(message.date.timestamp() * 1000),
-            chat_title=_full_name(message.chat.first_name, message.chat.last_name),
-        )
-        if update.edited_message is not None:
-            edit_ts = int(message.edit_date.timestamp()) if message.edit_date else update.update_id
-            return RemoteEvent(
-                kind=RemoteEventKind.UNSUPPORTED,
-                message_id=f"{message.message_id}/edit/{edit_ts}",
-                text=message.text or message.caption or "",
-                description="an edit of an earlier message",
-                **base,
-            )
-        if message.text is not None:
-            return RemoteEvent(kind=RemoteEventKind.MESSAGE, message_id=str(message.message_id), text=message.text, **base)
-        return RemoteEvent(
-            kind=RemoteEventKind.UNSUPPORTED,
-            message_id=str(message.message_id),
-            text=message.caption or "",
-            description=_describe(message),
-            **base,
-        )
+        return self._translator.translate(update)
 
     # outbound
 
     async def send(self, delivery: Delivery) -> DeliveryReceipt:
-        chat_id = int(delivery.chat.chat_id)
-        header = f"{delivery.signature}\n" if delivery.signature else ""
-        pieces = split_text(delivery.body, limit=4096 - len(header))
-        sent: list[str] = []
-        for i, piece in enumerate(pieces):
-            text = header + piece
-            entities = [MessageEntity(MessageEntity.BOLD, 0, utf16_len(delivery.signature))] if header else None
-            try:
-                msg = await self._send_piece(chat_id, text, entities)
-            except RetryAfter as e:
-                if sent:
-                    raise DeliveryError(
-                        f"only {len(sent)} of {len(pieces)} parts were delivered (rate limited)", permanent=True
-                    ) from e
-                raise DeliveryError("Telegram asked to slow down", permanent=False, retry_after=_seconds(e.retry_after)) from e
-            except Forbidden as e:
-                raise DeliveryError(f"the client blocked the company's bot ({e.message})", permanent=True) from e
-            except ChatMigrated as e:
-                raise DeliveryError("the chat moved to a new id", permanent=True) from e
-            except BadRequest as e:
-                raise DeliveryError(f"Telegram refused the message: {e.message}", permanent=True) from e
-            except (TimedOut, NetworkError) as e:
-                if sent:
-                    # Part of a split message is out: do not resend the beginning on retry.
-                    raise DeliveryError(f"only {len(sent)} of {len(pieces)} parts were delivered ({type(e).__name__})", permanent=True) from e
-                raise DeliveryError(f"network error talking to Telegram ({type(e).__name__})", permanent=False) from e
-            sent.append(str(msg.message_id))
-            log.info("event=telegram_sent chat=%s message_id=%s part=%d/%d", chat_id, msg.message_id, i + 1, len(pieces))
-        return DeliveryReceipt(message_ids=tuple(sent))
-
-    async def _send_piece(self, chat_id: int, text: str, entities: list[MessageEntity] | None) -> Message:
-        """sendMessage, waiting out Telegram's ``retry_after`` a few times before giving up."""
-        for attempt in range(_RATE_LIMIT_RETRIES):
-            try:
-                return await self.bot.send_message(chat_id, text, entities=entities)
-            except RetryAfter as e:
-                wait = _seconds(e.retry_after)
-                if attempt == _RATE_LIMIT_RETRIES - 1 or wait > _MAX_RATE_LIMIT_WAIT:
-                    raise
-                log.info("event=telegram_rate_limited chat=%s retry_after=%.0fs", chat_id, wait)
-                await asyncio.sleep(wait)
-        raise AssertionError("unreachable")
-
-
-_RATE_LIMIT_RETRIES = 5
-_MAX_RATE_LIMIT_WAIT = 30.0
-
-
-def _seconds(value) -> float:
-    return value.total_seconds() if hasattr(value, "total_seconds") else float(value)
-
-
-def _describe(message: Message) -> str:
-    for attr, words in _KIND_WORDS:
-        if getattr(message, attr, None):
-            return words
-    return "a kind of message"
+        receipt = await self._sender.send(delivery)
+        log.info("event=telegram_sent chat=%s kind=%s message_ids=%s", delivery.chat.chat_id, delivery.kind.value, ",".join(receipt.message_ids))
+        return receipt
 
 
 def _update_kind(update: Update) -> str:

@@ -1,0 +1,199 @@
+"""Deliveries → Bot API calls (the outbound edge of the connector).
+
+Every Telegram error is turned into a DeliveryError whose reason an employee can act on; the
+core decides about retries and notices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from telegram import Bot, InputFile, Message, MessageEntity, ReactionTypeEmoji, ReplyParameters
+from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter, TimedOut
+
+from bridge.events import Delivery, DeliveryKind, DeliveryReceipt, MediaKind, RichText
+from bridge.networks.base import DeliveryError
+from bridge.networks.telegram.formatting import matrix_to_telegram, split_entities
+from bridge.networks.telegram.text import utf16_len
+
+log = logging.getLogger("houseline.telegram")
+
+MAX_TEXT = 4096
+MAX_CAPTION = 1024
+#: Bots may delete their messages for 48 hours.
+DELETE_WINDOW_S = 48 * 3600
+_RATE_LIMIT_RETRIES = 5
+_MAX_RATE_LIMIT_WAIT = 30.0
+
+_SEND_METHOD = {
+    MediaKind.IMAGE: ("send_photo", "photo"),
+    MediaKind.STICKER: ("send_photo", "photo"),
+    MediaKind.FILE: ("send_document", "document"),
+    MediaKind.VIDEO: ("send_video", "video"),
+    MediaKind.ANIMATION: ("send_animation", "animation"),
+    MediaKind.VIDEO_NOTE: ("send_video", "video"),
+    MediaKind.AUDIO: ("send_audio", "audio"),
+    MediaKind.VOICE: ("send_voice", "voice"),
+}
+
+
+def seconds(value: Any) -> float:
+    return value.total_seconds() if hasattr(value, "total_seconds") else float(value)
+
+
+def _entities(raw: list[dict[str, Any]]) -> list[MessageEntity]:
+    return [MessageEntity.de_json(e, None) for e in raw]  # type: ignore[misc]
+
+
+class Sender:
+    def __init__(self, bot: Bot) -> None:
+        self.bot = bot
+
+    async def send(self, delivery: Delivery) -> DeliveryReceipt:
+        handler = {
+            DeliveryKind.MESSAGE: self._message,
+            DeliveryKind.EDIT: self._edit,
+            DeliveryKind.DELETE: self._delete,
+            DeliveryKind.REACTION: self._reaction,
+            DeliveryKind.TYPING: self._typing,
+        }[delivery.kind]
+        return await handler(delivery, int(delivery.chat.chat_id))
+
+    # composition
+
+    @staticmethod
+    def _signed(signature: str, text: RichText | None) -> tuple[str, list[dict[str, Any]]]:
+        """Signature in bold on the first line, then the employee's text with its formatting."""
+        body, entities = matrix_to_telegram(text.body, text.html) if text else ("", [])
+        if not signature:
+            return body, entities
+        header = signature + ("\n" if body else "")
+        shift = utf16_len(header)
+        shifted = [{**e, "offset": e["offset"] + shift} for e in entities]
+        return header + body, [{"type": "bold", "offset": 0, "length": utf16_len(signature)}, *shifted]
+
+    # kinds
+
+    async def _message(self, d: Delivery, chat_id: int) -> DeliveryReceipt:
+        reply = ReplyParameters(message_id=int(d.reply_to), allow_sending_without_reply=True) if d.reply_to else None
+        if d.location is not None:
+            msg = await self._call(self.bot.send_location, chat_id, latitude=d.location.latitude, longitude=d.location.longitude, reply_parameters=reply)
+            ids = [str(msg.message_id)]
+            if d.signature:
+                follow = await self._call(self.bot.send_message, chat_id, text=d.signature, entities=_entities(self._signed(d.signature, None)[1]), reply_parameters=ReplyParameters(message_id=msg.message_id))
+                ids.append(str(follow.message_id))
+            return DeliveryReceipt(tuple(ids))
+        text, entities = self._signed(d.signature, d.text)
+        if d.media is None:
+            return await self._send_text(chat_id, text, entities, reply)
+        method_name, field = _SEND_METHOD[d.media.kind]
+        caption, caption_entities = text, entities
+        overflow: tuple[str, list[dict[str, Any]]] | None = None
+        if len(caption) > MAX_CAPTION:
+            caption, caption_entities = self._signed(d.signature, None)
+            overflow = self._signed("", d.text)
+        kwargs: dict[str, Any] = {field: InputFile(d.media.data, filename=d.media.file_name)}
+        if d.media.kind in (MediaKind.VIDEO, MediaKind.ANIMATION, MediaKind.VIDEO_NOTE):
+            if d.media.width and d.media.height:
+                kwargs.update(width=d.media.width, height=d.media.height)
+        if d.media.duration_ms and d.media.kind not in (MediaKind.IMAGE, MediaKind.STICKER, MediaKind.FILE):
+            kwargs["duration"] = max(1, d.media.duration_ms // 1000)
+        msg = await self._call(
+            getattr(self.bot, method_name), chat_id, caption=caption or None,
+            caption_entities=_entities(caption_entities) or None, reply_parameters=reply, **kwargs,
+        )
+        ids = [str(msg.message_id)]
+        note = ""
+        if overflow is not None:
+            rest = await self._send_text(chat_id, overflow[0], overflow[1], ReplyParameters(message_id=msg.message_id), first_id=msg.message_id)
+            ids += rest.message_ids
+            note = f"The caption was longer than Telegram allows ({MAX_CAPTION} characters), so it followed the file as a separate message."
+        return DeliveryReceipt(tuple(ids), note)
+
+    async def _send_text(
+        self, chat_id: int, text: str, entities: list[dict[str, Any]], reply: ReplyParameters | None, first_id: int | None = None
+    ) -> DeliveryReceipt:
+        if not text.strip():
+            raise DeliveryError("the message is empty after formatting", permanent=True)
+        pieces = split_entities(text, entities, MAX_TEXT)
+        sent: list[str] = []
+        for i, (piece, piece_entities) in enumerate(pieces):
+            try:
+                msg = await self._call(
+                    self.bot.send_message, chat_id, text=piece, entities=_entities(piece_entities) or None,
+                    reply_parameters=reply if i == 0 else None,
+                )
+            except DeliveryError as e:
+                if sent or first_id is not None:
+                    # Part is out already: resending from the start would duplicate it.
+                    raise DeliveryError(f"only {len(sent)} of {len(pieces)} parts were delivered ({e.reason})", permanent=True) from e
+                raise
+            sent.append(str(msg.message_id))
+        return DeliveryReceipt(tuple(sent))
+
+    async def _edit(self, d: Delivery, chat_id: int) -> DeliveryReceipt:
+        text, entities = self._signed(d.signature, d.text)
+        target = int(d.targets[0])
+        if d.target_has_media:
+            if len(text) > MAX_CAPTION:
+                raise DeliveryError(f"the new caption is longer than Telegram allows ({MAX_CAPTION} characters)", permanent=True)
+            await self._call(self.bot.edit_message_caption, chat_id, message_id=target, caption=text, caption_entities=_entities(entities) or None)
+        else:
+            if len(text) > MAX_TEXT:
+                raise DeliveryError(f"the edited text is longer than Telegram allows in one message ({MAX_TEXT} characters)", permanent=True)
+            await self._call(self.bot.edit_message_text, chat_id, text=text, message_id=target, entities=_entities(entities) or None)
+        return DeliveryReceipt()
+
+    async def _delete(self, d: Delivery, chat_id: int) -> DeliveryReceipt:
+        if d.target_timestamp_ms and time.time() - d.target_timestamp_ms / 1000 > DELETE_WINDOW_S:
+            raise DeliveryError("Telegram lets a bot delete its messages only within 48 hours; the client still sees it", permanent=True)
+        for target in d.targets:
+            await self._call(self.bot.delete_message, chat_id, message_id=int(target))
+        return DeliveryReceipt()
+
+    async def _reaction(self, d: Delivery, chat_id: int) -> DeliveryReceipt:
+        reaction = [ReactionTypeEmoji(d.reaction)] if d.reaction else []
+        await self._call(self.bot.set_message_reaction, chat_id, message_id=int(d.targets[0]), reaction=reaction)
+        return DeliveryReceipt()
+
+    async def _typing(self, d: Delivery, chat_id: int) -> DeliveryReceipt:
+        await self._call(self.bot.send_chat_action, chat_id, action="typing")
+        return DeliveryReceipt()
+
+    # one call, with Telegram's errors translated
+
+    async def _call(self, method, chat_id: int, **kwargs: Any) -> Message:
+        for attempt in range(_RATE_LIMIT_RETRIES):
+            try:
+                return await method(chat_id=chat_id, **kwargs)
+            except RetryAfter as e:
+                wait = seconds(e.retry_after)
+                if attempt == _RATE_LIMIT_RETRIES - 1 or wait > _MAX_RATE_LIMIT_WAIT:
+                    raise DeliveryError("Telegram asked to slow down", permanent=False, retry_after=wait) from e
+                log.info("event=telegram_rate_limited chat=%s retry_after=%.0fs", chat_id, wait)
+                await asyncio.sleep(wait)
+            except Forbidden as e:
+                raise DeliveryError(f"the client blocked the company's bot ({e.message})", permanent=True) from e
+            except ChatMigrated as e:
+                raise DeliveryError("the chat moved to a new id", permanent=True) from e
+            except BadRequest as e:
+                raise DeliveryError(_explain(e.message), permanent=True) from e
+            except (TimedOut, NetworkError) as e:
+                raise DeliveryError(f"network error talking to Telegram ({type(e).__name__})", permanent=False) from e
+        raise AssertionError("unreachable")
+
+
+def _explain(message: str) -> str:
+    lowered = message.lower()
+    if "reaction_invalid" in lowered:
+        return "Telegram does not allow this emoji as a reaction"
+    if "message to edit not found" in lowered or "message to delete not found" in lowered:
+        return "the message no longer exists on Telegram"
+    if "can't be deleted" in lowered:
+        return "Telegram no longer lets the bot delete this message"
+    if "message is not modified" in lowered:
+        return "the edit changes nothing the client sees"
+    return f"Telegram refused it: {message}"

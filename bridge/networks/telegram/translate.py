@@ -1,0 +1,173 @@
+"""Telegram updates → network-neutral RemoteEvents (the inbound edge of the connector)."""
+
+from __future__ import annotations
+
+from typing import Awaitable, Callable
+
+from telegram import Bot, Message, MessageReactionUpdated, ReactionTypeEmoji, Update
+
+from bridge.events import (
+    ChatRef,
+    MediaKind,
+    RemoteContact,
+    RemoteEvent,
+    RemoteEventKind,
+    RemoteLocation,
+    RemoteMedia,
+    RemoteUser,
+    RichText,
+)
+from bridge.networks.telegram.formatting import telegram_to_matrix
+
+NETWORK = "telegram"
+#: Bots may download files up to this size with getFile.
+MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
+
+#: Message attributes the bridge cannot carry yet, in words for the room's notice.
+_UNSUPPORTED_WORDS = (
+    ("poll", "a poll"),
+    ("dice", "a dice roll"),
+    ("game", "a game"),
+    ("story", "a story"),
+    ("venue", "a venue"),
+    ("invoice", "an invoice"),
+    ("paid_media", "paid media"),
+    ("checklist", "a checklist"),
+)
+
+
+def full_name(first: str | None, last: str | None) -> str:
+    return " ".join(p for p in (first, last) if p) or "Telegram user"
+
+
+class Translator:
+    def __init__(self, bot: Bot, account: str) -> None:
+        self.bot = bot
+        self.account = account
+
+    def translate(self, update: Update) -> RemoteEvent | None:
+        """The network-neutral event for an update, or None for updates the bridge does not carry."""
+        if update.message_reaction is not None:
+            return self._reaction(update.message_reaction)
+        message = update.message or update.edited_message
+        if message is None or message.chat.type != "private" or message.from_user is None:
+            return None
+        base = self._base(message)
+        if update.edited_message is not None:
+            edit_ts = int(message.edit_date.timestamp()) if message.edit_date else update.update_id
+            return RemoteEvent(
+                kind=RemoteEventKind.EDIT,
+                message_id=f"{message.message_id}/edit/{edit_ts}",
+                target_id=str(message.message_id),
+                text=self._text(message),
+                **base,
+            )
+        reply_to = str(message.reply_to_message.message_id) if message.reply_to_message else None
+        media = self._media(message)
+        location = RemoteLocation(message.location.latitude, message.location.longitude) if message.location and not message.venue else None
+        contact = (
+            RemoteContact(message.contact.phone_number, full_name(message.contact.first_name, message.contact.last_name))
+            if message.contact else None
+        )
+        text = self._text(message)
+        if media is None and location is None and contact is None and message.text is None:
+            description = next((words for attr, words in _UNSUPPORTED_WORDS if getattr(message, attr, None)), "a kind of message")
+            return RemoteEvent(kind=RemoteEventKind.UNSUPPORTED, message_id=str(message.message_id), text=text, description=description, **base)
+        return RemoteEvent(
+            kind=RemoteEventKind.MESSAGE,
+            message_id=str(message.message_id),
+            text=text,
+            media=media,
+            location=location,
+            contact=contact,
+            reply_to=reply_to,
+            **base,
+        )
+
+    def _base(self, message: Message) -> dict:
+        user = message.from_user
+        assert user is not None
+        return dict(
+            chat=ChatRef(NETWORK, self.account, str(message.chat.id)),
+            sender=RemoteUser(NETWORK, str(user.id), full_name(user.first_name, user.last_name), user.username),
+            timestamp_ms=int(message.date.timestamp() * 1000),
+            chat_title=full_name(message.chat.first_name, message.chat.last_name),
+        )
+
+    @staticmethod
+    def _text(message: Message) -> RichText | None:
+        if message.text is not None:
+            rendered = telegram_to_matrix(message.text, [e.to_dict() for e in message.entities])
+        elif message.caption is not None:
+            rendered = telegram_to_matrix(message.caption, [e.to_dict() for e in message.caption_entities])
+        else:
+            return None
+        return RichText(rendered.body, rendered.html)
+
+    def _media(self, message: Message) -> RemoteMedia | None:
+        if message.photo:
+            p = message.photo[-1]
+            return self._remote_media(MediaKind.IMAGE, p.file_id, p.file_size, "photo.jpg", "image/jpeg", p.width, p.height)
+        if message.sticker:
+            s = message.sticker
+            mime, ext = ("video/webm", "webm") if s.is_video else ("application/x-tgsticker", "tgs") if s.is_animated else ("image/webp", "webp")
+            return self._remote_media(MediaKind.STICKER, s.file_id, s.file_size, f"sticker.{ext}", mime, s.width, s.height)
+        if message.animation:
+            a = message.animation
+            return self._remote_media(MediaKind.ANIMATION, a.file_id, a.file_size, a.file_name or "animation.mp4", a.mime_type or "video/mp4", a.width, a.height, a.duration)
+        if message.video:
+            v = message.video
+            return self._remote_media(MediaKind.VIDEO, v.file_id, v.file_size, v.file_name or "video.mp4", v.mime_type or "video/mp4", v.width, v.height, v.duration)
+        if message.video_note:
+            n = message.video_note
+            return self._remote_media(MediaKind.VIDEO_NOTE, n.file_id, n.file_size, "video_note.mp4", "video/mp4", n.length, n.length, n.duration)
+        if message.voice:
+            v = message.voice
+            return self._remote_media(MediaKind.VOICE, v.file_id, v.file_size, "voice.ogg", v.mime_type or "audio/ogg", duration=v.duration)
+        if message.audio:
+            a = message.audio
+            return self._remote_media(MediaKind.AUDIO, a.file_id, a.file_size, a.file_name or "audio.mp3", a.mime_type or "audio/mpeg", duration=a.duration)
+        if message.document:
+            d = message.document
+            return self._remote_media(MediaKind.FILE, d.file_id, d.file_size, d.file_name or "file", d.mime_type or "application/octet-stream")
+        return None
+
+    def _remote_media(
+        self, kind: MediaKind, file_id: str, size: int | None, name: str, mime: str,
+        width: int | None = None, height: int | None = None, duration=None,
+    ) -> RemoteMedia:
+        duration_ms = None
+        if duration is not None:
+            duration_ms = int(duration.total_seconds() * 1000) if hasattr(duration, "total_seconds") else int(duration) * 1000
+        too_big = size is not None and size > MAX_DOWNLOAD_BYTES
+        return RemoteMedia(
+            kind=kind, file_name=name, mimetype=mime, size=size, width=width, height=height, duration_ms=duration_ms,
+            fetch=None if too_big else self._fetcher(file_id),
+            unavailable_reason=(
+                f"it is {size / 1e6:.1f} MB and Telegram lets bots download at most 20 MB; ask the client to send it another way"
+                if too_big and size else ""
+            ),
+        )
+
+    def _fetcher(self, file_id: str) -> Callable[[], Awaitable[bytes]]:
+        async def fetch() -> bytes:
+            file = await self.bot.get_file(file_id)
+            return bytes(await file.download_as_bytearray())
+
+        return fetch
+
+    def _reaction(self, update: MessageReactionUpdated) -> RemoteEvent | None:
+        user = update.user
+        if update.chat.type != "private" or user is None:
+            return None
+        emojis = tuple(r.emoji for r in update.new_reaction if isinstance(r, ReactionTypeEmoji))
+        return RemoteEvent(
+            kind=RemoteEventKind.REACTION,
+            chat=ChatRef(NETWORK, self.account, str(update.chat.id)),
+            sender=RemoteUser(NETWORK, str(user.id), full_name(user.first_name, user.last_name), user.username),
+            message_id=f"{update.message_id}/reaction/{user.id}/{int(update.date.timestamp())}",
+            timestamp_ms=int(update.date.timestamp() * 1000),
+            target_id=str(update.message_id),
+            reactions=emojis,
+            chat_title=full_name(update.chat.first_name, update.chat.last_name),
+        )
