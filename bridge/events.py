@@ -23,6 +23,10 @@ class RemoteEventKind(enum.Enum):
     #: Something the client sent that the bridge cannot carry yet (a poll, a game...). The core
     #: says so in the room rather than dropping it without a trace.
     UNSUPPORTED = "unsupported"
+    #: A company account (e.g. a Telegram Business account) was connected, changed or removed.
+    ACCOUNT = "account"
+    #: The client blocked or unblocked the company on the network.
+    CHAT_STATUS = "chat_status"
 
 
 class MediaKind(enum.Enum):
@@ -89,6 +93,17 @@ class RemoteContact:
 
 
 @dataclass(frozen=True)
+class RemoteAccount:
+    """A company-owned account on a network that clients write to (owner, and what it may do)."""
+
+    network: str
+    id: str
+    owner: RemoteUser
+    enabled: bool
+    can_reply: bool
+
+
+@dataclass(frozen=True)
 class RemoteEvent:
     kind: RemoteEventKind
     chat: ChatRef
@@ -111,6 +126,13 @@ class RemoteEvent:
     description: str = ""
     #: The chat's own title as the network shows it (used to name the portal).
     chat_title: str = ""
+    #: The company account itself sent this (its owner typed it in the network's own app): it
+    #: belongs in the record as the company's message, not the client's.
+    from_account: bool = False
+    #: For ACCOUNT: the account's new state.
+    account: RemoteAccount | None = None
+    #: For CHAT_STATUS: whether the client now blocks the company.
+    blocked: bool = False
 
 
 class DeliveryKind(enum.Enum):
@@ -119,6 +141,8 @@ class DeliveryKind(enum.Enum):
     DELETE = "delete"
     REACTION = "reaction"
     TYPING = "typing"
+    #: An employee read the conversation up to ``targets[0]``.
+    READ = "read"
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from mautrix.types import EventType
 from bridge import matrix_content as mc
 from bridge.events import RemoteEvent, RemoteEventKind
 from bridge.portals import Portals
-from bridge.store import MessageLink, PortalRow, ReactionLink, Store
+from bridge.store import AccountRow, MessageLink, PortalRow, ReactionLink, Store
 from puppets.ghosts import Ghosts
 
 log = logging.getLogger("houseline.inbound")
@@ -54,13 +54,20 @@ class Inbound:
 
     async def handle(self, event: RemoteEvent) -> None:
         chat = event.chat
+        if event.kind is RemoteEventKind.ACCOUNT:
+            await self._account(event)
+            return
+        if event.kind is RemoteEventKind.CHAT_STATUS:
+            await self._chat_status(event)
+            return
         if event.kind is not RemoteEventKind.REACTION and await self.store.get_message(
             chat.network, chat.account, chat.chat_id, event.message_id
         ):
             log.info("event=inbound_duplicate network=%s chat=%s message_id=%s", chat.network, chat.chat_id, event.message_id)
             return
         network_name = self.network_names.get(chat.network, chat.network)
-        ghost_name = f"{event.sender.display_name} ({network_name})"
+        role = "company account" if event.from_account else None
+        ghost_name = f"{event.sender.display_name} ({network_name}{', ' + role if role else ''})"
         ghost = await self.ghosts.ensure(event.sender.network, event.sender.id, ghost_name)
         portal, _ = await self.portals.get_or_create(
             chat,
@@ -105,6 +112,8 @@ class Inbound:
 
     async def _send(self, ctx: _Context, content: dict[str, Any], *, as_bot: bool = False, suffix: str = "") -> str:
         content[REMOTE_KEY] = self._remote(ctx.event)
+        if ctx.event.from_account:
+            content[REMOTE_KEY]["sent_by_account"] = True
         intent = self.portals.bot if as_bot else ctx.ghost
         return await intent.send_message_event(
             ctx.portal.room_id, EventType.ROOM_MESSAGE, content,
@@ -199,6 +208,52 @@ class Inbound:
             await self.store.delete_reaction(link)
         log.info("event=inbound_reactions chat=%s target=%s now=%d", chat.chat_id, original.remote_id, len(wanted))
         return None
+
+    async def _account(self, event: RemoteEvent) -> None:
+        """Record the company account; when it is switched off or on, say so in its portals."""
+        info = event.account
+        assert info is not None
+        previous = await self.store.get_account(info.network, info.id)
+        await self.store.put_account(
+            AccountRow(info.network, info.id, info.owner.id, info.owner.display_name, info.enabled, info.can_reply)
+        )
+        log.info("event=account_updated network=%s account=%s enabled=%s can_reply=%s", info.network, info.id, info.enabled, info.can_reply)
+        if previous is None or previous.enabled == info.enabled:
+            return
+        network_name = self.network_names.get(info.network, info.network)
+        if info.enabled:
+            text = f"The company's {network_name} account of {info.owner.display_name} is connected again: this conversation is bridged once more."
+        else:
+            text = (
+                f"The company's {network_name} account of {info.owner.display_name} was disconnected from Houseline: "
+                "new messages from this client are not bridged and answers here cannot be sent until it is reconnected."
+            )
+        for portal in await self.store.portals_of_account(info.network, info.id):
+            await self.portals.set_status(portal, "active" if info.enabled else "disconnected")
+            await self.portals.bot.send_message_event(
+                portal.room_id, EventType.ROOM_MESSAGE, mc.notice(text),
+                txn_id=txn_id_for(event, f".{portal.room_id}".replace("!", "").replace(":", "_")),
+            )
+
+    async def _chat_status(self, event: RemoteEvent) -> None:
+        portal = await self.portals.get(event.chat)
+        if portal is None:
+            return  # blocked before ever writing: there is no conversation to annotate
+        status = "blocked" if event.blocked else "active"
+        if portal.status == status:
+            return
+        await self.portals.set_status(portal, status)
+        name = event.sender.display_name
+        network_name = self.network_names.get(event.chat.network, event.chat.network)
+        text = (
+            f"{name} blocked the company on {network_name}: messages sent here will not reach them."
+            if event.blocked
+            else f"{name} unblocked the company on {network_name}: messages sent here reach them again."
+        )
+        await self.portals.bot.send_message_event(
+            portal.room_id, EventType.ROOM_MESSAGE, mc.notice(text), txn_id=txn_id_for(event)
+        )
+        log.info("event=chat_status network=%s chat=%s status=%s", event.chat.network, event.chat.chat_id, status)
 
     async def _unsupported(self, ctx: _Context) -> tuple[str, bool]:
         event = ctx.event

@@ -97,6 +97,9 @@ class Outbound:
     async def handle_ephemeral(self, edus: list[dict[str, Any]]) -> None:
         """An employee typing in a portal shows as "typing..." to the client (best effort)."""
         for edu in edus:
+            if edu.get("type") == "m.receipt" and isinstance(edu.get("room_id"), str):
+                await self._receipt(edu)
+                continue
             if edu.get("type") != "m.typing" or not isinstance(edu.get("room_id"), str):
                 continue
             users = (edu.get("content") or {}).get("user_ids") or []
@@ -110,15 +113,39 @@ class Outbound:
                 continue
             self._typing_sent[portal.room_id] = now
             delivery = Delivery(DeliveryKind.TYPING, ChatRef(portal.network, portal.account, portal.chat_id), portal.room_id, "")
-            task = asyncio.create_task(self._send_typing(portal.network, delivery))
+            task = asyncio.create_task(self._send_best_effort(portal.network, delivery))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
-    async def _send_typing(self, network: str, delivery: Delivery) -> None:
+    async def _receipt(self, edu: dict[str, Any]) -> None:
+        """An employee read the client's message: tell the network where it has a read state."""
+        content = edu.get("content")
+        if not isinstance(content, dict):
+            return
+        portal = await self.portals.by_room(edu["room_id"])
+        if portal is None or portal.network not in self.connectors:
+            return
+        for event_id, kinds in content.items():
+            readers = (kinds or {}).get("m.read") or {} if isinstance(kinds, dict) else {}
+            if not any(isinstance(u, str) and not self._is_ours(u) for u in readers):
+                continue
+            links = [link for link in await self.store.get_messages_by_event(event_id) if link.direction == "in"]
+            if not links:
+                continue
+            delivery = Delivery(
+                DeliveryKind.READ, ChatRef(portal.network, portal.account, portal.chat_id), portal.room_id, event_id,
+                targets=(links[-1].remote_id,),
+            )
+            task = asyncio.create_task(self._send_best_effort(portal.network, delivery))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _send_best_effort(self, network: str, delivery: Delivery) -> None:
+        """Typing and read marks are best effort: a failure is logged, never retried."""
         try:
             await self.connectors[network].send(delivery)
         except DeliveryError as e:
-            log.debug("event=typing_not_sent room=%s reason=%r", delivery.room_id, e.reason)
+            log.info("event=ephemeral_not_sent room=%s kind=%s reason=%r", delivery.room_id, delivery.kind.value, e.reason)
 
     def _is_ours(self, user_id: str) -> bool:
         return user_id == self.az.bot_mxid or self.ghosts.is_ghost(user_id)
@@ -156,6 +183,14 @@ class Outbound:
 
     async def _delivery_for(self, portal: PortalRow, raw: dict[str, Any]) -> Delivery | None:
         content = raw.get("content") or {}
+        if portal.status == "disconnected":
+            raise Refused("Not sent: the company account this conversation runs through is disconnected from Houseline.")
+        account = await self.store.get_account(portal.network, portal.account)
+        if account is not None and not account.can_reply and raw["type"] != "m.room.redaction":
+            raise Refused(
+                f"Not sent: the business account of {account.owner_name} does not let Houseline reply "
+                "(its owner must allow the bot to reply to messages)."
+            )
         base = Delivery(
             kind=DeliveryKind.MESSAGE,
             chat=ChatRef(portal.network, portal.account, portal.chat_id),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 
 from mautrix.appservice import IntentAPI
 from mautrix.types import RoomCreatePreset, RoomID, UserID
@@ -44,6 +45,20 @@ class Portals:
                 return None
             self._remember(row)
         return self._by_room[room_id]
+
+    async def set_status(self, portal: PortalRow, status: str) -> PortalRow:
+        await self.store.set_portal_status(portal.room_id, status)
+        row = replace(portal, status=status)
+        self._remember(row)
+        return row
+
+    async def move(self, portal: PortalRow, new_chat_id: str) -> PortalRow:
+        """Keep the room when the network renumbers the chat (group → supergroup)."""
+        await self.store.move_portal(portal.room_id, new_chat_id)
+        self._by_chat.pop(ChatRef(portal.network, portal.account, portal.chat_id), None)
+        row = replace(portal, chat_id=new_chat_id)
+        self._remember(row)
+        return row
 
     def _remember(self, row: PortalRow) -> None:
         self._by_chat[ChatRef(row.network, row.account, row.chat_id)] = row

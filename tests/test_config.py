@@ -127,3 +127,131 @@ def test_generate_registration_keeps_tokens(tmp_path: Path) -> None:
     subprocess.run(cmd, check=True, capture_output=True, timeout=60)
     second = yaml.safe_load(out.read_text())
     assert (second["as_token"], second["hs_token"]) == (first["as_token"], first["hs_token"])
+
+
+# --------------------------------------------------------------------------- networks.telegram.webhook
+
+SECRET = "s3cr3t-Token_" + "x" * 30
+
+
+def with_webhook(**keys) -> dict:
+    data = minimal()
+    data["networks"]["telegram"]["webhook"] = {
+        "enabled": True,
+        "public_url": "https://bridge.example.com/telegram/webhook",
+        "secret_token": SECRET,
+        **keys,
+    }
+    return data
+
+
+def test_webhook_is_off_unless_enabled() -> None:
+    assert parse_config(minimal()).telegram.webhook is None
+    data = with_webhook(enabled=False)
+    assert parse_config(data).telegram.webhook is None
+    data["networks"]["telegram"]["webhook"] = {"enabled": False}  # no secret needed when off
+    assert parse_config(data).telegram.webhook is None
+
+
+def test_webhook_takes_documented_defaults_and_hides_the_secret() -> None:
+    webhook = parse_config(with_webhook()).telegram.webhook
+    assert webhook is not None
+    assert webhook.public_url == "https://bridge.example.com/telegram/webhook"
+    assert (webhook.listen_host, webhook.listen_port, webhook.path) == ("127.0.0.1", 29341, "/telegram/webhook")
+    assert webhook.secret_token == SECRET
+    assert SECRET not in repr(webhook) and SECRET not in repr(parse_config(with_webhook()))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/telegram/webhook",
+        "http://localhost:40123/hook",
+        "https://bridge.example.com:8443/telegram/webhook",
+        "https://bridge.example.com:88/x",
+        "https://203.0.113.7/telegram/webhook",
+    ],
+)
+def test_webhook_accepts_https_and_local_http(url: str) -> None:
+    assert parse_config(with_webhook(public_url=url)).telegram.webhook.public_url == url
+
+
+def test_webhook_keys_are_checked_even_when_disabled() -> None:
+    problems = problems_for(with_webhook(enabled=False, path="hook", public_url="http://bridge.example.com/x"))
+    assert [p.split(":")[0] for p in problems] == [
+        "networks.telegram.webhook.public_url", "networks.telegram.webhook.path",
+    ]
+
+
+W = "networks.telegram.webhook"
+SECRET_FIX = 'generate one with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        ({"secret_token": None}, f"{W}.secret_token: missing; it is required with enabled: true; {SECRET_FIX}"),
+        ({"secret_token": "not a secret!"}, f"{W}.secret_token: has characters other than A-Z a-z 0-9 _ -"),
+        ({"secret_token": "a" * 257}, f"{W}.secret_token: is 257 characters long; Telegram's setWebhook accepts 1 to 256"),
+        ({"secret_token": "REPLACE-WITH-A-GENERATED-SECRET"}, f"{W}.secret_token: still the placeholder"),
+        ({"public_url": None}, f"{W}.public_url: missing; set it to the https URL Telegram should POST updates to"),
+        ({"public_url": "http://bridge.example.com/telegram/webhook"}, f"{W}.public_url: 'http://bridge.example.com/telegram/webhook' is plain http; Telegram only POSTs to https"),
+        ({"public_url": "https://bridge.example.com:8080/telegram/webhook"}, f"{W}.public_url: port 8080 is not one Telegram delivers to; use 443, 80, 88 or 8443"),
+        ({"public_url": "https://bridge.example.com:99999/x"}, f"{W}.public_url: 'https://bridge.example.com:99999/x' has an invalid port"),
+        ({"public_url": "bridge.example.com/telegram/webhook"}, f"{W}.public_url: 'bridge.example.com/telegram/webhook' is not a valid URL; write it as https://"),
+        ({"public_url": "ftp://bridge.example.com/x"}, f"{W}.public_url: 'ftp://bridge.example.com/x' is not a valid URL"),
+        ({"listen_port": 29340}, f"{W}.listen_port: 29340 is also appservice.port; the webhook needs a port of its own, e.g. 29341"),
+        ({"listen_port": 0}, f"{W}.listen_port: 0 is out of range"),
+        ({"listen_port": "29341"}, f"{W}.listen_port: expected a whole number"),
+        ({"path": "telegram/webhook"}, f"{W}.path: 'telegram/webhook' must start with '/'"),
+        ({"path": "/hook/{id}"}, f"{W}.path: '/hook/{{id}}' may use only letters, digits and / . _ ~ -"),
+        ({"enabled": "yes"}, f"{W}.enabled: expected true or false"),
+        ({"secret": SECRET}, f"{W}.secret: unknown key; the keys are enabled, public_url, listen_host, listen_port, path, secret_token"),
+    ],
+)
+def test_each_webhook_problem_names_key_path_and_fix(keys: dict, expected: str) -> None:
+    data = with_webhook(**keys)
+    problems = problems_for(data)
+    assert any(p.startswith(expected) for p in problems), problems
+    assert not any(SECRET in p or "not a secret!" in p or "a" * 257 in p for p in problems)
+
+
+def test_webhook_listen_port_is_checked_against_a_changed_appservice_port() -> None:
+    data = with_webhook(listen_port=8000)
+    data["appservice"] = {"port": 8000}
+    assert any(p.startswith(f"{W}.listen_port: 8000 is also appservice.port") for p in problems_for(data))
+    data["appservice"] = {"port": 29341}
+    data["networks"]["telegram"]["webhook"].pop("listen_port")
+    assert any(p.startswith(f"{W}.listen_port: 29341 is also appservice.port") for p in problems_for(data))
+
+
+def test_webhook_that_is_not_a_mapping_is_one_problem() -> None:
+    data = minimal()
+    data["networks"]["telegram"]["webhook"] = True
+    assert problems_for(data) == [
+        f"{W}: expected a mapping of keys, got a boolean (True); write the webhook keys indented under "
+        "'webhook:' (see config.example.yaml), or leave it out for long polling"
+    ]
+
+
+def test_example_webhook_block_documents_the_defaults() -> None:
+    """The commented-out block in config.example.yaml, uncommented, is a valid config whose
+    values are the parser's defaults, so the documentation cannot drift from the code."""
+    lines = (ROOT / "config.example.yaml").read_text().splitlines()
+    start = lines.index("    # webhook:")
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("    # "):
+            break
+        block.append(line[len("    # "):])
+    documented = yaml.safe_load("\n".join(block))["webhook"]
+    assert set(documented) == {"enabled", "public_url", "listen_host", "listen_port", "path", "secret_token"}
+    assert documented["enabled"] is False
+    data = minimal()
+    data["networks"]["telegram"]["webhook"] = dict(documented, enabled=True)
+    assert problems_for(data) == [f"{W}.secret_token: still the placeholder from config.example.yaml; {SECRET_FIX}"]
+    documented.update(enabled=True, secret_token=SECRET)
+    data["networks"]["telegram"]["webhook"] = documented
+    webhook = parse_config(data).telegram.webhook
+    defaults = parse_config(with_webhook()).telegram.webhook
+    assert webhook == defaults

@@ -18,6 +18,18 @@ class PortalRow:
     chat_id: str
     room_id: str
     name: str
+    #: active, blocked (the client blocked the company) or disconnected (the account is gone).
+    status: str = "active"
+
+
+@dataclass(frozen=True)
+class AccountRow:
+    network: str
+    account_id: str
+    owner_id: str
+    owner_name: str
+    enabled: bool
+    can_reply: bool
 
 
 @dataclass(frozen=True)
@@ -65,15 +77,14 @@ class Store:
 
     async def get_portal(self, network: str, account: str, chat_id: str) -> PortalRow | None:
         row = await self.db.fetchrow(
-            "SELECT network, account, chat_id, room_id, name FROM portal"
-            " WHERE network=$1 AND account=$2 AND chat_id=$3",
+            f"SELECT {_PORTAL_COLUMNS} FROM portal WHERE network=$1 AND account=$2 AND chat_id=$3",
             network, account, chat_id,
         )
         return PortalRow(**dict(row)) if row else None
 
     async def get_portal_by_room(self, room_id: str) -> PortalRow | None:
         row = await self.db.fetchrow(
-            "SELECT network, account, chat_id, room_id, name FROM portal WHERE room_id=$1", room_id
+            f"SELECT {_PORTAL_COLUMNS} FROM portal WHERE room_id=$1", room_id
         )
         return PortalRow(**dict(row)) if row else None
 
@@ -82,6 +93,40 @@ class Store:
             "INSERT INTO portal (network, account, chat_id, room_id, name, created_at)"
             " VALUES ($1, $2, $3, $4, $5, $6)",
             portal.network, portal.account, portal.chat_id, portal.room_id, portal.name, _now_ms(),
+        )
+
+    async def portals_of_account(self, network: str, account: str) -> list[PortalRow]:
+        rows = await self.db.fetch(f"SELECT {_PORTAL_COLUMNS} FROM portal WHERE network=$1 AND account=$2", network, account)
+        return [PortalRow(**dict(r)) for r in rows]
+
+    async def set_portal_status(self, room_id: str, status: str) -> None:
+        await self.db.execute("UPDATE portal SET status=$1 WHERE room_id=$2", status, room_id)
+
+    async def move_portal(self, room_id: str, new_chat_id: str) -> None:
+        """The network gave the chat a new id (a group became a supergroup); the room stays."""
+        await self.db.execute("UPDATE portal SET chat_id=$1 WHERE room_id=$2", new_chat_id, room_id)
+
+    # company accounts
+
+    async def get_account(self, network: str, account_id: str) -> AccountRow | None:
+        row = await self.db.fetchrow(
+            "SELECT network, account_id, owner_id, owner_name, enabled, can_reply FROM account WHERE network=$1 AND account_id=$2",
+            network, account_id,
+        )
+        if row is None:
+            return None
+        data = dict(row)
+        data["enabled"], data["can_reply"] = bool(data["enabled"]), bool(data["can_reply"])
+        return AccountRow(**data)
+
+    async def put_account(self, account: AccountRow) -> None:
+        await self.db.execute(
+            "INSERT INTO account (network, account_id, owner_id, owner_name, enabled, can_reply, updated_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (network, account_id) DO UPDATE SET"
+            " owner_id=excluded.owner_id, owner_name=excluded.owner_name, enabled=excluded.enabled,"
+            " can_reply=excluded.can_reply, updated_at=excluded.updated_at",
+            account.network, account.account_id, account.owner_id, account.owner_name, account.enabled,
+            account.can_reply, _now_ms(),
         )
 
     async def count_portals(self) -> int:
@@ -149,6 +194,7 @@ class Store:
         )
 
 
+_PORTAL_COLUMNS = "network, account, chat_id, room_id, name, status"
 _MESSAGE_COLUMNS = "network, account, chat_id, remote_id, room_id, event_id, direction, has_media, created_at"
 
 

@@ -60,3 +60,20 @@ async def upgrade_v2(conn: Connection, scheme: Scheme) -> None:
             PRIMARY KEY (network, account, chat_id, target_id, sender_id, emoji)
         )"""
     )
+
+
+@upgrade_table.register(description="Company accounts, and a status on each portal")
+async def upgrade_v3(conn: Connection, scheme: Scheme) -> None:
+    await conn.execute(
+        """CREATE TABLE account (
+            network    TEXT NOT NULL,
+            account_id TEXT NOT NULL,
+            owner_id   TEXT NOT NULL,
+            owner_name TEXT NOT NULL,
+            enabled    BOOLEAN NOT NULL,
+            can_reply  BOOLEAN NOT NULL,
+            updated_at BIGINT NOT NULL,
+            PRIMARY KEY (network, account_id)
+        )"""
+    )
+    await conn.execute("ALTER TABLE portal ADD COLUMN status TEXT NOT NULL DEFAULT 'active'")

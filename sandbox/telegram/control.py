@@ -1,114 +1,64 @@
-"""The client side of the sandbox: what a person's phone would do (write to the bot, read its
-answers, block it) plus a few knobs for tests (redelivery, injected faults, a state dump).
-
-It has no authentication because it stands for the client's own device; it answers loopback
-callers only, whatever address the server is bound to.
+"""The client side of the sandbox: what a person's phone would do in a private chat with the bot
+(write, attach files, edit, react, delete, read, block) plus a few knobs for tests (redelivery,
+injected faults, the clock, a state dump). See CONTROL_API.md for every endpoint.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
-import json
-import logging
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-from .errors import ApiError
+from . import content
+from .control_common import (
+    ControlBase,
+    chat_action,
+    json_response,
+    log,
+    path_int,
+    sent_answer,
+    user_id_of,
+)
 from .faults import FaultPlan
-from .params import loads_utf8, read_limited
-from .state import ClientError, PrivateChat, SandboxState
+from .state import ClientError, PrivateChat, SandboxState, StoredMessage
+from .views import message_view
 
-log = logging.getLogger("sandbox.telegram.control")
-
-ControlHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-MAX_CONTROL_BODY = 1024 * 1024
 MAX_DOCUMENT_BODY = 70 * 1024 * 1024  # base64 of a 50 MB document, with room for the JSON
-MAX_CLIENT_WAIT = 30.0
 
 
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.json_response(
-        body, status=status, dumps=lambda value: json.dumps(value, ensure_ascii=False)
-    )
-
-
-def _error(message: str, status: int = 400) -> web.Response:
-    return _json({"error": message}, status=status)
-
-
-def _is_loopback(remote: str | None) -> bool:
-    if remote is None:
-        return True  # unix sockets and in-process test clients
-    try:
-        return ipaddress.ip_address(remote.split("%", 1)[0]).is_loopback
-    except ValueError:
-        return False
-
-
-class ControlApi:
+class ControlApi(ControlBase):
     def __init__(self, state: SandboxState, faults: FaultPlan) -> None:
-        self.state = state
+        super().__init__(state)
         self.faults = faults
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/client/{user_id}/messages", self._guard(self.post_message))
         app.router.add_get("/client/{user_id}/messages", self._guard(self.get_messages))
+        app.router.add_get("/client/{user_id}/history", self._guard(self.get_history))
+        app.router.add_get("/client/{user_id}/files/{file_id}", self._guard(self.get_file))
+        app.router.add_post(
+            "/client/{user_id}/messages/{message_id}/edit", self._guard(self.edit_message)
+        )
+        app.router.add_post(
+            "/client/{user_id}/messages/{message_id}/react", self._guard(self.react)
+        )
+        app.router.add_post(
+            "/client/{user_id}/messages/{message_id}/delete", self._guard(self.delete_message)
+        )
+        app.router.add_post("/client/{user_id}/read", self._guard(self.read))
         app.router.add_post("/client/{user_id}/documents", self._guard(self.post_document))
         app.router.add_post("/client/{user_id}/block", self._guard(self.block))
         app.router.add_post("/client/{user_id}/unblock", self._guard(self.unblock))
         app.router.add_post("/sandbox/redeliver", self._guard(self.redeliver))
         app.router.add_post("/sandbox/faults", self._guard(self.set_faults))
         app.router.add_get("/sandbox/state", self._guard(self.get_state))
-
-    def _guard(self, handler: ControlHandler) -> ControlHandler:
-        """Loopback only, and every refusal as a JSON ``{"error": ...}``."""
-
-        async def guarded(request: web.Request) -> web.StreamResponse:
-            if not _is_loopback(request.remote):
-                return _error("the control API answers loopback callers only", 403)
-            try:
-                return await handler(request)
-            except ClientError as exc:
-                return _error(str(exc), exc.status)
-            except ApiError as exc:  # body size limits from read_limited
-                return _error(exc.description, exc.error_code)
-            except Exception:  # a sandbox bug must answer in JSON, not crash
-                log.exception("event=control_api_crash path=%s", request.path)
-                return _error("internal sandbox error", 500)
-
-        return guarded
-
-    # ------------------------------------------------------------------ helpers
+        app.router.add_post("/sandbox/clock", self._guard(self.set_clock))
 
     @staticmethod
     def _user_id(request: web.Request) -> int:
-        raw = request.match_info["user_id"]
-        try:
-            user_id = int(raw)
-        except ValueError:
-            raise ClientError("telegram_user_id in the path must be an integer") from None
-        if user_id <= 0:
-            raise ClientError("telegram_user_id must be a positive integer")
-        return user_id
-
-    @staticmethod
-    async def _body(request: web.Request, limit: int = MAX_CONTROL_BODY) -> dict[str, Any]:
-        raw = await read_limited(request, limit)
-        if not raw.strip():
-            return {}
-        try:
-            body = loads_utf8(raw)
-        except ValueError:
-            raise ClientError("body must be valid JSON in UTF-8") from None
-        if not isinstance(body, dict):
-            raise ClientError("body must be a JSON object")
-        return body
+        return user_id_of(request)
 
     @staticmethod
     def _reply_to(body: dict[str, Any]) -> int | None:
@@ -122,13 +72,19 @@ class ControlApi:
     # ------------------------------------------------------------------ the client's phone
 
     async def post_message(self, request: web.Request) -> web.Response:
+        """A text (with optional entities), location, contact or multipart file from the client."""
         user_id = self._user_id(request)
-        body = await self._body(request)
-        content = self.state.client_text(body.get("text"))
+        body = await content.read_body(request, content.MAX_CONTROL_BODY)
+        reply_to = content.reply_to_id(body)
+        chat = self.state.chats.get(user_id)
+        if reply_to is not None and (chat is None or chat.find(reply_to) is None):
+            raise ClientError("reply_to_message_id is not a message of this chat")
+        self.state.client_profile(user_id, body.values)  # validate before storing any file
+        fields = content.message_content(self.state, body)
         message = self.state.client_sends(
-            user_id, body, content=content, reply_to_message_id=self._reply_to(body)
+            user_id, body.values, content=fields, reply_to_message_id=reply_to
         )
-        return _json({"message_id": message["message_id"], "chat_id": message["chat"]["id"]})
+        return json_response(sent_answer(message))
 
     async def post_document(self, request: web.Request) -> web.Response:
         """``{"file_name", "content_base64", "mime_type"?, "caption"?}``: a file from the client."""
@@ -153,17 +109,11 @@ class ControlApi:
         if caption is not None and not isinstance(caption, str):
             raise ClientError('"caption" must be a string')
         self.state.client_profile(user_id, body)  # validate before storing the file
-        content = self.state.client_document(data, file_name, mime_type, caption)
+        fields = self.state.client_document(data, file_name, mime_type, caption)
         message = self.state.client_sends(
-            user_id, body, content=content, reply_to_message_id=self._reply_to(body)
+            user_id, body, content=fields, reply_to_message_id=self._reply_to(body)
         )
-        return _json(
-            {
-                "message_id": message["message_id"],
-                "chat_id": message["chat"]["id"],
-                "file_id": content["document"]["file_id"],
-            }
-        )
+        return json_response(sent_answer(message))
 
     async def get_messages(self, request: web.Request) -> web.Response:
         """What the client received, oldest first.
@@ -172,37 +122,117 @@ class ControlApi:
         30 s) until there is at least one, so callers can wait on a condition, not a sleep.
         """
         user_id = self._user_id(request)
-        try:
-            after = int(request.query.get("after", "0"))
-            timeout = min(float(request.query.get("timeout", "0")), MAX_CLIENT_WAIT)
-        except ValueError:
-            raise ClientError('"after" must be an integer and "timeout" a number') from None
+        after, timeout = self._after_timeout(request)
 
-        def newer() -> list[dict[str, Any]]:
+        def newer() -> list[StoredMessage]:
             chat = self.state.chats.get(user_id)
             if chat is None:
                 return []
-            return [m for m in chat.from_bot if m["message_id"] > after]
+            return [m for m in chat.after(after) if m.by_bot]
 
-        if timeout > 0:
-            await self.state.outbox.wait_for(
-                lambda: bool(newer()) or self.state.updates.closed, timeout
-            )
+        await self._wait(newer, timeout)
         chat = self.state.chats.get(user_id)
-        return _json(
+        return json_response(
             {
-                "messages": [_client_view(message) for message in newer()],
-                "chat_action": _chat_action(chat),
+                "messages": [message_view(message) for message in newer()],
+                "chat_action": chat_action(chat),
             }
         )
 
+    async def get_history(self, request: web.Request) -> web.Response:
+        """The whole chat as the client's phone shows it: both directions, with ``sender``."""
+        user_id = self._user_id(request)
+        after, timeout = self._after_timeout(request)
+
+        def newer() -> list[StoredMessage]:
+            chat = self.state.chats.get(user_id)
+            return list(chat.after(after)) if chat is not None else []
+
+        await self._wait(newer, timeout)
+        chat = self.state.chats.get(user_id)
+        read_up_to = chat.read_up_to if chat else 0
+        return json_response(
+            {
+                "messages": [
+                    {
+                        **message_view(m, with_sender=True),
+                        **({"read": True} if m.by_bot and m.message_id <= read_up_to else {}),
+                    }
+                    for m in newer()
+                ],
+                "chat_action": chat_action(chat),
+                "blocked": bool(chat and chat.blocked),
+                "read_up_to": read_up_to,
+            }
+        )
+
+    def _client_message(self, request: web.Request) -> tuple[PrivateChat, StoredMessage]:
+        user_id = self._user_id(request)
+        chat = self.state.chats.get(user_id)
+        if chat is None:
+            raise ClientError("this client has not written to the bot yet", status=404)
+        message_id = path_int(request, "message_id")
+        stored = chat.messages.get(message_id)
+        if stored is None:
+            raise ClientError("no such message in this chat", status=404)
+        return chat, stored
+
+    async def edit_message(self, request: web.Request) -> web.Response:
+        """The client edits one of its messages: the bot gets ``edited_message``."""
+        chat, stored = self._client_message(request)
+        if stored.sender != "client":
+            raise ClientError("a client can edit only its own messages", status=403)
+        body = await self._body(request)
+        edited = self.state.user_edits(stored, body)
+        self.state.push_update("edited_message", edited)
+        return json_response({"message_id": stored.message_id, "edit_date": edited["edit_date"]})
+
+    async def react(self, request: web.Request) -> web.Response:
+        """``{"emoji": [...]}``: the client's reactions on a message (``[]`` removes them)."""
+        chat, stored = self._client_message(request)
+        body = await self._body(request)
+        changed = self.state.user_reacts(stored, chat.client.id, body.get("emoji"))
+        if changed is not None:
+            self.state.reaction_update(chat, stored, chat.client, *changed)
+        return json_response({"message_id": stored.message_id, "changed": changed is not None})
+
+    async def delete_message(self, request: web.Request) -> web.Response:
+        """The client deletes a message for both sides. Telegram does not tell the bot."""
+        chat, stored = self._client_message(request)
+        if stored.deleted:
+            raise ClientError("that message was already deleted", status=404)
+        stored.deleted = True
+        self.state.outbox.notify()
+        return json_response({"message_id": stored.message_id, "deleted": True})
+
+    async def read(self, request: web.Request) -> web.Response:
+        """The client opens the chat: everything up to ``up_to_message_id`` (default: all) is
+        read. There is no Bot API update for this; it is only recorded."""
+        user_id = self._user_id(request)
+        chat = self.state.chats.get(user_id)
+        if chat is None:
+            raise ClientError("this client has not written to the bot yet", status=404)
+        body = await self._body(request)
+        up_to = body.get("up_to_message_id", chat.next_message_id - 1)
+        if not isinstance(up_to, int) or isinstance(up_to, bool) or up_to < 0:
+            raise ClientError('"up_to_message_id" must be a non-negative integer')
+        chat.read_up_to = max(chat.read_up_to, up_to)
+        return json_response({"read_up_to": chat.read_up_to})
+
+    async def get_file(self, request: web.Request) -> web.StreamResponse:
+        """The bytes the client downloads for a file in its chat (any size: clients are not
+        bound by getFile's 20 MB limit)."""
+        user_id = self._user_id(request)
+        chat = self.state.chats.get(user_id)
+        return self._file_response(chat, request.match_info["file_id"])
+
     async def block(self, request: web.Request) -> web.Response:
         changed = self.state.set_blocked(self._user_id(request), True)
-        return _json({"blocked": True, "changed": changed})
+        return json_response({"blocked": True, "changed": changed})
 
     async def unblock(self, request: web.Request) -> web.Response:
         changed = self.state.set_blocked(self._user_id(request), False)
-        return _json({"blocked": False, "changed": changed})
+        return json_response({"blocked": False, "changed": changed})
 
     # ------------------------------------------------------------------ test knobs
 
@@ -211,26 +241,21 @@ class ControlApi:
         from_id = body.get("from_update_id")
         if not isinstance(from_id, int) or isinstance(from_id, bool):
             raise ClientError('"from_update_id" is required and must be an integer')
-        return _json({"redelivered": self.state.updates.redeliver(from_id)})
+        return json_response({"redelivered": self.state.updates.redeliver(from_id)})
 
     async def set_faults(self, request: web.Request) -> web.Response:
-        return _json(self.faults.configure(await self._body(request)))
+        return json_response(self.faults.configure(await self._body(request)))
+
+    async def set_clock(self, request: web.Request) -> web.Response:
+        """``{"advance_seconds": N}`` moves the sandbox's "now" forward (message dates, the 24 h
+        business window, the 48 h edit/delete limits); time never goes back."""
+        body = await self._body(request)
+        seconds = body.get("advance_seconds")
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+            raise ClientError('"advance_seconds" must be a non-negative number')
+        now = self.state.advance_clock(float(seconds))
+        log.info("event=clock_advanced seconds=%s now=%d", seconds, now)
+        return json_response({"now": now, "offset_seconds": self.state.clock_offset})
 
     async def get_state(self, request: web.Request) -> web.Response:
-        return _json({**self.state.summary(), "faults": self.faults.describe()})
-
-
-def _client_view(message: dict[str, Any]) -> dict[str, Any]:
-    view: dict[str, Any] = {"message_id": message["message_id"], "date": message["date"]}
-    for key in ("text", "entities", "caption", "caption_entities", "reply_markup"):
-        if key in message:
-            view[key] = message[key]
-    if "reply_to_message" in message:
-        view["reply_to_message_id"] = message["reply_to_message"]["message_id"]
-    return view
-
-
-def _chat_action(chat: PrivateChat | None) -> dict[str, Any] | None:
-    if chat is None or chat.action is None or chat.action.expires_at <= time.monotonic():
-        return None
-    return {"action": chat.action.action, "date": chat.action.date}
+        return json_response({**self.state.summary(), "faults": self.faults.describe()})

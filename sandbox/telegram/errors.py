@@ -80,7 +80,37 @@ BOT_BLOCKED = "bot was blocked by the user"
 TERMINATED_BY_OTHER_POLL = (
     "terminated by other getUpdates request; make sure that only one bot instance is running"
 )
+TERMINATED_BY_SET_WEBHOOK = "terminated by setWebhook request"
 WEBHOOK_ACTIVE = (
     "can't use getUpdates method while webhook is active; use deleteWebhook to delete the "
     "webhook first"
 )
+CAPTION_TOO_LONG = "message caption is too long"
+GROUP_MIGRATED = "group chat was upgraded to a supergroup chat"
+# Files
+WRONG_FILE_ID = "wrong file identifier/HTTP URL specified"
+URL_NOT_FETCHED = "failed to get HTTP URL content"
+FILE_TOO_BIG = "file is too big"
+# Edits, deletions, reactions
+EDIT_NOT_FOUND = "message to edit not found"
+CANT_BE_EDITED = "message can't be edited"
+NO_TEXT_TO_EDIT = "there is no text in the message to edit"
+NO_CAPTION_TO_EDIT = "there is no caption in the message to edit"
+NOT_MODIFIED = (
+    "message is not modified: specified new message content and reply markup are exactly the "
+    "same as a current content and reply markup of the message"
+)
+DELETE_NOT_FOUND = "message to delete not found"
+CANT_DELETE_FOR_EVERYONE = "message can't be deleted for everyone"
+CANT_DELETE = "message can't be deleted"
+REACT_NOT_FOUND = "message to react not found"
+REACTION_INVALID = "REACTION_INVALID"
+REACTIONS_TOO_MANY = "REACTIONS_TOO_MANY"
+# Telegram Business. The server's own (upper-case) errors pass through the Bot API unchanged.
+BUSINESS_CONNECTION_NOT_FOUND = "business connection not found"
+BUSINESS_CONNECTION_INVALID = "BUSINESS_CONNECTION_INVALID"  # the owner disconnected the bot
+BUSINESS_PEER_USAGE_MISSING = "BUSINESS_PEER_USAGE_MISSING"  # no incoming message in 24 hours
+BUSINESS_NO_RIGHTS = "BOT_ACCESS_FORBIDDEN"  # the connection lacks the needed right
+# Webhooks
+SECRET_TOKEN_INVALID = "secret token contains unallowed characters"
+SECRET_TOKEN_TOO_LONG = "secret token is too long"

@@ -132,10 +132,13 @@ def _sort_key(entity: dict[str, Any]) -> tuple[int, int, str]:
     return (entity["offset"], -entity["length"], entity["type"])
 
 
-def finalize(text: str, entities: list[dict[str, Any]]) -> FormattedText:
+def finalize(
+    text: str, entities: list[dict[str, Any]], max_length: int = MAX_TEXT_LENGTH
+) -> FormattedText:
     """Trim, bound, detect and order, as the server does before it stores a message.
 
-    Raises TextEmpty or TextTooLong; the caller words the error for its own context.
+    ``max_length`` is 4096 for message texts and 1024 for media captions. Raises TextEmpty or
+    TextTooLong; the caller words the error for its own context.
     """
     stripped_left = text.lstrip()
     lead = utf16_len(text[: len(text) - len(stripped_left)])
@@ -143,7 +146,7 @@ def finalize(text: str, entities: list[dict[str, Any]]) -> FormattedText:
     total = utf16_len(trimmed)
     if not trimmed:
         raise TextEmpty()
-    if len(trimmed) > MAX_TEXT_LENGTH:
+    if len(trimmed) > max_length:
         raise TextTooLong()
     kept: list[dict[str, Any]] = []
     for entity in entities:

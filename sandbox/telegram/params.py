@@ -124,7 +124,7 @@ async def read_params(request: web.Request) -> Params:
     if content_type == "multipart/form-data":
         if declared is not None and declared > MAX_MULTIPART_BODY:
             raise too_large()
-        await _read_multipart(request, params)
+        await read_multipart(request, params)
         return params
     if declared is not None and declared > MAX_PLAIN_BODY:
         raise too_large()
@@ -165,7 +165,7 @@ async def read_limited(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _read_multipart(request: web.Request, params: Params) -> None:
+async def read_multipart(request: web.Request, params: Params) -> None:
     size = 0
     try:
         reader = await request.multipart()

@@ -1,5 +1,6 @@
 """Send rate limits shaped like Telegram's: about one message per second per chat with short
-bursts, and about thirty per second across all chats.
+bursts, at most twenty messages per minute to the same group, and about thirty per second across
+all chats.
 
 Telegram does not publish exact numbers; these token buckets reproduce the documented order of
 magnitude so that the bridge's handling of ``429 Too Many Requests`` gets exercised.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
@@ -44,6 +46,25 @@ class TokenBucket:
 
 
 @dataclass
+class SlidingWindow:
+    """At most ``limit`` events in any ``window`` seconds ("20 messages per minute")."""
+
+    limit: int
+    window: float
+    events: deque[float] = field(default_factory=deque)
+
+    def wait_time(self, now: float) -> float:
+        while self.events and self.events[0] <= now - self.window:
+            self.events.popleft()
+        if len(self.events) < self.limit:
+            return 0.0
+        return self.events[0] + self.window - now
+
+    def take(self, now: float) -> None:
+        self.events.append(now)
+
+
+@dataclass
 class SendRateLimiter:
     """Per-chat and global buckets; a send needs a token from both or it gets ``retry_after``."""
 
@@ -52,16 +73,19 @@ class SendRateLimiter:
     per_chat_rate: float = 1.0
     global_capacity: float = 30.0
     global_rate: float = 30.0
+    group_limit: int = 20  # "not able to send more than 20 messages per minute to the same group"
+    group_window: float = 60.0
     clock: Callable[[], float] = time.monotonic
     _chats: dict[Hashable, TokenBucket] = field(default_factory=dict, repr=False)
+    _groups: dict[Hashable, SlidingWindow] = field(default_factory=dict, repr=False)
     _global: TokenBucket | None = field(default=None, repr=False)
 
-    def acquire(self, chat_key: Hashable) -> int | None:
-        """Take a token for one send to ``chat_key``.
+    def acquire(self, chat_key: Hashable, *, group: bool = False) -> int | None:
+        """Take a token for one send to ``chat_key`` (a group chat also needs a per-minute one).
 
         Returns None when the send may proceed, else the whole number of seconds (at least 1)
         the caller has to wait, which is what Telegram puts in ``retry_after``. Nothing is taken
-        from either bucket when the send is refused, so a refused call costs nothing.
+        from any bucket when the send is refused, so a refused call costs nothing.
         """
         if not self.enabled:
             return None
@@ -72,9 +96,16 @@ class SendRateLimiter:
         if chat is None:
             chat = TokenBucket(self.per_chat_capacity, self.per_chat_rate, updated=now)
             self._chats[chat_key] = chat
-        wait = max(chat.wait_time(now), self._global.wait_time(now))
+        limits: list[TokenBucket | SlidingWindow] = [self._global, chat]
+        if group:
+            window = self._groups.get(chat_key)
+            if window is None:
+                window = SlidingWindow(self.group_limit, self.group_window)
+                self._groups[chat_key] = window
+            limits.append(window)
+        wait = max(limit.wait_time(now) for limit in limits)
         if wait > 0:
             return max(1, math.ceil(wait))
-        chat.take(now)
-        self._global.take(now)
+        for limit in limits:
+            limit.take(now)
         return None

@@ -21,11 +21,14 @@ from aiohttp import web
 
 from .botapi import BotApi, Described
 from .control import ControlApi
+from .control_business import BusinessControl
+from .control_groups import GroupControl
 from .errors import ApiError, not_found, unauthorized
 from .faults import FaultPlan
 from .params import read_params
 from .ratelimit import SendRateLimiter
 from .state import BotIdentity, SandboxState
+from .webhook import WebhookSettings
 
 log = logging.getLogger("sandbox.telegram")
 
@@ -69,6 +72,10 @@ class TelegramSandbox:
         bot_username: str = "houseline_sandbox_bot",
         bot_first_name: str = "Houseline Sandbox",
         first_update_id: int | None = None,
+        group_privacy: bool = True,
+        business_mode: bool = True,
+        allow_local_webhooks: bool = False,
+        webhook_retry_initial: float = 1.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -77,13 +84,28 @@ class TelegramSandbox:
         if match is None:
             raise ValueError("token must look like '<bot id>:<secret of [A-Za-z0-9_-]>'")
         self.state = SandboxState(
-            BotIdentity(int(match.group(1)), bot_first_name, bot_username),
+            BotIdentity(
+                int(match.group(1)),
+                bot_first_name,
+                bot_username,
+                can_read_all_group_messages=not group_privacy,
+                can_connect_to_business=business_mode,
+            ),
             first_update_id=first_update_id,
         )
         self.limiter = SendRateLimiter(enabled=rate_limits)
         self.faults = FaultPlan()
-        self.api = BotApi(self.state, self.limiter, time.monotonic)
+        self.api = BotApi(
+            self.state,
+            self.limiter,
+            time.monotonic,
+            WebhookSettings(
+                allow_local=allow_local_webhooks, retry_initial=webhook_retry_initial
+            ),
+        )
         self.control = ControlApi(self.state, self.faults)
+        self.business_control = BusinessControl(self.state)
+        self.group_control = GroupControl(self.state)
         self.url: str | None = None
         self._runner: web.AppRunner | None = None
         self.app = self._build_app()
@@ -121,6 +143,7 @@ class TelegramSandbox:
             await runner.cleanup()
             raise
         self._runner = runner
+        await self.api.webhook.start()
         self.port = runner.addresses[0][1]
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.url = f"http://{host}:{self.port}"
@@ -136,6 +159,7 @@ class TelegramSandbox:
         runner, self._runner = self._runner, None
         if runner is None:
             return
+        await self.api.webhook.stop()
         self.state.updates.close()
         self.state.outbox.notify()
         await runner.cleanup()
@@ -153,6 +177,8 @@ class TelegramSandbox:
     def _build_app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_CLIENT_BODY)
         self.control.add_routes(app)
+        self.business_control.add_routes(app)
+        self.group_control.add_routes(app)
         app.router.add_get("/file/{rest:.*}", self._download)
         app.router.add_route("*", "/{rest:.*}", self._bot_api)
         return app

@@ -47,7 +47,7 @@ DEFAULT_UPDATE_TYPES = ALL_UPDATE_TYPES - {
     "message_reaction_count",
 }
 
-PollOutcome = Literal["update", "timeout", "conflict", "closed"]
+PollOutcome = Literal["update", "timeout", "conflict", "webhook", "closed"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,7 @@ class UpdateQueue:
         self.allowed: frozenset[str] = DEFAULT_UPDATE_TYPES
         self._waiter: asyncio.Future[PollOutcome] | None = None
         self._closed = False
+        self._pending_event: asyncio.Event | None = None  # wakes the webhook deliverer
 
     # ------------------------------------------------------------------ producing
 
@@ -149,9 +150,10 @@ class UpdateQueue:
 
     # ------------------------------------------------------------------ long poll
 
-    def interrupt_poll(self) -> None:
-        """A new getUpdates call ends the one waiting, which then answers 409 Conflict."""
-        self._wake("conflict")
+    def interrupt_poll(self, outcome: PollOutcome = "conflict") -> None:
+        """A new getUpdates call (or setWebhook: ``"webhook"``) ends the one waiting, which then
+        answers 409 Conflict."""
+        self._wake(outcome)
 
     async def wait(self, timeout: float) -> PollOutcome:
         """Wait up to ``timeout`` seconds for an update; only one waiter exists at a time."""
@@ -181,7 +183,17 @@ class UpdateQueue:
     def closed(self) -> bool:
         return self._closed
 
+    async def wait_pending(self) -> None:
+        """Return once at least one update is pending (for webhook delivery)."""
+        while not self._pending:
+            if self._pending_event is None:
+                self._pending_event = asyncio.Event()
+            self._pending_event.clear()
+            await self._pending_event.wait()
+
     def _wake(self, outcome: PollOutcome) -> None:
+        if outcome == "update" and self._pending_event is not None:
+            self._pending_event.set()
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(outcome)

@@ -23,7 +23,16 @@ from bridge.networks.telegram.translate import NETWORK, Translator
 
 log = logging.getLogger("houseline.telegram")
 
-ALLOWED_UPDATES = ["message", "edited_message", "message_reaction"]
+ALLOWED_UPDATES = [
+    "message",
+    "edited_message",
+    "message_reaction",
+    "my_chat_member",
+    "business_connection",
+    "business_message",
+    "edited_business_message",
+    "deleted_business_messages",
+]
 
 
 class TelegramConnector:
@@ -113,10 +122,13 @@ class TelegramConnector:
             pass
 
     async def _handle_update(self, update: Update) -> None:
-        event = self.translate(update)
-        if event is None:
+        events = self.translate(update)
+        if not events:
             log.info("event=telegram_update_ignored update_id=%s kind=%s", update.update_id, _update_kind(update))
-            return
+        for event in events:
+            await self._commit(update, event)
+
+    async def _commit(self, update: Update, event: RemoteEvent) -> None:
         assert self._sink is not None
         backoff = 0.5
         while True:
@@ -135,7 +147,7 @@ class TelegramConnector:
                 await asyncio.sleep(backoff + random.random() * 0.1)
                 backoff = min(backoff * 2, 30)
 
-    def translate(self, update: Update) -> RemoteEvent | None:
+    def translate(self, update: Update) -> list[RemoteEvent]:
         return self._translator.translate(update)
 
     # outbound

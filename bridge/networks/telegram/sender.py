@@ -7,6 +7,7 @@ core decides about retries and notices.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from typing import Any
@@ -18,6 +19,7 @@ from bridge.events import Delivery, DeliveryKind, DeliveryReceipt, MediaKind, Ri
 from bridge.networks.base import DeliveryError
 from bridge.networks.telegram.formatting import matrix_to_telegram, split_entities
 from bridge.networks.telegram.text import utf16_len
+from bridge.networks.telegram.translate import BUSINESS_PREFIX
 
 log = logging.getLogger("houseline.telegram")
 
@@ -27,6 +29,11 @@ MAX_CAPTION = 1024
 DELETE_WINDOW_S = 48 * 3600
 _RATE_LIMIT_RETRIES = 5
 _MAX_RATE_LIMIT_WAIT = 30.0
+
+#: Per delivery: the business connection it goes through, if any (keeps every call site simple).
+_business: contextvars.ContextVar[str | None] = contextvars.ContextVar("business_connection", default=None)
+#: Methods that take no business_connection_id (the Bot API refuses it there).
+_NO_BUSINESS_ID = {"set_message_reaction", "delete_message", "forward_message", "copy_message"}
 
 _SEND_METHOD = {
     MediaKind.IMAGE: ("send_photo", "photo"),
@@ -59,8 +66,14 @@ class Sender:
             DeliveryKind.DELETE: self._delete,
             DeliveryKind.REACTION: self._reaction,
             DeliveryKind.TYPING: self._typing,
+            DeliveryKind.READ: self._read,
         }[delivery.kind]
-        return await handler(delivery, int(delivery.chat.chat_id))
+        business = delivery.chat.account.removeprefix(BUSINESS_PREFIX) if delivery.chat.account.startswith(BUSINESS_PREFIX) else None
+        token = _business.set(business)
+        try:
+            return await handler(delivery, int(delivery.chat.chat_id))
+        finally:
+            _business.reset(token)
 
     # composition
 
@@ -150,11 +163,23 @@ class Sender:
     async def _delete(self, d: Delivery, chat_id: int) -> DeliveryReceipt:
         if d.target_timestamp_ms and time.time() - d.target_timestamp_ms / 1000 > DELETE_WINDOW_S:
             raise DeliveryError("Telegram lets a bot delete its messages only within 48 hours; the client still sees it", permanent=True)
+        business = _business.get()
+        if business is not None:
+            await self._call_plain(self.bot.delete_business_messages, business_connection_id=business, message_ids=[int(t) for t in d.targets])
+            return DeliveryReceipt()
         for target in d.targets:
             await self._call(self.bot.delete_message, chat_id, message_id=int(target))
         return DeliveryReceipt()
 
+    async def _read(self, d: Delivery, chat_id: int) -> DeliveryReceipt:
+        business = _business.get()
+        if business is not None:  # plain bot chats have no read state to set
+            await self._call_plain(self.bot.read_business_message, business_connection_id=business, chat_id=chat_id, message_id=int(d.targets[0]))
+        return DeliveryReceipt()
+
     async def _reaction(self, d: Delivery, chat_id: int) -> DeliveryReceipt:
+        if _business.get() is not None:
+            raise DeliveryError("Telegram does not let a bot react on behalf of a business account", permanent=True)
         reaction = [ReactionTypeEmoji(d.reaction)] if d.reaction else []
         await self._call(self.bot.set_message_reaction, chat_id, message_id=int(d.targets[0]), reaction=reaction)
         return DeliveryReceipt()
@@ -166,9 +191,16 @@ class Sender:
     # one call, with Telegram's errors translated
 
     async def _call(self, method, chat_id: int, **kwargs: Any) -> Message:
+        business = _business.get()
+        if business is not None and method.__name__ not in _NO_BUSINESS_ID:
+            kwargs["business_connection_id"] = business
+        return await self._call_plain(method, chat_id=chat_id, **kwargs)
+
+    async def _call_plain(self, method, **kwargs: Any) -> Any:
+        chat_id = kwargs.get("chat_id", "-")
         for attempt in range(_RATE_LIMIT_RETRIES):
             try:
-                return await method(chat_id=chat_id, **kwargs)
+                return await method(**kwargs)
             except RetryAfter as e:
                 wait = seconds(e.retry_after)
                 if attempt == _RATE_LIMIT_RETRIES - 1 or wait > _MAX_RATE_LIMIT_WAIT:
@@ -188,6 +220,10 @@ class Sender:
 
 def _explain(message: str) -> str:
     lowered = message.lower()
+    if "business connection not found" in lowered:
+        return "the company's Telegram Business account is no longer connected to the bot"
+    if "business_peer" in lowered or "can't reply" in lowered or ("24" in lowered and "hour" in lowered):
+        return "Telegram only lets a business account answer within 24 hours of the client's last message; the client must write first"
     if "reaction_invalid" in lowered:
         return "Telegram does not allow this emoji as a reaction"
     if "message to edit not found" in lowered or "message to delete not found" in lowered:

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import time
 from typing import Awaitable, Callable
 
-from telegram import Bot, Message, MessageReactionUpdated, ReactionTypeEmoji, Update
+from telegram import (
+    BusinessConnection,
+    BusinessMessagesDeleted,
+    Bot,
+    Message,
+    MessageReactionUpdated,
+    ReactionTypeEmoji,
+    Update,
+)
 
 from bridge.events import (
     ChatRef,
     MediaKind,
+    RemoteAccount,
     RemoteContact,
     RemoteEvent,
     RemoteEventKind,
@@ -20,6 +30,9 @@ from bridge.events import (
 from bridge.networks.telegram.formatting import telegram_to_matrix
 
 NETWORK = "telegram"
+#: Chats reached through a company's Telegram Business account live under this account id
+#: prefix, so each business account has portals of its own, apart from the bot's.
+BUSINESS_PREFIX = "business:"
 #: Bots may download files up to this size with getFile.
 MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
 
@@ -45,16 +58,33 @@ class Translator:
         self.bot = bot
         self.account = account
 
-    def translate(self, update: Update) -> RemoteEvent | None:
-        """The network-neutral event for an update, or None for updates the bridge does not carry."""
+    def translate(self, update: Update) -> list[RemoteEvent]:
+        """The network-neutral events for an update (none for updates the bridge does not carry)."""
         if update.message_reaction is not None:
-            return self._reaction(update.message_reaction)
-        message = update.message or update.edited_message
+            event = self._reaction(update.message_reaction)
+            return [event] if event else []
+        if update.business_connection is not None:
+            return [self._account(update.business_connection)]
+        if update.deleted_business_messages is not None:
+            return self._deleted(update.deleted_business_messages)
+        if update.my_chat_member is not None:
+            event = self._chat_status(update)
+            return [event] if event else []
+        message = update.message or update.edited_message or update.business_message or update.edited_business_message
         if message is None or message.chat.type != "private" or message.from_user is None:
-            return None
+            return []
+        event = self._message(message, edited=update.edited_message is not None or update.edited_business_message is not None, update_id=update.update_id)
+        return [event]
+
+    @staticmethod
+    def account_of(message_or_update) -> str | None:
+        conn = getattr(message_or_update, "business_connection_id", None)
+        return f"{BUSINESS_PREFIX}{conn}" if conn else None
+
+    def _message(self, message: Message, *, edited: bool, update_id: int) -> RemoteEvent:
         base = self._base(message)
-        if update.edited_message is not None:
-            edit_ts = int(message.edit_date.timestamp()) if message.edit_date else update.update_id
+        if edited:
+            edit_ts = int(message.edit_date.timestamp()) if message.edit_date else update_id
             return RemoteEvent(
                 kind=RemoteEventKind.EDIT,
                 message_id=f"{message.message_id}/edit/{edit_ts}",
@@ -88,10 +118,61 @@ class Translator:
         user = message.from_user
         assert user is not None
         return dict(
-            chat=ChatRef(NETWORK, self.account, str(message.chat.id)),
+            chat=ChatRef(NETWORK, self.account_of(message) or self.account, str(message.chat.id)),
             sender=RemoteUser(NETWORK, str(user.id), full_name(user.first_name, user.last_name), user.username),
             timestamp_ms=int(message.date.timestamp() * 1000),
             chat_title=full_name(message.chat.first_name, message.chat.last_name),
+            # In a business chat (client ⇄ account owner) whatever the client did not write,
+            # the owner wrote from the Telegram app: it is the company's message.
+            from_account=bool(message.business_connection_id) and user.id != message.chat.id,
+        )
+
+    def _account(self, conn: BusinessConnection) -> RemoteEvent:
+        owner = RemoteUser(NETWORK, str(conn.user.id), full_name(conn.user.first_name, conn.user.last_name), conn.user.username)
+        can_reply = bool(conn.rights.can_reply) if conn.rights is not None else False
+        account = RemoteAccount(NETWORK, f"{BUSINESS_PREFIX}{conn.id}", owner, conn.is_enabled, can_reply)
+        return RemoteEvent(
+            kind=RemoteEventKind.ACCOUNT,
+            chat=ChatRef(NETWORK, account.id, str(conn.user_chat_id)),
+            sender=owner,
+            message_id=f"business/{conn.id}/{int(conn.date.timestamp())}/{conn.is_enabled}",
+            timestamp_ms=int(conn.date.timestamp() * 1000),
+            account=account,
+        )
+
+    def _deleted(self, deleted: BusinessMessagesDeleted) -> list[RemoteEvent]:
+        chat = deleted.chat
+        client = RemoteUser(NETWORK, str(chat.id), full_name(chat.first_name, chat.last_name), chat.username)
+        now_ms = int(time.time() * 1000)
+        return [
+            RemoteEvent(
+                kind=RemoteEventKind.DELETE,
+                chat=ChatRef(NETWORK, f"{BUSINESS_PREFIX}{deleted.business_connection_id}", str(chat.id)),
+                sender=client,
+                message_id=f"{message_id}/delete",
+                timestamp_ms=now_ms,
+                target_id=str(message_id),
+                chat_title=client.display_name,
+            )
+            for message_id in deleted.message_ids
+        ]
+
+    def _chat_status(self, update: Update) -> RemoteEvent | None:
+        member = update.my_chat_member
+        assert member is not None
+        if member.chat.type != "private":
+            return None
+        user = member.from_user
+        status = member.new_chat_member.status
+        if status not in ("kicked", "member"):
+            return None
+        return RemoteEvent(
+            kind=RemoteEventKind.CHAT_STATUS,
+            chat=ChatRef(NETWORK, self.account, str(member.chat.id)),
+            sender=RemoteUser(NETWORK, str(user.id), full_name(user.first_name, user.last_name), user.username),
+            message_id=f"status/{update.update_id}",
+            timestamp_ms=int(member.date.timestamp() * 1000),
+            blocked=status == "kicked",
         )
 
     @staticmethod

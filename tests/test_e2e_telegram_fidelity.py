@@ -1,0 +1,263 @@
+"""Full-fidelity Telegram, end to end: formatting, media, replies, edits, deletions, reactions,
+typing — both directions through sandbox Telegram, the bridge process, Synapse and matrix-nio."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+import zlib
+
+import aiohttp
+
+from bridge.devstack import COMPANY, DevStack
+from sandbox.employee import Employee
+from tests.conftest import BridgeProcess
+
+BOT = "@houseline:localhost"
+SIGNATURE = f"Erin Employee ({COMPANY})"
+SIG_LEN = len(SIGNATURE.encode("utf-16-le")) // 2
+
+
+def ghost_of(client) -> str:
+    return f"@telegram_{client.user_id}:localhost"
+
+
+def png(width: int = 2, height: int = 3) -> bytes:
+    """A real, tiny PNG (so that anything checking the image can)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    rows = b"".join(b"\x00" + b"\xff\x00\x00" * width for _ in range(height))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+async def portal_with(client, employee: Employee, text: str = "hello") -> str:
+    await client.say(text)
+    return (await employee.wait_for_message(text, sender=ghost_of(client))).room_id
+
+
+async def upload(employee: Employee, data: bytes, mime: str, name: str) -> str:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{employee.homeserver_url}/_matrix/media/v3/upload", params={"filename": name}, data=data,
+            headers={"Authorization": f"Bearer {employee.access_token}", "Content-Type": mime},
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+            return (await resp.json())["content_uri"]
+
+
+async def download(employee: Employee, mxc: str) -> bytes:
+    server, media_id = mxc.removeprefix("mxc://").split("/", 1)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(
+            f"{employee.homeserver_url}/_matrix/client/v1/media/download/{server}/{media_id}",
+            headers={"Authorization": f"Bearer {employee.access_token}"},
+        ) as resp:
+            assert resp.status == 200
+            return await resp.read()
+
+
+def bot_notice_about(employee: Employee, room_id: str, event_id: str):
+    return lambda e: (
+        e.room_id == room_id and e.sender == BOT
+        and e.content.get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id") == event_id
+    )
+
+
+async def test_formatting_both_ways(stack: DevStack, bridge: BridgeProcess, employee: Employee, new_client) -> None:
+    client = new_client("Fmt", "Client")
+    text = "Hi 👍🏽 bold <script>x</script> and link"
+    await client.say(text, entities=[
+        {"type": "bold", "offset": 8, "length": 4},            # after a 4-unit emoji: "bold"
+        {"type": "text_link", "offset": 36, "length": 4, "url": "https://example.com/a?b=1&c=2"},
+    ])
+    msg = await employee.wait_for_message(text, sender=ghost_of(client))
+    html = msg.content["formatted_body"]
+    assert "<strong>bold</strong>" in html
+    assert "&lt;script&gt;x&lt;/script&gt;" in html and "<script>" not in html
+    assert '<a href="https://example.com/a?b=1&amp;c=2">link</a>' in html
+
+    await employee.send_text(
+        msg.room_id, "Yes please read this",
+        format="org.matrix.custom.html", formatted_body="<b>Yes</b> <i>please</i> <a href='https://example.org'>read</a> this",
+    )
+    got = await client.wait_for_text("Yes please read this")
+    assert got["text"] == f"{SIGNATURE}\nYes please read this"
+    base = SIG_LEN + 1
+    assert {"type": "bold", "offset": 0, "length": SIG_LEN} in got["entities"]
+    assert {"type": "bold", "offset": base, "length": 3} in got["entities"]
+    assert {"type": "italic", "offset": base + 4, "length": 6} in got["entities"]
+    assert {"type": "text_link", "offset": base + 11, "length": 4, "url": "https://example.org/"} in got["entities"] or \
+        {"type": "text_link", "offset": base + 11, "length": 4, "url": "https://example.org"} in got["entities"]
+
+
+async def test_long_message_is_split_never_truncated(stack: DevStack, bridge: BridgeProcess, employee: Employee, new_client) -> None:
+    client = new_client("Long", "Reader")
+    room = await portal_with(client, employee)
+    words = " ".join(f"word{i}" for i in range(1200))  # about 8,000 characters
+    await employee.send_text(room, words)
+    parts = await client.wait_until(lambda ms: [m for m in ms if m.get("sender") != "client" and "word" in m.get("text", "")] if any("word1199" in m.get("text", "") for m in ms) else None, "all parts")
+    assert len(parts) >= 2 and all(len(p["text"]) <= 4096 for p in parts)
+    # Telegram trims each message, so the space at a cut is not shown; every word arrives, in order.
+    assert " ".join(p["text"] for p in parts) == f"{SIGNATURE}\n{words}"
+
+
+async def test_media_from_client_lands_in_the_record(stack: DevStack, bridge: BridgeProcess, employee: Employee, new_client) -> None:
+    client = new_client("Media", "Sender")
+    room = await portal_with(client, employee)
+    image = png(4, 5)
+    await client.send_file("photo", image, "scan.png", caption="my ID", width=4, height=5)
+    photo = await employee.wait_for_event(lambda e: e.room_id == room and e.content.get("msgtype") == "m.image", 30, "the photo")
+    assert photo.sender == ghost_of(client)
+    assert photo.content["body"] == "my ID"
+    assert photo.content["info"]["w"] > 0 and photo.content["info"]["h"] > 0
+    assert photo.content["info"]["mimetype"].startswith("image/")
+    # Telegram recompresses photos; the record holds exactly what Telegram delivered.
+    own = next(m for m in await client.history() if "photo" in m)
+    assert await download(employee, photo.content["url"]) == await client.file(own["photo"][-1]["file_id"])
+
+    pdf = b"%PDF-1.4\n" + b"x" * 2000 + b"\n%%EOF"
+    await client.send_file("document", pdf, "contract.pdf", mime_type="application/pdf")
+    doc = await employee.wait_for_event(lambda e: e.room_id == room and e.content.get("msgtype") == "m.file", 30, "the document")
+    assert doc.content["filename"] == "contract.pdf" and doc.content["info"]["size"] == len(pdf)
+    assert doc.content["info"]["mimetype"] == "application/pdf"
+    assert await download(employee, doc.content["url"]) == pdf
+
+    voice = b"OggS" + b"\x00" * 500
+    await client.send_file("voice", voice, "voice.ogg", duration=3, mime_type="audio/ogg")
+    note = await employee.wait_for_event(lambda e: e.room_id == room and "org.matrix.msc3245.voice" in e.content, 30, "the voice note")
+    assert note.content["msgtype"] == "m.audio" and note.content["info"]["duration"] == 3000
+
+    await client.share(location={"latitude": 52.52, "longitude": 13.405})
+    loc = await employee.wait_for_event(lambda e: e.room_id == room and e.content.get("msgtype") == "m.location", 30, "the location")
+    assert loc.content["geo_uri"] == "geo:52.520000,13.405000"
+
+
+async def test_media_from_employee_reaches_client(stack: DevStack, bridge: BridgeProcess, employee: Employee, new_client) -> None:
+    client = new_client("Media", "Receiver")
+    room = await portal_with(client, employee)
+    image = png(6, 7)
+    mxc = await upload(employee, image, "image/png", "chart.png")
+    await employee.send_event(room, "m.room.message", {
+        "msgtype": "m.image", "body": "Q3 chart", "filename": "chart.png", "url": mxc,
+        "info": {"mimetype": "image/png", "size": len(image), "w": 6, "h": 7},
+    })
+    got = await client.wait_until(lambda ms: next((m for m in ms if "photo" in m), None), "the photo")
+    assert got["caption"] == f"{SIGNATURE}\nQ3 chart"
+    largest = got["photo"][-1]
+    assert (largest["width"], largest["height"]) == (6, 7)
+    assert (await client.file(largest["file_id"])).startswith(b"\xff\xd8")  # Telegram serves photos as JPEG
+
+    doc = b"report " * 300
+    mxc = await upload(employee, doc, "text/plain", "report.txt")
+    await employee.send_event(room, "m.room.message", {
+        "msgtype": "m.file", "body": "report.txt", "filename": "report.txt", "url": mxc,
+        "info": {"mimetype": "text/plain", "size": len(doc)},
+    })
+    got = await client.wait_until(lambda ms: next((m for m in ms if "document" in m), None), "the document")
+    assert got["document"]["file_name"] == "report.txt"
+    assert got["caption"] == SIGNATURE  # a file with no caption still says who sent it
+    assert await client.file(got["document"]["file_id"]) == doc
+
+
+async def test_replies_both_ways_survive_a_restart(stack: DevStack, bridge: BridgeProcess, employee: Employee, new_client) -> None:
+    client = new_client("Rep", "Ly")
+    sent = await client.say("question one")
+    question = await employee.wait_for_message("question one", sender=ghost_of(client))
+    await employee.send_text(question.room_id, "answer one", **{"m.relates_to": {"m.in_reply_to": {"event_id": question.event_id}}})
+    answer = await client.wait_for_text("answer one")
+    assert answer["reply_to_message_id"] == sent["message_id"]
+
+    assert await bridge.stop() == 0
+    await bridge.start()
+    answer_event = employee.messages(question.room_id, body="answer one")[0]
+    await client.say("thanks for that", reply_to=answer["message_id"])
+    thanks = await employee.wait_for_message("thanks for that", sender=ghost_of(client))
+    assert thanks.content["m.relates_to"]["m.in_reply_to"]["event_id"] == answer_event.event_id
+
+
+async def test_edits_both_ways_keep_the_original(stack: DevStack, bridge: BridgeProcess, employee: Employee, new_client) -> None:
+    client = new_client("Ed", "It")
+    sent = await client.say("meet at 3")
+    original = await employee.wait_for_message("meet at 3", sender=ghost_of(client))
+    await client.edit(sent["message_id"], "meet at 4")
+    edit = await employee.wait_for_event(
+        lambda e: e.room_id == original.room_id and e.content.get("m.relates_to", {}).get("rel_type") == "m.replace", 30, "the edit"
+    )
+    assert edit.sender == ghost_of(client)
+    assert edit.content["m.relates_to"]["event_id"] == original.event_id
+    assert edit.content["m.new_content"]["body"] == "meet at 4"
+    resp = await employee.client.room_get_event(original.room_id, original.event_id)
+    assert resp.event.source["content"]["body"] == "meet at 3"  # the original stays in the record
+
+    mine = await employee.send_text(original.room_id, "see you at 4")
+    delivered = await client.wait_for_text("see you at 4")
+    await employee.send_event(original.room_id, "m.room.message", {
+        "msgtype": "m.text", "body": "* see you at 5",
+        "m.new_content": {"msgtype": "m.text", "body": "see you at 5"},
+        "m.relates_to": {"rel_type": "m.replace", "event_id": mine},
+    })
+    edited = await client.wait_until(
+        lambda ms: next((m for m in ms if m["message_id"] == delivered["message_id"] and "5" in m.get("text", "")), None), "the edit"
+    )
+    assert edited["text"] == f"{SIGNATURE}\nsee you at 5" and "edit_date" in edited
+
+
+async def test_reactions_both_ways(stack: DevStack, bridge: BridgeProcess, employee: Employee, new_client) -> None:
+    client = new_client("Re", "Act")
+    sent = await client.say("good news!")
+    msg = await employee.wait_for_message("good news!", sender=ghost_of(client))
+    mine = await employee.send_text(msg.room_id, "indeed")
+    delivered = await client.wait_for_text("indeed")
+
+    await client.react(delivered["message_id"], ["👍"])
+    reaction = await employee.wait_for_event(lambda e: e.type == "m.reaction" and e.room_id == msg.room_id, 30, "the client's reaction")
+    assert reaction.sender == ghost_of(client)
+    assert reaction.content["m.relates_to"] == {"rel_type": "m.annotation", "event_id": mine, "key": "👍"}
+
+    await employee.send_event(msg.room_id, "m.reaction", {"m.relates_to": {"rel_type": "m.annotation", "event_id": msg.event_id, "key": "❤"}})
+    reacted = await client.wait_until(
+        lambda ms: next((m for m in ms if m["message_id"] == sent["message_id"] and m.get("reactions")), None), "the bot's reaction"
+    )
+    assert [r["emoji"] for r in reacted["reactions"]] == ["❤"]
+
+    bad = await employee.send_event(msg.room_id, "m.reaction", {"m.relates_to": {"rel_type": "m.annotation", "event_id": msg.event_id, "key": "not-an-emoji"}})
+    notice = await employee.wait_for_event(bot_notice_about(employee, msg.room_id, bad), 30, "a notice about the refused reaction")
+    assert "does not allow this emoji as a reaction" in notice.content["body"]
+
+
+async def test_employee_cannot_erase_history_and_redaction_deletes_where_allowed(stack: DevStack, bridge: BridgeProcess, employee: Employee, new_client) -> None:
+    client = new_client("Del", "Ete")
+    room = await portal_with(client, employee)
+    mine = await employee.send_text(room, "oops, wrong client")
+    delivered = await client.wait_for_text("oops, wrong client")
+    # Portal power levels keep the record: the employee's own redaction is refused.
+    resp = await employee.client.room_redact(room, mine, reason="mistake")
+    assert not hasattr(resp, "event_id"), resp
+
+    # Where a company chose to allow it, the redaction deletes the message on Telegram.
+    headers = {"Authorization": f"Bearer {stack.registration.as_token}"}
+    state_url = f"{stack.homeserver.url}/_matrix/client/v3/rooms/{room}/state/m.room.power_levels"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(state_url, headers=headers) as r:
+            levels = await r.json()
+        levels["events"]["m.room.redaction"] = 0
+        async with http.put(state_url, json=levels, headers=headers) as r:
+            assert r.status == 200, await r.text()
+    resp = await employee.client.room_redact(room, mine, reason="mistake")
+    assert hasattr(resp, "event_id"), resp
+    await client.wait_until(
+        lambda ms: next((m for m in ms if m["message_id"] == delivered["message_id"] and m.get("deleted")), None), "the deletion"
+    )
+
+
+async def test_typing_shows_on_the_clients_side(stack: DevStack, bridge: BridgeProcess, employee: Employee, new_client) -> None:
+    client = new_client("Ty", "Ping")
+    room = await portal_with(client, employee)
+    assert await client.chat_action() is None
+    await employee.client.room_typing(room, typing_state=True, timeout=10000)
+    deadline = time.monotonic() + 20
+    while (action := await client.chat_action()) is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert action is not None and action["action"] == "typing"
