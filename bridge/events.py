@@ -25,8 +25,12 @@ class RemoteEventKind(enum.Enum):
     UNSUPPORTED = "unsupported"
     #: A company account (e.g. a Telegram Business account) was connected, changed or removed.
     ACCOUNT = "account"
-    #: The client blocked or unblocked the company on the network.
+    #: The client blocked or unblocked the company; in a group: the company was added or removed.
     CHAT_STATUS = "chat_status"
+    #: Someone joined (``joined``) or left a group chat.
+    MEMBERSHIP = "membership"
+    #: The network gave the chat a new id (``new_chat_id``); the portal stays the same room.
+    MIGRATE = "migrate"
 
 
 class MediaKind(enum.Enum):
@@ -131,8 +135,14 @@ class RemoteEvent:
     from_account: bool = False
     #: For ACCOUNT: the account's new state.
     account: RemoteAccount | None = None
-    #: For CHAT_STATUS: whether the client now blocks the company.
+    #: For CHAT_STATUS: whether the client now blocks the company (or the group removed it).
     blocked: bool = False
+    #: The chat is a group with several clients rather than a one-to-one conversation.
+    is_group: bool = False
+    #: For MEMBERSHIP: joined (True) or left (False).
+    joined: bool = False
+    #: For MIGRATE: the chat's new id.
+    new_chat_id: str = ""
 
 
 class DeliveryKind(enum.Enum):

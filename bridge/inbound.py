@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mautrix.appservice import IntentAPI
+from mautrix.errors import MatrixRequestError
 from mautrix.types import EventType
 
 from bridge import matrix_content as mc
@@ -60,6 +61,12 @@ class Inbound:
         if event.kind is RemoteEventKind.CHAT_STATUS:
             await self._chat_status(event)
             return
+        if event.kind is RemoteEventKind.MIGRATE:
+            await self._migrate(event)
+            return
+        if event.kind is RemoteEventKind.MEMBERSHIP and not event.joined:
+            await self._left(event)
+            return
         if event.kind is not RemoteEventKind.REACTION and await self.store.get_message(
             chat.network, chat.account, chat.chat_id, event.message_id
         ):
@@ -69,13 +76,11 @@ class Inbound:
         role = "company account" if event.from_account else None
         ghost_name = f"{event.sender.display_name} ({network_name}{', ' + role if role else ''})"
         ghost = await self.ghosts.ensure(event.sender.network, event.sender.id, ghost_name)
-        portal, _ = await self.portals.get_or_create(
-            chat,
-            name=f"{event.chat_title or event.sender.display_name} ({network_name})",
-            network_name=network_name,
-            ghost=ghost.mxid,
-        )
+        portal = await self._portal(event, ghost.mxid)
         await ghost.ensure_joined(portal.room_id)
+        if event.kind is RemoteEventKind.MEMBERSHIP:
+            log.info("event=member_joined network=%s chat=%s user=%s", chat.network, chat.chat_id, event.sender.id)
+            return
         ctx = _Context(event, portal, ghost, ghost_name)
         handler = {
             RemoteEventKind.MESSAGE: self._message,
@@ -100,6 +105,20 @@ class Inbound:
         )
 
     # helpers
+
+    async def _portal(self, event: RemoteEvent, ghost: str) -> PortalRow:
+        network_name = self.network_names.get(event.chat.network, event.chat.network)
+        label = f"{network_name} group" if event.is_group else network_name
+        portal, _ = await self.portals.get_or_create(
+            event.chat,
+            name=f"{event.chat_title or event.sender.display_name} ({label})",
+            network_name=network_name,
+            ghost=ghost,
+        )
+        return portal
+
+    async def _bot_notice(self, portal: PortalRow, event: RemoteEvent, text: str) -> None:
+        await self.portals.bot.send_message_event(portal.room_id, EventType.ROOM_MESSAGE, mc.notice(text), txn_id=txn_id_for(event))
 
     def _remote(self, event: RemoteEvent) -> dict[str, str]:
         return {
@@ -237,23 +256,55 @@ class Inbound:
 
     async def _chat_status(self, event: RemoteEvent) -> None:
         portal = await self.portals.get(event.chat)
+        name = event.sender.display_name
+        network_name = self.network_names.get(event.chat.network, event.chat.network)
         if portal is None:
-            return  # blocked before ever writing: there is no conversation to annotate
+            if not event.is_group or event.blocked:
+                return  # blocked before ever writing: there is no conversation to annotate
+            # The company was added to a group: its portal exists from now on.
+            adder = await self.ghosts.ensure(event.sender.network, event.sender.id, f"{name} ({network_name})")
+            portal = await self._portal(event, adder.mxid)
+            await adder.ensure_joined(portal.room_id)
+            await self._bot_notice(portal, event, f"{name} added the company to the {network_name} group \"{event.chat_title}\".")
+            return
         status = "blocked" if event.blocked else "active"
         if portal.status == status:
             return
         await self.portals.set_status(portal, status)
-        name = event.sender.display_name
-        network_name = self.network_names.get(event.chat.network, event.chat.network)
-        text = (
-            f"{name} blocked the company on {network_name}: messages sent here will not reach them."
-            if event.blocked
-            else f"{name} unblocked the company on {network_name}: messages sent here reach them again."
-        )
-        await self.portals.bot.send_message_event(
-            portal.room_id, EventType.ROOM_MESSAGE, mc.notice(text), txn_id=txn_id_for(event)
-        )
+        if event.is_group:
+            text = (
+                f"{name} removed the company from the {network_name} group: messages sent here will not reach it."
+                if event.blocked
+                else f"{name} added the company to the {network_name} group again."
+            )
+        else:
+            text = (
+                f"{name} blocked the company on {network_name}: messages sent here will not reach them."
+                if event.blocked
+                else f"{name} unblocked the company on {network_name}: messages sent here reach them again."
+            )
+        await self._bot_notice(portal, event, text)
         log.info("event=chat_status network=%s chat=%s status=%s", event.chat.network, event.chat.chat_id, status)
+
+    async def _left(self, event: RemoteEvent) -> None:
+        portal = await self.portals.get(event.chat)
+        if portal is None:
+            return
+        ghost = self.ghosts.intent(self.ghosts.user_id(event.sender.network, event.sender.id))
+        try:
+            await ghost.leave_room(portal.room_id)
+        except MatrixRequestError as e:  # already gone: leaving twice is not an error for the record
+            log.info("event=member_leave_skipped room=%s user=%s error=%s", portal.room_id, ghost.mxid, type(e).__name__)
+        log.info("event=member_left network=%s chat=%s user=%s", event.chat.network, event.chat.chat_id, event.sender.id)
+
+    async def _migrate(self, event: RemoteEvent) -> None:
+        portal = await self.portals.get(event.chat)
+        if portal is None:
+            return  # already moved (a redelivered update) or never bridged
+        moved = await self.portals.move(portal, event.new_chat_id)
+        network_name = self.network_names.get(event.chat.network, event.chat.network)
+        await self._bot_notice(moved, event, f"This {network_name} group was upgraded to a supergroup; the conversation continues here.")
+        log.info("event=portal_moved room=%s old_chat=%s new_chat=%s", portal.room_id, event.chat.chat_id, event.new_chat_id)
 
     async def _unsupported(self, ctx: _Context) -> tuple[str, bool]:
         event = ctx.event

@@ -26,6 +26,21 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-rate-limits", action="store_true", help="never answer 429 Too Many Requests"
     )
+    parser.add_argument(
+        "--no-group-privacy",
+        action="store_true",
+        help="the bot receives every group message (BotFather /setprivacy Disable)",
+    )
+    parser.add_argument(
+        "--no-business-mode",
+        action="store_true",
+        help="the bot cannot be connected to business accounts (BotFather Business Mode off)",
+    )
+    parser.add_argument(
+        "--allow-local-webhooks",
+        action="store_true",
+        help="accept http:// webhook URLs on any port (Telegram requires HTTPS on 80/88/443/8443)",
+    )
     parser.add_argument("--bot-username", default="houseline_sandbox_bot")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
@@ -38,6 +53,9 @@ async def _run(args: argparse.Namespace) -> None:
         token=args.token,
         rate_limits=not args.no_rate_limits,
         bot_username=args.bot_username,
+        group_privacy=not args.no_group_privacy,
+        business_mode=not args.no_business_mode,
+        allow_local_webhooks=args.allow_local_webhooks,
     )
     await sandbox.start()
     stopping = asyncio.Event()

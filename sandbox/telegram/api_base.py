@@ -78,11 +78,14 @@ class ApiBase:
 
     # ------------------------------------------------------------------ targets
 
-    def _target(self, params: Params, *, business: bool = True) -> Target:
-        """The chat a call addresses; ``business_connection_id`` is honoured only by the
-        methods whose documentation lists it (others ignore it, as unknown parameters are)."""
+    def _target(self, params: Params) -> Target:
+        """The chat a send/edit addresses, through ``business_connection_id`` if given.
+
+        Only methods whose documentation lists ``business_connection_id`` use this; the others
+        (deleteMessage, setMessageReaction, ...) use :meth:`_chat` and so ignore the parameter,
+        as the official server ignores unknown parameters."""
         connection_id = (params.get_str("business_connection_id") or "").strip()
-        if business and connection_id:
+        if connection_id:
             connection = self._connection(connection_id, enabled=True)
             chat_id = self._chat_id(params)
             chat = connection.chats.get(chat_id)

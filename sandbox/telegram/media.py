@@ -168,7 +168,7 @@ def photo_sizes(data: bytes) -> list[PhotoSizeData]:
         if longest <= previous_box:
             break
         scale = min(1.0, box / longest)
-        target = (max(1, round(width * scale)), max(1, round(height * scale)))
+        target = (max(1, int(width * scale)), max(1, int(height * scale)))
         sizes.append(PhotoSizeData(target[0], target[1], _jpeg(data, target)))
         previous_box = box
     return sizes

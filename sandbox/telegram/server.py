@@ -1,5 +1,6 @@
 """The sandbox HTTP server: the Bot API at ``/bot<token>/<method>``, file downloads at
-``/file/bot<token>/<path>``, and the client control API at ``/client/...`` and ``/sandbox/...``.
+``/file/bot<token>/<path>``, and the control API (``/client/...``, ``/business/...``,
+``/groups/...``, ``/sandbox/...``; see CONTROL_API.md).
 
 The bridge talks to it through python-telegram-bot's real HTTP stack
 (``telegram.Bot(token, base_url=f"{url}/bot", base_file_url=f"{url}/file/bot")``), so what is
@@ -60,6 +61,12 @@ class TelegramSandbox:
     ``port=0`` picks a free port; after :meth:`start`, ``url`` is e.g.
     ``http://127.0.0.1:40123``. A stopped sandbox can be started again on the same port, which
     emulates a Telegram outage without losing queued updates.
+
+    The bot's BotFather settings: ``group_privacy`` (privacy mode, on by default as on
+    Telegram) and ``business_mode`` (whether business accounts can connect it).
+    ``allow_local_webhooks`` accepts ``http://`` webhooks on any port so tests can run a local
+    receiver; ``webhook_retry_initial`` is the first delay before a failed delivery is retried
+    (it doubles up to 60 s).
     """
 
     def __init__(

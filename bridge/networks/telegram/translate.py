@@ -71,10 +71,37 @@ class Translator:
             event = self._chat_status(update)
             return [event] if event else []
         message = update.message or update.edited_message or update.business_message or update.edited_business_message
-        if message is None or message.chat.type != "private" or message.from_user is None:
+        if message is None or message.chat.type not in ("private", "group", "supergroup") or message.from_user is None:
             return []
+        if message.chat.type != "private":
+            service = self._group_service(message)
+            if service is not None:
+                return service
         event = self._message(message, edited=update.edited_message is not None or update.edited_business_message is not None, update_id=update.update_id)
         return [event]
+
+    def _group_service(self, message: Message) -> list[RemoteEvent] | None:
+        """Joins, leaves and migration in a group; None when the message is an ordinary one."""
+        base = self._base(message)
+        if message.migrate_to_chat_id:
+            return [RemoteEvent(kind=RemoteEventKind.MIGRATE, message_id=f"{message.message_id}/migrate", new_chat_id=str(message.migrate_to_chat_id), **base)]
+        if message.migrate_from_chat_id or message.group_chat_created or message.supergroup_chat_created:
+            return []
+        members = [(u, True) for u in message.new_chat_members or ()]
+        if message.left_chat_member is not None:
+            members.append((message.left_chat_member, False))
+        if not members:
+            return None
+        return [
+            RemoteEvent(
+                kind=RemoteEventKind.MEMBERSHIP,
+                message_id=f"{message.message_id}/member/{user.id}",
+                joined=joined,
+                **{**base, "sender": RemoteUser(NETWORK, str(user.id), full_name(user.first_name, user.last_name), user.username)},
+            )
+            for user, joined in members
+            if user.id != self.bot.id
+        ]
 
     @staticmethod
     def account_of(message_or_update) -> str | None:
@@ -121,7 +148,8 @@ class Translator:
             chat=ChatRef(NETWORK, self.account_of(message) or self.account, str(message.chat.id)),
             sender=RemoteUser(NETWORK, str(user.id), full_name(user.first_name, user.last_name), user.username),
             timestamp_ms=int(message.date.timestamp() * 1000),
-            chat_title=full_name(message.chat.first_name, message.chat.last_name),
+            chat_title=message.chat.title or full_name(message.chat.first_name, message.chat.last_name),
+            is_group=message.chat.type != "private",
             # In a business chat (client ⇄ account owner) whatever the client did not write,
             # the owner wrote from the Telegram app: it is the company's message.
             from_account=bool(message.business_connection_id) and user.id != message.chat.id,
@@ -158,13 +186,17 @@ class Translator:
         ]
 
     def _chat_status(self, update: Update) -> RemoteEvent | None:
+        """A client blocks/unblocks the bot, or a group adds/removes it."""
         member = update.my_chat_member
         assert member is not None
-        if member.chat.type != "private":
-            return None
         user = member.from_user
         status = member.new_chat_member.status
-        if status not in ("kicked", "member"):
+        is_group = member.chat.type in ("group", "supergroup")
+        if member.chat.type == "private" and status in ("kicked", "member"):
+            blocked = status == "kicked"
+        elif is_group and status in ("member", "administrator", "left", "kicked"):
+            blocked = status in ("left", "kicked")
+        else:
             return None
         return RemoteEvent(
             kind=RemoteEventKind.CHAT_STATUS,
@@ -172,7 +204,9 @@ class Translator:
             sender=RemoteUser(NETWORK, str(user.id), full_name(user.first_name, user.last_name), user.username),
             message_id=f"status/{update.update_id}",
             timestamp_ms=int(member.date.timestamp() * 1000),
-            blocked=status == "kicked",
+            blocked=blocked,
+            is_group=is_group,
+            chat_title=member.chat.title or full_name(member.chat.first_name, member.chat.last_name),
         )
 
     @staticmethod
@@ -239,8 +273,8 @@ class Translator:
 
     def _reaction(self, update: MessageReactionUpdated) -> RemoteEvent | None:
         user = update.user
-        if update.chat.type != "private" or user is None:
-            return None
+        if user is None:
+            return None  # an anonymous group admin: no person to show it as
         emojis = tuple(r.emoji for r in update.new_reaction if isinstance(r, ReactionTypeEmoji))
         return RemoteEvent(
             kind=RemoteEventKind.REACTION,
@@ -250,5 +284,6 @@ class Translator:
             timestamp_ms=int(update.date.timestamp() * 1000),
             target_id=str(update.message_id),
             reactions=emojis,
-            chat_title=full_name(update.chat.first_name, update.chat.last_name),
+            chat_title=update.chat.title or full_name(update.chat.first_name, update.chat.last_name),
+            is_group=update.chat.type != "private",
         )

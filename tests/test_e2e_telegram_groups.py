@@ -1,0 +1,93 @@
+"""Groups, end to end: one portal per Telegram group, a ghost per member, joins and leaves
+mirrored, answers reach the group, and a group → supergroup migration keeps the same room."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from typing import Any
+
+import aiohttp
+
+from bridge.devstack import COMPANY, DevStack
+from sandbox.employee import Employee
+from tests.conftest import BridgeProcess
+
+BOT = "@houseline:localhost"
+_users = itertools.count(9_100_000_001)
+
+
+def ghost(user_id: int) -> str:
+    return f"@telegram_{user_id}:localhost"
+
+
+async def control(stack: DevStack, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        async with http.request(method, f"{stack.telegram.url}{path}", json=body) as resp:
+            data = await resp.json()
+            assert resp.status == 200, (path, resp.status, data)
+            return data
+
+
+async def members(employee: Employee, room_id: str) -> dict[str, str]:
+    resp = await employee.client.room_get_state(room_id)
+    return {e["state_key"]: e["content"].get("membership") for e in resp.events if e["type"] == "m.room.member"}
+
+
+async def eventually(check, what: str, timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def test_group_portal_members_answers_and_migration(stack: DevStack, bridge: BridgeProcess, employee: Employee) -> None:
+    alice, bob, carol = next(_users), next(_users), next(_users)
+    group = await control(stack, "POST", "/groups", {
+        "title": "Family office",
+        "members": [{"id": alice, "first_name": "Alice"}, {"id": bob, "first_name": "Bob"}],
+        "bot_status": "administrator",
+    })
+    gid = group["chat_id"]
+    added = await employee.wait_for_event(lambda e: e.sender == BOT and "added the company to the Telegram group" in e.content.get("body", ""), 30, "the portal")
+    room = added.room_id
+    name = await employee.client.room_get_state_event(room, "m.room.name")
+    assert name.content["name"] == "Family office (Telegram group)"
+
+    await control(stack, "POST", f"/groups/{gid}/messages", {"from": alice, "text": "Alice here"})
+    await control(stack, "POST", f"/groups/{gid}/messages", {"from": bob, "text": "Bob here"})
+    assert (await employee.wait_for_message("Alice here", room)).sender == ghost(alice)
+    assert (await employee.wait_for_message("Bob here", room)).sender == ghost(bob)
+
+    await control(stack, "POST", f"/groups/{gid}/members", {"id": carol, "first_name": "Carol"})
+    await eventually(lambda: _is(employee, room, ghost(carol), "join"), "Carol's ghost to join")
+    await control(stack, "DELETE", f"/groups/{gid}/members/{bob}")
+    await eventually(lambda: _is(employee, room, ghost(bob), "leave"), "Bob's ghost to leave")
+
+    await employee.send_text(room, "Hello all")
+    async def group_has_answer() -> dict[str, Any] | None:
+        msgs = (await control(stack, "GET", f"/groups/{gid}/messages"))["messages"]
+        return next((m for m in msgs if "Hello all" in m.get("text", "")), None)
+    answer = await eventually(group_has_answer, "the answer in the group")
+    assert answer["text"] == f"Erin Employee ({COMPANY})\nHello all"
+
+    migrated = await control(stack, "POST", f"/groups/{gid}/migrate", {"by": alice})
+    new_id = migrated["chat_id"]
+    assert new_id != gid
+    await employee.wait_for_event(lambda e: e.room_id == room and "upgraded to a supergroup" in e.content.get("body", ""), 30, "the migration notice")
+    await control(stack, "POST", f"/groups/{new_id}/messages", {"from": alice, "text": "still here after the upgrade"})
+    assert (await employee.wait_for_message("still here after the upgrade", sender=ghost(alice))).room_id == room
+    await employee.send_text(room, "answer after the upgrade")
+    async def supergroup_has_answer() -> dict[str, Any] | None:
+        msgs = (await control(stack, "GET", f"/groups/{new_id}/messages"))["messages"]
+        return next((m for m in msgs if "answer after the upgrade" in m.get("text", "")), None)
+    await eventually(supergroup_has_answer, "the answer in the supergroup")
+
+
+async def _is(employee: Employee, room: str, user: str, membership: str) -> bool:
+    return (await members(employee, room)).get(user) == membership
