@@ -261,3 +261,36 @@ async def test_typing_shows_on_the_clients_side(stack: DevStack, bridge: BridgeP
     while (action := await client.chat_action()) is None and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     assert action is not None and action["action"] == "typing"
+
+
+async def test_network_limits_are_explained_and_nothing_is_dropped(stack: DevStack, bridge: BridgeProcess, employee: Employee, new_client) -> None:
+    client = new_client("Lim", "Its")
+    room = await portal_with(client, employee)
+
+    # A caption longer than Telegram's 1024 characters: the file goes with the signature, the
+    # caption follows as a message replying to it, and the room is told.
+    caption = "Terms: " + "x" * 1500
+    image = png(3, 3)
+    mxc = await upload(employee, image, "image/png", "terms.png")
+    sent = await employee.send_event(room, "m.room.message", {
+        "msgtype": "m.image", "body": caption, "filename": "terms.png", "url": mxc, "info": {"mimetype": "image/png", "size": len(image)},
+    })
+    photo = await client.wait_until(lambda ms: next((m for m in ms if "photo" in m), None), "the photo")
+    assert photo["caption"] == SIGNATURE
+    follow = await client.wait_until(lambda ms: next((m for m in ms if m.get("text", "").startswith("Terms: ")), None), "the caption")
+    assert follow["text"] == caption and follow["reply_to_message_id"] == photo["message_id"]
+    note = await employee.wait_for_event(bot_notice_about(employee, room, sent), 30, "the caption notice")
+    assert "longer than Telegram allows (1024 characters)" in note.content["body"]
+
+    # A file over the 50 MB a bot may upload is refused before any download, with the reason.
+    big = await employee.send_event(room, "m.room.message", {
+        "msgtype": "m.file", "body": "archive.zip", "filename": "archive.zip", "url": mxc,
+        "info": {"mimetype": "application/zip", "size": 60_000_000},
+    })
+    refusal = await employee.wait_for_event(bot_notice_about(employee, room, big), 30, "the size refusal")
+    assert "at most 50 MB" in refusal.content["body"]
+
+    # A client's file over the 20 MB a bot may download: a notice says so, with the caption.
+    await client.send_file("document", b"\0" * (21 * 1024 * 1024), "scan.tiff", caption="all pages", mime_type="image/tiff")
+    toobig = await employee.wait_for_event(lambda e: e.room_id == room and "could not be brought over" in e.content.get("body", ""), 60, "the download notice")
+    assert "20 MB" in toobig.content["body"] and "all pages" in toobig.content["body"]

@@ -25,6 +25,8 @@ log = logging.getLogger("houseline.telegram")
 
 MAX_TEXT = 4096
 MAX_CAPTION = 1024
+#: sendPhoto takes at most 10 MB; larger images go as documents (up to the 50 MB upload limit).
+MAX_PHOTO_BYTES = 10 * 1024 * 1024
 #: Bots may delete their messages for 48 hours.
 DELETE_WINDOW_S = 48 * 3600
 _RATE_LIMIT_RETRIES = 5
@@ -103,6 +105,8 @@ class Sender:
         if d.media is None:
             return await self._send_text(chat_id, text, entities, reply)
         method_name, field = _SEND_METHOD[d.media.kind]
+        if field == "photo" and len(d.media.data) > MAX_PHOTO_BYTES:
+            method_name, field = "send_document", "document"  # Telegram takes photos up to 10 MB
         caption, caption_entities = text, entities
         overflow: tuple[str, list[dict[str, Any]]] | None = None
         if len(caption) > MAX_CAPTION:
@@ -114,10 +118,20 @@ class Sender:
                 kwargs.update(width=d.media.width, height=d.media.height)
         if d.media.duration_ms and d.media.kind not in (MediaKind.IMAGE, MediaKind.STICKER, MediaKind.FILE):
             kwargs["duration"] = max(1, d.media.duration_ms // 1000)
-        msg = await self._call(
-            getattr(self.bot, method_name), chat_id, caption=caption or None,
-            caption_entities=_entities(caption_entities) or None, reply_parameters=reply, **kwargs,
-        )
+        try:
+            msg = await self._call(
+                getattr(self.bot, method_name), chat_id, caption=caption or None,
+                caption_entities=_entities(caption_entities) or None, reply_parameters=reply, **kwargs,
+            )
+        except DeliveryError as e:
+            if field != "photo" or "photo" not in e.reason.lower():
+                raise
+            # Telegram refuses some images as photos (dimensions, format): send the file itself.
+            kwargs = {"document": InputFile(d.media.data, filename=d.media.file_name)}
+            msg = await self._call(
+                self.bot.send_document, chat_id, caption=caption or None,
+                caption_entities=_entities(caption_entities) or None, reply_parameters=reply, **kwargs,
+            )
         ids = [str(msg.message_id)]
         note = ""
         if overflow is not None:
