@@ -76,7 +76,7 @@ def write_bridge_config(workdir: Path, *, homeserver_url: str, as_port: int, tel
 
 async def start_dev_stack(workdir: Path, *, rate_limits: bool = True) -> DevStack:
     workdir.mkdir(parents=True, exist_ok=True)
-    telegram = TelegramSandbox(rate_limits=rate_limits)
+    telegram = TelegramSandbox(rate_limits=rate_limits, allow_local_webhooks=True, webhook_retry_initial=0.2)
     await telegram.start()
     try:
         hs_port, as_port = free_port(), free_port()

@@ -22,7 +22,7 @@ from mautrix.errors import MatrixRequestError
 from mautrix.types import EventType
 
 from bridge import matrix_content as mc
-from bridge.events import RemoteEvent, RemoteEventKind
+from bridge.events import RemoteEvent, RemoteEventKind, RichText
 from bridge.portals import Portals
 from bridge.store import AccountRow, MessageLink, PortalRow, ReactionLink, Store
 from puppets.ghosts import Ghosts
@@ -166,7 +166,7 @@ class Inbound:
         elif event.contact is not None:
             content = mc.contact_content(event.contact)
         else:
-            content = mc.text_content(event.text or mc.RichText(""))
+            content = mc.text_content(event.text or RichText(""))
         replied = await self._target(ctx, event.reply_to)
         if replied is not None:
             mc.reply_to(content, replied.event_id)
@@ -175,20 +175,16 @@ class Inbound:
     async def _edit(self, ctx: _Context) -> tuple[str, bool]:
         event = ctx.event
         original = await self._target(ctx, event.target_id)
-        new = mc.text_content(event.text or mc.RichText(""))
+        text = event.text or RichText("")
         if original is None:
             # Edited before we knew it (e.g. sent while the bridge was not yet connected).
-            new["body"] = f"(edited) {new['body']}"
-            new.pop("format", None), new.pop("formatted_body", None)
-            return await self._send(ctx, new), False
+            return await self._send(ctx, mc.text_content(RichText(f"(edited) {text.body}"))), False
         if original.has_media:
             # A media event's m.new_content would need the file again; record the new caption
             # as a reply instead, so the first caption stays visible too.
-            content = mc.reply_to(mc.text_content(event.text or mc.RichText(""), "m.text"), original.event_id)
-            content["body"] = f"(new caption) {content['body']}"
-            content.pop("format", None), content.pop("formatted_body", None)
+            content = mc.reply_to(mc.text_content(RichText(f"(new caption) {text.body}")), original.event_id)
             return await self._send(ctx, content), False
-        return await self._send(ctx, mc.edit_content(original.event_id, new)), False
+        return await self._send(ctx, mc.edit_content(original.event_id, mc.text_content(text))), False
 
     async def _delete(self, ctx: _Context) -> tuple[str, bool]:
         event = ctx.event

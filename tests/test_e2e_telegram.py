@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import secrets
+
 import aiohttp
 import pytest
+import yaml
 
 from bridge.devstack import COMPANY, DevStack
 from sandbox.employee import Employee
+from sandbox.homeserver import free_port
 from tests.conftest import BridgeProcess
 
 GHOST_PREFIX = "@telegram_"
@@ -177,3 +181,31 @@ async def test_failed_send_is_reported_in_the_room(stack: DevStack, bridge: Brid
 async def test_sigterm_stops_cleanly(stack: DevStack, bridge: BridgeProcess) -> None:
     assert await bridge.stop() == 0
     assert "event=stopped" in bridge.output
+
+
+async def test_webhook_mode_round_trip(stack: DevStack, employee: Employee, new_client) -> None:
+    """The same conversation with updates pushed by Telegram instead of polled."""
+    config = yaml.safe_load(stack.config_path.read_text())
+    port = free_port()
+    secret = secrets.token_urlsafe(32)
+    config["networks"]["telegram"]["webhook"] = {
+        "enabled": True, "public_url": f"http://127.0.0.1:{port}/telegram/webhook", "listen_port": port, "secret_token": secret,
+    }
+    path = stack.config_path.with_name("config-webhook.yaml")
+    path.write_text(yaml.safe_dump(config))
+    proc = BridgeProcess(path)
+    await proc.start()
+    try:
+        assert "mode=webhook" in proc.output
+        client = new_client("Web", "Hook")
+        await client.say("pushed, not polled")
+        msg = await employee.wait_for_message("pushed, not polled", sender=ghost_of(client))
+        await employee.send_text(msg.room_id, "answer in webhook mode")
+        await client.wait_for_text("answer in webhook mode")
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{stack.telegram.url}/bot{stack.telegram.token}/getWebhookInfo") as resp:
+                info = (await resp.json())["result"]
+        assert info["url"] == f"http://127.0.0.1:{port}/telegram/webhook" and info["pending_update_count"] == 0
+    finally:
+        assert await proc.stop() == 0
+    assert secret not in proc.output

@@ -1,8 +1,9 @@
-"""The Telegram connector's lifecycle: long polling in, deliveries out.
+"""The Telegram connector's lifecycle: updates in (long polling, or a webhook), deliveries out.
 
 Polling is our own loop over ``Bot.get_updates`` rather than PTB's Updater because the offset
 must advance only after the core committed an update on the Matrix side; the Updater confirms
-updates as soon as it fetched them.
+updates as soon as it fetched them. In webhook mode the same holds: the webhook is answered
+only after the commit.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from bridge.events import Delivery, DeliveryReceipt, RemoteEvent
 from bridge.networks.base import InboundSink
 from bridge.networks.telegram.sender import Sender, seconds
 from bridge.networks.telegram.translate import NETWORK, Translator
+from bridge.networks.telegram.webhook import WebhookServer, register_webhook
 
 log = logging.getLogger("houseline.telegram")
 
@@ -58,18 +60,38 @@ class TelegramConnector:
         self._offset: int | None = None
         self._translator = Translator(self.bot, self.account)
         self._sender = Sender(self.bot)
+        self._webhook: WebhookServer | None = None
 
     async def start(self, sink: InboundSink) -> None:
         self._sink = sink
         await self.bot.initialize()  # getMe: fails fast on a wrong token
         self.account = str(self.bot.id)
         self._translator = Translator(self.bot, self.account)
+        webhook = self.config.webhook
+        if webhook is not None:
+            # Listen first, then ask Telegram to deliver: no update may arrive at a closed port.
+            self._webhook = WebhookServer(webhook, self._on_webhook_update)
+            await self._webhook.start()
+            await register_webhook(self.bot, webhook, ALLOWED_UPDATES)
+            log.info("event=telegram_connected bot=@%s account=%s mode=webhook", self.bot.username, self.account)
+            return
         await self.bot.delete_webhook(drop_pending_updates=False)
-        log.info("event=telegram_connected bot=@%s account=%s", self.bot.username, self.account)
+        log.info("event=telegram_connected bot=@%s account=%s mode=polling", self.bot.username, self.account)
         self._task = asyncio.create_task(self._poll(), name="telegram-poll")
+
+    async def _on_webhook_update(self, data: dict) -> None:
+        """Answered 200 only after this returns, so Telegram redelivers what was not committed."""
+        update = Update.de_json(data, self.bot)
+        if update is None:
+            raise ValueError("not an update")
+        await self._handle_update(update)
 
     async def stop(self) -> None:
         self._stopping.set()
+        if self._webhook is not None:
+            # The webhook stays registered: Telegram keeps what arrives meanwhile and delivers it
+            # when the bridge listens again.
+            await self._webhook.stop()
         if self._task is not None:
             self._task.cancel()
             try:

@@ -205,7 +205,9 @@ def _too_large(size: int | None) -> web.Response:
 
 
 @web.middleware
-async def _json_errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+async def _json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     """Unknown paths (404) and methods (405) answer JSON like the rest, without a stack trace."""
     try:
         return await handler(request)
