@@ -12,7 +12,7 @@ import logging
 from dataclasses import replace
 
 from mautrix.appservice import IntentAPI
-from mautrix.types import RoomCreatePreset, RoomID, UserID
+from mautrix.types import RoomCreatePreset, UserID
 
 from appservice.rooms import bridge_state_event, portal_power_levels
 from bridge.events import ChatRef

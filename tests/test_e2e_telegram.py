@@ -5,20 +5,13 @@ from __future__ import annotations
 import secrets
 
 import aiohttp
-import pytest
 import yaml
 
 from bridge.devstack import COMPANY, DevStack
 from sandbox.employee import Employee
 from sandbox.homeserver import free_port
 from tests.conftest import BridgeProcess
-
-GHOST_PREFIX = "@telegram_"
-
-
-def ghost_of(client) -> str:
-    return f"@telegram_{client.user_id}:localhost"
-
+from tests.support import ghost_of
 
 async def room_state(employee: Employee, room_id: str) -> dict[tuple[str, str], dict]:
     """Current state as {(type, state_key): event}."""

@@ -4,36 +4,15 @@ explained in the room, and a client blocking the company is noticed."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-import time
 from typing import Any
 
-import aiohttp
-
-from bridge.devstack import COMPANY, DevStack
+from bridge.devstack import DevStack
 from sandbox.employee import Employee
 from tests.conftest import BridgeProcess
+from tests.support import SIGNATURE, bot_notice_about, bot_notice_in, control, eventually, ghost
 
-BOT = "@houseline:localhost"
-SIGNATURE = f"Erin Employee ({COMPANY})"
 _owner_ids = itertools.count(8_100_000_001)
-
-
-def ghost(user_id: int) -> str:
-    return f"@telegram_{user_id}:localhost"
-
-
-async def control(stack: DevStack, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-        async with http.request(method, f"{stack.telegram.url}{path}", json=body) as resp:
-            data = await resp.json()
-            assert resp.status == 200, (path, resp.status, data)
-            return data
-
-
-def notice_in(room_id: str, needle: str):
-    return lambda e: e.room_id == room_id and e.sender == BOT and needle in e.content.get("body", "")
 
 
 async def test_business_account_conversation_is_captured_both_ways(stack: DevStack, bridge: BridgeProcess, employee: Employee, new_client) -> None:
@@ -58,7 +37,9 @@ async def test_business_account_conversation_is_captured_both_ways(stack: DevSta
     async def client_view() -> list[dict[str, Any]]:
         return (await control(stack, "GET", f"{biz}/clients/{client.user_id}/messages"))["messages"]
     async def wait_view(predicate, what: str) -> dict[str, Any]:
-        return await _poll(client_view, predicate, what)
+        async def found() -> dict[str, Any] | None:
+            return next((m for m in await client_view() if predicate(m)), None)
+        return await eventually(found, what)
     answer = await wait_view(lambda m: "Answer from the desk" in m.get("text", ""), "the desk's answer")
     assert answer["text"] == f"{SIGNATURE}\nAnswer from the desk"
 
@@ -71,21 +52,21 @@ async def test_business_account_conversation_is_captured_both_ways(stack: DevSta
     edit = await employee.wait_for_event(lambda e: e.room_id == room and e.content.get("m.relates_to", {}).get("rel_type") == "m.replace", 30, "the edit")
     assert edit.content["m.new_content"]["body"] == "Hi Olga, about my accounts"
     await control(stack, "POST", f"{biz}/clients/{client.user_id}/messages/{sent['message_id']}/delete", {})
-    deleted = await employee.wait_for_event(notice_in(room, "deleted this message on Telegram"), 30, "the deletion annotation")
+    deleted = await employee.wait_for_event(bot_notice_in(room, "deleted this message on Telegram"), 30, "the deletion annotation")
     assert deleted.content["m.relates_to"]["m.in_reply_to"]["event_id"] == first.event_id
     original = await employee.client.room_get_event(room, first.event_id)
     assert original.event.source["content"]["body"] == "Hi Olga, about my account"
 
     # The owner disconnects the bot: the portal says so, and answers are refused with a reason.
     await control(stack, "POST", f"{biz}/disconnect", {})
-    await employee.wait_for_event(notice_in(room, "was disconnected from Houseline"), 30, "the disconnection notice")
+    await employee.wait_for_event(bot_notice_in(room, "was disconnected from Houseline"), 30, "the disconnection notice")
     refused = await employee.send_text(room, "are you there?")
     notice = await employee.wait_for_event(
-        lambda e: e.sender == BOT and e.content.get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id") == refused, 30, "the refusal"
+        bot_notice_about(room, refused), 30, "the refusal"
     )
     assert "disconnected" in notice.content["body"]
     await control(stack, "POST", "/business/connect", {"owner_id": owner_id})
-    await employee.wait_for_event(notice_in(room, "is connected again"), 30, "the reconnection notice")
+    await employee.wait_for_event(bot_notice_in(room, "is connected again"), 30, "the reconnection notice")
 
 
 async def test_client_blocking_the_company_is_noticed(stack: DevStack, bridge: BridgeProcess, employee: Employee, new_client) -> None:
@@ -93,9 +74,9 @@ async def test_client_blocking_the_company_is_noticed(stack: DevStack, bridge: B
     await client.say("hello")
     room = (await employee.wait_for_message("hello", sender=ghost(client.user_id))).room_id
     await client.block()
-    await employee.wait_for_event(notice_in(room, "blocked the company on Telegram"), 30, "the block notice")
+    await employee.wait_for_event(bot_notice_in(room, "blocked the company on Telegram"), 30, "the block notice")
     await client.unblock()
-    await employee.wait_for_event(notice_in(room, "unblocked the company on Telegram"), 30, "the unblock notice")
+    await employee.wait_for_event(bot_notice_in(room, "unblocked the company on Telegram"), 30, "the unblock notice")
     await employee.send_text(room, "welcome back")
     await client.wait_for_text("welcome back")
 
@@ -110,17 +91,6 @@ async def test_business_window_closed_is_explained(stack: DevStack, bridge: Brid
     await control(stack, "POST", "/sandbox/clock", {"advance_seconds": 25 * 3600})
     attempt = await employee.send_text(question.room_id, "sorry for the late answer")
     notice = await employee.wait_for_event(
-        lambda e: e.sender == BOT and e.content.get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id") == attempt, 30, "the window notice"
+        bot_notice_about(question.room_id, attempt), 30, "the window notice"
     )
     assert "within 24 hours" in notice.content["body"]
-
-
-async def _poll(fetch, predicate, what: str, timeout: float = 30) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        for message in await fetch():
-            if predicate(message):
-                return message
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.1)

@@ -10,17 +10,12 @@ import zlib
 
 import aiohttp
 
-from bridge.devstack import COMPANY, DevStack
+from bridge.devstack import DevStack
 from sandbox.employee import Employee
 from tests.conftest import BridgeProcess
+from tests.support import SIGNATURE, bot_notice_about, ghost_of
 
-BOT = "@houseline:localhost"
-SIGNATURE = f"Erin Employee ({COMPANY})"
 SIG_LEN = len(SIGNATURE.encode("utf-16-le")) // 2
-
-
-def ghost_of(client) -> str:
-    return f"@telegram_{client.user_id}:localhost"
 
 
 def png(width: int = 2, height: int = 3) -> bytes:
@@ -56,13 +51,6 @@ async def download(employee: Employee, mxc: str) -> bytes:
         ) as resp:
             assert resp.status == 200
             return await resp.read()
-
-
-def bot_notice_about(employee: Employee, room_id: str, event_id: str):
-    return lambda e: (
-        e.room_id == room_id and e.sender == BOT
-        and e.content.get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id") == event_id
-    )
 
 
 async def test_formatting_both_ways(stack: DevStack, bridge: BridgeProcess, employee: Employee, new_client) -> None:
@@ -223,7 +211,7 @@ async def test_reactions_both_ways(stack: DevStack, bridge: BridgeProcess, emplo
     assert [r["emoji"] for r in reacted["reactions"]] == ["❤"]
 
     bad = await employee.send_event(msg.room_id, "m.reaction", {"m.relates_to": {"rel_type": "m.annotation", "event_id": msg.event_id, "key": "not-an-emoji"}})
-    notice = await employee.wait_for_event(bot_notice_about(employee, msg.room_id, bad), 30, "a notice about the refused reaction")
+    notice = await employee.wait_for_event(bot_notice_about(msg.room_id, bad), 30, "a notice about the refused reaction")
     assert "does not allow this emoji as a reaction" in notice.content["body"]
 
 
@@ -279,7 +267,7 @@ async def test_network_limits_are_explained_and_nothing_is_dropped(stack: DevSta
     assert photo["caption"] == SIGNATURE
     follow = await client.wait_until(lambda ms: next((m for m in ms if m.get("text", "").startswith("Terms: ")), None), "the caption")
     assert follow["text"] == caption and follow["reply_to_message_id"] == photo["message_id"]
-    note = await employee.wait_for_event(bot_notice_about(employee, room, sent), 30, "the caption notice")
+    note = await employee.wait_for_event(bot_notice_about(room, sent), 30, "the caption notice")
     assert "longer than Telegram allows (1024 characters)" in note.content["body"]
 
     # A file over the 50 MB a bot may upload is refused before any download, with the reason.
@@ -287,7 +275,7 @@ async def test_network_limits_are_explained_and_nothing_is_dropped(stack: DevSta
         "msgtype": "m.file", "body": "archive.zip", "filename": "archive.zip", "url": mxc,
         "info": {"mimetype": "application/zip", "size": 60_000_000},
     })
-    refusal = await employee.wait_for_event(bot_notice_about(employee, room, big), 30, "the size refusal")
+    refusal = await employee.wait_for_event(bot_notice_about(room, big), 30, "the size refusal")
     assert "at most 50 MB" in refusal.content["body"]
 
     # A client's file over the 20 MB a bot may download: a notice says so, with the caption.

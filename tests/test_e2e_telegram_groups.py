@@ -3,47 +3,20 @@ mirrored, answers reach the group, and a group → supergroup migration keeps th
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-import time
 from typing import Any
 
-import aiohttp
-
-from bridge.devstack import COMPANY, DevStack
+from bridge.devstack import DevStack
 from sandbox.employee import Employee
 from tests.conftest import BridgeProcess
+from tests.support import BOT, SIGNATURE, control, eventually, ghost
 
-BOT = "@houseline:localhost"
 _users = itertools.count(9_100_000_001)
-
-
-def ghost(user_id: int) -> str:
-    return f"@telegram_{user_id}:localhost"
-
-
-async def control(stack: DevStack, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-        async with http.request(method, f"{stack.telegram.url}{path}", json=body) as resp:
-            data = await resp.json()
-            assert resp.status == 200, (path, resp.status, data)
-            return data
 
 
 async def members(employee: Employee, room_id: str) -> dict[str, str]:
     resp = await employee.client.room_get_state(room_id)
     return {e["state_key"]: e["content"].get("membership") for e in resp.events if e["type"] == "m.room.member"}
-
-
-async def eventually(check, what: str, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 async def test_group_portal_members_answers_and_migration(stack: DevStack, bridge: BridgeProcess, employee: Employee) -> None:
@@ -74,7 +47,7 @@ async def test_group_portal_members_answers_and_migration(stack: DevStack, bridg
         msgs = (await control(stack, "GET", f"/groups/{gid}/messages"))["messages"]
         return next((m for m in msgs if "Hello all" in m.get("text", "")), None)
     answer = await eventually(group_has_answer, "the answer in the group")
-    assert answer["text"] == f"Erin Employee ({COMPANY})\nHello all"
+    assert answer["text"] == f"{SIGNATURE}\nHello all"
 
     migrated = await control(stack, "POST", f"/groups/{gid}/migrate", {"by": alice})
     new_id = migrated["chat_id"]

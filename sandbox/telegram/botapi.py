@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .api_base import Described, Handler  # Described is re-exported for server.py
+from .api_base import Handler
 from .api_business import BusinessMethods
 from .api_edit import EditMethods
 from .api_media import MediaMethods

@@ -20,7 +20,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .botapi import BotApi, Described
+from .api_base import Described
+from .botapi import BotApi
 from .control import ControlApi
 from .control_business import BusinessControl
 from .control_groups import GroupControl

@@ -1,0 +1,56 @@
+"""Small helpers shared by the end-to-end tests (names, the sandbox's control API, waiting)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Awaitable, Callable
+
+import aiohttp
+
+from bridge.devstack import COMPANY, DevStack
+
+BOT = "@houseline:localhost"
+SIGNATURE = f"Erin Employee ({COMPANY})"
+
+
+def ghost(user_id: int) -> str:
+    """The Matrix user that stands for a Telegram user."""
+    return f"@telegram_{user_id}:localhost"
+
+
+def ghost_of(client) -> str:
+    return ghost(client.user_id)
+
+
+async def control(stack: DevStack, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A call to the sandbox's control API that must succeed."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        async with http.request(method, f"{stack.telegram.url}{path}", json=body) as resp:
+            data = await resp.json()
+            assert resp.status == 200, (path, resp.status, data)
+            return data
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], what: str, timeout: float = 30) -> Any:
+    """Poll ``check`` until it returns something truthy, failing with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+def bot_notice_about(room_id: str, event_id: str) -> Callable[[Any], bool]:
+    """Matches the bot's notice replying to ``event_id``."""
+    return lambda e: (
+        e.room_id == room_id and e.sender == BOT
+        and e.content.get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id") == event_id
+    )
+
+
+def bot_notice_in(room_id: str, needle: str) -> Callable[[Any], bool]:
+    return lambda e: e.room_id == room_id and e.sender == BOT and needle in e.content.get("body", "")
