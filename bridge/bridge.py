@@ -11,10 +11,13 @@ from mautrix.errors import MatrixError
 
 from appservice.registration import Registration
 from appservice.server import HouselineAppService
-from bridge.config import Config
+from bridge.audit_log import AuditLog
+from bridge.commands import Commands
+from bridge.config import Config, ConfigError, load_config
 from bridge.inbound import Inbound
 from bridge.networks.base import Connector
 from bridge.outbound import Outbound
+from bridge.policy_bot import PolicyBot
 from bridge.portals import Portals
 from bridge.store import Store
 from puppets.ghosts import Ghosts
@@ -62,13 +65,26 @@ class Bridge:
             log.warning("event=bot_displayname_failed error=%s", e)
 
         ghosts = Ghosts(self.az, self.config.ghost_namer(), self.store)
-        portals = Portals(self.store, bot, self.config.portals.invite)
-        self.inbound = Inbound(self.store, portals, ghosts, {n: c.display_name for n, c in self.connectors.items()})
+        self.audit = AuditLog(self.store)
+        portals = Portals(self.store, bot, self._assign)
+        self.policy_bot = PolicyBot(
+            config=self.config, az=self.az, store=self.store, portals=portals, ghosts=ghosts,
+            audit=self.audit, connectors=self.connectors, policy=self.config.policy,
+        )
+        portals.initial_state = self.policy_bot.initial_state
+        portals.on_created = self.policy_bot.portal_created
+        self.portals = portals
+        self.commands = Commands(self.policy_bot, self._reload_policy)
+        self.inbound = Inbound(
+            self.store, portals, ghosts, {n: c.display_name for n, c in self.connectors.items()},
+            after_message=self.policy_bot.ensure_disclaimer,
+        )
         self.outbound = Outbound(
             az=self.az, store=self.store, portals=portals, ghosts=ghosts,
-            connectors=self.connectors, portal_config=self.config.portals,
+            connectors=self.connectors, portal_config=self.config.portals, policy=self.policy_bot,
         )
-        self.az.events_handler = self.outbound.handle_events
+        self.policy_bot.release_held = self.outbound.handle_event
+        self.az.events_handler = self._on_events
         self.az.ephemeral_handler = self.outbound.handle_ephemeral
         for name, connector in self.connectors.items():
             await connector.start(self.inbound.handle)
@@ -79,6 +95,42 @@ class Bridge:
             self.config.homeserver.url, self.config.appservice.host, self.config.appservice.port,
             ",".join(self.connectors) or "none", await self.store.count_portals(), (time.monotonic() - t0) * 1000,
         )
+
+    async def _assign(self, chat):
+        return await self.policy_bot.assignees(chat)
+
+    async def _reload_policy(self):
+        """Re-read the policy from the config file; a policy with errors never takes effect."""
+        if self.config.path is None:
+            return None, ["the bridge was not started from a config file"]
+        try:
+            fresh = load_config(self.config.path)
+        except ConfigError as e:
+            return None, [p for p in e.problems if p.startswith("policies")] or e.problems
+        log.info("event=policy_reloaded")
+        return fresh.policy, []
+
+    async def _on_events(self, events: list[dict]) -> None:
+        """Policy first (membership, commands), then what goes to clients."""
+        outgoing: list[dict] = []
+        for raw in events:
+            room_id = raw.get("room_id")
+            if not isinstance(room_id, str) or not isinstance(raw.get("sender"), str):
+                continue
+            portal = await self.portals.by_room(room_id)
+            if raw.get("type") == "m.room.member":
+                if raw.get("state_key") == self.az.bot_mxid and (raw.get("content") or {}).get("membership") == "invite" and portal is None:
+                    await self.commands.on_invite(raw)
+                elif portal is not None:
+                    await self.policy_bot.on_member(raw, portal)
+                continue
+            if raw.get("sender") != self.az.bot_mxid and self.commands.is_command(raw):
+                await self.commands.handle(raw, portal)
+                continue
+            if portal is not None:
+                outgoing.append(raw)
+        if outgoing:
+            await self.outbound.handle_events(outgoing)
 
     async def _wait_for_homeserver(self, timeout: float) -> None:
         """The homeserver may start after us (a reboot, a compose file): wait, saying so."""

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 
 from appservice.registration import RegistrationError, build_registration, load_registration, write_registration
@@ -97,6 +98,38 @@ async def _run(make_bridge) -> int:
     return code
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    return asyncio.run(_audit(config, args.audit_command, args.limit))
+
+
+async def _audit(config: Config, what: str, limit: int | None) -> int:
+    from bridge.store import Store
+    from policies.audit import verify_chain
+
+    store = Store(config.database.url)
+    await store.start()
+    try:
+        entries = await store.audit_entries()
+    finally:
+        await store.stop()
+    if what == "verify":
+        problem = verify_chain(entries)
+        if problem is not None:
+            print(f"audit trail BROKEN at entry {problem.seq}: {problem.problem}")
+            return 1
+        print(f"audit trail OK: {len(entries)} entries, chain intact" + (f", last hash {entries[-1].hash}" if entries else ""))
+        return 0
+    shown = entries[-limit:] if limit else entries
+    for e in shown:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.ts_ms / 1000))
+        verdict = f" {e.verdict}" if e.verdict else ""
+        rule = f" [{e.rule}]" if e.rule else ""
+        details = " ".join(f"{k}={v}" for k, v in sorted(e.details.items()))
+        print(f"#{e.seq} {when}Z {e.action}{verdict}{rule} by {e.actor} on {e.subject} {details}".rstrip())
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from bridge.demo import run_demo
 
@@ -119,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the bridge")
     p.add_argument("-c", "--config", default="config.yaml")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("audit", help="show or verify the hash-chained audit trail")
+    p.add_argument("audit_command", choices=["show", "verify"])
+    p.add_argument("-c", "--config", default="config.yaml")
+    p.add_argument("--limit", type=int, default=None, help="show: only the last N entries")
+    p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("demo", help="local homeserver + sandbox Telegram + bridge, ready to try")
     p.add_argument("--once", action="store_true", help="run the scripted round trip, print it and exit")

@@ -16,6 +16,7 @@ from urllib.parse import urlparse, urlsplit
 import yaml
 from yarl import URL
 
+from policies.model import Policy, PolicyError, parse_policy
 from puppets.ids import GhostNamer, ghost_localpart_pattern
 
 #: Networks the bridge can carry; the ghost namespace covers exactly these.
@@ -125,6 +126,7 @@ class Config:
     telegram: TelegramConfig
     portals: PortalsConfig
     logging: LoggingConfig
+    policy: Policy = field(default_factory=lambda: parse_policy(None, local_domain="localhost"))
     path: Path | None = None
 
     @property
@@ -348,7 +350,7 @@ def parse_config(data: Any, *, path: Path | None = None) -> Config:
     r = _Reader(data)
     base = path.parent if path else Path.cwd()
 
-    known_sections = {"homeserver", "appservice", "database", "networks", "portals", "logging"}
+    known_sections = {"homeserver", "appservice", "database", "networks", "portals", "logging", "policies"}
     for key in data:
         if key not in known_sections:
             r.problems.append(f"{key}: unknown section; the sections are {', '.join(sorted(known_sections))}")
@@ -466,6 +468,8 @@ def parse_config(data: Any, *, path: Path | None = None) -> Config:
     if log_format and log_format not in ("keyvalue", "json"):
         r.problems.append(f"logging.format: '{log_format}' is not a format; use keyvalue or json")
 
+    policy = _policies(data.get("policies"), base, domain, r.problems)
+
     if r.problems:
         raise ConfigError(r.problems, source)
 
@@ -495,8 +499,36 @@ def parse_config(data: Any, *, path: Path | None = None) -> Config:
         ),
         portals=PortalsConfig(invite=tuple(invite_list), company=company, signature=signature or ""),
         logging=LoggingConfig(level=level.upper(), format=log_format),
+        policy=policy,
         path=path,
     )
+
+
+def _policies(raw: Any, base: Path, domain: str | None, problems: list[str]) -> Policy | None:
+    """The ``policies`` section, inline or in the file it names (``policies: {file: policy.yaml}``)."""
+    prefix = "policies"
+    if isinstance(raw, dict) and set(raw) == {"file"}:
+        policy_path = Path(str(raw["file"]))
+        policy_path = policy_path if policy_path.is_absolute() else base / policy_path
+        prefix = f"policies.file ({policy_path})"
+        try:
+            raw = yaml.safe_load(policy_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            problems.append(f"policies.file: {policy_path} not found; give the path of the policy file, relative to the config")
+            return None
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f"line {mark.line + 1}" if mark else "somewhere"
+            problems.append(f"policies.file: {policy_path} is not valid YAML ({where}); check indentation and quoting there")
+            return None
+    if raw is not None and not isinstance(raw, dict):
+        problems.append(f"policies: expected a mapping of policy keys, got {_kind(raw)}; see policies/example.yaml")
+        return None
+    try:
+        return parse_policy(raw, local_domain=domain or "localhost")
+    except PolicyError as e:
+        problems.extend(f"{prefix}.{p}" for p in e.problems)
+        return None
 
 
 def load_config(path: Path) -> Config:

@@ -42,7 +42,19 @@ class DevStack:
         await self.telegram.stop()
 
 
-def write_bridge_config(workdir: Path, *, homeserver_url: str, as_port: int, telegram: TelegramSandbox, invite: list[str]) -> Path:
+#: The people of the demo company besides the employee (the example policy names them).
+EXTRA_USERS = {
+    "admin": "Ada Admin",
+    "compliance": "Carl Compliance",
+    "senior": "Sam Senior",
+    "adviser2": "Alex Adviser",
+    "outsider": "Oscar Outsider",
+}
+
+
+def write_bridge_config(
+    workdir: Path, *, homeserver_url: str, as_port: int, telegram: TelegramSandbox, invite: list[str], policy_file: Path | None = None
+) -> Path:
     config = {
         "homeserver": {"url": homeserver_url, "domain": DOMAIN},
         "appservice": {
@@ -68,13 +80,15 @@ def write_bridge_config(workdir: Path, *, homeserver_url: str, as_port: int, tel
         "portals": {"invite": invite, "company": COMPANY, "signature": "{displayname} ({company})"},
         "logging": {"level": "INFO", "format": "keyvalue"},
     }
+    if policy_file is not None:
+        config["policies"] = {"file": str(policy_file)}
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     path.chmod(0o600)
     return path
 
 
-async def start_dev_stack(workdir: Path, *, rate_limits: bool = True) -> DevStack:
+async def start_dev_stack(workdir: Path, *, rate_limits: bool = True, policy_file: Path | None = None) -> DevStack:
     workdir.mkdir(parents=True, exist_ok=True)
     telegram = TelegramSandbox(rate_limits=rate_limits, allow_local_webhooks=True, webhook_retry_initial=0.2)
     await telegram.start()
@@ -82,7 +96,8 @@ async def start_dev_stack(workdir: Path, *, rate_limits: bool = True) -> DevStac
         hs_port, as_port = free_port(), free_port()
         employee_id = f"@{EMPLOYEE_LOCALPART}:{DOMAIN}"
         config_path = write_bridge_config(
-            workdir, homeserver_url=f"http://127.0.0.1:{hs_port}", as_port=as_port, telegram=telegram, invite=[employee_id]
+            workdir, homeserver_url=f"http://127.0.0.1:{hs_port}", as_port=as_port, telegram=telegram, invite=[employee_id],
+            policy_file=policy_file,
         )
         config = load_config(config_path)
         registration = build_registration(
@@ -103,8 +118,12 @@ async def start_dev_stack(workdir: Path, *, rate_limits: bool = True) -> DevStac
         raise
     try:
         employee = await homeserver.register_user(EMPLOYEE_LOCALPART, secrets.token_urlsafe(12), displayname="Erin Employee")
+        extra = {
+            name: await homeserver.register_user(name, secrets.token_urlsafe(12), displayname=display)
+            for name, display in EXTRA_USERS.items()
+        }
     except BaseException:
         await homeserver.stop()
         await telegram.stop()
         raise
-    return DevStack(workdir, telegram, homeserver, employee, config_path, registration)
+    return DevStack(workdir, telegram, homeserver, employee, config_path, registration, extra)

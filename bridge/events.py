@@ -59,6 +59,8 @@ class RemoteUser:
     id: str
     display_name: str
     username: str | None = None
+    #: Language or region code the network reports for the user (picks the disclaimer).
+    language: str | None = None
 
 
 @dataclass(frozen=True)

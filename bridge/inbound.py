@@ -15,7 +15,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from mautrix.appservice import IntentAPI
 from mautrix.errors import MatrixRequestError
@@ -46,12 +46,19 @@ class _Context:
     ghost_name: str
 
 
+#: Called after a client's message was committed to its portal (the disclaimer goes out then).
+AfterMessage = Callable[[PortalRow, RemoteEvent], Awaitable[None]]
+
+
 class Inbound:
-    def __init__(self, store: Store, portals: Portals, ghosts: Ghosts, network_names: dict[str, str]) -> None:
+    def __init__(
+        self, store: Store, portals: Portals, ghosts: Ghosts, network_names: dict[str, str], *, after_message: AfterMessage | None = None
+    ) -> None:
         self.store = store
         self.portals = portals
         self.ghosts = ghosts
         self.network_names = network_names
+        self.after_message = after_message
 
     async def handle(self, event: RemoteEvent) -> None:
         chat = event.chat
@@ -103,6 +110,8 @@ class Inbound:
             "event=inbound_bridged network=%s chat=%s message_id=%s room=%s event_id=%s kind=%s",
             chat.network, chat.chat_id, event.message_id, portal.room_id, event_id, event.kind.value,
         )
+        if event.kind is RemoteEventKind.MESSAGE and self.after_message is not None:
+            await self.after_message(await self.portals.by_room(portal.room_id) or portal, event)
 
     # helpers
 

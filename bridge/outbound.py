@@ -13,10 +13,10 @@ import random
 import time
 from collections import defaultdict
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mautrix.appservice import AppService
 import aiohttp
+from mautrix.appservice import AppService
 from mautrix.errors import MatrixError
 from mautrix.types import EventType
 
@@ -26,7 +26,11 @@ from bridge.matrix_content import notice
 from bridge.networks.base import Connector, DeliveryError
 from bridge.portals import Portals
 from bridge.store import MessageLink, PortalRow, Store
+from policies.engine import Verdict
 from puppets.ghosts import Ghosts
+
+if TYPE_CHECKING:
+    from bridge.policy_bot import PolicyBot
 
 log = logging.getLogger("houseline.outbound")
 
@@ -68,7 +72,9 @@ class Outbound:
         connectors: dict[str, Connector],
         portal_config: PortalsConfig,
         retry: RetryPolicy = RetryPolicy(),
+        policy: PolicyBot | None = None,
     ) -> None:
+        self.policy = policy
         self.az = az
         self.store = store
         self.portals = portals
@@ -167,8 +173,14 @@ class Outbound:
             return
         try:
             delivery = await self._delivery_for(portal, raw)
-            if delivery is not None:
-                await self._deliver(portal, delivery)
+            if delivery is None:
+                return
+            if self.policy is not None:
+                decision = await self.policy.check_send(portal, raw, delivery)
+                if decision.verdict is not Verdict.ALLOW:
+                    await self.policy.refuse(portal, raw, decision)
+                    return
+            await self._deliver(portal, delivery)
         except Refused as e:
             await self._notice(portal, raw["event_id"], str(e))
         except (MatrixError, aiohttp.ClientError, asyncio.TimeoutError):

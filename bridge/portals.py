@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import replace
+from typing import Any, Awaitable, Callable
 
 from mautrix.appservice import IntentAPI
 from mautrix.types import RoomCreatePreset, UserID
@@ -21,11 +22,25 @@ from bridge.store import PortalRow, Store
 log = logging.getLogger("houseline.portals")
 
 
+#: Who to invite to a new portal (the assignment policy decides).
+Assign = Callable[[ChatRef], Awaitable[tuple[str, ...]]]
+
+
 class Portals:
-    def __init__(self, store: Store, bot: IntentAPI, invite: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        bot: IntentAPI,
+        assign: Assign,
+        *,
+        initial_state: Callable[[], list[dict[str, Any]]] = list,
+        on_created: Callable[[PortalRow, tuple[str, ...]], Awaitable[None]] | None = None,
+    ) -> None:
         self.store = store
         self.bot = bot
-        self.invite = invite
+        self.assign = assign
+        self.initial_state = initial_state
+        self.on_created = on_created
         self._by_chat: dict[ChatRef, PortalRow] = {}
         self._by_room: dict[str, PortalRow | None] = {}
         self._locks: dict[ChatRef, asyncio.Lock] = {}
@@ -60,6 +75,12 @@ class Portals:
         self._remember(row)
         return row
 
+    def forget(self, room_id: str) -> None:
+        """Drop the cached row after a change made straight in the store."""
+        row = self._by_room.pop(room_id, None)
+        if row is not None:
+            self._by_chat.pop(ChatRef(row.network, row.account, row.chat_id), None)
+
     def _remember(self, row: PortalRow) -> None:
         self._by_chat[ChatRef(row.network, row.account, row.chat_id)] = row
         self._by_room[row.room_id] = row
@@ -76,11 +97,13 @@ class Portals:
             row = await self.get(chat)
             if row is not None:
                 return row, False
+            invite = await self.assign(chat)
             room_id = await self.bot.create_room(
                 name=name,
                 preset=RoomCreatePreset.PRIVATE,
-                invitees=[UserID(u) for u in self.invite] + [ghost],
+                invitees=[UserID(u) for u in invite] + [ghost],
                 initial_state=[
+                    *self.initial_state(),
                     bridge_state_event(
                         bot_mxid=self.bot.mxid,
                         network=chat.network,
@@ -99,6 +122,8 @@ class Portals:
             self._remember(row)
             log.info(
                 "event=portal_created network=%s account=%s chat=%s room=%s invited=%d",
-                chat.network, chat.account, chat.chat_id, room_id, len(self.invite),
+                chat.network, chat.account, chat.chat_id, room_id, len(invite),
             )
+            if self.on_created is not None:
+                await self.on_created(row, invite)
             return row, True

@@ -21,6 +21,29 @@ Design choices, and why:
   that case ``synapse.pid`` in the data directory names the orphan.
 * Every wait (readiness, shutdown, HTTP calls) has a timeout: a hung homeserver must fail
   a test, not hang CI.
+
+Federating mode (``federation_address="127.0.0.N"``), for tests that need two servers:
+
+* The server name is the IP literal *with the port* (``127.0.0.2:8482``). A port in the
+  server name is the federation port, so peers connect straight to it: no ``.well-known``,
+  no SRV, no DNS. Every address in 127.0.0.0/8 is loopback on Linux, so each server gets
+  its own address and the names stay distinct even if two ports happened to coincide.
+* Federation is HTTPS-only, so the one listener is TLS and serves ``client`` and
+  ``federation``. Its certificate is self-signed and generated here (EC P-256, IP SAN) into
+  the data directory, reused across restarts so that clients holding ``client_ssl`` keep
+  working, and regenerated only when a data directory is reused with a certificate that
+  is about to expire.
+* Servers do not verify each other's certificates (``federation_verify_certificates:
+  false``; each peer's certificate is unknown when the other is configured). Event and
+  request signatures are still checked with the ed25519 keys, fetched directly from the
+  peer (``trusted_key_servers: []``). Clients of the test, by contrast, *do* verify: the
+  ``client_ssl`` context trusts exactly this server's certificate.
+* Synapse refuses outbound requests to loopback by default. For federation the blocklist
+  is emptied (``federation_ip_range_blacklist: []``; Synapse still blocks 0.0.0.0 and ::):
+  an allow-list is not enough, because requests to IP-literal server names are checked
+  against the blocklist alone. Other outbound traffic (push, ...) keeps the default
+  blocklist with 127.0.0.0/8 allowed back (``ip_range_whitelist``). Synapse 1.163 reads
+  only these older option names; ``ip_range_blocklist`` would be silently ignored.
 """
 
 from __future__ import annotations
@@ -30,13 +53,16 @@ import atexit
 import base64
 import contextlib
 import copy
+import datetime
 import hashlib
 import hmac
+import ipaddress
 import logging
 import os
 import secrets
 import signal
 import socket
+import ssl
 import string
 import subprocess
 import sys
@@ -68,6 +94,8 @@ LOG_FILE = "homeserver.log"
 # Synapse's own stdout/stderr: config errors are printed here before logging is set up.
 CONSOLE_LOG_FILE = "synapse.console.log"
 PID_FILE = "synapse.pid"
+TLS_CERT_FILE = "tls.crt"
+TLS_KEY_FILE = "tls.key"
 
 # Generous enough that a test suite never trips a limit, but still a limit: the bridge must
 # not depend on limits being absent, and `rate_limited: false` on the appservice
@@ -75,6 +103,20 @@ PID_FILE = "synapse.pid"
 _RELAXED = {"per_second": 1000, "burst_count": 1000}
 _HTTP_TIMEOUT = 10.0
 _TAIL_LINES = 40
+# Federation traffic between two test servers comes in bursts (a bridge test can send
+# dozens of events at once); Synapse's defaults (10 requests/s per origin before it starts
+# delaying them) would slow such a test down for no reason.
+_RELAXED_FEDERATION = {
+    "window_size": 1000,
+    "sleep_limit": 1000,
+    "sleep_delay": 100,
+    "reject_limit": 1000,
+    "concurrent": 100,
+}
+# A few days: long enough for any test run or demo, short enough that a leaked data
+# directory does not hold a long-lived key. Regenerated when less than a day is left.
+_TLS_CERT_LIFETIME = datetime.timedelta(days=3)
+_TLS_CERT_MIN_REMAINING = datetime.timedelta(days=1)
 
 
 class HomeserverError(RuntimeError):
@@ -205,6 +247,92 @@ def _signing_key_line() -> str:
     return f"ed25519 {version} {seed}\n"
 
 
+def _federation_address(address: str) -> str:
+    """Validate the address of a federating server: an IPv4 loopback literal.
+
+    IPv4 only, because an IPv6 literal would need brackets in the server name and ``::1``
+    is the only IPv6 loopback address anyway; loopback only, because the certificate,
+    the IP allow-list and the whole point of the sandbox assume nothing leaves the host.
+    """
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        raise ValueError(f"federation_address must be an IP literal, got {address!r}") from None
+    if ip.version != 4 or not ip.is_loopback:
+        raise ValueError(f"federation_address must be in 127.0.0.0/8, got {address!r}")
+    return str(ip)
+
+
+def _cert_usable(cert_path: Path, key_path: Path, address: str) -> bool:
+    """Whether an existing certificate can be reused: present, for ``address``, and not
+    about to expire."""
+    from cryptography import x509
+
+    if not (cert_path.exists() and key_path.exists()):
+        return False
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        ips = san.get_values_for_type(x509.IPAddress)
+    except (ValueError, x509.ExtensionNotFound):
+        return False
+    remaining = cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC)
+    return ipaddress.ip_address(address) in ips and remaining > _TLS_CERT_MIN_REMAINING
+
+
+def _write_self_signed_cert(cert_path: Path, key_path: Path, address: str) -> datetime.datetime:
+    """Generate a self-signed EC P-256 certificate for the IP ``address``; return its expiry.
+
+    ``cryptography`` is imported here rather than at module level: it is only needed in
+    federating mode (it comes with Synapse), and the plain sandbox should stay light.
+    EC rather than RSA because key generation is instant.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, address)])
+    now = datetime.datetime.now(datetime.UTC)
+    not_after = now + _TLS_CERT_LIFETIME
+    public_key = key.public_key()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        # Backdated a little: the peer's clock is the same, but TLS stacks reject a
+        # certificate whose notBefore is even a second in the future.
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(not_after)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(address))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(public_key), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    # The private key is written 0600 before any byte of it exists on disk.
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return not_after
+
+
 def _tail(path: Path, start: int = 0, lines: int = _TAIL_LINES) -> str:
     """The last ``lines`` lines of ``path`` written after byte offset ``start``."""
     try:
@@ -225,6 +353,12 @@ class LocalHomeserver:
     The data directory survives ``stop``/``restart`` (database, media, signing key and
     secrets), which is what lets the fault suites kill the homeserver mid-flow and check
     that the bridge recovers against the same rooms and users.
+
+    With ``federation_address="127.0.0.N"`` the server federates instead: it listens with
+    TLS on that address, its server name is ``"127.0.0.N:<port>"`` and ``url`` is
+    ``https://127.0.0.N:<port>``. Clients then pass ``client_ssl`` (aiohttp's and
+    matrix-nio's ``ssl=``), which trusts this server's self-signed certificate. See the
+    module docstring for why each federation setting is what it is.
     """
 
     def __init__(
@@ -236,10 +370,20 @@ class LocalHomeserver:
         extra_config: dict[str, Any] | None = None,
         *,
         log_level: str = "INFO",
+        federation_address: str | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
+        if federation_address is not None and server_name != "localhost":
+            # A custom name would need .well-known or SRV delegation to be reachable.
+            raise ValueError(
+                "server_name is derived from federation_address and the port; do not pass both"
+            )
+        self._federation_address = (
+            _federation_address(federation_address) if federation_address is not None else None
+        )
         self._server_name = server_name
         self._port = port
+        self._client_ssl: ssl.SSLContext | None = None
         self.app_service_config_files = [Path(p).resolve() for p in (app_service_config_files or [])]
         self.extra_config = copy.deepcopy(extra_config or {})
         self.log_level = log_level
@@ -252,6 +396,10 @@ class LocalHomeserver:
 
     @property
     def server_name(self) -> str:
+        """The Matrix server name; in federating mode ``"<address>:<port>"``, so it is only
+        known once the port is (given to the constructor, or chosen by ``start``)."""
+        if self._federation_address is not None:
+            return f"{self._federation_address}:{self.port}"
         return self._server_name
 
     @property
@@ -261,8 +409,49 @@ class LocalHomeserver:
         return self._port
 
     @property
+    def federation_address(self) -> str | None:
+        """The loopback address a federating server listens on, or None (plain mode)."""
+        return self._federation_address
+
+    @property
+    def host(self) -> str:
+        """The address the listener is bound to."""
+        return self._federation_address or "127.0.0.1"
+
+    @property
     def url(self) -> str:
+        if self._federation_address is not None:
+            return f"https://{self._federation_address}:{self.port}"
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def tls_certificate_path(self) -> Path | None:
+        """The listener's self-signed certificate (PEM) in federating mode, else None.
+
+        For clients that take a CA file rather than an ``ssl.SSLContext``.
+        """
+        if self._federation_address is None:
+            return None
+        return self.data_dir / TLS_CERT_FILE
+
+    @property
+    def client_ssl(self) -> ssl.SSLContext | None:
+        """What a client passes as ``ssl=`` (aiohttp, matrix-nio) to talk to ``url``.
+
+        None in plain mode (HTTP: nothing to configure). In federating mode an
+        ``ssl.SSLContext`` that trusts exactly this server's certificate, hostname (IP)
+        check included: pinning costs callers nothing more than ``ssl=False`` would, and
+        a test then cannot silently talk to some other server that took the port.
+        """
+        if self._federation_address is None:
+            return None
+        if self._client_ssl is None:
+            if not self._config_written:
+                raise HomeserverError(
+                    "the certificate is generated when the config is written; call start() first"
+                )
+            self._client_ssl = ssl.create_default_context(cafile=str(self.tls_certificate_path))
+        return self._client_ssl
 
     @property
     def config_path(self) -> Path:
@@ -292,7 +481,7 @@ class LocalHomeserver:
         assert self._port is not None and self._registration_shared_secret is not None
         data = self.data_dir
         config: dict[str, Any] = {
-            "server_name": self._server_name,
+            "server_name": self.server_name,
             "public_baseurl": f"http://127.0.0.1:{self._port}/",
             "listeners": [
                 {
@@ -348,7 +537,37 @@ class LocalHomeserver:
             "rc_delayed_event_mgmt": dict(_RELAXED),
             "rc_reports": dict(_RELAXED),
         }
+        if self._federation_address is not None:
+            config.update(self._federation_config())
         return _deep_merge(config, self.extra_config)
+
+    def _federation_config(self) -> dict[str, Any]:
+        """The keys that differ in federating mode (see the module docstring for why)."""
+        assert self._port is not None and self._federation_address is not None
+        address = self._federation_address
+        return {
+            "public_baseurl": f"https://{address}:{self._port}/",
+            "listeners": [
+                {
+                    "port": self._port,
+                    "bind_addresses": [address],
+                    "type": "http",
+                    "tls": True,
+                    "x_forwarded": False,
+                    "resources": [{"names": ["client", "federation"], "compress": False}],
+                }
+            ],
+            "tls_certificate_path": str(self.data_dir / TLS_CERT_FILE),
+            "tls_private_key_path": str(self.data_dir / TLS_KEY_FILE),
+            "federation_verify_certificates": False,
+            # Old option names on purpose: Synapse 1.163 ignores "ip_range_blocklist".
+            # Federation (incl. key fetching) checks IP-literal destinations against the
+            # blocklist only, so that list must be empty; everything else keeps the
+            # default blocklist with loopback allowed back.
+            "federation_ip_range_blacklist": [],
+            "ip_range_whitelist": ["127.0.0.0/8"],
+            "rc_federation": dict(_RELAXED_FEDERATION),
+        }
 
     def _log_config(self) -> dict[str, Any]:
         return {
@@ -389,16 +608,32 @@ class LocalHomeserver:
             loaded = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
             previous = loaded if isinstance(loaded, dict) else {}
             old_name = previous.get("server_name")
-            if old_name is not None and old_name != self._server_name:
+            if (
+                self._federation_address is None
+                and old_name is not None
+                and old_name != self._server_name
+            ):
                 raise HomeserverError(
                     f"data dir {self.data_dir} belongs to server_name={old_name!r},"
                     f" not {self._server_name!r}"
                 )
-        if self._port is None:
+        port = self._port
+        if port is None:
             with contextlib.suppress(KeyError, IndexError, TypeError, ValueError):
-                self._port = int(previous["listeners"][0]["port"])
-        if self._port is None:
-            self._port = free_port()
+                port = int(previous["listeners"][0]["port"])
+        if port is None:
+            port = free_port(self.host)
+        if self._federation_address is not None:
+            # The name embeds the port, so it can only be checked once the port is known;
+            # the database (user ids, room ids, signatures) is tied to that name.
+            new_name = f"{self._federation_address}:{port}"
+            old_name = previous.get("server_name")
+            if old_name is not None and old_name != new_name:
+                raise HomeserverError(
+                    f"data dir {self.data_dir} belongs to server_name={old_name!r},"
+                    f" not {new_name!r}"
+                )
+        self._port = port
         self._secrets = {
             key: str(previous.get(key) or _random_secret())
             for key in ("registration_shared_secret", "macaroon_secret_key", "form_secret")
@@ -411,6 +646,9 @@ class LocalHomeserver:
             with os.fdopen(fd, "w", encoding="ascii") as fh:
                 fh.write(_signing_key_line())
 
+        if self._federation_address is not None:
+            self._ensure_tls_cert(self._federation_address)
+
         config = self._build_config()
         # Written 0600: the file holds the shared secret that creates admin users.
         fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -421,11 +659,32 @@ class LocalHomeserver:
         )
         self._config_written = True
         log.info(
-            "homeserver_config_written data_dir=%s server_name=%s port=%d appservices=%d",
+            "homeserver_config_written data_dir=%s server_name=%s port=%d appservices=%d"
+            " federating=%s",
             self.data_dir,
-            self._server_name,
+            self.server_name,
             self._port,
             len(self.app_service_config_files),
+            self._federation_address is not None,
+        )
+
+    def _ensure_tls_cert(self, address: str) -> None:
+        """Reuse the listener certificate if still good, otherwise generate a new one.
+
+        Reuse matters because a client may already hold a ``client_ssl`` context that
+        trusts it; after regeneration the cached context is dropped so the next
+        ``client_ssl`` trusts the new certificate.
+        """
+        cert_path = self.data_dir / TLS_CERT_FILE
+        key_path = self.data_dir / TLS_KEY_FILE
+        if _cert_usable(cert_path, key_path, address):
+            return
+        not_after = _write_self_signed_cert(cert_path, key_path, address)
+        self._client_ssl = None
+        log.info(
+            "homeserver_tls_cert_generated address=%s not_after=%s",
+            address,
+            not_after.isoformat(timespec="seconds"),
         )
 
     # ---- lifecycle -------------------------------------------------------------------
@@ -440,7 +699,7 @@ class LocalHomeserver:
             raise HomeserverError(f"homeserver already running pid={self.pid}")
         if not self._config_written:
             self._write_config()
-        if _port_busy(self.port):
+        if _port_busy(self.port, self.host):
             # Checked up front: a leftover server on our port would answer the readiness
             # probe while our own Synapse dies on bind.
             raise HomeserverError(
@@ -490,11 +749,21 @@ class LocalHomeserver:
             time.monotonic() - began,
         )
 
+    def _http_session(self, timeout: aiohttp.ClientTimeout | None = None) -> aiohttp.ClientSession:
+        """A client session for our own calls, trusting the certificate in federating mode."""
+        kwargs: dict[str, Any] = {}
+        if timeout is not None:
+            kwargs["timeout"] = timeout
+        context = self.client_ssl
+        if context is not None:
+            kwargs["connector"] = aiohttp.TCPConnector(ssl=context)
+        return aiohttp.ClientSession(**kwargs)
+
     async def _wait_ready(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         versions = f"{self.url}/_matrix/client/versions"
-        async with aiohttp.ClientSession() as session:
+        async with self._http_session() as session:
             while True:
                 if _leader_exited(proc):
                     proc.wait()
@@ -593,7 +862,7 @@ class LocalHomeserver:
             raise HomeserverError("register_user() needs a started homeserver")
         endpoint = f"{self.url}/_synapse/admin/v1/register"
         timeout = aiohttp.ClientTimeout(total=_HTTP_TIMEOUT)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        async with self._http_session(timeout) as session:
             async with session.get(endpoint) as resp:
                 body = await resp.json(content_type=None)
                 if resp.status != 200:

@@ -91,7 +91,7 @@ class BridgeProcess:
 
 @pytest.fixture(scope="session")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> DevStack:
-    s = await start_dev_stack(tmp_path_factory.mktemp("stack"))
+    s = await start_dev_stack(tmp_path_factory.mktemp("stack"), policy_file=ROOT / "tests" / "policy.yaml")
     yield s
     await s.stop()
 
@@ -117,6 +117,20 @@ async def employee(stack: DevStack) -> Employee:
     await emp.start()
     yield emp
     await emp.close()
+
+
+@pytest.fixture(scope="session")
+async def staff(stack: DevStack) -> dict[str, Employee]:
+    """The demo company's other people (admin, compliance, senior, adviser2, outsider), each on
+    their own matrix-nio client; they join only when a test tells them to."""
+    people: dict[str, Employee] = {}
+    for name, user in stack.extra_employees.items():
+        person = Employee(stack.homeserver.url, user.user_id, user.access_token, user.device_id)
+        await person.start()
+        people[name] = person
+    yield people
+    for person in people.values():
+        await person.close()
 
 
 _client_ids = itertools.count(7_100_000_001 + (os.getpid() % 1000) * 1000)

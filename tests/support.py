@@ -54,3 +54,18 @@ def bot_notice_about(room_id: str, event_id: str) -> Callable[[Any], bool]:
 
 def bot_notice_in(room_id: str, needle: str) -> Callable[[Any], bool]:
     return lambda e: e.room_id == room_id and e.sender == BOT and needle in e.content.get("body", "")
+
+
+async def open_dm(person) -> str:
+    """A direct chat between ``person`` (a sandbox Employee) and the policy bot; waits until the
+    bot has joined it."""
+    resp = await person.client.room_create(invite=[BOT], is_direct=True)
+    room_id = getattr(resp, "room_id", None)
+    assert room_id, resp
+
+    async def bot_joined() -> bool:
+        members = await person.client.joined_members(room_id)
+        return any(m.user_id == BOT for m in getattr(members, "members", []))
+
+    await eventually(bot_joined, "the bot to join the direct chat")
+    return room_id

@@ -9,7 +9,7 @@ from typing import Any
 from bridge.devstack import DevStack
 from sandbox.employee import Employee
 from tests.conftest import BridgeProcess
-from tests.support import BOT, SIGNATURE, control, eventually, ghost
+from tests.support import BOT, SIGNATURE, bot_notice_about, control, eventually, ghost, open_dm
 
 _users = itertools.count(9_100_000_001)
 
@@ -19,7 +19,7 @@ async def members(employee: Employee, room_id: str) -> dict[str, str]:
     return {e["state_key"]: e["content"].get("membership") for e in resp.events if e["type"] == "m.room.member"}
 
 
-async def test_group_portal_members_answers_and_migration(stack: DevStack, bridge: BridgeProcess, employee: Employee) -> None:
+async def test_group_portal_members_answers_and_migration(stack: DevStack, bridge: BridgeProcess, employee: Employee, staff) -> None:
     alice, bob, carol = next(_users), next(_users), next(_users)
     group = await control(stack, "POST", "/groups", {
         "title": "Family office",
@@ -42,11 +42,25 @@ async def test_group_portal_members_answers_and_migration(stack: DevStack, bridg
     await control(stack, "DELETE", f"/groups/{gid}/members/{bob}")
     await eventually(lambda: _is(employee, room, ghost(bob), "leave"), "Bob's ghost to leave")
 
-    await employee.send_text(room, "Hello all")
+    # Two clients and no senior adviser present: the policy holds the answer.
+    held = await employee.send_text(room, "Hello all")
+    notice = await employee.wait_for_event(bot_notice_about(room, held), 30, "the hold notice")
+    assert "Held, not sent to the client" in notice.content["body"] and "join.senior_role" in notice.content["body"]
+
     async def group_has_answer() -> dict[str, Any] | None:
         msgs = (await control(stack, "GET", f"/groups/{gid}/messages"))["messages"]
         return next((m for m in msgs if "Hello all" in m.get("text", "")), None)
-    answer = await eventually(group_has_answer, "the answer in the group")
+    assert await group_has_answer() is None
+
+    # An admin brings a senior in; once the senior joins, the held answer goes out.
+    admin, senior = staff["admin"], staff["senior"]
+    dm = await open_dm(admin)
+    await admin.send_text(dm, f"!hl assign {room} {senior.user_id}")
+    reply = await admin.wait_for_event(lambda e: e.room_id == dm and e.sender == BOT and "Invited" in e.content.get("body", ""), 30, "the assign reply")
+    assert senior.user_id in reply.content["body"]
+    await senior.wait_for(lambda: room in senior.invites, 30, "the senior's invite")
+    await senior.join(room)
+    answer = await eventually(group_has_answer, "the released answer in the group")
     assert answer["text"] == f"{SIGNATURE}\nHello all"
 
     migrated = await control(stack, "POST", f"/groups/{gid}/migrate", {"by": alice})

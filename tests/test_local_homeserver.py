@@ -106,6 +106,9 @@ def _group_alive(pgid: int) -> bool:
 async def test_versions_answers(hs: LocalHomeserver) -> None:
     assert hs.url == f"http://127.0.0.1:{hs.port}"
     assert hs.server_name == "localhost"
+    # Plain mode is HTTP: no federation, nothing for clients to configure.
+    assert hs.federation_address is None
+    assert hs.client_ssl is None and hs.tls_certificate_path is None
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         async with session.get(f"{hs.url}/_matrix/client/versions") as resp:
             assert resp.status == 200

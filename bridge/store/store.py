@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from mautrix.util.async_db import Database
 
 from bridge.store.upgrades import upgrade_table
+from policies.audit import AuditEntry
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,8 @@ class PortalRow:
     name: str
     #: active, blocked (the client blocked the company) or disconnected (the account is gone).
     status: str = "active"
+    disclaimer_sent: bool = False
+    legal_hold: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,13 +84,13 @@ class Store:
             f"SELECT {_PORTAL_COLUMNS} FROM portal WHERE network=$1 AND account=$2 AND chat_id=$3",
             network, account, chat_id,
         )
-        return PortalRow(**dict(row)) if row else None
+        return _portal(row) if row else None
 
     async def get_portal_by_room(self, room_id: str) -> PortalRow | None:
         row = await self.db.fetchrow(
             f"SELECT {_PORTAL_COLUMNS} FROM portal WHERE room_id=$1", room_id
         )
-        return PortalRow(**dict(row)) if row else None
+        return _portal(row) if row else None
 
     async def add_portal(self, portal: PortalRow) -> None:
         await self.db.execute(
@@ -97,7 +101,16 @@ class Store:
 
     async def portals_of_account(self, network: str, account: str) -> list[PortalRow]:
         rows = await self.db.fetch(f"SELECT {_PORTAL_COLUMNS} FROM portal WHERE network=$1 AND account=$2", network, account)
-        return [PortalRow(**dict(r)) for r in rows]
+        return [_portal(r) for r in rows]
+
+    async def all_portals(self) -> list[PortalRow]:
+        rows = await self.db.fetch(f"SELECT {_PORTAL_COLUMNS} FROM portal ORDER BY created_at")
+        return [_portal(r) for r in rows]
+
+    async def set_portal_flag(self, room_id: str, flag: str, value: bool) -> None:
+        if flag not in ("disclaimer_sent", "legal_hold"):
+            raise ValueError(flag)
+        await self.db.execute(f"UPDATE portal SET {flag}=$1 WHERE room_id=$2", value, room_id)
 
     async def set_portal_status(self, room_id: str, status: str) -> None:
         await self.db.execute("UPDATE portal SET status=$1 WHERE room_id=$2", status, room_id)
@@ -128,6 +141,70 @@ class Store:
             account.network, account.account_id, account.owner_id, account.owner_name, account.enabled,
             account.can_reply, _now_ms(),
         )
+
+    # audit trail (hash-chained; see policies.audit)
+
+    async def last_audit(self) -> tuple[int, str] | None:
+        row = await self.db.fetchrow("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+        return (int(row["seq"]), row["hash"]) if row else None
+
+    async def add_audit(self, entry: AuditEntry) -> None:
+        await self.db.execute(
+            "INSERT INTO audit (seq, ts_ms, actor, action, subject, verdict, rule, details, prev_hash, hash)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            entry.seq, entry.ts_ms, entry.actor, entry.action, entry.subject, entry.verdict, entry.rule,
+            json.dumps(entry.details, sort_keys=True, ensure_ascii=False), entry.prev_hash, entry.hash,
+        )
+
+    async def audit_entries(self, *, after_seq: int = 0, limit: int | None = None) -> list[AuditEntry]:
+        query = "SELECT seq, ts_ms, actor, action, subject, verdict, rule, details, prev_hash, hash FROM audit WHERE seq > $1 ORDER BY seq"
+        rows = await self.db.fetch(query + (f" LIMIT {int(limit)}" if limit else ""), after_seq)
+        return [
+            AuditEntry(
+                seq=int(r["seq"]), ts_ms=int(r["ts_ms"]), actor=r["actor"], action=r["action"], subject=r["subject"],
+                verdict=r["verdict"], rule=r["rule"], details=json.loads(r["details"]), prev_hash=r["prev_hash"], hash=r["hash"],
+            )
+            for r in rows
+        ]
+
+    # messages held back by policy until a condition is met
+
+    async def hold(self, room_id: str, event_id: str, event: dict) -> None:
+        await self.db.execute(
+            "INSERT INTO held (room_id, event_id, event, held_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            room_id, event_id, json.dumps(event), _now_ms(),
+        )
+
+    async def held_events(self, room_id: str) -> list[dict]:
+        rows = await self.db.fetch("SELECT event FROM held WHERE room_id=$1 ORDER BY held_at, event_id", room_id)
+        return [json.loads(r["event"]) for r in rows]
+
+    async def release(self, room_id: str, event_id: str) -> None:
+        await self.db.execute("DELETE FROM held WHERE room_id=$1 AND event_id=$2", room_id, event_id)
+
+    # offboarded employees (refused in portals from then on)
+
+    async def add_offboarded(self, user_id: str, successor: str) -> None:
+        await self.db.execute(
+            "INSERT INTO offboarded (user_id, successor, at_ms) VALUES ($1, $2, $3)"
+            " ON CONFLICT (user_id) DO UPDATE SET successor=excluded.successor, at_ms=excluded.at_ms",
+            user_id, successor, _now_ms(),
+        )
+
+    async def offboarded(self) -> dict[str, str]:
+        return {r["user_id"]: r["successor"] for r in await self.db.fetch("SELECT user_id, successor FROM offboarded")}
+
+    # counters (round-robin assignment)
+
+    async def next_counter(self, name: str) -> int:
+        """0, 1, 2, ... per name; survives restarts."""
+        async with self.db.acquire() as conn, conn.transaction():
+            value = await conn.fetchval("SELECT value FROM counter WHERE name=$1", name)
+            if value is None:
+                await conn.execute("INSERT INTO counter (name, value) VALUES ($1, 1)", name)
+                return 0
+            await conn.execute("UPDATE counter SET value=$1 WHERE name=$2", int(value) + 1, name)
+            return int(value)
 
     async def count_portals(self) -> int:
         return int(await self.db.fetchval("SELECT COUNT(*) FROM portal"))
@@ -194,8 +271,14 @@ class Store:
         )
 
 
-_PORTAL_COLUMNS = "network, account, chat_id, room_id, name, status"
+_PORTAL_COLUMNS = "network, account, chat_id, room_id, name, status, disclaimer_sent, legal_hold"
 _MESSAGE_COLUMNS = "network, account, chat_id, remote_id, room_id, event_id, direction, has_media, created_at"
+
+
+def _portal(row) -> PortalRow:
+    data = dict(row)
+    data["disclaimer_sent"], data["legal_hold"] = bool(data["disclaimer_sent"]), bool(data["legal_hold"])
+    return PortalRow(**data)
 
 
 def _message(row) -> MessageLink:

@@ -77,3 +77,34 @@ async def upgrade_v3(conn: Connection, scheme: Scheme) -> None:
         )"""
     )
     await conn.execute("ALTER TABLE portal ADD COLUMN status TEXT NOT NULL DEFAULT 'active'")
+
+
+@upgrade_table.register(description="Audit trail, held messages, offboarded users, counters, disclaimer flag")
+async def upgrade_v4(conn: Connection, scheme: Scheme) -> None:
+    await conn.execute(
+        """CREATE TABLE audit (
+            seq       BIGINT PRIMARY KEY,
+            ts_ms     BIGINT NOT NULL,
+            actor     TEXT NOT NULL,
+            action    TEXT NOT NULL,
+            subject   TEXT NOT NULL,
+            verdict   TEXT NOT NULL,
+            rule      TEXT NOT NULL,
+            details   TEXT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash      TEXT NOT NULL
+        )"""
+    )
+    await conn.execute(
+        """CREATE TABLE held (
+            room_id  TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            event    TEXT NOT NULL,
+            held_at  BIGINT NOT NULL,
+            PRIMARY KEY (room_id, event_id)
+        )"""
+    )
+    await conn.execute("CREATE TABLE offboarded (user_id TEXT PRIMARY KEY, successor TEXT NOT NULL, at_ms BIGINT NOT NULL)")
+    await conn.execute("CREATE TABLE counter (name TEXT PRIMARY KEY, value BIGINT NOT NULL)")
+    await conn.execute("ALTER TABLE portal ADD COLUMN disclaimer_sent BOOLEAN NOT NULL DEFAULT false")
+    await conn.execute("ALTER TABLE portal ADD COLUMN legal_hold BOOLEAN NOT NULL DEFAULT false")

@@ -146,7 +146,7 @@ class Translator:
         assert user is not None
         return dict(
             chat=ChatRef(NETWORK, self.account_of(message) or self.account, str(message.chat.id)),
-            sender=RemoteUser(NETWORK, str(user.id), full_name(user.first_name, user.last_name), user.username),
+            sender=RemoteUser(NETWORK, str(user.id), full_name(user.first_name, user.last_name), user.username, user.language_code),
             timestamp_ms=int(message.date.timestamp() * 1000),
             chat_title=message.chat.title or full_name(message.chat.first_name, message.chat.last_name),
             is_group=message.chat.type != "private",

@@ -1,0 +1,309 @@
+"""Admin commands to the policy bot, in a direct chat with it or in a portal.
+
+Every use is audited, allowed or not. Non-admins get a polite refusal; unknown commands and
+wrong arguments get a usage line; a user or room that does not exist is named as such.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shlex
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from mautrix.errors import MatrixRequestError
+from mautrix.types import EventType, Membership
+
+from bridge import matrix_content as mc
+from bridge.policy_bot import PolicyBot
+from bridge.store import PortalRow
+from policies.engine import Command, Join, SendOut, Verdict, decide
+from policies.model import Policy
+
+log = logging.getLogger("houseline.commands")
+
+_USER_RE = re.compile(r"^@[^:\s]+:[^\s]+$")
+
+USAGE = {
+    "help": "help — this list",
+    "rooms": "rooms [filter] — client conversations, optionally only those whose name or chat matches",
+    "whois": "whois <room id | client id | here> — who a conversation is with and who is in it",
+    "assign": "assign <room id | client id | here> <@user:server> — invite an employee, if the join rules allow",
+    "offboard": "offboard <@leaver:server> --to <@successor:server | team:NAME> — hand every conversation over",
+    "policy": "policy show | policy test <text> | policy reload",
+    "hold": "hold <room id | client id | here> — place a conversation under legal hold",
+    "release": "release <room id | client id | here> — lift a legal hold",
+    "export": "export <room id | client id | here> — export a conversation",
+}
+
+
+class UsageError(Exception):
+    pass
+
+
+@dataclass
+class CommandContext:
+    sender: str
+    room_id: str
+    portal: PortalRow | None
+
+
+class Commands:
+    def __init__(self, policy_bot: PolicyBot, reload_policy: Callable[[], Awaitable[tuple[Policy | None, list[str]]]]) -> None:
+        self.pb = policy_bot
+        self.reload_policy = reload_policy
+
+    @property
+    def prefix(self) -> str:
+        return self.pb.policy.commands.prefix
+
+    def is_command(self, raw: dict[str, Any]) -> bool:
+        content = raw.get("content") or {}
+        body = content.get("body")
+        return (
+            raw.get("type") == "m.room.message" and content.get("msgtype") in ("m.text", "m.notice")
+            and isinstance(body, str) and (body == self.prefix or body.startswith(self.prefix + " "))
+        )
+
+    async def on_invite(self, raw: dict[str, Any]) -> None:
+        """Employees open a direct chat with the bot to use commands: accept local users' invites."""
+        sender = raw.get("sender", "")
+        if sender.rsplit(":", 1)[-1] != self.pb.config.homeserver.domain and sender.split(":", 1)[-1] != self.pb.config.homeserver.domain:
+            log.info("event=invite_ignored room=%s inviter=%s reason=not_local", raw.get("room_id"), sender)
+            return
+        try:
+            await self.pb.bot.join_room_by_id(raw["room_id"])
+        except MatrixRequestError as e:
+            log.warning("event=join_dm_failed room=%s error=%s", raw.get("room_id"), e)
+            return
+        log.info("event=dm_joined room=%s with=%s", raw.get("room_id"), sender)
+
+    async def handle(self, raw: dict[str, Any], portal: PortalRow | None) -> None:
+        ctx = CommandContext(raw["sender"], raw["room_id"], portal)
+        body = raw["content"]["body"][len(self.prefix):].strip()
+        try:
+            words = shlex.split(body)
+        except ValueError:
+            words = body.split()
+        name = words[0].lower() if words else "help"
+        args = words[1:]
+        allowed = decide(Command(user_id=ctx.sender, name=name), self.pb.policy)
+        await self.pb.audit.record(
+            actor=ctx.sender, action=f"command.{name}", subject=ctx.room_id, verdict=allowed.verdict.name.lower(),
+            rule=allowed.rule, args=" ".join(args)[:500],
+        )
+        if allowed.verdict is not Verdict.ALLOW:
+            await self.reply(ctx, f"Sorry, only Houseline admins can use commands. ({allowed.reason})")
+            return
+        handler = getattr(self, f"cmd_{name}", None)
+        if handler is None:
+            await self.reply(ctx, f"Unknown command “{name}”. Try `{self.prefix} help`.")
+            return
+        try:
+            text = await handler(ctx, args)
+        except UsageError as e:
+            text = f"{e}\nUsage: {self.prefix} {USAGE[name]}" if str(e) else f"Usage: {self.prefix} {USAGE[name]}"
+        await self.reply(ctx, text)
+
+    async def reply(self, ctx: CommandContext, text: str) -> None:
+        await self.pb.bot.send_message_event(ctx.room_id, EventType.ROOM_MESSAGE, mc.notice(text))
+
+    # arguments
+
+    async def _portal_arg(self, ctx: CommandContext, arg: str | None) -> PortalRow:
+        if arg is None:
+            raise UsageError("Which conversation?")
+        if arg in ("here", "this"):
+            if ctx.portal is None:
+                raise UsageError("“here” works only inside a client conversation.")
+            return ctx.portal
+        if arg.startswith("!"):
+            portal = await self.pb.portals.by_room(arg)
+            if portal is None:
+                raise UsageError(f"{arg} is not a client conversation.")
+            return portal
+        matches = [p for p in await self.pb.store.all_portals() if p.chat_id == arg or arg == self.pb.ghosts.user_id(p.network, p.chat_id)]
+        if not matches:
+            raise UsageError(f"No client conversation with “{arg}”.")
+        return matches[0]
+
+    @staticmethod
+    def _user_arg(arg: str | None) -> str:
+        if arg is None or not _USER_RE.match(arg):
+            raise UsageError(f"“{arg or ''}” is not a Matrix user id (like @alice:example.com).")
+        return arg
+
+    async def _user_exists(self, user_id: str) -> bool:
+        try:
+            await self.pb.bot.get_profile(user_id)
+            return True
+        except MatrixRequestError:
+            return False
+
+    # commands
+
+    async def cmd_help(self, ctx: CommandContext, args: list[str]) -> str:
+        return "Houseline commands:\n" + "\n".join(f"{self.prefix} {line}" for line in USAGE.values())
+
+    async def cmd_rooms(self, ctx: CommandContext, args: list[str]) -> str:
+        needle = " ".join(args).lower()
+        portals = [p for p in await self.pb.store.all_portals() if not needle or needle in p.name.lower() or needle in p.chat_id]
+        if not portals:
+            return "No client conversations" + (f" match “{needle}”." if needle else " yet.")
+        lines = [
+            f"{p.name} — {p.room_id} — {p.network} chat {p.chat_id}"
+            + ("" if p.status == "active" else f" — {p.status}") + (" — legal hold" if p.legal_hold else "")
+            for p in portals
+        ]
+        return f"{len(portals)} conversation(s):\n" + "\n".join(lines)
+
+    async def cmd_whois(self, ctx: CommandContext, args: list[str]) -> str:
+        portal = await self._portal_arg(ctx, args[0] if args else None)
+        members = await self.pb.bot.get_joined_members(portal.room_id)
+        people = sorted(m for m in members if not self.pb.is_ours(m))
+        return (
+            f"{portal.name}\nroom {portal.room_id}\nnetwork {portal.network}, account {portal.account}, chat {portal.chat_id}\n"
+            f"status {portal.status}; legal hold {'on' if portal.legal_hold else 'off'}; disclaimer {'sent' if portal.disclaimer_sent else 'not sent'}\n"
+            f"employees present: {', '.join(people) or 'none'}"
+        )
+
+    async def cmd_assign(self, ctx: CommandContext, args: list[str]) -> str:
+        if len(args) != 2:
+            raise UsageError("")
+        portal = await self._portal_arg(ctx, args[0])
+        user = self._user_arg(args[1])
+        local = user.split(":", 1)[1] == self.pb.config.homeserver.domain
+        if local and not await self._user_exists(user):
+            return f"There is no user {user} on this homeserver."
+        decision = decide(Join(user_id=user, room=await self.pb.room_state(portal.room_id, portal), local_domain=self.pb.config.homeserver.domain), self.pb.policy)
+        if decision.verdict is Verdict.DENY:
+            return f"Not invited: {decision.reason} (rule {decision.rule})."
+        try:
+            await self.pb.bot.invite_user(portal.room_id, user)
+        except MatrixRequestError as e:
+            return f"Could not invite {user}: {e.message}"
+        await self.pb.audit.record(actor=ctx.sender, action="assign", subject=portal.room_id, verdict="allow", rule=decision.rule, user=user)
+        return f"Invited {user} to {portal.name}."
+
+    async def cmd_offboard(self, ctx: CommandContext, args: list[str]) -> str:
+        if len(args) != 3 or args[1] != "--to":
+            raise UsageError("")
+        leaver = self._user_arg(args[0])
+        target = args[2]
+        if target.startswith("team:"):
+            team = self.pb.policy.teams.get(target[5:])
+            if team is None:
+                return f"There is no team “{target[5:]}” in the policy."
+            successors = tuple(u for u in team.members if u != leaver)
+        else:
+            successors = (self._user_arg(target),)
+        if not successors:
+            return "Nobody to hand over to."
+        for user in successors:
+            if user.split(":", 1)[1] == self.pb.config.homeserver.domain and not await self._user_exists(user):
+                return f"There is no user {user} on this homeserver."
+        await self.pb.store.add_offboarded(leaver, ",".join(successors))
+        moved = 0
+        problems: list[str] = []
+        for portal in await self.pb.store.all_portals():
+            members = await self.pb.bot.get_room_members(portal.room_id, (Membership.JOIN, Membership.INVITE))
+            if leaver not in members:
+                continue
+            try:
+                await self.pb.bot.kick_user(portal.room_id, leaver, reason="offboarded")
+            except MatrixRequestError as e:
+                problems.append(f"{portal.name}: could not remove {leaver} ({e.message})")
+            state = await self.pb.room_state(portal.room_id, portal)
+            for user in successors:
+                if user in state.members:
+                    continue
+                decision = decide(Join(user_id=user, room=state, local_domain=self.pb.config.homeserver.domain), self.pb.policy)
+                if decision.verdict is Verdict.DENY:
+                    problems.append(f"{portal.name}: {user} not invited ({decision.reason})")
+                    continue
+                try:
+                    await self.pb.bot.invite_user(portal.room_id, user)
+                except MatrixRequestError as e:
+                    problems.append(f"{portal.name}: could not invite {user} ({e.message})")
+            await self.pb.bot.send_message_event(
+                portal.room_id, EventType.ROOM_MESSAGE,
+                mc.notice(f"Handover: {leaver} no longer looks after this client; {', '.join(successors)} take(s) over. The client sees no change."),
+            )
+            await self.pb.audit.record(actor=ctx.sender, action="offboard.portal", subject=portal.room_id, verdict="allow", rule="offboarding", leaver=leaver, successors=list(successors))
+            moved += 1
+        report = f"Offboarded {leaver}: handed {moved} conversation(s) to {', '.join(successors)}; their future joins are refused."
+        return report + ("\nProblems:\n" + "\n".join(problems) if problems else "")
+
+    async def cmd_policy(self, ctx: CommandContext, args: list[str]) -> str:
+        sub = args[0].lower() if args else ""
+        policy = self.pb.policy
+        if sub == "show":
+            return describe_policy(policy)
+        if sub == "test":
+            text = " ".join(args[1:])
+            if not text:
+                raise UsageError("Give a text to test.")
+            state = await self.pb.room_state(ctx.portal.room_id, ctx.portal) if ctx.portal else None
+            from policies.engine import RoomState
+
+            room = state or RoomState(room_id=ctx.room_id, members=frozenset({ctx.sender}), ghosts=frozenset(), is_group=False)
+            decision = decide(SendOut(sender=ctx.sender, room=room, kind="text", text=text), policy)
+            return f"{decision.verdict.name.lower()}: {decision.reason or 'allowed'} (rule {decision.rule})"
+        if sub == "reload":
+            new, problems = await self.reload_policy()
+            if new is None:
+                return "The new policy has errors and did not take effect; the old one keeps running:\n" + "\n".join(f"- {p}" for p in problems)
+            self.pb.policy = new
+            await self.pb.audit.record(actor=ctx.sender, action="policy.reload", subject="policy", verdict="allow", rule="commands.admin")
+            return "Policy reloaded."
+        raise UsageError("")
+
+    async def _set_hold(self, ctx: CommandContext, args: list[str], on: bool) -> str:
+        portal = await self._portal_arg(ctx, args[0] if args else None)
+        await self.pb.store.set_portal_flag(portal.room_id, "legal_hold", on)
+        self.pb.portals.forget(portal.room_id)
+        await self.pb.audit.record(actor=ctx.sender, action="hold.place" if on else "hold.release", subject=portal.room_id, verdict="allow", rule="commands.admin")
+        what = f"Legal hold {'placed on' if on else 'released from'} this conversation by {ctx.sender}."
+        await self.pb.bot.send_message_event(portal.room_id, EventType.ROOM_MESSAGE, mc.notice(what))
+        return f"Legal hold {'on' if on else 'off'}: {portal.name}."
+
+    async def cmd_hold(self, ctx: CommandContext, args: list[str]) -> str:
+        return await self._set_hold(ctx, args, True)
+
+    async def cmd_release(self, ctx: CommandContext, args: list[str]) -> str:
+        return await self._set_hold(ctx, args, False)
+
+    async def cmd_export(self, ctx: CommandContext, args: list[str]) -> str:
+        portal = await self._portal_arg(ctx, args[0] if args else None)
+        return f"Export of {portal.name} is not yet available in this version; it comes with the record milestone."
+
+
+def describe_policy(policy: Policy) -> str:
+    """The policy in a few lines an admin can check at a glance."""
+    join, sharing = policy.join, policy.sharing
+    contacts = sharing.personal_contacts
+    lines = [
+        f"admins: {', '.join(sorted(policy.admins)) or 'none'}",
+        f"compliance observers: {', '.join(sorted(policy.observers)) or 'none'}",
+        "roles: " + ("; ".join(f"{name}: {', '.join(sorted(users))}" for name, users in sorted(policy.roles.items())) or "none")
+        + (f" (everyone here: {policy.default_role})" if policy.default_role else ""),
+        "teams: " + ("; ".join(f"{name}: {', '.join(t.members)}" for name, t in sorted(policy.teams.items())) or "none"),
+        "join: roles " + (", ".join(sorted(join.allowed_roles)) or "any") + "; teams " + (", ".join(sorted(join.allowed_teams)) or "any")
+        + "; other servers " + (", ".join(sorted(join.allowed_servers)) or "none")
+        + (f"; at most {join.max_external} external" if join.max_external is not None else "")
+        + (f"; senior role in group chats: {join.senior_role}" if join.senior_role else ""),
+        "sharing: "
+        + (f"files up to {sharing.max_file_bytes // 1_000_000} MB" if sharing.max_file_bytes else "any file size")
+        + (f"; blocked file types {', '.join(sorted(sharing.blocked_file_types))}" if sharing.blocked_file_types else "")
+        + (f"; blocked labels {', '.join(sorted(sharing.blocked_labels.values()))}" if sharing.blocked_labels else "")
+        + ("; card numbers" if sharing.card_numbers else "") + ("; IBANs" if sharing.ibans else "")
+        + ("; personal contact details" if contacts.enabled else "")
+        + (f"; patterns {', '.join(p.name for p in sharing.custom_patterns)}" if sharing.custom_patterns else ""),
+        "disclaimer: " + (policy.disclaimers.default or "none"),
+        f"assignment: {policy.assignment.mode}" + (f" (team {policy.assignment.team})" if policy.assignment.team else ""),
+    ]
+    return "Current policy:\n" + "\n".join(lines)
+
+
+__all__ = ["Commands", "USAGE", "describe_policy"]

@@ -1,0 +1,235 @@
+"""The policy bot: acts on what the pure policy engine decides.
+
+The engine (policies.engine) only says allow / deny / hold and why; this module does the acting
+in the rooms: it picks who is invited to a new portal, sends the client disclaimer, undoes joins
+that break a rule, stops denied messages with a notice that names the rule (and mentions the
+compliance observers), holds messages until a senior is present, and appends every decision to
+the hash-chained audit trail. Admin commands live in bridge.commands.
+
+It lives in the bridge rather than in policies/ because acting needs the portals, the store and
+the connectors; policies/ stays pure.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Awaitable, Callable
+
+from mautrix.appservice import AppService
+from mautrix.errors import MatrixRequestError
+from mautrix.types import EventType
+
+from bridge import matrix_content as mc
+from bridge.audit_log import AuditLog
+from bridge.config import Config
+from bridge.events import ChatRef, Delivery, DeliveryKind, RemoteEvent, RichText
+from bridge.networks.base import Connector, DeliveryError
+from bridge.portals import Portals
+from bridge.store import MessageLink, PortalRow, Store
+from policies.engine import Decision, FileInfo, Join, RoomState, SendOut, Verdict, decide, disclaimer_for, pick_assignees, roles_of
+from policies.model import Policy
+from puppets.ghosts import Ghosts
+
+log = logging.getLogger("houseline.policy")
+
+#: Where an employee's classification labels travel in a Matrix event (a list of strings).
+LABELS_KEY = "net.houseline.labels"
+
+
+class PolicyBot:
+    def __init__(
+        self,
+        *,
+        config: Config,
+        az: AppService,
+        store: Store,
+        portals: Portals,
+        ghosts: Ghosts,
+        audit: AuditLog,
+        connectors: dict[str, Connector],
+        policy: Policy,
+    ) -> None:
+        self.config = config
+        self.az = az
+        self.store = store
+        self.portals = portals
+        self.ghosts = ghosts
+        self.audit = audit
+        self.connectors = connectors
+        self.policy = policy
+        #: Re-sends held events once a senior is present (set by the bridge to the outbound pipeline).
+        self.release_held: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+
+    @property
+    def bot(self):
+        return self.az.intent
+
+    def is_ours(self, user_id: str) -> bool:
+        return user_id == self.az.bot_mxid or self.ghosts.is_ghost(user_id)
+
+    # portal creation
+
+    async def assignees(self, chat: ChatRef) -> tuple[str, ...]:
+        """Who is invited to a new client conversation: the assignment rule, plus observers."""
+        counter = await self.store.next_counter("assignment")
+        chosen = pick_assignees(
+            self.policy,
+            network=chat.network,
+            account_key=f"{chat.network}:{chat.account}",
+            invite_list=self.config.portals.invite,
+            counter=counter,
+        )
+        return tuple(dict.fromkeys((*chosen, *sorted(self.policy.observers))))
+
+    def initial_state(self) -> list[dict[str, Any]]:
+        """Server ACL: the company's homeserver and the allowlisted partners, nobody else."""
+        allowed = [self.config.homeserver.domain, *self.policy.join.allowed_servers]
+        ip_literals = any(_is_ip_literal(s) for s in allowed)
+        return [{
+            "type": "m.room.server_acl",
+            "state_key": "",
+            "content": {"allow": allowed, "deny": [], "allow_ip_literals": ip_literals},
+        }]
+
+    async def portal_created(self, portal: PortalRow, invited: tuple[str, ...]) -> None:
+        await self.audit.record(
+            actor=self.az.bot_mxid, action="portal.created", subject=portal.room_id, verdict="allow",
+            rule="assignment." + self.policy.assignment.mode, invited=list(invited), chat=f"{portal.network}:{portal.account}:{portal.chat_id}",
+        )
+
+    async def ensure_disclaimer(self, portal: PortalRow, event: RemoteEvent) -> None:
+        """Sent to the client on first contact and recorded in the portal; never twice."""
+        if portal.disclaimer_sent or event.from_account:
+            return
+        text = disclaimer_for(self.policy, event.chat.network, event.sender.language)
+        if not text:
+            return
+        connector = self.connectors.get(portal.network)
+        if connector is None:
+            return
+        delivery = Delivery(
+            kind=DeliveryKind.MESSAGE, chat=ChatRef(portal.network, portal.account, portal.chat_id),
+            room_id=portal.room_id, event_id=f"disclaimer:{portal.room_id}", text=RichText(text),
+        )
+        try:
+            receipt = await connector.send(delivery)
+        except DeliveryError as e:
+            await self._notice(portal.room_id, f"The client disclaimer could not be sent ({e.reason}); it will be tried again with the client's next message.")
+            return
+        notice_id = await self._notice(portal.room_id, f"Disclaimer sent to the client: “{text}”", txn=f"hl.disclaimer.{portal.room_id}")
+        for remote_id in receipt.message_ids:
+            await self.store.add_message(MessageLink(portal.network, portal.account, portal.chat_id, remote_id, portal.room_id, notice_id, "out"))
+        await self.store.set_portal_flag(portal.room_id, "disclaimer_sent", True)
+        self.portals.forget(portal.room_id)
+        await self.audit.record(actor=self.az.bot_mxid, action="disclaimer.sent", subject=portal.room_id, verdict="allow", rule="disclaimers")
+
+    # joins
+
+    async def room_state(self, room_id: str, portal: PortalRow) -> RoomState:
+        members = frozenset(await self.bot.get_joined_members(room_id))
+        ghosts = frozenset(m for m in members if self.ghosts.is_ghost(m))
+        return RoomState(room_id=room_id, members=members, ghosts=ghosts, is_group=portal.chat_id.startswith("-"))
+
+    async def on_member(self, raw: dict[str, Any], portal: PortalRow) -> None:
+        """A join that breaks a rule is undone at once; every decision is audited."""
+        user = raw.get("state_key")
+        membership = (raw.get("content") or {}).get("membership")
+        if membership != "join" or not isinstance(user, str) or self.is_ours(user):
+            return
+        offboarded = await self.store.offboarded()
+        if user in offboarded:
+            decision = Decision(Verdict.DENY, "offboarding", f"{user} was offboarded (successor {offboarded[user]})")
+        else:
+            state = await self.room_state(portal.room_id, portal)
+            decision = decide(Join(user_id=user, room=state, local_domain=self.config.homeserver.domain), self.policy)
+        await self.audit.record(
+            actor=user, action="join", subject=portal.room_id, verdict=decision.verdict.name.lower(), rule=decision.rule, reason=decision.reason,
+        )
+        if decision.verdict is Verdict.DENY:
+            try:
+                await self.bot.kick_user(portal.room_id, user, reason=f"{decision.rule}: {decision.reason}")
+            except MatrixRequestError as e:
+                log.warning("event=kick_failed room=%s user=%s error=%s", portal.room_id, user, e)
+            await self._notice(portal.room_id, f"{user} was removed: {decision.reason} (rule {decision.rule}).", mention=tuple(sorted(self.policy.observers)))
+            log.info("event=join_denied room=%s user=%s rule=%s", portal.room_id, user, decision.rule)
+            return
+        if self.policy.join.senior_role and self.policy.join.senior_role in roles_of(user, self.policy):
+            await self._release_held(portal.room_id)
+
+    async def _release_held(self, room_id: str) -> None:
+        held = await self.store.held_events(room_id)
+        if not held or self.release_held is None:
+            return
+        await self._notice(room_id, f"A senior is present: releasing {len(held)} held message(s).")
+        for raw in held:
+            await self.store.release(room_id, raw["event_id"])
+            await self.release_held(raw)
+
+    # sending
+
+    async def check_send(self, portal: PortalRow, raw: dict[str, Any], delivery: Delivery) -> Decision:
+        """The engine's decision for an employee's event about to leave, audited."""
+        if delivery.kind not in (DeliveryKind.MESSAGE, DeliveryKind.EDIT, DeliveryKind.REACTION):
+            return Decision(Verdict.ALLOW, "sharing.not_content", "")
+        content = raw.get("content") or {}
+        labels = content.get(LABELS_KEY) if isinstance(content.get(LABELS_KEY), list) else []
+        previous = None
+        kind = {DeliveryKind.MESSAGE: "file" if delivery.media else "text", DeliveryKind.EDIT: "edit", DeliveryKind.REACTION: "reaction"}[delivery.kind]
+        if delivery.kind is DeliveryKind.EDIT:
+            previous = await self._original_text(raw)
+        media = delivery.media
+        action = SendOut(
+            sender=raw["sender"],
+            room=await self.room_state(portal.room_id, portal),
+            kind=kind,
+            text=delivery.text.body if delivery.text else (delivery.reaction or ""),
+            html=delivery.text.html if delivery.text else None,
+            file=FileInfo(name=media.file_name, mimetype=media.mimetype, size=len(media.data), head=media.data[:512]) if media else None,
+            labels=frozenset(str(label) for label in labels),
+            previous_text=previous,
+        )
+        decision = decide(action, self.policy)
+        await self.audit.record(
+            actor=raw["sender"], action=f"send.{kind}", subject=raw["event_id"], verdict=decision.verdict.name.lower(),
+            rule=decision.rule, reason=decision.reason, room=portal.room_id,
+        )
+        return decision
+
+    async def refuse(self, portal: PortalRow, raw: dict[str, Any], decision: Decision) -> None:
+        """A denied message never leaves: it stays here, answered by a notice naming the rule."""
+        if decision.verdict is Verdict.HOLD:
+            await self.store.hold(portal.room_id, raw["event_id"], raw)
+            text = f"Held, not sent to the client: {decision.reason} (rule {decision.rule}). It goes out when that is resolved."
+        else:
+            text = f"Not sent to the client: {decision.reason} (rule {decision.rule}). The message stays here as part of the record."
+        await self._notice(portal.room_id, text, in_reply_to=raw["event_id"], mention=tuple(sorted(self.policy.observers)))
+
+    async def _original_text(self, raw: dict[str, Any]) -> str | None:
+        original = ((raw.get("content") or {}).get("m.relates_to") or {}).get("event_id")
+        if not original:
+            return None
+        try:
+            event = await self.bot.get_event(raw["room_id"], original)
+        except MatrixRequestError:
+            return None
+        body = getattr(event.content, "body", None)
+        return body if isinstance(body, str) else None
+
+    # helpers
+
+    async def _notice(
+        self, room_id: str, text: str, *, in_reply_to: str | None = None, mention: tuple[str, ...] = (), txn: str | None = None
+    ) -> str:
+        content = mc.notice(text, in_reply_to=in_reply_to)
+        if mention:
+            # Compliance observers are told: the mention notifies them wherever they read.
+            content["m.mentions"] = {"user_ids": list(mention)}
+            content["body"] += " (" + ", ".join(mention) + ")"
+        kwargs = {"txn_id": txn} if txn else {}
+        return await self.bot.send_message_event(room_id, EventType.ROOM_MESSAGE, content, **kwargs)
+
+
+def _is_ip_literal(server: str) -> bool:
+    host = server.rsplit(":", 1)[0] if server.count(":") == 1 else server
+    host = host.strip("[]")
+    return all(part.isdigit() for part in host.split(".")) or ":" in host

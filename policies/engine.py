@@ -1,0 +1,413 @@
+"""Policy decisions: may this user join the portal, may this message go to the client, may this
+user run that command.
+
+:func:`decide` is a pure function of an action and a :class:`~policies.model.Policy`: no I/O,
+no clock, no state, so the bridge can call it on every event, tests can call it with plain
+values, and the same input always gets the same answer. The caller does what the verdict says
+(kick, redact and post ``reason`` as a notice, or queue the message until a senior joins).
+
+Reasons are written for the room notice; they never repeat sensitive content in full (a card
+number is "a card number ending 1111").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from .detectors import (
+    file_type_of,
+    find_card_numbers,
+    find_ibans,
+    find_personal_contacts,
+    Match,
+    TextScan,
+    html_to_text,
+    labels_in,
+    mask_digits,
+    scan_text,
+)
+from .model import Policy
+
+__all__ = [
+    "Command",
+    "Decision",
+    "FileInfo",
+    "Join",
+    "RoomState",
+    "SendOut",
+    "Verdict",
+    "decide",
+    "disclaimer_for",
+    "is_admin",
+    "is_observer",
+    "pick_assignees",
+    "roles_of",
+]
+
+
+class Verdict(Enum):
+    ALLOW = "allow"
+    DENY = "deny"
+    #: Not now: keep the message and send it once the condition is met (a senior joins).
+    HOLD = "hold"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """``rule`` is the policy key that decided (e.g. "sharing.card_numbers"), ``reason`` a
+    sentence for the room notice."""
+
+    verdict: Verdict
+    rule: str
+    reason: str
+
+    @property
+    def allowed(self) -> bool:
+        return self.verdict is Verdict.ALLOW
+
+
+@dataclass(frozen=True)
+class RoomState:
+    """A portal as the bridge sees it: joined ``members`` (bot and ghosts included) and which of
+    them are client ghosts."""
+
+    room_id: str
+    members: frozenset[str]
+    ghosts: frozenset[str] = frozenset()
+    is_group: bool = False
+
+
+@dataclass(frozen=True)
+class Join:
+    """A user joining (or being invited to) a portal. The bot and ghosts are the caller's
+    business and never come here."""
+
+    user_id: str
+    room: RoomState
+    local_domain: str
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """A file an employee sends: ``head`` is its first bytes (512 are plenty) for sniffing."""
+
+    name: str
+    mimetype: str
+    size: int
+    head: bytes = b""
+
+
+@dataclass(frozen=True)
+class SendOut:
+    """An employee's event on its way to the client. ``kind`` is "text", "file", "edit" or
+    "reaction"; for an edit ``text`` is the new text and ``previous_text`` the old one."""
+
+    sender: str
+    room: RoomState
+    kind: str
+    text: str = ""
+    html: str | None = None
+    file: FileInfo | None = None
+    labels: frozenset[str] = frozenset()
+    previous_text: str | None = None
+
+
+@dataclass(frozen=True)
+class Command:
+    """A bot command (``!hl <name> ...``) typed by ``user_id``."""
+
+    user_id: str
+    name: str
+
+
+Action = Join | SendOut | Command
+
+_ALLOWED = Decision(Verdict.ALLOW, "sharing.allowed", "The message may be sent to the client.")
+_REACTION = Decision(Verdict.ALLOW, "sharing.allowed", "Reactions may be sent to the client.")
+_OBSERVER_JOIN = Decision(Verdict.ALLOW, "join.observer", "Compliance observers are in every portal.")
+_OBSERVER_SEND = Decision(
+    Verdict.DENY,
+    "join.observer_read_only",
+    "Not sent: compliance observers can read this conversation but not write to the client.",
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Who is who
+
+
+def _server(user_id: str) -> str:
+    return user_id.partition(":")[2].lower()
+
+
+def roles_of(user_id: str, policy: Policy) -> frozenset[str]:
+    """The user's roles: named ones (directly or through a team) plus the default role for
+    every user of the company's homeserver."""
+    roles = policy.user_roles.get(user_id, frozenset())
+    if policy.default_role and _server(user_id) == policy.local_domain.lower():
+        return roles | {policy.default_role}
+    return roles
+
+
+def is_admin(user_id: str, policy: Policy) -> bool:
+    return user_id in policy.admins
+
+
+def is_observer(user_id: str, policy: Policy) -> bool:
+    return user_id in policy.observers
+
+
+# --------------------------------------------------------------------------------------------
+# Joins
+
+
+def _decide_join(action: Join, policy: Policy) -> Decision:
+    user = action.user_id
+    if user in policy.observers:
+        return _OBSERVER_JOIN
+    rules = policy.join
+    local = action.local_domain.lower()
+    server = _server(user)
+    if server == local:
+        if rules.all_local_allowed or user in rules.allowed_users:
+            return Decision(Verdict.ALLOW, "join.roles", f"{user} may take part in client conversations.")
+        allowed = ", ".join(sorted(rules.allowed_roles)) or "none"
+        teams = f" or be in team {', '.join(sorted(rules.allowed_teams))}" if rules.allowed_teams else ""
+        return Decision(
+            Verdict.DENY,
+            "join.roles",
+            f"{user} may not join client conversations: they need one of the roles {allowed}{teams}.",
+        )
+    if server not in rules.allowed_servers:
+        return Decision(
+            Verdict.DENY,
+            "join.servers",
+            f"{user} may not join: users of {server} are not allowed in client conversations.",
+        )
+    if rules.max_external is not None:
+        others = sum(1 for m in action.room.members if m != user and m not in policy.observers and _server(m) != local)
+        if others + 1 > rules.max_external:
+            return Decision(
+                Verdict.DENY,
+                "join.max_external",
+                f"{user} may not join: at most {rules.max_external} people from other organisations may be in a conversation.",
+            )
+    return Decision(Verdict.ALLOW, "join.servers", f"{user} may join as a member of the partner server {server}.")
+
+
+# --------------------------------------------------------------------------------------------
+# Outbound messages
+
+
+def _deny(rule: str, action: SendOut, finding: str, why: str) -> Decision:
+    lead = "Edit not sent: the edited message" if action.kind == "edit" else f"Not sent: the {_noun(action)}"
+    return Decision(Verdict.DENY, rule, f"{lead} {finding}; {why}.")
+
+
+def _noun(action: SendOut) -> str:
+    return "file" if action.kind == "file" else "message"
+
+
+def _check_file(action: SendOut, policy: Policy) -> Decision | None:
+    info = action.file
+    if info is None:
+        return None
+    sharing = policy.sharing
+    limit = sharing.max_file_bytes
+    if limit is not None and info.size > limit:
+        return _deny(
+            "sharing.max_file_mb", action, f"is {info.size / 1048576:.1f} MB",
+            f"files sent to clients may be at most {limit / 1048576:g} MB",
+        )  # fmt: skip
+    if sharing.blocked_file_types:
+        hit = file_type_of(info.name, info.mimetype, info.head) & sharing.blocked_file_types
+        if hit:
+            # Say so when the content gives it away and the name does not: a disguised file.
+            disguised = hit - file_type_of(info.name, info.mimetype, b"")
+            finding = (
+                f"is really a file of type {sorted(disguised)[0]}, whatever its name says"
+                if disguised
+                else f"is a file of type {sorted(hit)[0]}"
+            )
+            return _deny("sharing.blocked_file_types", action, finding, "this file type may not be sent to clients")
+    return None
+
+
+def _check_labels(action: SendOut, policy: Policy) -> Decision | None:
+    blocked = policy.sharing.blocked_labels
+    if not blocked:
+        return None
+    hit = labels_in(action.text, action.html, action.labels) & blocked.keys()
+    if not hit:
+        return None
+    label = blocked[sorted(hit)[0]]
+    return _deny("sharing.blocked_labels", action, f"is labelled '{label}'", "labelled content may not leave the company")
+
+
+_MESSENGERS = {"t.me": "Telegram", "wa.me": "WhatsApp", "signal.me": "Signal", "instagram.com": "Instagram", "m.me": "Messenger"}
+
+
+def _describe_contact(m: Match) -> str:
+    if m.kind == "phone":
+        return f"a phone number ending {mask_digits(m.value, 2)}"
+    if m.kind == "email":
+        return f"a personal e-mail address at {m.detail}"
+    if m.kind == "link":
+        return f"a messenger link ({_MESSENGERS.get(m.detail, m.detail)}) to an account that is not the company's"
+    return "a messenger handle that is not the company's"
+
+
+def _check_content(action: SendOut, scan: TextScan, policy: Policy) -> Decision | None:
+    sharing = policy.sharing
+    if sharing.card_numbers:
+        cards = find_card_numbers(scan)
+        if cards:
+            return _deny(
+                "sharing.card_numbers", action, f"contains a card number ending {mask_digits(cards[0].value)}",
+                "card numbers may not be shared in chats",
+            )  # fmt: skip
+    if sharing.ibans:
+        ibans = find_ibans(scan)
+        if ibans:
+            compact = ibans[0].value.replace(" ", "").upper()
+            return _deny(
+                "sharing.ibans", action, f"contains an IBAN ({compact[:2]}… ending {compact[-4:]})",
+                "bank account numbers may not be shared in chats",
+            )  # fmt: skip
+    for pattern in sharing.custom_patterns:
+        if pattern.regex.search(scan.text):
+            return _deny(
+                "sharing.custom_patterns", action, f"matches the company rule '{pattern.name}'",
+                "this content may not be shared with clients",
+            )  # fmt: skip
+    contacts = sharing.personal_contacts
+    if contacts.enabled:
+        found = find_personal_contacts(scan, contacts)
+        if found:
+            return _deny(
+                "sharing.personal_contacts", action, f"contains {_describe_contact(found[0])}",
+                "personal contact details may not be shared; keep the conversation on the company's channels",
+            )  # fmt: skip
+    return None
+
+
+def _scanned_text(action: SendOut) -> TextScan:
+    """The text the client will see: the body, plus the formatted body's text (and link
+    targets) when it says something else, since clients show the formatted one. Scanned
+    once here and shared by every detector."""
+    text = action.text or ""
+    if action.html:
+        shown = html_to_text(action.html)
+        if shown.split() != text.split():
+            text = f"{text}\n{shown}"
+    return scan_text(text)
+
+
+def _check_senior(action: SendOut, policy: Policy) -> Decision | None:
+    rules = policy.join
+    room = action.room
+    if rules.senior_role is None or not room.is_group or len(room.ghosts) < 2:
+        return None
+    if not rules.senior_users.isdisjoint(room.members):
+        return None
+    return Decision(
+        Verdict.HOLD,
+        "join.senior_role",
+        f"Held: this group has {len(room.ghosts)} clients and no {rules.senior_role} is present; "
+        f"the message goes out once a {rules.senior_role} joins.",
+    )
+
+
+def _decide_send(action: SendOut, policy: Policy) -> Decision:
+    if action.sender in policy.observers:
+        return _OBSERVER_SEND
+    if action.kind == "reaction":
+        return _REACTION
+    decision = _check_file(action, policy) or _check_labels(action, policy)
+    if decision is None:
+        decision = _check_content(action, _scanned_text(action), policy)
+    return decision or _check_senior(action, policy) or _ALLOWED
+
+
+# --------------------------------------------------------------------------------------------
+# Commands
+
+
+def _decide_command(action: Command, policy: Policy) -> Decision:
+    if action.user_id in policy.admins:
+        return Decision(Verdict.ALLOW, "commands.admin", f"{action.user_id} is an administrator.")
+    return Decision(
+        Verdict.DENY,
+        "commands.admin",
+        f"Sorry, {policy.commands.prefix} {action.name} is only available to administrators; "
+        "please ask one of them if you need it.",
+    )
+
+
+def decide(action: Action, policy: Policy) -> Decision:
+    """The verdict on one action. Pure and total over its inputs: any text, any bytes."""
+    if isinstance(action, SendOut):
+        return _decide_send(action, policy)
+    if isinstance(action, Join):
+        return _decide_join(action, policy)
+    if isinstance(action, Command):
+        return _decide_command(action, policy)
+    raise TypeError(f"decide() takes Join, SendOut or Command, not {type(action).__name__}")
+
+
+# --------------------------------------------------------------------------------------------
+# Disclaimers and assignment
+
+
+def disclaimer_for(policy: Policy, network: str | None, region: str | None) -> str | None:
+    """The notice for a new client: by region ('de-AT', then 'de'), else by network, else the
+    default; None when the policy has none."""
+    d = policy.disclaimers
+    if region:
+        code = region.strip().lower().replace("_", "-")
+        found = d.regions.get(code) or d.regions.get(code.split("-", 1)[0])
+        if found:
+            return found
+    if network and network in d.networks:
+        return d.networks[network]
+    return d.default
+
+
+def _dedupe(users: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(users))
+
+
+def _round_robin(policy: Policy, invite_list: tuple[str, ...], counter: int) -> tuple[str, ...]:
+    team = policy.teams.get(policy.assignment.team or "")
+    if team is None or not team.members:
+        return invite_list
+    return (team.members[counter % len(team.members)],)
+
+
+def pick_assignees(
+    policy: Policy,
+    *,
+    network: str,
+    account_key: str | None,
+    invite_list: tuple[str, ...] | list[str],
+    counter: int,
+) -> tuple[str, ...]:
+    """Employees to invite to a new portal. ``counter`` is the caller's round-robin counter
+    (it stores and increments it), which keeps this function pure. ``account_key`` is the
+    company account the client wrote to ("telegram:business:abc"; the network prefix may be
+    left out). Observers are not included: the caller adds ``policy.observers`` to every
+    portal."""
+    invite = _dedupe(tuple(invite_list))
+    a = policy.assignment
+    if a.mode == "desk":
+        return a.desk
+    if a.mode == "round_robin":
+        return _round_robin(policy, invite, counter)
+    if a.mode == "account_owner":
+        if account_key:
+            owner = a.account_owners.get(account_key) or a.account_owners.get(f"{network}:{account_key}")
+            if owner:
+                return (owner,)
+        return _round_robin(policy, invite, counter) if a.team else invite
+    return invite

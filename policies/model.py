@@ -1,0 +1,640 @@
+"""The policy document (the ``policies`` section) as a typed, validated :class:`Policy`.
+
+:func:`parse_policy` checks the whole document and raises one :class:`PolicyError` listing every
+problem, each starting with its key path (``sharing.custom_patterns[1].regex: ...``) and saying
+what is wrong and how to fix it, so a compliance officer fixes the file in one pass. A missing or
+empty document is a permissive policy: everything allowed, nobody admin.
+
+Everything the engine looks up per message is computed here, once: user → roles and teams, the
+set of senior users, compiled patterns, expanded file-type sets. The engine then only does set
+look-ups and regular-expression scans. Pure: no I/O, no imports from the rest of the project.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any
+
+from .detectors import (
+    SNIFF_FAMILIES,
+    ContactRules,
+    normalize_extension,
+    normalize_handle,
+    normalize_label,
+    normalize_phone,
+)
+
+__all__ = [
+    "ASSIGNMENT_MODES",
+    "KNOWN_NETWORKS",
+    "Assignment",
+    "Commands",
+    "CustomPattern",
+    "Disclaimers",
+    "JoinRules",
+    "Policy",
+    "PolicyError",
+    "SharingRules",
+    "Team",
+    "parse_policy",
+]
+
+#: Networks a per-network disclaimer may name.
+KNOWN_NETWORKS = ("telegram", "whatsapp")
+#: How employees are chosen for a new portal.
+ASSIGNMENT_MODES = ("invite", "round_robin", "account_owner", "desk")
+
+_USER_ID = re.compile(r"^@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(?::\d{1,5})?$")
+_SERVER = re.compile(r"^(?=.{1,253}(?::\d{1,5})?$)[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*(?::\d{1,5})?$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+_EXTENSION = re.compile(r"^[a-z0-9]{1,12}$")
+_REGION = re.compile(r"^[a-z]{2,3}(?:[-_][a-z0-9]{2,8})?$", re.I)
+_DOMAIN = re.compile(r"^[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?)*$")
+_PHONE_TEXT = re.compile(r"^\+?[0-9 ()./\-]+$")
+_PREFIX = re.compile(r"^\S{1,16}$")
+#: Strings every custom pattern is tried on; a zero-length match on any means the pattern can
+#: match empty text, which would flag every message.
+_EMPTY_PROBES = ("", " ", "a", "A", "0", "a b", "abc 123 xyz", "\n", "_-.")
+_MAX_FILE_MB = 100_000
+_MAX_EXTERNAL = 1000
+
+_TOP_KEYS = ("admins", "observers", "roles", "teams", "default_role", "join", "sharing", "disclaimers",
+             "assignment", "commands")  # fmt: skip
+_TEAM_KEYS = ("members", "roles")
+_JOIN_KEYS = ("allowed_roles", "allowed_teams", "allowed_servers", "max_external", "senior_role")
+_SHARING_KEYS = ("max_file_mb", "blocked_file_types", "blocked_labels", "card_numbers", "ibans",
+                 "personal_contacts", "custom_patterns")  # fmt: skip
+_CONTACT_KEYS = ("enabled", "company_domains", "company_phones", "company_handles")
+_PATTERN_KEYS = ("name", "regex")
+_DISCLAIMER_KEYS = ("default", "networks", "regions")
+_ASSIGNMENT_KEYS = ("mode", "team", "desk", "account_owners")
+_COMMAND_KEYS = ("prefix",)
+
+
+class PolicyError(Exception):
+    """The policy document is invalid; ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        return "\n".join([f"policies: {len(self.problems)} problem(s):"] + [f"  - {p}" for p in self.problems])
+
+
+# --------------------------------------------------------------------------------------------
+# The typed tree
+
+
+@dataclass(frozen=True)
+class Team:
+    """A named group of employees; ``members`` keeps the document's order, which is the
+    round-robin order. Team ``roles`` are given to every member."""
+
+    name: str
+    members: tuple[str, ...] = ()
+    roles: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class JoinRules:
+    """Who may be in a portal. ``allowed_users`` (employees with an allowed role or team) and
+    ``all_local_allowed`` are precomputed so a join is decided with one set look-up."""
+
+    allowed_roles: frozenset[str] = frozenset()
+    allowed_teams: frozenset[str] = frozenset()
+    allowed_servers: frozenset[str] = frozenset()
+    max_external: int | None = None
+    senior_role: str | None = None
+    allowed_users: frozenset[str] = frozenset()
+    all_local_allowed: bool = True
+    senior_users: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class CustomPattern:
+    """A company-specific pattern (a project codename, an internal reference format)."""
+
+    name: str
+    regex: re.Pattern[str]
+
+
+@dataclass(frozen=True)
+class SharingRules:
+    """What may be sent to clients. ``blocked_file_types`` is expanded at parse time with the
+    sniffed kinds whose family the policy blocks (blocking 'scr' also blocks anything whose
+    bytes say 'exe'); ``blocked_labels`` maps normalised label → the label as written."""
+
+    max_file_bytes: int | None = None
+    blocked_file_types: frozenset[str] = frozenset()
+    blocked_labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    card_numbers: bool = False
+    ibans: bool = False
+    personal_contacts: ContactRules = ContactRules()
+    custom_patterns: tuple[CustomPattern, ...] = ()
+
+
+@dataclass(frozen=True)
+class Disclaimers:
+    """Notice posted to the client; the most specific one wins (region, network, default).
+    Region keys are lower case with '-' ('pt-br')."""
+
+    default: str | None = None
+    networks: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    regions: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """Who a new portal goes to (see :func:`policies.engine.pick_assignees`)."""
+
+    mode: str = "invite"
+    team: str | None = None
+    desk: tuple[str, ...] = ()
+    account_owners: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class Commands:
+    prefix: str = "!hl"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The whole policy, read-only. ``roles`` (role → users), ``user_roles`` and
+    ``user_teams`` are the explicit memberships, roles given by teams included; ``default_role`` is added for every user
+    of ``local_domain`` by :func:`policies.engine.roles_of`."""
+
+    local_domain: str
+    admins: frozenset[str] = frozenset()
+    observers: frozenset[str] = frozenset()
+    roles: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
+    teams: Mapping[str, Team] = field(default_factory=lambda: MappingProxyType({}))
+    default_role: str | None = None
+    join: JoinRules = JoinRules()
+    sharing: SharingRules = SharingRules()
+    disclaimers: Disclaimers = Disclaimers()
+    assignment: Assignment = Assignment()
+    commands: Commands = Commands()
+    user_roles: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
+    user_teams: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
+
+
+# --------------------------------------------------------------------------------------------
+# Reading, with every problem collected
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (true/false)"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"the text '{value}'"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+@dataclass
+class _Reader:
+    """Collects problems instead of stopping at the first; each check returns None (or an
+    empty value) when it reported a problem, so parsing carries on."""
+
+    local_domain: str
+    problems: list[str] = field(default_factory=list)
+
+    def bad(self, path: str, message: str) -> None:
+        self.problems.append(f"{path}: {message}")
+
+    def mapping(self, path: str, value: Any, keys: tuple[str, ...] | None, how: str) -> dict[str, Any]:
+        """A section: a mapping, with only ``keys`` (None: any key)."""
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.bad(path, f"expected a mapping, got {_kind(value)}; {how}")
+            return {}
+        if keys is not None:
+            for key in value:
+                if key not in keys:
+                    self._unknown(f"{path}.{key}" if path else str(key), str(key), keys)
+        return value
+
+    def _unknown(self, path: str, key: str, keys: tuple[str, ...]) -> None:
+        close = difflib.get_close_matches(key, keys, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        self.bad(path, f"unknown key; {hint}the allowed keys are {', '.join(keys)}")
+
+    def items(self, path: str, value: Any, what: str) -> list[tuple[str, Any]]:
+        """A list: (item path, item) pairs."""
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.bad(path, f"expected a list of {what}, got {_kind(value)}; write it as [first, second] or one '- item' per line")
+            return []
+        return [(f"{path}[{i}]", item) for i, item in enumerate(value)]
+
+    def text(self, path: str, value: Any, how: str) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            self.bad(path, f"expected text, got {_kind(value)}; {how}")
+            return None
+        if not value.strip():
+            self.bad(path, f"is empty; {how}")
+            return None
+        return value
+
+    def user(self, path: str, value: Any) -> str | None:
+        how = f"write it as @localpart:server, e.g. @alice:{self.local_domain}"
+        if not isinstance(value, str):
+            self.bad(path, f"expected a Matrix user id, got {_kind(value)}; {how} (in quotes: '@' starts no YAML value)")
+            return None
+        if not _USER_ID.match(value):
+            extra = " (localparts are lower case)" if value.lower() != value and _USER_ID.match(value.lower()) else ""
+            self.bad(path, f"'{value}' is not a Matrix user id{extra}; {how}")
+            return None
+        return value
+
+    def users(self, path: str, value: Any) -> tuple[str, ...]:
+        out: list[str] = []
+        for item_path, item in self.items(path, value, "Matrix user ids"):
+            user = self.user(item_path, item)
+            if user is not None and user not in out:
+                out.append(user)
+        return tuple(out)
+
+    def name(self, path: str, value: Any, what: str) -> str | None:
+        how = f"a {what} name is letters, digits, '_', '.' or '-', e.g. 'adviser'"
+        if not isinstance(value, str) or not _NAME.match(value):
+            self.bad(path, f"{_kind(value)} is not a valid {what} name; {how}")
+            return None
+        return value
+
+    def boolean(self, path: str, value: Any) -> bool | None:
+        if value is None or isinstance(value, bool):
+            return value
+        self.bad(path, f"expected true or false, got {_kind(value)}; write true or false (no quotes)")
+        return None
+
+    def integer(self, path: str, value: Any, low: int, high: int) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.bad(path, f"expected a whole number from {low} to {high}, got {_kind(value)}; write a number without quotes")
+            return None
+        if not low <= value <= high:
+            self.bad(path, f"{value} is out of range; use a number from {low} to {high}")
+            return None
+        return value
+
+    def reference(self, path: str, value: Any, known: Mapping[str, Any], what: str, section: str) -> str | None:
+        name = self.name(path, value, what)
+        if name is None:
+            return None
+        if name not in known:
+            choices = f"the {what}s are {', '.join(sorted(known))}" if known else f"no {what}s are defined yet"
+            self.bad(path, f"'{name}' is not a {what} defined under {section}; {choices}; define it there or fix the name")
+            return None
+        return name
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+
+
+def _parse_roles(r: _Reader, value: Any) -> dict[str, tuple[str, ...]]:
+    roles: dict[str, tuple[str, ...]] = {}
+    for key, members in r.mapping("roles", value, None, "write it as 'role: [\"@user:server\", ...]'").items():
+        name = r.name(f"roles.{key}", key, "role")
+        users = r.users(f"roles.{key}", members)
+        if name is not None:
+            roles[name] = users
+    return roles
+
+
+def _parse_teams(r: _Reader, value: Any, roles: Mapping[str, Any]) -> dict[str, Team]:
+    teams: dict[str, Team] = {}
+    for key, body in r.mapping("teams", value, None, "write it as 'team: {members: [\"@user:server\", ...]}'").items():
+        path = f"teams.{key}"
+        name = r.name(path, key, "team")
+        if isinstance(body, list):
+            r.bad(path, "expected a mapping with members (and optional roles), got a list; write it as "
+                        f"{key}: {{members: [...]}}")  # fmt: skip
+            continue
+        body = r.mapping(path, body, _TEAM_KEYS, f"write it as {key}: {{members: [...], roles: [...]}}")
+        members = r.users(f"{path}.members", body.get("members"))
+        team_roles = [r.reference(p, v, roles, "role", "roles") for p, v in r.items(f"{path}.roles", body.get("roles"), "role names")]
+        if name is not None:
+            teams[name] = Team(name, members, frozenset(x for x in team_roles if x))
+    return teams
+
+
+def _parse_join(r: _Reader, value: Any, roles: Mapping[str, Any], teams: Mapping[str, Team],
+                default_role: str | None) -> JoinRules:  # fmt: skip
+    body = r.mapping("join", value, _JOIN_KEYS, "write it as 'join:' followed by indented keys")
+    allowed_roles = {r.reference(p, v, roles, "role", "roles")
+                     for p, v in r.items("join.allowed_roles", body.get("allowed_roles"), "role names")}  # fmt: skip
+    allowed_teams = {r.reference(p, v, teams, "team", "teams")
+                     for p, v in r.items("join.allowed_teams", body.get("allowed_teams"), "team names")}  # fmt: skip
+    servers: set[str] = set()
+    for p, v in r.items("join.allowed_servers", body.get("allowed_servers"), "server names"):
+        if not isinstance(v, str) or not _SERVER.match(v):
+            r.bad(p, f"{_kind(v)} is not a server name; write the part after ':' in user ids, e.g. partner.example")
+        elif v.lower() == r.local_domain.lower():
+            r.bad(p, f"'{v}' is the company's own homeserver, whose users are governed by roles; remove it")
+        else:
+            servers.add(v.lower())
+    senior = None
+    if body.get("senior_role") is not None:
+        senior = r.reference("join.senior_role", body["senior_role"], roles, "role", "roles")
+        if senior is not None and senior == default_role:
+            r.bad("join.senior_role", f"'{senior}' is also default_role, so every employee would count as senior and "
+                                      "nothing is ever held; use a role with named members")  # fmt: skip
+    return JoinRules(
+        allowed_roles=frozenset(x for x in allowed_roles if x),
+        allowed_teams=frozenset(x for x in allowed_teams if x),
+        allowed_servers=frozenset(servers),
+        max_external=r.integer("join.max_external", body.get("max_external"), 0, _MAX_EXTERNAL),
+        senior_role=senior,
+    )
+
+
+def _parse_file_types(r: _Reader, value: Any) -> frozenset[str]:
+    types: set[str] = set()
+    for p, v in r.items("sharing.blocked_file_types", value, "file extensions"):
+        if not isinstance(v, str):
+            r.bad(p, f"expected a file extension, got {_kind(v)}; write it like exe")
+            continue
+        plain = v.strip().lower()
+        if not _EXTENSION.match(plain):
+            fix = plain.lstrip("*.") if _EXTENSION.match(plain.lstrip("*.")) else "exe"
+            r.bad(p, f"'{v}' is not a plain file extension; write just the letters after the dot, e.g. {fix}")
+            continue
+        types.add(normalize_extension(plain))
+    for sniffed, family in SNIFF_FAMILIES.items():
+        if types & family:
+            types.add(sniffed)
+    return frozenset(types)
+
+
+def _parse_labels(r: _Reader, value: Any) -> Mapping[str, str]:
+    labels: dict[str, str] = {}
+    for p, v in r.items("sharing.blocked_labels", value, "labels"):
+        label = r.text(p, v, "write the label as employees type it, e.g. 'internal only'")
+        if label is None:
+            continue
+        key = normalize_label(label)
+        if not key:
+            r.bad(p, f"'{label}' has no letters or digits; write a label like 'restricted'")
+        elif key in labels:
+            r.bad(p, f"'{label}' is the same label as '{labels[key]}' (case, spaces, '-' and '_' do not count); remove one")
+        else:
+            labels[key] = label.strip()
+    return MappingProxyType(labels)
+
+
+def _parse_contacts(r: _Reader, value: Any) -> ContactRules:
+    path = "sharing.personal_contacts"
+    if isinstance(value, bool) or value is None:
+        return ContactRules(enabled=bool(value))
+    body = r.mapping(path, value, _CONTACT_KEYS, "write true, false, or a mapping with enabled and the company_* lists")
+    enabled = r.boolean(f"{path}.enabled", body.get("enabled"))
+    domains: set[str] = set()
+    for p, v in r.items(f"{path}.company_domains", body.get("company_domains"), "domains"):
+        d = v.strip().lower().rstrip(".") if isinstance(v, str) else None
+        if d is None or not _DOMAIN.match(d):
+            fix = f"write {d.split('@')[-1]}" if d and "@" in d else "write a domain like example.com"
+            r.bad(p, f"{_kind(v)} is not a mail domain; {fix} (no '@', no scheme)")
+        else:
+            domains.add(d)
+    phones: set[str] = set()
+    for p, v in r.items(f"{path}.company_phones", body.get("company_phones"), "phone numbers"):
+        digits = normalize_phone(v) if isinstance(v, str) and _PHONE_TEXT.match(v.strip()) else ""
+        if not 7 <= len(digits) <= 15:
+            r.bad(p, f"{_kind(v)} is not a phone number; write it in quotes with the country code, e.g. '+49 30 1234567'")
+        else:
+            phones.add(digits)
+    handles: set[str] = set()
+    links: set[tuple[str, str]] = set()
+    for p, v in r.items(f"{path}.company_handles", body.get("company_handles"), "handles or links"):
+        try:
+            handle = normalize_handle(v) if isinstance(v, str) else None
+        except ValueError:
+            handle = None
+        if handle is None:
+            r.bad(p, f"{_kind(v)} is not a handle or messenger link; write '@name' or a link like t.me/name or wa.me/4930123456")
+        elif isinstance(handle, tuple):
+            links.add(handle)
+        else:
+            handles.add(handle)
+    return ContactRules(
+        enabled=True if enabled is None else enabled,
+        company_domains=frozenset(domains),
+        company_phones=frozenset(phones),
+        company_handles=frozenset(handles),
+        company_links=frozenset(links),
+    )
+
+
+def _compile_pattern(r: _Reader, path: str, regex: str) -> re.Pattern[str] | None:
+    try:
+        compiled = re.compile(regex)
+    except re.error as exc:
+        r.bad(path, f"invalid regular expression ({exc.msg}); fix the pattern")
+        return None
+    except (RecursionError, OverflowError):
+        r.bad(path, "regular expression is too complex; simplify the pattern")
+        return None
+    if any(m.end() == m.start() for probe in _EMPTY_PROBES for m in compiled.finditer(probe)):
+        r.bad(path, "the pattern can match empty text and would flag every message; make it require at least one character, e.g. replace '*' with '+'")
+        return None
+    return compiled
+
+
+def _parse_patterns(r: _Reader, value: Any) -> tuple[CustomPattern, ...]:
+    out: list[CustomPattern] = []
+    names: set[str] = set()
+    for p, item in r.items("sharing.custom_patterns", value, "patterns"):
+        if not isinstance(item, dict):
+            r.bad(p, f"expected a mapping with name and regex, got {_kind(item)}; write {{name: \"...\", regex: \"...\"}}")
+            continue
+        body = r.mapping(p, item, _PATTERN_KEYS, "")
+        name = r.text(f"{p}.name", body.get("name"), "give the pattern a name that the notice can show, e.g. 'project codename'")
+        if body.get("name") is None:
+            r.bad(f"{p}.name", "missing; give the pattern a name that the notice can show, e.g. 'project codename'")
+        elif name is not None and name in names:
+            r.bad(f"{p}.name", f"'{name}' is used by another pattern; give each pattern its own name")
+        regex = r.text(f"{p}.regex", body.get("regex"), "write a regular expression in quotes, e.g. '(?i)\\bproject\\s+falcon\\b'")
+        if body.get("regex") is None:
+            r.bad(f"{p}.regex", "missing; write a regular expression in quotes, e.g. '(?i)\\bproject\\s+falcon\\b'")
+        compiled = _compile_pattern(r, f"{p}.regex", regex) if regex is not None else None
+        if name is not None and compiled is not None:
+            names.add(name)
+            out.append(CustomPattern(name, compiled))
+    return tuple(out)
+
+
+def _parse_sharing(r: _Reader, value: Any) -> SharingRules:
+    body = r.mapping("sharing", value, _SHARING_KEYS, "write it as 'sharing:' followed by indented keys")
+    max_bytes = None
+    mb = body.get("max_file_mb")
+    if mb is not None:
+        if isinstance(mb, bool) or not isinstance(mb, (int, float)):
+            r.bad("sharing.max_file_mb", f"expected a number of megabytes, got {_kind(mb)}; write e.g. 20")
+        elif not 0 < mb <= _MAX_FILE_MB:
+            r.bad("sharing.max_file_mb", f"{mb} is out of range; use a number above 0 and at most {_MAX_FILE_MB}")
+        else:
+            max_bytes = int(mb * 1024 * 1024)
+    return SharingRules(
+        max_file_bytes=max_bytes,
+        blocked_file_types=_parse_file_types(r, body.get("blocked_file_types")),
+        blocked_labels=_parse_labels(r, body.get("blocked_labels")),
+        card_numbers=bool(r.boolean("sharing.card_numbers", body.get("card_numbers"))),
+        ibans=bool(r.boolean("sharing.ibans", body.get("ibans"))),
+        personal_contacts=_parse_contacts(r, body.get("personal_contacts")),
+        custom_patterns=_parse_patterns(r, body.get("custom_patterns")),
+    )
+
+
+def _parse_disclaimers(r: _Reader, value: Any) -> Disclaimers:
+    how = "write the notice text in quotes"
+    body = r.mapping("disclaimers", value, _DISCLAIMER_KEYS, "write it as 'disclaimers:' with default, networks, regions")
+    networks: dict[str, str] = {}
+    for key, text in r.mapping("disclaimers.networks", body.get("networks"), None, "write it as 'telegram: \"...\"'").items():
+        if key not in KNOWN_NETWORKS:
+            r._unknown(f"disclaimers.networks.{key}", str(key), KNOWN_NETWORKS)
+        elif (t := r.text(f"disclaimers.networks.{key}", text, how)) is not None:
+            networks[key] = t
+    regions: dict[str, str] = {}
+    for key, text in r.mapping("disclaimers.regions", body.get("regions"), None, "write it as 'de: \"...\"'").items():
+        if not isinstance(key, str) or not _REGION.match(key):
+            r.bad(f"disclaimers.regions.{key}", "not a language/region code; write a code like de, en-gb or pt-BR")
+        elif (t := r.text(f"disclaimers.regions.{key}", text, how)) is not None:
+            regions[key.lower().replace("_", "-")] = t
+    return Disclaimers(
+        default=r.text("disclaimers.default", body.get("default"), how),
+        networks=MappingProxyType(networks),
+        regions=MappingProxyType(regions),
+    )
+
+
+def _parse_assignment(r: _Reader, value: Any, teams: Mapping[str, Team]) -> Assignment:
+    body = r.mapping("assignment", value, _ASSIGNMENT_KEYS, "write it as 'assignment:' followed by indented keys")
+    mode = body.get("mode", "invite")
+    if mode not in ASSIGNMENT_MODES:
+        r.bad("assignment.mode", f"{_kind(mode)} is not a mode; use one of {', '.join(ASSIGNMENT_MODES)}")
+        mode = "invite"
+    team = None
+    if body.get("team") is not None:
+        team = r.reference("assignment.team", body["team"], teams, "team", "teams")
+        if team is not None and not teams[team].members:
+            r.bad("assignment.team", f"team '{team}' has no members to assign portals to; add members under teams.{team}")
+    elif mode == "round_robin":
+        r.bad("assignment.team", "missing; round_robin needs the team whose members take turns, e.g. team: wealth")
+    desk = r.users("assignment.desk", body.get("desk"))
+    if mode == "desk" and not body.get("desk"):
+        r.bad("assignment.desk", "missing or empty; desk mode invites everyone listed here, so list at least one user")
+    owners: dict[str, str] = {}
+    for key, owner in r.mapping("assignment.account_owners", body.get("account_owners"), None,
+                                "write it as '\"telegram:business:abc\": \"@alice:server\"'").items():  # fmt: skip
+        path = f"assignment.account_owners.{key}"
+        if not isinstance(key, str) or key.split(":", 1)[0] not in KNOWN_NETWORKS or ":" not in key:
+            r.bad(path, f"not a company account; write it as network:account, e.g. telegram:business:abc (networks: {', '.join(KNOWN_NETWORKS)})")
+        elif (user := r.user(path, owner)) is not None:
+            owners[key] = user
+    if mode == "account_owner" and not body.get("account_owners"):
+        r.bad("assignment.account_owners", "missing or empty; account_owner mode needs the company accounts and their owners, "
+                                            "e.g. \"telegram:business:abc\": \"@alice:server\"")
+    return Assignment(mode=mode, team=team, desk=desk, account_owners=MappingProxyType(owners))
+
+
+def _parse_commands(r: _Reader, value: Any) -> Commands:
+    body = r.mapping("commands", value, _COMMAND_KEYS, "write it as 'commands: {prefix: \"!hl\"}'")
+    prefix = body.get("prefix", "!hl")
+    if not isinstance(prefix, str) or not _PREFIX.match(prefix):
+        r.bad("commands.prefix", f"{_kind(prefix)} is not a command prefix; use 1 to 16 characters without spaces, e.g. !hl")
+        prefix = "!hl"
+    return Commands(prefix=prefix)
+
+
+# --------------------------------------------------------------------------------------------
+# Putting it together
+
+
+def _memberships(roles: Mapping[str, tuple[str, ...]], teams: Mapping[str, Team]) -> tuple[dict[str, frozenset[str]], dict[str, frozenset[str]]]:
+    """user → roles (explicit and via teams) and user → teams."""
+    user_roles: dict[str, set[str]] = {}
+    user_teams: dict[str, set[str]] = {}
+    for role, users in roles.items():
+        for user in users:
+            user_roles.setdefault(user, set()).add(role)
+    for team in teams.values():
+        for user in team.members:
+            user_teams.setdefault(user, set()).add(team.name)
+            user_roles.setdefault(user, set()).update(team.roles)
+    return ({u: frozenset(rs) for u, rs in user_roles.items()}, {u: frozenset(ts) for u, ts in user_teams.items()})
+
+
+def _with_lookups(join: JoinRules, user_roles: Mapping[str, frozenset[str]], user_teams: Mapping[str, frozenset[str]],
+                  default_role: str | None) -> JoinRules:  # fmt: skip
+    """Join rules plus the precomputed sets the engine checks a join and a hold against."""
+    restricted = bool(join.allowed_roles or join.allowed_teams)
+    allowed = frozenset(
+        u for u in set(user_roles) | set(user_teams)
+        if user_roles.get(u, frozenset()) & join.allowed_roles or user_teams.get(u, frozenset()) & join.allowed_teams
+    )  # fmt: skip
+    seniors = frozenset(u for u, rs in user_roles.items() if join.senior_role in rs) if join.senior_role else frozenset()
+    return replace(
+        join,
+        allowed_users=allowed,
+        all_local_allowed=not restricted or (default_role is not None and default_role in join.allowed_roles),
+        senior_users=seniors,
+    )
+
+
+def parse_policy(data: dict[str, Any] | None, *, local_domain: str) -> Policy:
+    """Validate the ``policies`` section and build the :class:`Policy`; raises
+    :class:`PolicyError` with every problem. ``None`` or ``{}``: everything allowed."""
+    r = _Reader(local_domain)
+    if data is not None and not isinstance(data, dict):
+        raise PolicyError([f"policies: expected a mapping of keys, got {_kind(data)}; the allowed keys are {', '.join(_TOP_KEYS)}"])
+    data = r.mapping("", data or {}, _TOP_KEYS, "")
+    admins = r.users("admins", data.get("admins"))
+    observers = r.users("observers", data.get("observers"))
+    roles = _parse_roles(r, data.get("roles"))
+    teams = _parse_teams(r, data.get("teams"), roles)
+    default_role = None
+    if data.get("default_role") is not None:
+        default_role = r.reference("default_role", data["default_role"], roles, "role", "roles (an empty list is fine: 'staff: []')")
+    join = _parse_join(r, data.get("join"), roles, teams, default_role)
+    sharing = _parse_sharing(r, data.get("sharing"))
+    disclaimers = _parse_disclaimers(r, data.get("disclaimers"))
+    assignment = _parse_assignment(r, data.get("assignment"), teams)
+    commands = _parse_commands(r, data.get("commands"))
+    if r.problems:
+        raise PolicyError(r.problems)
+    user_roles, user_teams = _memberships(roles, teams)
+    return Policy(
+        local_domain=local_domain,
+        admins=frozenset(admins),
+        observers=frozenset(observers),
+        roles=MappingProxyType({role: frozenset(u for u, rs in user_roles.items() if role in rs) for role in roles}),
+        teams=MappingProxyType(teams),
+        default_role=default_role,
+        join=_with_lookups(join, user_roles, user_teams, default_role),
+        sharing=sharing,
+        disclaimers=disclaimers,
+        assignment=assignment,
+        commands=commands,
+        user_roles=MappingProxyType(user_roles),
+        user_teams=MappingProxyType(user_teams),
+    )
