@@ -176,8 +176,9 @@ class Commands:
         local = user.split(":", 1)[1] == self.pb.config.homeserver.domain
         if local and not await self._user_exists(user):
             return f"There is no user {user} on this homeserver."
-        decision = decide(Join(user_id=user, room=await self.pb.room_state(portal.room_id, portal), local_domain=self.pb.config.homeserver.domain), self.pb.policy)
+        decision = await self.pb.join_decision(user, portal)
         if decision.verdict is Verdict.DENY:
+            await self.pb.audit.record(actor=ctx.sender, action="assign", subject=portal.room_id, verdict="deny", rule=decision.rule, user=user)
             return f"Not invited: {decision.reason} (rule {decision.rule})."
         try:
             await self.pb.bot.invite_user(portal.room_id, user)

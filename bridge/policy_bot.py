@@ -130,18 +130,21 @@ class PolicyBot:
         ghosts = frozenset(m for m in members if self.ghosts.is_ghost(m))
         return RoomState(room_id=room_id, members=members, ghosts=ghosts, is_group=portal.chat_id.startswith("-"))
 
+    async def join_decision(self, user: str, portal: PortalRow) -> Decision:
+        """May ``user`` be in this portal? Offboarded employees never; otherwise the join rules."""
+        offboarded = await self.store.offboarded()
+        if user in offboarded:
+            return Decision(Verdict.DENY, "offboarding", f"{user} was offboarded (handed over to {offboarded[user]})")
+        state = await self.room_state(portal.room_id, portal)
+        return decide(Join(user_id=user, room=state, local_domain=self.config.homeserver.domain), self.policy)
+
     async def on_member(self, raw: dict[str, Any], portal: PortalRow) -> None:
         """A join that breaks a rule is undone at once; every decision is audited."""
         user = raw.get("state_key")
         membership = (raw.get("content") or {}).get("membership")
         if membership != "join" or not isinstance(user, str) or self.is_ours(user):
             return
-        offboarded = await self.store.offboarded()
-        if user in offboarded:
-            decision = Decision(Verdict.DENY, "offboarding", f"{user} was offboarded (successor {offboarded[user]})")
-        else:
-            state = await self.room_state(portal.room_id, portal)
-            decision = decide(Join(user_id=user, room=state, local_domain=self.config.homeserver.domain), self.policy)
+        decision = await self.join_decision(user, portal)
         await self.audit.record(
             actor=user, action="join", subject=portal.room_id, verdict=decision.verdict.name.lower(), rule=decision.rule, reason=decision.reason,
         )
@@ -150,7 +153,7 @@ class PolicyBot:
                 await self.bot.kick_user(portal.room_id, user, reason=f"{decision.rule}: {decision.reason}")
             except MatrixRequestError as e:
                 log.warning("event=kick_failed room=%s user=%s error=%s", portal.room_id, user, e)
-            await self._notice(portal.room_id, f"{user} was removed: {decision.reason} (rule {decision.rule}).", mention=tuple(sorted(self.policy.observers)))
+            await self._notice(portal.room_id, f"{user} was removed. {decision.reason} (rule {decision.rule})", mention=tuple(sorted(self.policy.observers)))
             log.info("event=join_denied room=%s user=%s rule=%s", portal.room_id, user, decision.rule)
             return
         if self.policy.join.senior_role and self.policy.join.senior_role in roles_of(user, self.policy):
@@ -199,9 +202,9 @@ class PolicyBot:
         """A denied message never leaves: it stays here, answered by a notice naming the rule."""
         if decision.verdict is Verdict.HOLD:
             await self.store.hold(portal.room_id, raw["event_id"], raw)
-            text = f"Held, not sent to the client: {decision.reason} (rule {decision.rule}). It goes out when that is resolved."
+            text = f"{decision.reason} (rule {decision.rule}) Nothing was sent to the client yet."
         else:
-            text = f"Not sent to the client: {decision.reason} (rule {decision.rule}). The message stays here as part of the record."
+            text = f"{decision.reason} (rule {decision.rule}) Nothing was sent to the client; the message stays here as part of the record."
         await self._notice(portal.room_id, text, in_reply_to=raw["event_id"], mention=tuple(sorted(self.policy.observers)))
 
     async def _original_text(self, raw: dict[str, Any]) -> str | None:

@@ -4,8 +4,10 @@ details, risky file types and classification labels.
 Every function here is pure (no I/O, no clock, no logging) and cheap on ordinary text, because
 the engine runs them on every outbound message. Two rules keep them cheap:
 
-* each detector first asks a question that costs almost nothing (is there a digit? an '@'?) and
-  returns at once when the answer rules it out, so plain prose pays for a handful of scans;
+* each detector first asks a question that costs almost nothing (is there a run of seven
+  digits? an '@'? the word "at"?) and returns at once when the answer rules it out;
+* work shared by several detectors (normalising, finding the digit runs) is done once, in a
+  :class:`TextScan` the engine passes to each of them;
 * the expensive checks (Luhn, mod-97, context look-ups) run only on the few candidates a
   precompiled regular expression found.
 
@@ -24,14 +26,15 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 __all__ = [
+    "IBAN_LENGTHS",
+    "SNIFF_FAMILIES",
     "ContactRules",
-    "TextScan",
-    "scan_text",
     "Match",
+    "TextScan",
+    "file_type_of",
     "find_card_numbers",
     "find_ibans",
     "find_personal_contacts",
-    "file_type_of",
     "html_to_text",
     "iban_valid",
     "labels_in",
@@ -42,8 +45,8 @@ __all__ = [
     "normalize_label",
     "normalize_phone",
     "normalize_text",
+    "scan_text",
     "sniff_file_type",
-    "IBAN_LENGTHS",
 ]
 
 
@@ -90,6 +93,9 @@ def normalize_text(text: str) -> str:
 _CLUSTER = re.compile(r"[0-9](?:[ \t().\-/]{0,3}+[0-9]){6,}+")
 
 
+_SPAN = re.Match.span
+
+
 class TextScan(NamedTuple):
     """A text prepared once for all detectors: normalised, lower-cased (for cheap substring
     tests only: its offsets may differ), and its digit clusters located. Every ``find_*``
@@ -101,10 +107,11 @@ class TextScan(NamedTuple):
 
 
 def scan_text(text: str | TextScan) -> TextScan:
+    """Prepare ``text`` for the detectors (a TextScan is returned as it is)."""
     if isinstance(text, TextScan):
         return text
     text = normalize_text(text)
-    return TextScan(text, text.lower(), tuple([m.span() for m in _CLUSTER.finditer(text)]))
+    return TextScan(text, text.lower(), tuple(map(_SPAN, _CLUSTER.finditer(text))))
 
 
 def mask_digits(value: str, keep: int = 4) -> str:
@@ -118,13 +125,16 @@ def mask_digits(value: str, keep: int = 4) -> str:
 
 #: A run of at least 13 digits with at most one separator between neighbouring digits. Leftmost
 #: and greedy, so every match is a maximal run; possessive, so a near miss fails fast.
-_CARD_RUN = re.compile(r"\d(?:[ .\-]?\d){12,}+")
-_GROUP = re.compile(r"\d+")
+_CARD_RUN = re.compile(r"[0-9](?:[ .\-]?[0-9]){12,}+")
+_GROUP = re.compile(r"[0-9]+")
 _LUHN_DOUBLE = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
 
 
 def luhn_valid(digits: str) -> bool:
-    """The Luhn checksum every payment card number carries."""
+    """The Luhn checksum every payment card number carries (False for anything but ASCII
+    digits)."""
+    if not (digits.isascii() and digits.isdigit()):
+        return False
     total = 0
     double = False
     for ch in reversed(digits):
@@ -342,6 +352,7 @@ def _canonical_host(host: str) -> str:
     host = host.lower()
     return "wa.me" if "whatsapp" in host else _LINK_HOSTS.get(host, host)
 
+
 _LINK = re.compile(
     r"(?i)(?<![\w.\-])(?:https?://)?(?:www\.)?"
     r"(t\.me|telegram\.me|telegram\.dog|wa\.me|signal\.me|instagram\.com|m\.me"
@@ -389,9 +400,23 @@ _TLDS = (
     "ca au nz ru ua tr gr hu ro bg hr si sk lt lv ee is li mc app dev xyz online email mail ai tv"
 ).split()
 _OB_AT = r"(?:\s*[\[\(\{<]\s*at\s*[\]\)\}>]\s*|\s+at\s+|\s+@\s+)"
-_OB_DOT = r"(?:\s*[\[\(\{<]\s*dot\s*[\]\)\}>]\s*|\s+dot\s+|\.)"
+_OB_DOT = r"(?:\s*[\[\(\{<]\s*dot\s*[\]\)\}>]\s*|\s+dot\s+|\s\.\s|\.)"
 _OB_AT_TOKEN = re.compile(rf"(?i){_OB_AT}")
-#: Substrings without which no obfuscated address can be there (cheap ``in`` tests).
+_OB_DOMAIN = re.compile(
+    rf"(?i)\s*([a-z0-9\-]{{1,63}}(?:{_OB_DOT}[a-z0-9\-]{{1,63}}){{0,3}}{_OB_DOT}(?:{'|'.join(_TLDS)}))\b"
+)
+_OB_LOCAL = re.compile(rf"(?i)(?<![\w.])[\w+\-]{{1,64}}(?:{_OB_DOT}[\w+\-]{{1,64}}){{0,4}}\s*\Z")
+_OB_DOT_RE = re.compile(_OB_DOT, re.I)
+#: An unmistakable obfuscation: "[at]", "(dot)", " dot ", " @ ". Without one, "x at y.com" is
+#: only taken for an address when y is a mail provider people use privately.
+_OB_MARKER = re.compile(r"(?i)[\[\(\{<]\s*(?:at|dot)\s*[\]\)\}>]|\sdot\s|\s@\s|\s\.\s")
+_FREE_MAIL = frozenset(
+    "gmail googlemail yahoo ymail hotmail outlook live msn gmx web icloud me mac aol proton "
+    "protonmail pm yandex mail t-online freenet posteo mailbox zoho tutanota tuta orange free "
+    "libero wp o2 seznam btinternet sky virgin bluewin hispeed laposte sfr wanadoo".split()
+)
+
+
 def _rare_at_hint(low: str) -> bool:
     """An unusual 'at' ("[at]", " @ ", at next to a tab or line break): plain ``in`` tests,
     because this runs on every message."""
@@ -404,19 +429,7 @@ def _rare_at_hint(low: str) -> bool:
     if "\t" in low or "\n" in low:
         return "\tat" in low or "at\t" in low or "\nat " in low or " at\n" in low
     return False
-_OB_DOMAIN = re.compile(
-    rf"(?i)\s*([a-z0-9\-]{{1,63}}(?:{_OB_DOT}[a-z0-9\-]{{1,63}}){{0,3}}{_OB_DOT}(?:{'|'.join(_TLDS)}))\b"
-)
-_OB_LOCAL = re.compile(rf"(?i)(?<![\w.])[\w+\-]{{1,64}}(?:{_OB_DOT}[\w+\-]{{1,64}}){{0,4}}\s*\Z")
-_OB_DOT_RE = re.compile(_OB_DOT, re.I)
-#: An unmistakable obfuscation: "[at]", "(dot)", " dot ", " @ ". Without one, "x at y.com" is
-#: only taken for an address when y is a mail provider people use privately.
-_OB_MARKER = re.compile(r"(?i)[\[\(\{<]\s*(?:at|dot)\s*[\]\)\}>]|\sdot\s|\s@\s")
-_FREE_MAIL = frozenset(
-    "gmail googlemail yahoo ymail hotmail outlook live msn gmx web icloud me mac aol proton "
-    "protonmail pm yandex mail t-online freenet posteo mailbox zoho tutanota tuta orange free "
-    "libero wp o2 seznam btinternet sky virgin bluewin hispeed laposte sfr wanadoo".split()
-)
+
 
 _HANDLE = re.compile(
     r"(?i)\b(?:telegram|tg|whats\s?app|wa|signal|insta(?:gram)?|ig|threema|snapchat|snap|"
@@ -425,7 +438,7 @@ _HANDLE = re.compile(
 )
 
 # Phone numbers: an optional '+' or '(', then digits with short separator blocks between them.
-_PHONE = re.compile(r"(?<![\w+#@/=.:,\-€$£¥])(?:\+\s?|\()?\d(?:[ \t().\-/]{1,3}+\d|\d)*+")
+_PHONE = re.compile(r"(?<![\w+#@/=.:,\-€$£¥])(?:\+\s?|\()?[0-9](?:[ \t().\-/]{1,3}+[0-9]|[0-9])*+")
 _PHONE_SEPARATOR = re.compile(r"[ \t().\-/]+")
 _DATE_OR_TIME = re.compile(
     r"(?:19|20)\d\d([.\-/])(?:0?[1-9]|1[0-2])\1(?:0?[1-9]|[12]\d|3[01])"
@@ -502,7 +515,7 @@ def _phone_verdict(text: str, start: int, candidate: str) -> bool:
         return False
     if candidate.startswith("(") or (digits[0] == "0" and n >= 9) or _US_SHAPE.fullmatch(candidate):
         return True
-    return _PHONE_CONTEXT.search(text, max(0, start - 40), start) is not None
+    return _PHONE_CONTEXT.search(text, max(0, start - 30), start) is not None
 
 
 def _find_phones(scan: TextScan, rules: ContactRules, out: list[Match]) -> None:
@@ -531,11 +544,11 @@ def _find_emails(text: str, rules: ContactRules, out: list[Match]) -> None:
             out.append(Match("email", m.group(), m.start(), m.end(), detail=domain))
 
 
-def _at_tokens(scan: TextScan) -> list[tuple[int, int]]:
+def _at_tokens(scan: TextScan, rare: bool) -> list[tuple[int, int]]:
     """Spans of the 'at' of an obfuscated address. The plain " at " (common English) is
     found with str.find; the rare forms ("[at]", " @ ", tabs, line breaks) by a pattern."""
     text, low = scan.text, scan.lower
-    if len(low) != len(text) or _rare_at_hint(low):
+    if rare or len(low) != len(text):
         return [m.span() for m in _OB_AT_TOKEN.finditer(text)]
     spans = []
     i = low.find(" at ")
@@ -545,11 +558,11 @@ def _at_tokens(scan: TextScan) -> list[tuple[int, int]]:
     return spans
 
 
-def _find_obfuscated_emails(scan: TextScan, rules: ContactRules, out: list[Match]) -> None:
+def _find_obfuscated_emails(scan: TextScan, rules: ContactRules, out: list[Match], rare: bool) -> None:
     """Anchored on the 'at' token, then the domain after it and the local part before it are
     matched in place: far cheaper than one pattern tried at every word."""
     text = scan.text
-    for at_start, at_end in _at_tokens(scan):
+    for at_start, at_end in _at_tokens(scan, rare):
         dm = _OB_DOMAIN.match(text, at_end)
         if dm is None:
             continue
@@ -587,8 +600,6 @@ def _find_handles(text: str, rules: ContactRules, out: list[Match]) -> None:
         out.append(Match("handle", "@" + name, start, start + 1 + len(name)))
 
 
-
-
 def find_personal_contacts(text: str | TextScan, rules: ContactRules) -> list[Match]:
     """Phone numbers, e-mail addresses (also written 'jo dot smith at gmail dot com'),
     messenger links and '@handles' introduced as a messenger account, except the company's
@@ -602,8 +613,9 @@ def find_personal_contacts(text: str | TextScan, rules: ContactRules) -> list[Ma
     if "@" in text:
         _find_emails(text, rules, out)
         _find_handles(text, rules, out)
-    if " at " in low or _rare_at_hint(low):
-        _find_obfuscated_emails(scan, rules, out)
+    rare = _rare_at_hint(low)
+    if rare or " at " in low:
+        _find_obfuscated_emails(scan, rules, out, rare)
     # Every messenger link contains one of these.
     if ".me" in low or "whatsapp.com" in low or "instagram.com" in low or "telegram.dog" in low:
         _find_links(text, rules, out)
@@ -803,10 +815,16 @@ def html_to_text(html: str) -> str:
     return _html.unescape(text)
 
 
+def _may_have_labels(text: str) -> bool:
+    """A leading tag or a classification line could be there: three cheap tests, because most
+    messages have neither."""
+    return text.lstrip()[:1] in ("[", "(", "#", "［", "（", "＃") or "lassification" in text or "LASSIFICATION" in text
+
+
 def _labels_in_text(text: str, found: set[str]) -> None:
     text = normalize_text(text)
-    if text.lstrip()[:1] not in ("[", "(", "#") and "lassification" not in text and "LASSIFICATION" not in text:
-        return  # the common case, in three cheap tests
+    if not _may_have_labels(text):
+        return
     pos = 0
     while True:
         m = _LEADING_TAG.match(text, pos)
@@ -826,6 +844,8 @@ def labels_in(text: str, html: str | None, content_labels: Iterable[str] = ()) -
     tags ('[restricted] ...', '#internal-only ...'), a 'classification: ...' line, and labels
     given explicitly (e.g. the event's ``net.houseline.labels``). The caller intersects them
     with the policy's blocked labels."""
+    if not content_labels and not html and not _may_have_labels(text or ""):
+        return set()
     found = {normalize_label(label) for label in content_labels if isinstance(label, str)}
     _labels_in_text(text or "", found)
     if html:

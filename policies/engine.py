@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from enum import Enum
 
 from .detectors import (
+    Match,
+    TextScan,
     file_type_of,
     find_card_numbers,
     find_ibans,
     find_personal_contacts,
-    Match,
-    TextScan,
     html_to_text,
     labels_in,
     mask_digits,
@@ -101,7 +101,9 @@ class FileInfo:
 @dataclass(frozen=True)
 class SendOut:
     """An employee's event on its way to the client. ``kind`` is "text", "file", "edit" or
-    "reaction"; for an edit ``text`` is the new text and ``previous_text`` the old one."""
+    "reaction"; for an edit ``text`` is the new text and ``previous_text`` the old one (for the
+    caller's records: the new text is checked in full, as the client sees it whole). An unknown
+    kind is checked like text."""
 
     sender: str
     room: RoomState

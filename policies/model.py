@@ -49,13 +49,15 @@ KNOWN_NETWORKS = ("telegram", "whatsapp")
 ASSIGNMENT_MODES = ("invite", "round_robin", "account_owner", "desk")
 
 _USER_ID = re.compile(r"^@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(?::\d{1,5})?$")
-_SERVER = re.compile(r"^(?=.{1,253}(?::\d{1,5})?$)[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*(?::\d{1,5})?$")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?"
+_SERVER = re.compile(rf"^(?=.{{1,253}}(?::\d{{1,5}})?$){_LABEL}(?:\.{_LABEL})*(?::\d{{1,5}})?$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 _EXTENSION = re.compile(r"^[a-z0-9]{1,12}$")
 _REGION = re.compile(r"^[a-z]{2,3}(?:[-_][a-z0-9]{2,8})?$", re.I)
 _DOMAIN = re.compile(r"^[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?)*$")
 _PHONE_TEXT = re.compile(r"^\+?[0-9 ()./\-]+$")
 _PREFIX = re.compile(r"^\S{1,16}$")
+_REGEX_HOWTO = "write a regular expression in quotes, e.g. '(?i)\\bproject\\s+falcon\\b'"
 #: Strings every custom pattern is tried on; a zero-length match on any means the pattern can
 #: match empty text, which would flag every message.
 _EMPTY_PROBES = ("", " ", "a", "A", "0", "a b", "abc 123 xyz", "\n", "_-.")
@@ -332,7 +334,8 @@ def _parse_teams(r: _Reader, value: Any, roles: Mapping[str, Any]) -> dict[str, 
             continue
         body = r.mapping(path, body, _TEAM_KEYS, f"write it as {key}: {{members: [...], roles: [...]}}")
         members = r.users(f"{path}.members", body.get("members"))
-        team_roles = [r.reference(p, v, roles, "role", "roles") for p, v in r.items(f"{path}.roles", body.get("roles"), "role names")]
+        role_items = r.items(f"{path}.roles", body.get("roles"), "role names")
+        team_roles = [r.reference(p, v, roles, "role", "roles") for p, v in role_items]
         if name is not None:
             teams[name] = Team(name, members, frozenset(x for x in team_roles if x))
     return teams
@@ -455,7 +458,8 @@ def _compile_pattern(r: _Reader, path: str, regex: str) -> re.Pattern[str] | Non
         r.bad(path, "regular expression is too complex; simplify the pattern")
         return None
     if any(m.end() == m.start() for probe in _EMPTY_PROBES for m in compiled.finditer(probe)):
-        r.bad(path, "the pattern can match empty text and would flag every message; make it require at least one character, e.g. replace '*' with '+'")
+        r.bad(path, "the pattern can match empty text and would flag every message; "
+                    "make it require at least one character, e.g. replace '*' with '+'")  # fmt: skip
         return None
     return compiled
 
@@ -473,9 +477,9 @@ def _parse_patterns(r: _Reader, value: Any) -> tuple[CustomPattern, ...]:
             r.bad(f"{p}.name", "missing; give the pattern a name that the notice can show, e.g. 'project codename'")
         elif name is not None and name in names:
             r.bad(f"{p}.name", f"'{name}' is used by another pattern; give each pattern its own name")
-        regex = r.text(f"{p}.regex", body.get("regex"), "write a regular expression in quotes, e.g. '(?i)\\bproject\\s+falcon\\b'")
+        regex = r.text(f"{p}.regex", body.get("regex"), _REGEX_HOWTO)
         if body.get("regex") is None:
-            r.bad(f"{p}.regex", "missing; write a regular expression in quotes, e.g. '(?i)\\bproject\\s+falcon\\b'")
+            r.bad(f"{p}.regex", f"missing; {_REGEX_HOWTO}")
         compiled = _compile_pattern(r, f"{p}.regex", regex) if regex is not None else None
         if name is not None and compiled is not None:
             names.add(name)
@@ -548,7 +552,8 @@ def _parse_assignment(r: _Reader, value: Any, teams: Mapping[str, Team]) -> Assi
                                 "write it as '\"telegram:business:abc\": \"@alice:server\"'").items():  # fmt: skip
         path = f"assignment.account_owners.{key}"
         if not isinstance(key, str) or key.split(":", 1)[0] not in KNOWN_NETWORKS or ":" not in key:
-            r.bad(path, f"not a company account; write it as network:account, e.g. telegram:business:abc (networks: {', '.join(KNOWN_NETWORKS)})")
+            r.bad(path, "not a company account; write it as network:account, e.g. telegram:business:abc "
+                        f"(networks: {', '.join(KNOWN_NETWORKS)})")  # fmt: skip
         elif (user := r.user(path, owner)) is not None:
             owners[key] = user
     if mode == "account_owner" and not body.get("account_owners"):
@@ -570,7 +575,10 @@ def _parse_commands(r: _Reader, value: Any) -> Commands:
 # Putting it together
 
 
-def _memberships(roles: Mapping[str, tuple[str, ...]], teams: Mapping[str, Team]) -> tuple[dict[str, frozenset[str]], dict[str, frozenset[str]]]:
+_Memberships = dict[str, frozenset[str]]
+
+
+def _memberships(roles: Mapping[str, tuple[str, ...]], teams: Mapping[str, Team]) -> tuple[_Memberships, _Memberships]:
     """user → roles (explicit and via teams) and user → teams."""
     user_roles: dict[str, set[str]] = {}
     user_teams: dict[str, set[str]] = {}
@@ -606,7 +614,8 @@ def parse_policy(data: dict[str, Any] | None, *, local_domain: str) -> Policy:
     :class:`PolicyError` with every problem. ``None`` or ``{}``: everything allowed."""
     r = _Reader(local_domain)
     if data is not None and not isinstance(data, dict):
-        raise PolicyError([f"policies: expected a mapping of keys, got {_kind(data)}; the allowed keys are {', '.join(_TOP_KEYS)}"])
+        allowed = ", ".join(_TOP_KEYS)
+        raise PolicyError([f"policies: expected a mapping of keys, got {_kind(data)}; the allowed keys are {allowed}"])
     data = r.mapping("", data or {}, _TOP_KEYS, "")
     admins = r.users("admins", data.get("admins"))
     observers = r.users("observers", data.get("observers"))
@@ -614,7 +623,8 @@ def parse_policy(data: dict[str, Any] | None, *, local_domain: str) -> Policy:
     teams = _parse_teams(r, data.get("teams"), roles)
     default_role = None
     if data.get("default_role") is not None:
-        default_role = r.reference("default_role", data["default_role"], roles, "role", "roles (an empty list is fine: 'staff: []')")
+        section = "roles (an empty list is fine: 'staff: []')"
+        default_role = r.reference("default_role", data["default_role"], roles, "role", section)
     join = _parse_join(r, data.get("join"), roles, teams, default_role)
     sharing = _parse_sharing(r, data.get("sharing"))
     disclaimers = _parse_disclaimers(r, data.get("disclaimers"))

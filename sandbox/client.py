@@ -17,6 +17,7 @@ class SandboxClient:
     first_name: str
     last_name: str | None = None
     username: str | None = None
+    language_code: str | None = None
 
     async def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
@@ -32,6 +33,8 @@ class SandboxClient:
             body["last_name"] = self.last_name
         if self.username:
             body["username"] = self.username
+        if self.language_code:
+            body["language_code"] = self.language_code
         return body
 
     async def say(self, text: str, *, entities: list[dict[str, Any]] | None = None, reply_to: int | None = None) -> dict[str, Any]:
