@@ -15,12 +15,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import policies
 from bridge.bridge import Bridge
 from bridge.devstack import DevStack, start_dev_stack
 from bridge.logs import setup_logging
 from sandbox.client import SandboxClient
 
 CLIENT_ID = 4242001
+#: The demo runs with the example policy: every rule kind on, with sensible defaults.
+EXAMPLE_POLICY = Path(policies.__file__).resolve().parent / "example.yaml"
 HELLO = "Hello! I'd like to talk about my portfolio."
 ANSWER = "Hello Dana, happy to help. When would suit you for a call?"
 
@@ -32,7 +35,7 @@ async def run_demo(*, once: bool, workdir: Path | None) -> int:
     if workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="houseline-demo-")
         workdir = Path(tmp.name)
-    stack = await start_dev_stack(workdir)
+    stack = await start_dev_stack(workdir, policy_file=EXAMPLE_POLICY)
     bridge = Bridge(stack.config, stack.registration)
     try:
         setup_logging("WARNING" if once else "INFO", secrets=(stack.registration.as_token, stack.registration.hs_token, stack.telegram.token))
@@ -89,8 +92,10 @@ def demo_client(stack: DevStack) -> SandboxClient:
 
 def _print_instructions(stack: DevStack, elapsed: float) -> None:
     e = stack.employee
+    admin = stack.extra_employees["admin"]
     print(f"""
 Houseline demo is running (ready in {elapsed:.1f}s). Ctrl-C stops everything.
+Its files (config, policy, store, homeserver) are in {stack.workdir}.
 
 Be the employee: log in to {stack.homeserver.url} with any Matrix client (Element: "Edit" the
 homeserver, then sign in) as {e.user_id} / {e.password}. Accept the invite to
@@ -102,6 +107,12 @@ Be the client (sandbox Telegram):
   curl -s {stack.telegram.url}/client/{CLIENT_ID}/messages      # what the client received
 
 A new client: use another number in place of {CLIENT_ID} and add "first_name" to the JSON.
+
+Be the admin: log in as {admin.user_id} / {admin.password}, start a direct chat with
+@houseline:localhost and send "!hl help". The example policy ({EXAMPLE_POLICY}) is active:
+try sending the client a card number as the employee, or "!hl offboard @employee:localhost
+--to @adviser2:localhost" as the admin. The audit trail:
+  houseline audit show -c {stack.config_path}
 """, flush=True)
 
 

@@ -20,7 +20,7 @@ from sandbox.telegram import TelegramSandbox
 
 DOMAIN = "localhost"
 EMPLOYEE_LOCALPART = "employee"
-COMPANY = "Demo Advisers"
+COMPANY = "Example Advisers"
 
 
 @dataclass

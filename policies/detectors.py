@@ -150,8 +150,8 @@ def _is_card(digits: str) -> bool:
     return 13 <= len(digits) <= 19 and digits[0] != "0" and luhn_valid(digits)
 
 
-_DATE_GROUPS = re.compile(r"(?:19|20)\d\d([.\-/])(?:0?[1-9]|1[0-2])\1(?:0?[1-9]|[12]\d|3[01])")
-_DATE_GROUPS_DMY = re.compile(r"(?:0?[1-9]|[12]\d|3[01])([.\-/])(?:0?[1-9]|1[0-2])\1(?:19|20)\d\d")
+_DATE_GROUPS = re.compile(r"(?<![0-9])(?:19|20)\d\d([.\-/])(?:0?[1-9]|1[0-2])\1(?:0?[1-9]|[12]\d|3[01])(?![0-9])")
+_DATE_GROUPS_DMY = re.compile(r"(?<![0-9])(?:0?[1-9]|[12]\d|3[01])([.\-/])(?:0?[1-9]|1[0-2])\1(?:19|20)\d\d(?![0-9])")
 
 
 def _date_breaks(run: str, groups: list[re.Match[str]]) -> set[int]:
@@ -209,12 +209,28 @@ def find_card_numbers(text: str | TextScan) -> list[Match]:
             continue
         for m in _CARD_RUN.finditer(text, c_start, c_end):
             start, end = m.span()
-            if start and (text[start - 1] == "+" or text[start - 1].isalnum()):
-                continue
+            if start and text[start - 1] == "+":
+                continue  # an international phone number
+            # A group glued to a letter belongs to a code ("ID4111..."), not to a card.
+            if start and text[start - 1].isalnum():
+                start = _after_first_group(text, start, end)
             if end < len(text) and text[end].isalnum():
-                continue
-            _cards_in_run(m.group(), start, out)
+                end = _before_last_group(text, start, end)
+            if end - start >= 13:
+                _cards_in_run(text[start:end], start, out)
     return out
+
+
+def _after_first_group(text: str, start: int, end: int) -> int:
+    while start < end and text[start].isdigit():
+        start += 1
+    return start + 1  # past the separator
+
+
+def _before_last_group(text: str, start: int, end: int) -> int:
+    while end > start and text[end - 1].isdigit():
+        end -= 1
+    return end - 1  # before the separator
 
 
 # --------------------------------------------------------------------------------------------
