@@ -39,6 +39,7 @@ class Bridge:
             id=config.appservice.id,
             log=logging.getLogger("mau.as"),
             bridge_name="houseline",
+            verify_ssl=config.homeserver.verify_tls,
         )
         self.connectors: dict[str, Connector] = {}
         if config.telegram.enabled:

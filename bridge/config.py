@@ -60,6 +60,9 @@ class ConfigError(Exception):
 class HomeserverConfig:
     url: str
     domain: str
+    #: Check the homeserver's TLS certificate (switch off only for a local test homeserver with a
+    #: self-signed certificate).
+    verify_tls: bool = True
 
 
 @dataclass(frozen=True)
@@ -356,6 +359,7 @@ def parse_config(data: Any, *, path: Path | None = None) -> Config:
             r.problems.append(f"{key}: unknown section; the sections are {', '.join(sorted(known_sections))}")
 
     hs_url = r.url("homeserver.url")
+    verify_tls = r.boolean("homeserver.verify_tls", True)
     domain = r.string("homeserver.domain")
     if domain and not re.fullmatch(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9a-fA-F:.]+\](:[0-9]{1,5})?", domain):
         r.problems.append(f"homeserver.domain: '{domain}' is not a server name; use a host name like example.com (no scheme, no path)")
@@ -477,7 +481,7 @@ def parse_config(data: Any, *, path: Path | None = None) -> Config:
     if not reg_path.is_absolute():
         reg_path = base / reg_path
     return Config(
-        homeserver=HomeserverConfig(url=hs_url, domain=domain),
+        homeserver=HomeserverConfig(url=hs_url, domain=domain, verify_tls=verify_tls),
         appservice=AppserviceConfig(
             host=host,
             port=port,

@@ -83,7 +83,10 @@ class PolicyBot:
 
     def initial_state(self) -> list[dict[str, Any]]:
         """Server ACL: the company's homeserver and the allowlisted partners, nobody else."""
-        allowed = [self.config.homeserver.domain, *self.policy.join.allowed_servers]
+        # The specification matches ACL entries against host names without the port, Synapse
+        # against the whole server name: list both forms so either reading allows exactly these.
+        names = [self.config.homeserver.domain, *sorted(self.policy.join.allowed_servers)]
+        allowed = list(dict.fromkeys(form for name in names for form in (name, _host(name))))
         ip_literals = any(_is_ip_literal(s) for s in allowed)
         return [{
             "type": "m.room.server_acl",
@@ -230,6 +233,13 @@ class PolicyBot:
             content["body"] += " (" + ", ".join(mention) + ")"
         kwargs = {"txn_id": txn} if txn else {}
         return await self.bot.send_message_event(room_id, EventType.ROOM_MESSAGE, content, **kwargs)
+
+
+def _host(server: str) -> str:
+    """The server name without its port (IPv6 literals keep their brackets)."""
+    if server.startswith("["):
+        return server[: server.index("]") + 1] if "]" in server else server
+    return server.rsplit(":", 1)[0] if server.count(":") == 1 else server
 
 
 def _is_ip_literal(server: str) -> bool:

@@ -199,8 +199,9 @@ def _cards_in_run(run: str, offset: int, out: list[Match]) -> None:
 
 def find_card_numbers(text: str | TextScan) -> list[Match]:
     """Luhn-valid payment card numbers of 13–19 digits, written solid or with single spaces,
-    dashes or dots between digit groups. A run preceded by '+' is a phone number, and digits
-    that are part of a longer digit string are never reported on their own."""
+    dashes or dots between digit groups. Up to 15 digits after a '+' are a phone number, and
+    digits that are part of a longer digit string (or glued to letters) are never reported on
+    their own."""
     scan = scan_text(text)
     text = scan.text
     out: list[Match] = []
@@ -209,10 +210,12 @@ def find_card_numbers(text: str | TextScan) -> list[Match]:
             continue
         for m in _CARD_RUN.finditer(text, c_start, c_end):
             start, end = m.span()
-            if start and text[start - 1] == "+":
-                continue  # an international phone number
-            # A group glued to a letter belongs to a code ("ID4111..."), not to a card.
-            if start and text[start - 1].isalnum():
+            before = text[start - 1] if start else ""
+            if before == "+" and sum(map(len, _GROUP.findall(m.group()))) <= 15:
+                continue  # an international phone number (they have at most 15 digits)
+            # A first group after '+' or glued to a letter is a country code or part of a code
+            # ("ID4111..."), a last group glued to a letter too: neither is part of a card.
+            if before == "+" or before.isalnum():
                 start = _after_first_group(text, start, end)
             if end < len(text) and text[end].isalnum():
                 end = _before_last_group(text, start, end)

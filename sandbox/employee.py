@@ -32,11 +32,13 @@ class Employee:
     device_id: str
     #: Join every invite as it arrives, as an employee who answers new clients would.
     auto_join: bool = False
+    #: TLS settings for a homeserver with a self-signed certificate (LocalHomeserver.client_ssl).
+    ssl: Any = field(default=None, repr=False)
     invites: dict[str, float] = field(default_factory=dict)
     events: list[SeenEvent] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.client = AsyncClient(self.homeserver_url, self.user_id)
+        self.client = AsyncClient(self.homeserver_url, self.user_id, ssl=self.ssl)
         self.client.access_token = self.access_token
         self.client.user_id = self.user_id
         self.client.device_id = self.device_id

@@ -339,7 +339,8 @@ def test_labels_in_normalises() -> None:
     "text",
     ["my card: 4111 1111 1111 1111", "4111-1111-1111-1111", "4111.1111.1111.1111", "4111111111111111",
      "Amex 3782 822463 10005.", "5500-0000-0000-0004 exp 12/27", "ref 12 4111 1111 1111 1111",
-     "４１１１ １１１１ １１１１ １１１１"],
+     "４１１１ １１１１ １１１１ １１１１", "4111 1111 1111 1111 0A", "+1 4111 1111 1111 1111",
+     "2026-11-23 4111 1111 1111 1111"],
 )  # fmt: skip
 def test_card_numbers_are_refused(text: str) -> None:
     d = send(text)
@@ -357,7 +358,7 @@ def test_card_reason_masks_the_number() -> None:
 @pytest.mark.parametrize(
     "text",
     ["4111 1111 1111 1112", "1234567890123", "12345" + "4111111111111111", "4111111111111111" + "0",
-     "+4111111111111111", "0000 0000 0000 0000"],
+     "+4111111111111111", "0000 0000 0000 0000", "ID4111111111111111", "+49 151 2345 6789 01"],
 )  # fmt: skip
 def test_not_card_numbers(text: str) -> None:
     assert find_card_numbers(text) == []
@@ -650,9 +651,10 @@ def test_join_and_command_never_raise(user: str, command: str) -> None:
 
 
 @FAST
-@given(words=st.lists(st.sampled_from(["hello", "meeting", "at", "the", "office", "portfolio", "Thursday", "dot",
-                                       "com", "see", "you", "soon", "thanks", ",", "."]), max_size=40))  # fmt: skip
+@given(words=st.lists(st.sampled_from(["hello", "meeting", "at", "the", "office", "portfolio", "Thursday", "me",
+                                       "see", "you", "soon", "thanks", "call", "write", ","]), max_size=40))  # fmt: skip
 def test_prose_without_digits_or_addresses_is_allowed(words: list[str]) -> None:
+    # ("dot" and top-level domains are left out: "hello at hello dot at" *is* an address.)
     assert send(" ".join(words)).verdict is Verdict.ALLOW
 
 
