@@ -255,3 +255,33 @@ def test_example_webhook_block_documents_the_defaults() -> None:
     webhook = parse_config(data).telegram.webhook
     defaults = parse_config(with_webhook()).telegram.webhook
     assert webhook == defaults
+
+
+def _key_paths(node, prefix: str = "") -> set[str]:
+    if not isinstance(node, dict):
+        return set()
+    paths = set()
+    for key, value in node.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        paths.add(path)
+        if key not in ("roles", "teams", "networks", "regions", "account_owners"):
+            paths |= _key_paths(value, path)
+    return paths
+
+
+def test_config_example_documents_every_policy_key_of_the_example_policy() -> None:
+    inline = yaml.safe_load((ROOT / "config.example.yaml").read_text())["policies"]
+    standalone = yaml.safe_load((ROOT / "policies" / "example.yaml").read_text())
+    assert _key_paths(inline) == _key_paths(standalone)
+
+
+def test_policy_problems_name_their_path_under_policies(tmp_path: Path) -> None:
+    data = minimal()
+    data["policies"] = {"sharing": {"custom_patterns": [{"name": "x", "regex": "(unclosed"}]}, "admins": ["bob"]}
+    problems = problems_for(data)
+    assert any(p.startswith("policies.sharing.custom_patterns[0].regex:") for p in problems), problems
+    assert any(p.startswith("policies.admins[0]:") for p in problems), problems
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text("join: {max_external: -1}\n")
+    data["policies"] = {"file": str(policy_file)}
+    assert any(p.startswith("policies.file") and "join.max_external" in p for p in problems_for(data))

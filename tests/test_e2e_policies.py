@@ -212,3 +212,31 @@ async def test_audit_trail_verifies_and_detects_tampering(stack: DevStack, polic
     broken = subprocess.run([*cmd, "verify", *config], capture_output=True, text=True, timeout=60)
     assert broken.returncode == 1
     assert f"BROKEN at entry {seq}" in broken.stdout
+
+
+async def test_round_robin_assignment_takes_turns(stack: DevStack, policy_bridge: BridgeProcess, employee: Employee, staff, new_client) -> None:
+    admin, adviser2 = staff["admin"], staff["adviser2"]
+    policy = yaml.safe_load(policy_bridge.policy_path.read_text())
+    policy["assignment"]["mode"] = "round_robin"
+    policy_bridge.policy_path.write_text(yaml.safe_dump(policy))
+    dm = await open_dm(admin)
+    await command(admin, dm, "!hl policy reload", "reloaded")
+
+    rooms = []
+    for name in ("Rita", "Robin"):
+        client = new_client(name, "Round")
+        await client.say(f"hello from {name}")
+        # The admin asks the bot which room the client's conversation is.
+        await policy_bridge.wait_for_log(f"chat={client.user_id} room=", 30)
+        reply = await command(admin, dm, f"!hl whois {client.user_id}", f"chat {client.user_id}")
+        rooms.append(next(line.split()[1] for line in reply.splitlines() if line.startswith("room !")))
+
+    def invitees(room: str) -> set[str]:
+        return {who for who, person in (("employee", employee), ("adviser2", adviser2)) if room in person.invites}
+
+    async def everyone_invited() -> bool:
+        return all(invitees(r) for r in rooms)
+
+    await eventually(everyone_invited, "the assignees' invites")
+    assert [len(invitees(r)) for r in rooms] == [1, 1]
+    assert invitees(rooms[0]) != invitees(rooms[1])  # one each, in turn
