@@ -15,6 +15,7 @@ from bridge.store import Store
 from policies.audit import GENESIS, AuditEntry, seal
 
 log = logging.getLogger("houseline.audit")
+_APPEND_ATTEMPTS = 5
 
 
 class AuditLog:
@@ -26,12 +27,20 @@ class AuditLog:
         self, *, actor: str, action: str, subject: str, verdict: str = "", rule: str = "", **details: Any
     ) -> AuditEntry:
         async with self._lock:
-            last = await self.store.last_audit()
-            seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
-            entry = seal(AuditEntry(
-                seq=seq, ts_ms=int(time.time() * 1000), actor=actor, action=action, subject=subject,
-                verdict=verdict, rule=rule, details=details, prev_hash=prev,
-            ))
-            await self.store.add_audit(entry)
+            for attempt in range(_APPEND_ATTEMPTS):
+                last = await self.store.last_audit()
+                seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+                entry = seal(AuditEntry(
+                    seq=seq, ts_ms=int(time.time() * 1000), actor=actor, action=action, subject=subject,
+                    verdict=verdict, rule=rule, details=details, prev_hash=prev,
+                ))
+                try:
+                    await self.store.add_audit(entry)
+                    break
+                except Exception as e:
+                    # Another process (a CLI command beside the running bridge) appended entry
+                    # `seq` first: link to it instead. The primary key keeps the chain single.
+                    if "unique" not in str(e).lower() or attempt == _APPEND_ATTEMPTS - 1:
+                        raise
         log.info("event=audit seq=%d action=%s actor=%s subject=%s verdict=%s rule=%s", seq, action, actor, subject, verdict or "-", rule or "-")
         return entry

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 
 import aiohttp
 from mautrix.errors import MatrixError
@@ -75,7 +76,7 @@ class Bridge:
         portals.initial_state = self.policy_bot.initial_state
         portals.on_created = self.policy_bot.portal_created
         self.portals = portals
-        self.commands = Commands(self.policy_bot, self._reload_policy)
+        self.commands = Commands(self.policy_bot, self._reload_policy, self._export)
         self.inbound = Inbound(
             self.store, portals, ghosts, {n: c.display_name for n, c in self.connectors.items()},
             after_message=self.policy_bot.ensure_disclaimer,
@@ -110,6 +111,20 @@ class Bridge:
             return None, [p for p in e.problems if p.startswith("policies")] or e.problems
         log.info("event=policy_reloaded")
         return fresh.policy, []
+
+    async def _export(self, portal, fmt: str) -> str:
+        """An admin's ``!hl export``: written under exports/ next to the config."""
+        from bridge.record.export import ExportScope, run_export
+
+        base = self.config.path.parent if self.config.path else Path.cwd()
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        out = base / "exports" / f"{stamp}-{portal.network}-{portal.chat_id}-{fmt}"
+        result = await run_export(
+            self.config, as_token=self.registration.as_token, store=self.store,
+            scope=ExportScope(rooms=(portal.room_id,)), fmt=fmt, out_dir=out, audit=self.audit,
+        )
+        log.info("event=export_written room=%s events=%d path=%s", portal.room_id, result.events, out)
+        return str(out)
 
     async def _on_events(self, events: list[dict]) -> None:
         """Policy first (membership, commands), then what goes to clients."""

@@ -130,6 +130,131 @@ async def _audit(config: Config, what: str, limit: int | None) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from bridge.record.export import ExportError, ExportScope, parse_time, run_export, terminal_progress
+
+    if args.words:
+        if len(args.words) != 2 or args.words[0] != "verify":
+            print("usage: houseline export verify DIR", file=sys.stderr)
+            return EXIT_CONFIG
+        from bridge.record.manifest import verify_export
+
+        result = verify_export(Path(args.words[1]))
+        if result.ok:
+            print(f"export OK: {result.files_checked} files and {result.events_checked} events match the manifest")
+            return 0
+        print(f"export FAILED verification: {result.problem}")
+        return 1
+    if not (args.room or args.client or args.all):
+        print("export: say what to export: --room ROOM_ID, --client CLIENT_ID or --all", file=sys.stderr)
+        return EXIT_CONFIG
+    if not args.output:
+        print("export: -o DIR is required (a new or empty directory)", file=sys.stderr)
+        return EXIT_CONFIG
+    config = _load(args.config)
+    try:
+        registration = load_registration(config.appservice.registration)
+        scope = ExportScope(
+            rooms=tuple(args.room or ()), clients=tuple(args.client or ()), everything=args.all,
+            since_ms=parse_time(args.since, "since"), until_ms=parse_time(args.until, "until"),
+        )
+    except (RegistrationError, ExportError) as e:
+        print(f"export: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    async def go() -> int:
+        from bridge.store import Store
+
+        store = Store(config.database.url)
+        await store.start()
+        progress = terminal_progress()
+        try:
+            result = await run_export(
+                config, as_token=registration.as_token, store=store, scope=scope, fmt=args.format,
+                out_dir=Path(args.output), progress=progress,
+            )
+        except ExportError as e:
+            print(f"export: {e}", file=sys.stderr)
+            return EXIT_CONFIG
+        finally:
+            await store.stop()
+            if progress:
+                sys.stderr.write("\n")
+        rate = result.events / result.seconds if result.seconds else 0
+        print(f"exported {result.rooms} conversation(s), {result.events} events to {result.out_dir} in {result.seconds:.2f}s ({rate:.0f} events/s)")
+        return 0
+
+    return asyncio.run(go())
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    try:
+        registration = load_registration(config.appservice.registration)
+    except RegistrationError as e:
+        print(f"registration: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.purge and args.record_command != "expired":
+        print("record: --purge goes with 'expired'", file=sys.stderr)
+        return EXIT_CONFIG
+    admin_token = None
+    if args.purge:
+        token_file = args.admin_token_file
+        if not token_file:
+            print("record expired --purge: give --admin-token-file, a file holding a homeserver admin's access token", file=sys.stderr)
+            return EXIT_CONFIG
+        try:
+            admin_token = Path(token_file).read_text(encoding="utf-8").strip()
+        except OSError as e:
+            print(f"record: cannot read {token_file}: {e.strerror}", file=sys.stderr)
+            return EXIT_CONFIG
+    return asyncio.run(_record(config, registration, args, admin_token))
+
+
+async def _record(config: Config, registration, args: argparse.Namespace, admin_token: str | None) -> int:
+    from bridge.audit_log import AuditLog
+    from bridge.record.check import check_room
+    from bridge.record.reader import HomeserverReader
+    from bridge.record.retention import DAY_MS, expired, purge_room
+    from bridge.store import Store
+
+    store = Store(config.database.url)
+    await store.start()
+    try:
+        async with HomeserverReader(config.homeserver.url, registration.as_token, config.bot_mxid, config.homeserver.verify_tls) as reader:
+            if args.record_command == "check":
+                portals = [p for p in await store.all_portals() if not args.room or p.room_id in args.room]
+                if args.room and len(portals) != len(set(args.room)):
+                    print("record check: some --room is not a client conversation", file=sys.stderr)
+                    return EXIT_CONFIG
+                problems = events = 0
+                for portal in portals:
+                    result = await check_room(reader, store, portal, bot=config.bot_mxid, is_ghost=config.ghost_namer().is_ghost, command_prefix=config.policy.commands.prefix)
+                    events += result.events
+                    for problem in result.problems:
+                        print(f"{portal.name} ({portal.room_id}): {problem}")
+                    problems += len(result.problems)
+                print(f"record check: {len(portals)} conversation(s), {events} events, {problems} problem(s)")
+                return 1 if problems else 0
+            now = int(time.time() * 1000)
+            found = await expired(reader, store, config.policy, now)
+            for item in found:
+                age = (now - item.last_activity_ms) // DAY_MS
+                print(f"{item.portal.name} ({item.portal.room_id}): last activity {age} days ago, retention {item.retention_days} days")
+            print(f"record expired: {len(found)} conversation(s) past retention and not on legal hold")
+            if not args.purge:
+                return 0
+            audit = AuditLog(store)
+            for item in found:
+                await audit.record(actor="houseline-cli", action="record.purge", subject=item.portal.room_id, verdict="allow", rule="retention", days=item.retention_days)
+                delete_id = await purge_room(config.homeserver.url, admin_token or "", item.portal.room_id, verify_tls=config.homeserver.verify_tls)
+                await store.delete_portal(item.portal.room_id)
+                print(f"purged {item.portal.room_id} (homeserver delete id {delete_id})")
+            return 0
+    finally:
+        await store.stop()
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from bridge.demo import run_demo
 
@@ -158,6 +283,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", default="config.yaml")
     p.add_argument("--limit", type=int, default=None, help="show: only the last N entries")
     p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("export", help="export conversations (jsonl, eml, html) with a verifiable manifest; or: export verify DIR")
+    p.add_argument("-c", "--config", default="config.yaml")
+    p.add_argument("--room", action="append", help="a portal's room id (repeatable)")
+    p.add_argument("--client", action="append", help="a client's chat id on its network (repeatable)")
+    p.add_argument("--all", action="store_true", help="every client conversation")
+    p.add_argument("--since", help="only events from this date/time on (UTC unless a zone is given)")
+    p.add_argument("--until", help="only events before this date/time")
+    p.add_argument("--format", default="jsonl", choices=["jsonl", "eml", "html"])
+    p.add_argument("-o", "--output", help="a new or empty directory")
+    p.add_argument("words", nargs="*", metavar="verify DIR", help="recompute every hash of an export and name the first difference")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("record", help="check the record against the message map, or list/purge what is past retention")
+    p.add_argument("record_command", choices=["check", "expired"])
+    p.add_argument("-c", "--config", default="config.yaml")
+    p.add_argument("--room", action="append", help="check: only this portal (repeatable)")
+    p.add_argument("--purge", action="store_true", help="expired: delete them through the homeserver's admin API")
+    p.add_argument("--admin-token-file", help="expired --purge: a file holding a homeserver admin's access token")
+    p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("demo", help="local homeserver + sandbox Telegram + bridge, ready to try")
     p.add_argument("--once", action="store_true", help="run the scripted round trip, print it and exit")

@@ -34,7 +34,7 @@ USAGE = {
     "policy": "policy show | policy test <text> | policy reload",
     "hold": "hold <room id | client id | here> — place a conversation under legal hold",
     "release": "release <room id | client id | here> — lift a legal hold",
-    "export": "export <room id | client id | here> — export a conversation",
+    "export": "export <room id | client id | here> [html|eml|jsonl] — export a conversation with a verifiable manifest",
 }
 
 
@@ -50,9 +50,15 @@ class CommandContext:
 
 
 class Commands:
-    def __init__(self, policy_bot: PolicyBot, reload_policy: Callable[[], Awaitable[tuple[Policy | None, list[str]]]]) -> None:
+    def __init__(
+        self,
+        policy_bot: PolicyBot,
+        reload_policy: Callable[[], Awaitable[tuple[Policy | None, list[str]]]],
+        export: Callable[[PortalRow, str], Awaitable[str]] | None = None,
+    ) -> None:
         self.pb = policy_bot
         self.reload_policy = reload_policy
+        self.export = export
 
     @property
     def prefix(self) -> str:
@@ -277,7 +283,15 @@ class Commands:
 
     async def cmd_export(self, ctx: CommandContext, args: list[str]) -> str:
         portal = await self._portal_arg(ctx, args[0] if args else None)
-        return f"Export of {portal.name} is not yet available in this version; it comes with the record milestone."
+        fmt = args[1].lower() if len(args) > 1 else "html"
+        if fmt not in ("html", "eml", "jsonl") or len(args) > 2:
+            raise UsageError(f"“{fmt}” is not a format.")
+        if self.export is None:
+            return "Exports are not available in this bridge."
+        await self.reply(ctx, f"Exporting {portal.name} as {fmt}…")
+        where = await self.export(portal, fmt)
+        await self.pb.audit.record(actor=ctx.sender, action="export", subject=portal.room_id, verdict="allow", rule="commands.admin", format=fmt, path=where)
+        return f"Exported {portal.name} ({fmt}) to {where} on the bridge's machine. Check it with: houseline export verify {where}"
 
 
 def describe_policy(policy: Policy) -> str:

@@ -46,6 +46,7 @@ async def run_demo(*, once: bool, workdir: Path | None) -> int:
             "homeserver": stack.homeserver.url,
             "employee": {"user_id": stack.employee.user_id, "password": stack.employee.password},
             "sandbox": {"telegram": stack.telegram.url, "telegram_bot_token": stack.telegram.token},
+            "config": str(stack.config_path),
         }), flush=True)
         if once:
             return await _round_trip(stack, t0)

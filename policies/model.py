@@ -65,7 +65,8 @@ _MAX_FILE_MB = 100_000
 _MAX_EXTERNAL = 1000
 
 _TOP_KEYS = ("admins", "observers", "roles", "teams", "default_role", "join", "sharing", "disclaimers",
-             "assignment", "commands")  # fmt: skip
+             "assignment", "commands", "retention")  # fmt: skip
+_RETENTION_KEYS = ("default", "networks")
 _TEAM_KEYS = ("members", "roles")
 _JOIN_KEYS = ("allowed_roles", "allowed_teams", "allowed_servers", "max_external", "senior_role")
 _SHARING_KEYS = ("max_file_mb", "blocked_file_types", "blocked_labels", "card_numbers", "ibans",
@@ -75,6 +76,17 @@ _PATTERN_KEYS = ("name", "regex")
 _DISCLAIMER_KEYS = ("default", "networks", "regions")
 _ASSIGNMENT_KEYS = ("mode", "team", "desk", "account_owners")
 _COMMAND_KEYS = ("prefix",)
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long client conversations are kept, in days (None: for ever). Legal holds win."""
+
+    default_days: int | None = None
+    networks: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+
+    def days_for(self, network: str) -> int | None:
+        return self.networks.get(network, self.default_days)
 
 
 class PolicyError(Exception):
@@ -182,6 +194,7 @@ class Policy:
     disclaimers: Disclaimers = Disclaimers()
     assignment: Assignment = Assignment()
     commands: Commands = Commands()
+    retention: Retention = Retention()
     user_roles: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
     user_teams: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -562,6 +575,41 @@ def _parse_assignment(r: _Reader, value: Any, teams: Mapping[str, Team]) -> Assi
     return Assignment(mode=mode, team=team, desk=desk, account_owners=MappingProxyType(owners))
 
 
+_PERIOD = re.compile(r"^\s*(\d{1,5})\s*(d|days?|y|years?)\s*$", re.IGNORECASE)
+
+
+def _period_days(r: _Reader, path: str, value: Any) -> int | None:
+    """``2555``, ``"7y"``, ``"7 years"``, ``"90 days"`` → days (a year counts 366 days, so a
+    period in years is never cut short)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 100_000:
+        return value
+    match = _PERIOD.match(value) if isinstance(value, str) else None
+    if match is None or int(match.group(1)) == 0:
+        r.bad(path, f"{_kind(value)} is not a retention period; write a number of days (e.g. 2555) or years (e.g. \"7y\")")
+        return None
+    amount = int(match.group(1))
+    return amount * 366 if match.group(2).lower().startswith("y") else amount
+
+
+def _parse_retention(r: _Reader, value: Any) -> Retention:
+    body = r.mapping("retention", value, _RETENTION_KEYS, "write it as 'retention: {default: 7y, networks: {telegram: 6y}}'")
+    default = _period_days(r, "retention.default", body["default"]) if body.get("default") is not None else None
+    networks: dict[str, int] = {}
+    raw = body.get("networks") or {}
+    if not isinstance(raw, dict):
+        r.bad("retention.networks", f"expected a mapping of network -> period, got {_kind(raw)}")
+        raw = {}
+    for network, period in raw.items():
+        path = f"retention.networks.{network}"
+        if network not in KNOWN_NETWORKS:
+            r.bad(path, f"unknown network; use one of {', '.join(KNOWN_NETWORKS)}")
+            continue
+        days = _period_days(r, path, period)
+        if days is not None:
+            networks[network] = days
+    return Retention(default_days=default, networks=MappingProxyType(networks))
+
+
 def _parse_commands(r: _Reader, value: Any) -> Commands:
     body = r.mapping("commands", value, _COMMAND_KEYS, "write it as 'commands: {prefix: \"!hl\"}'")
     prefix = body.get("prefix", "!hl")
@@ -630,6 +678,7 @@ def parse_policy(data: dict[str, Any] | None, *, local_domain: str) -> Policy:
     disclaimers = _parse_disclaimers(r, data.get("disclaimers"))
     assignment = _parse_assignment(r, data.get("assignment"), teams)
     commands = _parse_commands(r, data.get("commands"))
+    retention = _parse_retention(r, data.get("retention"))
     if r.problems:
         raise PolicyError(r.problems)
     user_roles, user_teams = _memberships(roles, teams)
@@ -645,6 +694,7 @@ def parse_policy(data: dict[str, Any] | None, *, local_domain: str) -> Policy:
         disclaimers=disclaimers,
         assignment=assignment,
         commands=commands,
+        retention=retention,
         user_roles=MappingProxyType(user_roles),
         user_teams=MappingProxyType(user_teams),
     )

@@ -107,6 +107,13 @@ class Store:
         rows = await self.db.fetch(f"SELECT {_PORTAL_COLUMNS} FROM portal ORDER BY created_at")
         return [_portal(r) for r in rows]
 
+    async def delete_portal(self, room_id: str) -> None:
+        """After a retention purge: the room is gone; the message map keeps its rows no longer."""
+        async with self.db.acquire() as conn, conn.transaction():
+            await conn.execute("DELETE FROM message WHERE room_id=$1", room_id)
+            await conn.execute("DELETE FROM reaction WHERE room_id=$1", room_id)
+            await conn.execute("DELETE FROM portal WHERE room_id=$1", room_id)
+
     async def set_portal_flag(self, room_id: str, flag: str, value: bool) -> None:
         if flag not in ("disclaimer_sent", "legal_hold"):
             raise ValueError(flag)
@@ -235,6 +242,10 @@ class Store:
         rows = await self.db.fetch(
             f"SELECT {_MESSAGE_COLUMNS} FROM message WHERE event_id=$1 ORDER BY created_at, remote_id", event_id
         )
+        return [_message(r) for r in rows]
+
+    async def messages_of_room(self, room_id: str) -> list[MessageLink]:
+        rows = await self.db.fetch(f"SELECT {_MESSAGE_COLUMNS} FROM message WHERE room_id=$1 ORDER BY created_at", room_id)
         return [_message(r) for r in rows]
 
     async def add_message(self, link: MessageLink) -> None:
