@@ -237,6 +237,14 @@ async def _record(config: Config, registration, args: argparse.Namespace, admin_
                 print(f"record check: {len(portals)} conversation(s), {events} events, {problems} problem(s)")
                 return 1 if problems else 0
             now = int(time.time() * 1000)
+            if args.as_of:
+                from bridge.record.export import ExportError, parse_time
+
+                try:
+                    now = parse_time(args.as_of, "as-of") or now
+                except ExportError as e:
+                    print(f"record: {e}", file=sys.stderr)
+                    return EXIT_CONFIG
             found = await expired(reader, store, config.policy, now)
             for item in found:
                 age = (now - item.last_activity_ms) // DAY_MS
@@ -302,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--room", action="append", help="check: only this portal (repeatable)")
     p.add_argument("--purge", action="store_true", help="expired: delete them through the homeserver's admin API")
     p.add_argument("--admin-token-file", help="expired --purge: a file holding a homeserver admin's access token")
+    p.add_argument("--as-of", help="expired: judge ages as of this date instead of now (e.g. to plan a purge)")
     p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("demo", help="local homeserver + sandbox Telegram + bridge, ready to try")

@@ -159,3 +159,55 @@ async def test_admin_exports_from_the_bot(stack: DevStack, bridge: BridgeProcess
     assert houseline("export", "verify", where).returncode == 0
     lines = (Path(where) / "events.jsonl").read_text()
     assert "please keep this" in lines
+
+
+async def test_retention_lists_and_purges_only_what_is_expired_and_not_held(stack: DevStack, employee: Employee, staff, new_client, tmp_path: Path) -> None:
+    """Its own bridge and store (so the purge touches only its portals)."""
+    import yaml
+
+    from tests.support import open_dm
+
+    config = yaml.safe_load(stack.config_path.read_text())
+    config["database"] = {"url": f"sqlite:{tmp_path / 'retention.db'}"}
+    path = stack.config_path.with_name(f"config-{tmp_path.name}.yaml")
+    path.write_text(yaml.safe_dump(config))
+    bridge = BridgeProcess(path)
+    await bridge.start()
+    try:
+        rooms = []
+        for name in ("Old", "Held"):
+            client = new_client(name, "Timer")
+            await client.say(f"{name} conversation")
+            rooms.append((await employee.wait_for_message(f"{name} conversation", sender=f"@telegram_{client.user_id}:localhost")).room_id)
+        admin = staff["admin"]
+        dm = await open_dm(admin)
+        await admin.send_text(dm, f"!hl hold {rooms[1]}")
+        await admin.wait_for_event(lambda e: e.room_id == dm and e.sender == BOT and "Legal hold on" in e.content.get("body", ""), 30, "the hold")
+    finally:
+        assert await bridge.stop() == 0
+
+    args = ["record", "expired", "-c", str(path)]
+    today = houseline(*args)
+    assert today.returncode == 0 and "0 conversation(s) past retention" in today.stdout
+    later = houseline(*args, "--as-of", "2040-01-01")  # beyond the test policy's 6-7 years
+    assert "1 conversation(s) past retention" in later.stdout and rooms[0] in later.stdout and rooms[1] not in later.stdout
+
+    hs_admin = await stack.homeserver.register_user(f"hsadmin{tmp_path.name[-6:]}".lower().replace("_", ""), "pw-" + tmp_path.name, admin=True)
+    token_file = tmp_path / "admin-token"
+    token_file.write_text(hs_admin.access_token)
+    purged = houseline(*args, "--as-of", "2040-01-01", "--purge", "--admin-token-file", str(token_file))
+    assert purged.returncode == 0, purged.stdout + purged.stderr
+    assert f"purged {rooms[0]}" in purged.stdout and rooms[1] not in purged.stdout.split("past retention")[1]
+
+    async def room_gone() -> bool:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(
+                f"{stack.homeserver.url}/_synapse/admin/v1/rooms/{rooms[0]}", headers={"Authorization": f"Bearer {hs_admin.access_token}"}
+            ) as resp:
+                return resp.status == 404
+    from tests.support import eventually
+
+    await eventually(room_gone, "the purged room to be gone", timeout=60)
+    shown = houseline("audit", "show", "-c", str(path)).stdout
+    assert f"record.purge allow [retention] by houseline-cli on {rooms[0]}" in shown
+    assert houseline("record", "expired", "-c", str(path), "--as-of", "2040-01-01").stdout.count("past retention") == 1
