@@ -18,6 +18,7 @@ from bridge.config import Config, ConfigError, load_config
 from bridge.inbound import Inbound
 from bridge.networks.base import Connector
 from bridge.outbound import Outbound
+from bridge.outbox import Outbox
 from bridge.policy_bot import PolicyBot
 from bridge.portals import Portals
 from bridge.store import Store
@@ -86,6 +87,9 @@ class Bridge:
             connectors=self.connectors, portal_config=self.config.portals, policy=self.policy_bot,
         )
         self.policy_bot.release_held = self.outbound.handle_event
+        self.outbox = Outbox(self.store, self.outbound.handle_event)
+        await self.outbox.start()
+        self._started.append("outbox")
         self.az.events_handler = self._on_events
         self.az.ephemeral_handler = self.outbound.handle_ephemeral
         for name, connector in self.connectors.items():
@@ -143,10 +147,10 @@ class Bridge:
             if raw.get("sender") != self.az.bot_mxid and self.commands.is_command(raw):
                 await self.commands.handle(raw, portal)
                 continue
-            if portal is not None:
-                outgoing.append(raw)
-        if outgoing:
-            await self.outbound.handle_events(outgoing)
+            if portal is not None and not self.policy_bot.is_ours(raw["sender"]) and "state_key" not in raw:
+                outgoing.append(raw)  # the bridge's own events never go back out
+        # Durably queued before the homeserver is answered; delivered by the outbox's workers.
+        await self.outbox.enqueue(outgoing)
 
     async def _wait_for_homeserver(self, timeout: float) -> None:
         """The homeserver may start after us (a reboot, a compose file): wait, saying so."""
@@ -170,6 +174,8 @@ class Bridge:
                     await self.connectors[name.split(":", 1)[1]].stop()
                 elif name == "appservice":
                     await self.az.stop()
+                elif name == "outbox":
+                    await self.outbox.stop()
                 elif name == "store":
                     await self.store.stop()
             except Exception:

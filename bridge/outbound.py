@@ -52,9 +52,12 @@ MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    attempts: int = 5
+    """Temporary failures are retried until they pass (order within a chat is kept), with the
+    employee told once after ``notice_after`` attempts; permanent ones end with a notice."""
+
+    notice_after: int = 3
     first_backoff: float = 1.0
-    max_backoff: float = 20.0
+    max_backoff: float = 60.0
 
 
 class Refused(Exception):
@@ -85,20 +88,6 @@ class Outbound:
         self._room_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._typing_sent: dict[str, float] = {}
         self._background: set[asyncio.Task[None]] = set()
-
-    async def handle_events(self, events: list[dict[str, Any]]) -> None:
-        """Entry point for one appservice transaction (raw events, as the homeserver sent them)."""
-        by_room: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for event in events:
-            room_id = event.get("room_id")
-            if isinstance(room_id, str) and isinstance(event.get("event_id"), str) and isinstance(event.get("sender"), str):
-                by_room[room_id].append(event)
-        await asyncio.gather(*(self._handle_room(room, evs) for room, evs in by_room.items()))
-
-    async def _handle_room(self, room_id: str, events: list[dict[str, Any]]) -> None:
-        async with self._room_locks[room_id]:
-            for event in events:
-                await self.handle_event(event)
 
     async def handle_ephemeral(self, edus: list[dict[str, Any]]) -> None:
         """An employee typing in a portal shows as "typing..." to the client (best effort)."""
@@ -157,6 +146,11 @@ class Outbound:
         return user_id == self.az.bot_mxid or self.ghosts.is_ghost(user_id)
 
     async def handle_event(self, raw: dict[str, Any]) -> None:
+        """One employee event (from the outbox, or released from a hold), in room order."""
+        async with self._room_locks[raw["room_id"]]:
+            await self._handle_event(raw)
+
+    async def _handle_event(self, raw: dict[str, Any]) -> None:
         etype = raw.get("type")
         if self._is_ours(raw["sender"]) or "state_key" in raw or (etype not in _CARRIED and etype not in _NOT_CARRIED):
             return
@@ -306,18 +300,23 @@ class Outbound:
             await self._notice(portal, delivery.event_id, f"Not delivered: the {portal.network} connection is not enabled in this bridge.")
             return
         backoff = self.retry.first_backoff
-        for attempt in range(1, self.retry.attempts + 1):
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 receipt = await connector.send(delivery)
                 break
             except DeliveryError as e:
-                if e.permanent or attempt == self.retry.attempts:
+                if e.permanent:
                     log.warning(
-                        "event=outbound_failed room=%s event_id=%s network=%s kind=%s attempts=%d permanent=%s reason=%r",
-                        delivery.room_id, delivery.event_id, portal.network, delivery.kind.value, attempt, e.permanent, e.reason,
+                        "event=outbound_failed room=%s event_id=%s network=%s kind=%s attempts=%d reason=%r",
+                        delivery.room_id, delivery.event_id, portal.network, delivery.kind.value, attempt, e.reason,
                     )
                     await self._notice(portal, delivery.event_id, f"Not delivered to the client: {e.reason}.")
                     return
+                if attempt == self.retry.notice_after:
+                    # Temporary trouble is retried until it passes; the employee is told once.
+                    await self._notice(portal, delivery.event_id, f"Delivery delayed: {e.reason}. Houseline keeps trying; later messages in this conversation wait their turn.")
                 wait = e.retry_after if e.retry_after is not None else backoff + random.random() * 0.2
                 log.info("event=outbound_retry room=%s event_id=%s attempt=%d wait=%.1fs", delivery.room_id, delivery.event_id, attempt, wait)
                 await asyncio.sleep(wait)

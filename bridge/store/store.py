@@ -189,6 +189,36 @@ class Store:
     async def release(self, room_id: str, event_id: str) -> None:
         await self.db.execute("DELETE FROM held WHERE room_id=$1 AND event_id=$2", room_id, event_id)
 
+    # outbox: employees' events waiting to be delivered, in arrival order per room
+
+    async def outbox_add(self, events: list[dict]) -> None:
+        """All or nothing, so a transaction is either fully queued or answered with an error."""
+        now = _now_ms()
+        async with self.db.acquire() as conn, conn.transaction():
+            for i, event in enumerate(events):
+                await conn.execute(
+                    "INSERT INTO outbox (event_id, room_id, event, enqueued_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    event["event_id"], event["room_id"], json.dumps(event), now * 1000 + i,
+                )
+
+    async def outbox_next(self, room_id: str) -> tuple[dict, int] | None:
+        row = await self.db.fetchrow(
+            "SELECT event, attempts FROM outbox WHERE room_id=$1 ORDER BY enqueued_at, event_id LIMIT 1", room_id
+        )
+        return (json.loads(row["event"]), int(row["attempts"])) if row else None
+
+    async def outbox_rooms(self) -> list[str]:
+        return [r["room_id"] for r in await self.db.fetch("SELECT DISTINCT room_id FROM outbox")]
+
+    async def outbox_attempted(self, event_id: str) -> None:
+        await self.db.execute("UPDATE outbox SET attempts = attempts + 1 WHERE event_id=$1", event_id)
+
+    async def outbox_done(self, event_id: str) -> None:
+        await self.db.execute("DELETE FROM outbox WHERE event_id=$1", event_id)
+
+    async def outbox_size(self) -> int:
+        return int(await self.db.fetchval("SELECT COUNT(*) FROM outbox"))
+
     # offboarded employees (refused in portals from then on)
 
     async def add_offboarded(self, user_id: str, successor: str) -> None:

@@ -108,3 +108,17 @@ async def upgrade_v4(conn: Connection, scheme: Scheme) -> None:
     await conn.execute("CREATE TABLE counter (name TEXT PRIMARY KEY, value BIGINT NOT NULL)")
     await conn.execute("ALTER TABLE portal ADD COLUMN disclaimer_sent BOOLEAN NOT NULL DEFAULT false")
     await conn.execute("ALTER TABLE portal ADD COLUMN legal_hold BOOLEAN NOT NULL DEFAULT false")
+
+
+@upgrade_table.register(description="Outbox: employees' events durably queued before the homeserver is answered")
+async def upgrade_v5(conn: Connection, scheme: Scheme) -> None:
+    await conn.execute(
+        """CREATE TABLE outbox (
+            event_id    TEXT PRIMARY KEY,
+            room_id     TEXT NOT NULL,
+            event       TEXT NOT NULL,
+            enqueued_at BIGINT NOT NULL,
+            attempts    INTEGER NOT NULL DEFAULT 0
+        )"""
+    )
+    await conn.execute("CREATE INDEX outbox_room_idx ON outbox (room_id, enqueued_at)")

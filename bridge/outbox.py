@@ -1,0 +1,96 @@
+"""The outbox: an employee's event is stored before the homeserver's transaction is answered,
+then delivered by a worker per room, in order, surviving crashes and restarts.
+
+A worker takes the oldest event of its room, hands it to the outbound pipeline, and deletes it
+only when the pipeline finished with it (delivered, refused with a notice, or failed with a
+notice). If the pipeline raises (the homeserver is down, the store hiccups) the event stays
+first in line and is retried with backoff; other rooms carry on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import Any, Awaitable, Callable
+
+from bridge.store import Store
+
+log = logging.getLogger("houseline.outbox")
+
+Handle = Callable[[dict[str, Any]], Awaitable[None]]
+MAX_BACKOFF_S = 60.0
+
+
+class Outbox:
+    def __init__(self, store: Store, handle: Handle) -> None:
+        self.store = store
+        self.handle = handle
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._wake: dict[str, asyncio.Event] = {}
+        self._stopping = False
+
+    async def start(self) -> None:
+        """Resume whatever was queued when the bridge last stopped."""
+        rooms = await self.store.outbox_rooms()
+        for room_id in rooms:
+            self._ensure_worker(room_id)
+        if rooms:
+            log.info("event=outbox_resumed rooms=%d events=%d", len(rooms), await self.store.outbox_size())
+
+    async def enqueue(self, events: list[dict[str, Any]]) -> None:
+        """Durable once this returns: the homeserver may be answered."""
+        if not events:
+            return
+        await self.store.outbox_add(events)
+        for room_id in {e["room_id"] for e in events}:
+            self._ensure_worker(room_id)
+            self._wake[room_id].set()
+
+    def _ensure_worker(self, room_id: str) -> None:
+        if self._stopping:
+            return
+        self._wake.setdefault(room_id, asyncio.Event())
+        task = self._workers.get(room_id)
+        if task is None or task.done():
+            self._workers[room_id] = asyncio.create_task(self._work(room_id), name=f"outbox-{room_id}")
+
+    async def _work(self, room_id: str) -> None:
+        wake = self._wake[room_id]
+        while not self._stopping:
+            item = await self.store.outbox_next(room_id)
+            if item is None:
+                wake.clear()
+                # Idle workers end; the next enqueue starts a new one.
+                try:
+                    await asyncio.wait_for(wake.wait(), timeout=30)
+                except asyncio.TimeoutError:
+                    if await self.store.outbox_next(room_id) is None:
+                        self._workers.pop(room_id, None)
+                        return
+                continue
+            event, attempts = item
+            try:
+                await self.handle(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                await self.store.outbox_attempted(event["event_id"])
+                delay = min(MAX_BACKOFF_S, 0.5 * 2 ** min(attempts, 7)) + random.random() * 0.2
+                log.warning(
+                    "event=outbox_retry room=%s event_id=%s attempts=%d error=%s retry_in=%.1fs",
+                    room_id, event["event_id"], attempts + 1, type(e).__name__, delay,
+                )
+                await asyncio.sleep(delay)
+                continue
+            await self.store.outbox_done(event["event_id"])
+
+    async def stop(self) -> None:
+        """Stop the workers; an event being delivered stays queued and is redone on restart
+        (the message map makes a finished delivery a no-op then)."""
+        self._stopping = True
+        tasks = list(self._workers.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._workers.clear()
