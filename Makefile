@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-once test install clean
+.PHONY: demo demo-once test faults install clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Houseline needs Python 3.11 or newer: set PYTHON=python3.11")'
@@ -25,6 +25,11 @@ demo-once: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The fault suite alone, at full size; its last line is the summary.
+faults: $(VENV)/.installed
+	@FAULT_MESSAGES=$${FAULT_MESSAGES:-1000} FAULT_CHATS=$${FAULT_CHATS:-20} $(PY) -m pytest tests/test_faults.py -q -s -p no:cacheprovider > .faults.log 2>&1; \
+	status=$$?; grep -v '^ts=' .faults.log | grep -v '^faults:' | tail -5; grep '^faults:' .faults.log | tail -1; exit $$status
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info

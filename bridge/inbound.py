@@ -19,6 +19,7 @@ from typing import Any, Awaitable, Callable
 
 from mautrix.appservice import IntentAPI
 from mautrix.errors import MatrixRequestError
+from mautrix.api import Method, Path
 from mautrix.types import EventType
 
 from bridge import matrix_content as mc
@@ -100,6 +101,7 @@ class Inbound:
         if result is None:
             return
         event_id, has_media = result
+        await self._committed(ctx)
         await self.store.add_message(
             MessageLink(
                 chat.network, chat.account, chat.chat_id, event.message_id, portal.room_id, event_id, "in",
@@ -142,11 +144,39 @@ class Inbound:
         content[REMOTE_KEY] = self._remote(ctx.event)
         if ctx.event.from_account:
             content[REMOTE_KEY]["sent_by_account"] = True
+        chat = ctx.event.chat
+        if not suffix:
+            # A crash between the send and the mapping would post it twice on redelivery (the
+            # homeserver forgets transaction ids when it restarts): mark it first, and when a
+            # marked message comes again, look in the room before sending.
+            if await self.store.get_inflight(chat.network, chat.account, chat.chat_id, ctx.event.message_id):
+                found = await self._find_in_room(ctx.portal.room_id, content[REMOTE_KEY])
+                if found is not None:
+                    log.info("event=inbound_settled room=%s message_id=%s event_id=%s", ctx.portal.room_id, ctx.event.message_id, found)
+                    return found
+            else:
+                await self.store.set_inflight(chat.network, chat.account, chat.chat_id, ctx.event.message_id, ctx.portal.room_id)
         intent = self.portals.bot if as_bot else ctx.ghost
         return await intent.send_message_event(
             ctx.portal.room_id, EventType.ROOM_MESSAGE, content,
             txn_id=txn_id_for(ctx.event, suffix), timestamp=ctx.event.timestamp_ms,
         )
+
+    async def _committed(self, ctx: _Context) -> None:
+        chat = ctx.event.chat
+        await self.store.clear_inflight(chat.network, chat.account, chat.chat_id, ctx.event.message_id)
+
+    async def _find_in_room(self, room_id: str, remote: dict[str, Any], depth: int = 200) -> str | None:
+        """The event already carrying this remote message, among the room's latest events."""
+        keys = ("network", "account", "chat_id", "message_id")
+        page = await self.portals.bot.api.request(
+            Method.GET, Path.v3.rooms[room_id].messages, query_params={"dir": "b", "limit": str(depth)}
+        )
+        for event in page.get("chunk", []):
+            found = (event.get("content") or {}).get(REMOTE_KEY)
+            if isinstance(found, dict) and all(found.get(k) == remote.get(k) for k in keys):
+                return event.get("event_id")
+        return None
 
     async def _target(self, ctx: _Context, remote_id: str | None) -> MessageLink | None:
         if remote_id is None:

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import aiohttp
 from nio import AsyncClient, SyncResponse
 
 
@@ -61,7 +62,13 @@ class Employee:
 
     async def _sync_forever(self) -> None:
         while True:
-            resp = await self.client.sync(timeout=1000, since=self._next_batch, full_state=self._next_batch is None)
+            try:
+                resp = await self.client.sync(timeout=1000, since=self._next_batch, full_state=self._next_batch is None)
+            except (OSError, asyncio.TimeoutError, aiohttp.ClientError):
+                # The homeserver restarting (a fault test does that): try again shortly.
+                self.sync_errors += 1
+                await asyncio.sleep(0.5)
+                continue
             if not isinstance(resp, SyncResponse):
                 self.sync_errors += 1
                 await asyncio.sleep(0.5)
@@ -138,8 +145,8 @@ class Employee:
     async def wait_for_event(self, predicate: Callable[[SeenEvent], bool], timeout: float, what: str) -> SeenEvent:
         return await self.wait_for(lambda: next((e for e in self.events if predicate(e)), None), timeout, what)
 
-    async def send_text(self, room_id: str, body: str, **extra: Any) -> str:
-        resp = await self.client.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": body, **extra})
+    async def send_text(self, room_id: str, body: str, *, txn_id: str | None = None, **extra: Any) -> str:
+        resp = await self.client.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": body, **extra}, tx_id=txn_id)
         event_id = getattr(resp, "event_id", None)
         if not event_id:
             raise AssertionError(f"send to {room_id} failed: {resp}")

@@ -64,6 +64,8 @@ class MessageLink:
 class Store:
     """Owns the database; SQLite by default, PostgreSQL when the URL says so."""
 
+    _last_sequence: int = 0
+
     def __init__(self, url: str) -> None:
         self.db = Database.create(
             url,
@@ -193,13 +195,18 @@ class Store:
 
     async def outbox_add(self, events: list[dict]) -> None:
         """All or nothing, so a transaction is either fully queued or answered with an error."""
-        now = _now_ms()
         async with self.db.acquire() as conn, conn.transaction():
-            for i, event in enumerate(events):
+            for event in events:
                 await conn.execute(
                     "INSERT INTO outbox (event_id, room_id, event, enqueued_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                    event["event_id"], event["room_id"], json.dumps(event), now * 1000 + i,
+                    event["event_id"], event["room_id"], json.dumps(event), self._next_sequence(),
                 )
+
+    def _next_sequence(self) -> int:
+        """Strictly increasing across transactions and restarts (nanoseconds, never repeated),
+        so the outbox hands events out exactly in the order the homeserver gave them."""
+        self._last_sequence = max(self._last_sequence + 1, time.time_ns())
+        return self._last_sequence
 
     async def outbox_next(self, room_id: str) -> tuple[dict, int] | None:
         row = await self.db.fetchrow(
@@ -284,6 +291,26 @@ class Store:
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
             link.network, link.account, link.chat_id, link.remote_id, link.room_id, link.event_id,
             link.direction, link.has_media, link.created_at or _now_ms(),
+        )
+
+    # inbound sends in flight: written before the Matrix send, cleared with the mapping
+
+    async def set_inflight(self, network: str, account: str, chat_id: str, remote_id: str, room_id: str) -> None:
+        await self.db.execute(
+            "INSERT INTO inflight (network, account, chat_id, remote_id, room_id) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            network, account, chat_id, remote_id, room_id,
+        )
+
+    async def get_inflight(self, network: str, account: str, chat_id: str, remote_id: str) -> str | None:
+        return await self.db.fetchval(
+            "SELECT room_id FROM inflight WHERE network=$1 AND account=$2 AND chat_id=$3 AND remote_id=$4",
+            network, account, chat_id, remote_id,
+        )
+
+    async def clear_inflight(self, network: str, account: str, chat_id: str, remote_id: str) -> None:
+        await self.db.execute(
+            "DELETE FROM inflight WHERE network=$1 AND account=$2 AND chat_id=$3 AND remote_id=$4",
+            network, account, chat_id, remote_id,
         )
 
     # client reactions (one Matrix reaction event per emoji per client per message)

@@ -122,3 +122,17 @@ async def upgrade_v5(conn: Connection, scheme: Scheme) -> None:
         )"""
     )
     await conn.execute("CREATE INDEX outbox_room_idx ON outbox (room_id, enqueued_at)")
+
+
+@upgrade_table.register(description="Inbound sends in flight, to settle after a crash")
+async def upgrade_v6(conn: Connection, scheme: Scheme) -> None:
+    await conn.execute(
+        """CREATE TABLE inflight (
+            network   TEXT NOT NULL,
+            account   TEXT NOT NULL,
+            chat_id   TEXT NOT NULL,
+            remote_id TEXT NOT NULL,
+            room_id   TEXT NOT NULL,
+            PRIMARY KEY (network, account, chat_id, remote_id)
+        )"""
+    )

@@ -133,9 +133,23 @@ class TelegramConnector:
                 await self._pause(backoff)
                 backoff = min(backoff * 2, 30)
                 continue
-            for update in updates:
+            if updates:
+                await self._handle_batch(updates)
+                self._offset = updates[-1].update_id + 1
+
+    async def _handle_batch(self, updates: list[Update]) -> None:
+        """Chats side by side, each chat's updates in order: a chat whose commits keep failing
+        (retried until they pass) does not hold up the rest of the batch. The offset moves on
+        only when the whole batch is committed."""
+        by_chat: dict[object, list[Update]] = {}
+        for update in updates:
+            by_chat.setdefault(_chat_key(update), []).append(update)
+
+        async def one_chat(chat_updates: list[Update]) -> None:
+            for update in chat_updates:
                 await self._handle_update(update)
-                self._offset = update.update_id + 1
+
+        await asyncio.gather(*(one_chat(u) for u in by_chat.values()))
 
     async def _pause(self, seconds: float) -> None:
         try:
@@ -178,6 +192,15 @@ class TelegramConnector:
         receipt = await self._sender.send(delivery)
         log.info("event=telegram_sent chat=%s kind=%s message_ids=%s", delivery.chat.chat_id, delivery.kind.value, ",".join(receipt.message_ids))
         return receipt
+
+
+def _chat_key(update: Update) -> object:
+    """The conversation an update belongs to (updates without one share a lane)."""
+    chat = update.effective_chat
+    business = getattr(update.effective_message, "business_connection_id", None) if update.effective_message else None
+    if update.deleted_business_messages is not None:
+        business = update.deleted_business_messages.business_connection_id
+    return (business, chat.id if chat is not None else None)
 
 
 def _update_kind(update: Update) -> str:

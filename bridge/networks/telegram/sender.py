@@ -18,6 +18,7 @@ from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, Re
 from bridge.events import Delivery, DeliveryKind, DeliveryReceipt, MediaKind, RichText
 from bridge.networks.base import DeliveryError
 from bridge.networks.telegram.formatting import matrix_to_telegram, split_entities
+from bridge.networks.telegram.ratelimit import SendLimiter
 from bridge.networks.telegram.text import utf16_len
 from bridge.networks.telegram.translate import BUSINESS_PREFIX
 
@@ -58,8 +59,9 @@ def _entities(raw: list[dict[str, Any]]) -> list[MessageEntity]:
 
 
 class Sender:
-    def __init__(self, bot: Bot) -> None:
+    def __init__(self, bot: Bot, limiter: SendLimiter | None = None) -> None:
         self.bot = bot
+        self.limiter = limiter or SendLimiter()
 
     async def send(self, delivery: Delivery) -> DeliveryReceipt:
         handler = {
@@ -213,6 +215,8 @@ class Sender:
     async def _call_plain(self, method, **kwargs: Any) -> Any:
         chat_id = kwargs.get("chat_id", "-")
         for attempt in range(_RATE_LIMIT_RETRIES):
+            if method.__name__.startswith("send_") and method.__name__ != "send_chat_action" and isinstance(chat_id, int):
+                await self.limiter.acquire(chat_id)
             try:
                 return await method(**kwargs)
             except RetryAfter as e:
