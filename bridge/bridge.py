@@ -168,7 +168,10 @@ class Bridge:
                 delay = min(delay * 2, 5)
 
     async def stop(self) -> None:
-        for name in reversed(self._started):
+        # The outbox first: its workers must not meet a connector that is already closed (they
+        # would report the queued messages as failed); what is queued stays for the next start.
+        order = sorted(reversed(self._started), key=lambda name: name != "outbox")
+        for name in order:
             try:
                 if name.startswith("connector:"):
                     await self.connectors[name.split(":", 1)[1]].stop()

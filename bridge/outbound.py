@@ -21,7 +21,7 @@ from mautrix.errors import MatrixError
 from mautrix.types import EventType
 
 from bridge.config import PortalsConfig
-from bridge.events import ChatRef, Delivery, DeliveryKind, MediaKind, OutboundMedia, RemoteLocation, RichText
+from bridge.events import ChatRef, Delivery, DeliveryKind, DeliveryReceipt, MediaKind, OutboundMedia, RemoteLocation, RichText
 from bridge.matrix_content import notice
 from bridge.networks.base import Connector, DeliveryError
 from bridge.portals import Portals
@@ -299,9 +299,13 @@ class Outbound:
         if connector is None:
             await self._notice(portal, delivery.event_id, f"Not delivered: the {portal.network} connection is not enabled in this bridge.")
             return
+        receipt = await self._already_delivered(connector, delivery)
+        if receipt is None:
+            since = await self.store.last_remote_id(portal.network, portal.account, portal.chat_id)
+            await self.store.set_outflight(delivery.event_id, delivery.room_id, since)
         backoff = self.retry.first_backoff
         attempt = 0
-        while True:
+        while receipt is None:
             attempt += 1
             try:
                 receipt = await connector.send(delivery)
@@ -312,6 +316,7 @@ class Outbound:
                         "event=outbound_failed room=%s event_id=%s network=%s kind=%s attempts=%d reason=%r",
                         delivery.room_id, delivery.event_id, portal.network, delivery.kind.value, attempt, e.reason,
                     )
+                    await self.store.clear_outflight(delivery.event_id)
                     await self._notice(portal, delivery.event_id, f"Not delivered to the client: {e.reason}.")
                     return
                 if attempt == self.retry.notice_after:
@@ -327,12 +332,24 @@ class Outbound:
                 MessageLink(portal.network, portal.account, portal.chat_id, remote_id, delivery.room_id, delivery.event_id, "out",
                             has_media=has_media and i == 0)
             )
+        await self.store.clear_outflight(delivery.event_id)
         if receipt.note:
             await self._notice(portal, delivery.event_id, receipt.note)
         log.info(
             "event=outbound_delivered room=%s event_id=%s network=%s chat=%s kind=%s remote_ids=%s",
             delivery.room_id, delivery.event_id, portal.network, portal.chat_id, delivery.kind.value, ",".join(receipt.message_ids),
         )
+
+    async def _already_delivered(self, connector: Connector, delivery: Delivery) -> DeliveryReceipt | None:
+        """A delivery marked in flight was interrupted by a crash: ask the network whether it
+        arrived before sending it again (a duplicate is as wrong as a loss)."""
+        since = await self.store.get_outflight(delivery.event_id)
+        if since is None or delivery.kind is not DeliveryKind.MESSAGE:
+            return None
+        found = await connector.find_delivered(delivery, since)
+        if found is not None:
+            log.info("event=outbound_settled room=%s event_id=%s remote_ids=%s", delivery.room_id, delivery.event_id, ",".join(found.message_ids))
+        return found
 
     def _signature(self, user_id: str, displayname: str) -> str:
         template = self.portal_config.signature

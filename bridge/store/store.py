@@ -313,6 +313,29 @@ class Store:
             network, account, chat_id, remote_id,
         )
 
+    # outbound sends in flight: a crash between the network's answer and the mapping is settled
+    # by asking the network (see Connector.find_delivered) instead of sending twice
+
+    async def set_outflight(self, event_id: str, room_id: str, since_remote: int) -> None:
+        await self.db.execute(
+            "INSERT INTO outflight (event_id, room_id, since_remote) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            event_id, room_id, since_remote,
+        )
+
+    async def get_outflight(self, event_id: str) -> int | None:
+        value = await self.db.fetchval("SELECT since_remote FROM outflight WHERE event_id=$1", event_id)
+        return int(value) if value is not None else None
+
+    async def clear_outflight(self, event_id: str) -> None:
+        await self.db.execute("DELETE FROM outflight WHERE event_id=$1", event_id)
+
+    async def last_remote_id(self, network: str, account: str, chat_id: str) -> int:
+        """The highest numeric remote message id mapped in a chat (0 if none)."""
+        rows = await self.db.fetch(
+            "SELECT remote_id FROM message WHERE network=$1 AND account=$2 AND chat_id=$3", network, account, chat_id
+        )
+        return max((int(r["remote_id"]) for r in rows if r["remote_id"].isdigit()), default=0)
+
     # client reactions (one Matrix reaction event per emoji per client per message)
 
     async def get_reactions(self, network: str, account: str, chat_id: str, target_id: str, sender_id: str) -> list[ReactionLink]:

@@ -136,3 +136,8 @@ async def upgrade_v6(conn: Connection, scheme: Scheme) -> None:
             PRIMARY KEY (network, account, chat_id, remote_id)
         )"""
     )
+
+
+@upgrade_table.register(description="Outbound sends in flight")
+async def upgrade_v7(conn: Connection, scheme: Scheme) -> None:
+    await conn.execute("CREATE TABLE outflight (event_id TEXT PRIMARY KEY, room_id TEXT NOT NULL, since_remote BIGINT NOT NULL)")

@@ -188,6 +188,9 @@ class TelegramConnector:
 
     # outbound
 
+    async def find_delivered(self, delivery: Delivery, after_remote_id: int) -> DeliveryReceipt | None:
+        return await self._sender.find_delivered(delivery, after_remote_id)
+
     async def send(self, delivery: Delivery) -> DeliveryReceipt:
         receipt = await self._sender.send(delivery)
         log.info("event=telegram_sent chat=%s kind=%s message_ids=%s", delivery.chat.chat_id, delivery.kind.value, ",".join(receipt.message_ids))
