@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-once test faults install clean
+.PHONY: demo demo-once test faults bench install clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Houseline needs Python 3.11 or newer: set PYTHON=python3.11")'
@@ -25,6 +25,11 @@ demo-once: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Throughput, latency, limits, policy speed and memory, against the homeserver's own ceiling
+# measured in the same run; also written to bench/results.json.
+bench: $(VENV)/.installed
+	$(PY) -m bench.run
 
 # The fault suite alone, at full size; its last line is the summary.
 faults: $(VENV)/.installed
