@@ -59,8 +59,11 @@ def build_registration(
     """A registration for this config, reusing the tokens of ``existing`` when it can be read."""
     as_token, hs_token = new_token(), new_token()
     if existing is not None and existing.exists():
-        old = load_registration(existing)
-        as_token, hs_token = old.as_token, old.hs_token
+        try:
+            old = load_registration(existing)
+            as_token, hs_token = old.as_token, old.hs_token
+        except RegistrationError:
+            pass  # unreadable or placeholder tokens are replaced, never kept
     bot_regex = "@" + re.escape(bot_localpart) + ":" + re.escape(domain)
     return Registration(
         id=as_id,
@@ -100,6 +103,13 @@ def load_registration(path: Path) -> Registration:
         for key in ("id", "url", "as_token", "hs_token", "sender_localpart")
         if not isinstance(data.get(key), str) or not data.get(key)
     ]
+    for key in ("as_token", "hs_token"):
+        token = data.get(key)
+        if isinstance(token, str) and ("REPLACE" in token or len(token) < 32 or not token.isascii() or not token.isprintable() or " " in token):
+            problems.append(
+                f"{path}: {key} is a placeholder or too weak (at least 32 printable ASCII characters); "
+                "delete the file and run 'houseline generate-registration' for new random tokens"
+            )
     if problems:
         raise RegistrationError("; ".join(problems))
     users = data.get("namespaces", {}).get("users", []) if isinstance(data.get("namespaces"), dict) else []

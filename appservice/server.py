@@ -52,7 +52,7 @@ def _matrix_error(status: int, errcode: str, error: str) -> web.Response:
 
 def token_matches(given: str, expected: str) -> bool:
     """Constant-time comparison, so response timing leaks nothing about the token."""
-    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8"))
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
 
 
 def _token_from(request: web.Request) -> str | None:
@@ -110,7 +110,15 @@ class HouselineAppService(AppService):
         if not token_matches(token, self.hs_token):
             log.warning("event=as_auth_refused reason=wrong_token path=%s", request.path)
             return _matrix_error(403, "M_FORBIDDEN", "Invalid hs_token")
-        return await handler(request)
+        try:
+            return await handler(request)
+        except web.HTTPException as e:
+            # aiohttp's own refusals (too large, unknown route, wrong method) in the Matrix shape.
+            if e.status < 400:
+                raise
+            errcode = {413: "M_TOO_LARGE", 404: "M_UNRECOGNIZED", 405: "M_UNRECOGNIZED"}.get(e.status, "M_UNKNOWN")
+            log.warning("event=as_request_refused status=%d path=%s", e.status, request.path)
+            return _matrix_error(e.status, errcode, e.reason)
 
     async def _on_query(self, request: web.Request) -> web.Response:
         # Ghosts are created when a client writes, never on a homeserver's lookup.

@@ -70,7 +70,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(
         config.logging.level,
         config.logging.format,
-        secrets=(registration.as_token, registration.hs_token, config.telegram.bot_token),
+        secrets=(
+            registration.as_token, registration.hs_token, config.telegram.bot_token,
+            *((config.telegram.webhook.secret_token,) if config.telegram.webhook else ()),
+        ),
     )
     # Built inside the loop: mautrix binds its HTTP session to the loop that exists at creation.
     return asyncio.run(_run(lambda: Bridge(config, registration)))

@@ -58,9 +58,25 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
+class ScrubbingFormatter(logging.Formatter):
+    """Scrubs the whole formatted line, tracebacks included (the filter sees only the message)."""
+
+    def __init__(self, inner: logging.Formatter, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self.inner = inner
+        self.secrets = [s for s in secrets if s and len(s) >= 8]
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = self.inner.format(record)
+        for secret in self.secrets:
+            line = line.replace(secret, "***")
+        return line
+
+
 def setup_logging(level: str = "INFO", fmt: str = "keyvalue", secrets: Iterable[str] = ()) -> None:
+    secrets = list(secrets)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else KeyValueFormatter())
+    handler.setFormatter(ScrubbingFormatter(JsonFormatter() if fmt == "json" else KeyValueFormatter(), secrets))
     handler.addFilter(SecretFilter(secrets))
     root = logging.getLogger()
     for old in list(root.handlers):
