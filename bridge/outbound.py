@@ -346,7 +346,8 @@ class Outbound:
         since = await self.store.get_outflight(delivery.event_id)
         if since is None or delivery.kind is not DeliveryKind.MESSAGE:
             return None
-        found = await connector.find_delivered(delivery, since)
+        known = await self.store.remote_ids_of_chat(delivery.chat.network, delivery.chat.account, delivery.chat.chat_id)
+        found = await connector.find_delivered(delivery, since, known)
         if found is not None:
             log.info("event=outbound_settled room=%s event_id=%s remote_ids=%s", delivery.room_id, delivery.event_id, ",".join(found.message_ids))
         return found

@@ -1727,3 +1727,20 @@ async def test_cli_prints_ready_and_stops_on_sigterm(http: aiohttp.ClientSession
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_edit_reply_markup_answers_not_modified_without_changing_anything(
+    sandbox: TelegramSandbox, bot: telegram.Bot, http: aiohttp.ClientSession
+) -> None:
+    """The bridge probes interrupted deliveries with this call: it must never alter a message."""
+    sent = await client_says(http, sandbox, "hello")
+    mine = await bot.send_message(CLIENT_ID, "the bot's own message")
+    with pytest.raises(telegram.error.BadRequest, match="(?i)message is not modified"):
+        await bot.edit_message_reply_markup(CLIENT_ID, mine.message_id)
+    with pytest.raises(telegram.error.BadRequest, match="(?i)can't be edited"):
+        await bot.edit_message_reply_markup(CLIENT_ID, sent["message_id"])
+    with pytest.raises(telegram.error.BadRequest, match="(?i)message to edit not found"):
+        await bot.edit_message_reply_markup(CLIENT_ID, mine.message_id + 50)
+    async with http.get(f"{sandbox.url}/client/{CLIENT_ID}/messages") as resp:
+        received = (await resp.json())["messages"]
+    assert [m["text"] for m in received] == ["the bot's own message"] and "edit_date" not in received[0]

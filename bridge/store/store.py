@@ -329,12 +329,16 @@ class Store:
     async def clear_outflight(self, event_id: str) -> None:
         await self.db.execute("DELETE FROM outflight WHERE event_id=$1", event_id)
 
-    async def last_remote_id(self, network: str, account: str, chat_id: str) -> int:
-        """The highest numeric remote message id mapped in a chat (0 if none)."""
+    async def remote_ids_of_chat(self, network: str, account: str, chat_id: str) -> set[int]:
+        """The numeric remote message ids the message map knows in a chat."""
         rows = await self.db.fetch(
             "SELECT remote_id FROM message WHERE network=$1 AND account=$2 AND chat_id=$3", network, account, chat_id
         )
-        return max((int(r["remote_id"]) for r in rows if r["remote_id"].isdigit()), default=0)
+        return {int(r["remote_id"]) for r in rows if r["remote_id"].isdigit()}
+
+    async def last_remote_id(self, network: str, account: str, chat_id: str) -> int:
+        """The highest numeric remote message id mapped in a chat (0 if none)."""
+        return max(await self.remote_ids_of_chat(network, account, chat_id), default=0)
 
     # client reactions (one Matrix reaction event per emoji per client per message)
 

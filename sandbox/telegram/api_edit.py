@@ -1,4 +1,4 @@
-"""editMessageText, editMessageCaption, deleteMessage, deleteMessages, setMessageReaction.
+"""editMessageText, editMessageCaption, editMessageReplyMarkup, deleteMessage, deleteMessages, setMessageReaction.
 
 The rules are the documented ones: bots edit their own messages (and, in business chats, the
 owner's within 48 hours); deleteMessage works on the bot's own messages and, in private chats,
@@ -47,6 +47,7 @@ class EditMethods(ApiBase):
         return {
             "editMessageText": self.edit_message_text,
             "editMessageCaption": self.edit_message_caption,
+            "editMessageReplyMarkup": self.edit_message_reply_markup,
             "deleteMessage": self.delete_message,
             "deleteMessages": self.delete_messages,
             "setMessageReaction": self.set_message_reaction,
@@ -79,6 +80,12 @@ class EditMethods(ApiBase):
         if params.values.get("show_caption_above_media") is not None:
             changes["show_caption_above_media"] = caption.get("show_caption_above_media")
         return self._apply_edit(stored, changes, markup)
+
+    async def edit_message_reply_markup(self, params: Params) -> Any:
+        """Only the inline keyboard changes; without ``reply_markup`` it is removed, and a message
+        that had none answers "message is not modified", as on Telegram."""
+        target, stored = self._editable(params)
+        return self._apply_edit(stored, {}, self._reply_markup(params))
 
     def _editable(self, params: Params) -> tuple[Target, StoredMessage]:
         """The message an edit addresses, after the ownership and window checks."""

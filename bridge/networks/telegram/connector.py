@@ -188,8 +188,8 @@ class TelegramConnector:
 
     # outbound
 
-    async def find_delivered(self, delivery: Delivery, after_remote_id: int) -> DeliveryReceipt | None:
-        return await self._sender.find_delivered(delivery, after_remote_id)
+    async def find_delivered(self, delivery: Delivery, after_remote_id: int, known: set[int]) -> DeliveryReceipt | None:
+        return await self._sender.find_delivered(delivery, after_remote_id, known)
 
     async def send(self, delivery: Delivery) -> DeliveryReceipt:
         receipt = await self._sender.send(delivery)

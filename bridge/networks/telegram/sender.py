@@ -79,27 +79,26 @@ class Sender:
         finally:
             _business.reset(token)
 
-    async def find_delivered(self, d: Delivery, after: int, window: int = 8) -> DeliveryReceipt | None:
-        """Did a text delivery reach the chat before a crash? Bots cannot read a chat, but
-        editMessageText with the very same text answers "message is not modified" for the bot's
-        own message that already says exactly that, and "message to edit not found" (or "can't
-        be edited") otherwise — so the few ids after the last known one are probed."""
-        if d.kind is not DeliveryKind.MESSAGE or d.media is not None or d.location is not None or d.text is None:
+    async def find_delivered(self, d: Delivery, after: int, known: set[int], window: int = 8) -> DeliveryReceipt | None:
+        """Did a delivery reach the chat before a crash? A bot cannot read a chat, but
+        editMessageReplyMarkup without a keyboard answers "message is not modified" for a message
+        of the bot's that has none — changing nothing — and "not found" / "can't be edited"
+        otherwise. The first such message after the last known id that the message map does not
+        know is the interrupted delivery (the bridge never sends keyboards)."""
+        if d.kind is not DeliveryKind.MESSAGE:
             return None
-        text, entities = self._signed(d.signature, d.text)
-        pieces = split_entities(text, entities, MAX_TEXT)
         chat_id = int(d.chat.chat_id)
         for candidate in range(after + 1, after + 1 + window):
+            if candidate in known:
+                continue
             try:
-                await self._call(self.bot.edit_message_text, chat_id, message_id=candidate, text=pieces[0][0], entities=_entities(pieces[0][1]) or None)
+                await self._call(self.bot.edit_message_reply_markup, chat_id, message_id=candidate)
             except DeliveryError as e:
                 if "changes nothing" in e.reason:
-                    return DeliveryReceipt(tuple(str(candidate + i) for i in range(len(pieces))))
+                    pieces = 1 if d.media is not None or d.text is None else len(split_entities(*self._signed(d.signature, d.text), MAX_TEXT))
+                    return DeliveryReceipt(tuple(str(candidate + i) for i in range(pieces)))
                 continue
-            # The edit went through: that message was ours but said something else. Nothing
-            # else can be learnt from later ids; send normally.
-            log.warning("event=probe_edited chat=%s message_id=%s", chat_id, candidate)
-            return None
+            log.warning("event=probe_removed_keyboard chat=%s message_id=%s", chat_id, candidate)
         return None
 
     # composition
