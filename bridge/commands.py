@@ -18,7 +18,7 @@ from mautrix.types import EventType, Membership
 from bridge import matrix_content as mc
 from bridge.policy_bot import PolicyBot
 from bridge.store import PortalRow
-from policies.engine import Command, Join, SendOut, Verdict, decide
+from policies.engine import Command, Join, RoomState, SendOut, Verdict, decide
 from policies.model import Policy
 
 log = logging.getLogger("houseline.commands")
@@ -252,8 +252,6 @@ class Commands:
             if not text:
                 raise UsageError("Give a text to test.")
             state = await self.pb.room_state(ctx.portal.room_id, ctx.portal) if ctx.portal else None
-            from policies.engine import RoomState
-
             room = state or RoomState(room_id=ctx.room_id, members=frozenset({ctx.sender}), ghosts=frozenset(), is_group=False)
             decision = decide(SendOut(sender=ctx.sender, room=room, kind="text", text=text), policy)
             return f"{decision.verdict.name.lower()}: {decision.reason or 'allowed'} (rule {decision.rule})"
