@@ -13,6 +13,7 @@ from mautrix.errors import MatrixError
 from appservice.registration import Registration
 from appservice.server import HouselineAppService
 from bridge.audit_log import AuditLog
+from bridge.catchup import Catchup, HomeserverWatch
 from bridge.commands import Commands
 from bridge.config import Config, ConfigError, load_config
 from bridge.inbound import Inbound
@@ -92,6 +93,16 @@ class Bridge:
         self._started.append("outbox")
         self.az.events_handler = self._on_events
         self.az.ephemeral_handler = self.outbound.handle_ephemeral
+        self.watch = HomeserverWatch(
+            intent=bot,
+            catchup=Catchup(
+                intent=bot, store=self.store, handle=self._on_events, is_ours=self.policy_bot.is_ours,
+                rooms=self._portal_rooms,
+            ),
+            pause=self.outbox.pause, resume=self.outbox.resume, requeue=self.outbox.requeue,
+        )
+        await self.watch.start()
+        self._started.append("watch")
         for name, connector in self.connectors.items():
             await connector.start(self.inbound.handle)
             self._started.append(f"connector:{name}")
@@ -101,6 +112,9 @@ class Bridge:
             self.config.homeserver.url, self.config.appservice.host, self.config.appservice.port,
             ",".join(self.connectors) or "none", await self.store.count_portals(), (time.monotonic() - t0) * 1000,
         )
+
+    async def _portal_rooms(self) -> list[str]:
+        return [p.room_id for p in await self.store.all_portals()]
 
     async def _assign(self, chat):
         return await self.policy_bot.assignees(chat)
@@ -131,7 +145,12 @@ class Bridge:
         return str(out)
 
     async def _on_events(self, events: list[dict]) -> None:
-        """Policy first (membership, commands), then what goes to clients."""
+        """Policy first (membership, commands), then what goes to clients. An event already
+        handled (a resent transaction, a catch-up that found it first) is handled once."""
+        ids = [e["event_id"] for e in events if isinstance(e.get("event_id"), str) and e["event_id"]]
+        if ids:
+            seen = await self.store.seen_events(ids)
+            events = [e for e in events if e.get("event_id") not in seen]
         outgoing: list[dict] = []
         for raw in events:
             room_id = raw.get("room_id")
@@ -151,6 +170,10 @@ class Bridge:
                 outgoing.append(raw)  # the bridge's own events never go back out
         # Durably queued before the homeserver is answered; delivered by the outbox's workers.
         await self.outbox.enqueue(outgoing)
+        await self.store.mark_seen([
+            (e["event_id"], e["room_id"]) for e in events
+            if isinstance(e.get("event_id"), str) and e["event_id"] and isinstance(e.get("room_id"), str)
+        ])
 
     async def _wait_for_homeserver(self, timeout: float) -> None:
         """The homeserver may start after us (a reboot, a compose file): wait, saying so."""
@@ -170,7 +193,7 @@ class Bridge:
     async def stop(self) -> None:
         # The outbox first: its workers must not meet a connector that is already closed (they
         # would report the queued messages as failed); what is queued stays for the next start.
-        order = sorted(reversed(self._started), key=lambda name: name != "outbox")
+        order = sorted(reversed(self._started), key=lambda name: name not in ("watch", "outbox"))
         for name in order:
             try:
                 if name.startswith("connector:"):
@@ -179,6 +202,8 @@ class Bridge:
                     await self.az.stop()
                 elif name == "outbox":
                     await self.outbox.stop()
+                elif name == "watch":
+                    await self.watch.stop()
                 elif name == "store":
                     await self.store.stop()
             except Exception:

@@ -29,6 +29,13 @@ class Outbox:
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._wake: dict[str, asyncio.Event] = {}
         self._stopping = False
+        #: Cleared while the catch-up puts queues in order: workers finish the event in hand
+        #: and take no new one.
+        self._open = asyncio.Event()
+        self._open.set()
+        self._busy = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def start(self) -> None:
         """Resume whatever was queued when the bridge last stopped."""
@@ -46,6 +53,25 @@ class Outbox:
         for room_id in {e["room_id"] for e in events}:
             self._ensure_worker(room_id)
             self._wake[room_id].set()
+
+    async def pause(self) -> None:
+        """Return once no worker is delivering and none will start until :meth:`resume`."""
+        if self._open.is_set():
+            log.info("event=outbox_paused")
+        self._open.clear()
+        await self._idle.wait()
+
+    def resume(self) -> None:
+        if not self._open.is_set():
+            log.info("event=outbox_resumed_after_pause")
+        self._open.set()
+        for room_id in list(self._wake):
+            self._wake[room_id].set()
+
+    async def requeue(self, room_id: str, events: list[dict[str, Any]]) -> None:
+        """Only while paused: put the room's queued ``events`` in the given (timeline) order."""
+        await self.store.outbox_requeue(room_id, events)
+        self._ensure_worker(room_id)
 
     def _ensure_worker(self, room_id: str) -> None:
         if self._stopping:
@@ -69,7 +95,13 @@ class Outbox:
                         self._workers.pop(room_id, None)
                         return
                 continue
+            if not self._open.is_set():
+                await self._open.wait()
+                continue  # the queue may have been put in a new order meanwhile
             event, attempts = item
+            delay = 0.0
+            self._busy += 1
+            self._idle.clear()
             try:
                 await self.handle(event)
             except asyncio.CancelledError:
@@ -81,9 +113,14 @@ class Outbox:
                     "event=outbox_retry room=%s event_id=%s attempts=%d error=%s retry_in=%.1fs",
                     room_id, event["event_id"], attempts + 1, type(e).__name__, delay,
                 )
+            else:
+                await self.store.outbox_done(event["event_id"])
+            finally:
+                self._busy -= 1
+                if self._busy == 0:
+                    self._idle.set()
+            if delay:
                 await asyncio.sleep(delay)
-                continue
-            await self.store.outbox_done(event["event_id"])
 
     async def stop(self) -> None:
         """Stop the workers; an event being delivered stays queued and is redone on restart

@@ -116,6 +116,8 @@ async def test_fault_suite(stack: DevStack, bridge: BridgeProcess, employee: Emp
         await stack.homeserver.restart()
 
     await asyncio.gather(traffic(ledger, clients, rooms, employee, quarter, quarter), homeserver_restart())
+    # The bridge noticed the outage and read the portals for events the homeserver forgot.
+    await bridge.wait_for_log("event=catchup_done why=homeserver_back", 60)
     scenarios += 1
 
     # (c) Telegram answers bursts of 429 and 500, on every method (polling included).

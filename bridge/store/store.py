@@ -194,12 +194,18 @@ class Store:
     # outbox: employees' events waiting to be delivered, in arrival order per room
 
     async def outbox_add(self, events: list[dict]) -> None:
-        """All or nothing, so a transaction is either fully queued or answered with an error."""
+        """All or nothing, so a transaction is either fully queued or answered with an error;
+        a queued event is marked seen in the same step."""
+        now = _now_ms()
         async with self.db.acquire() as conn, conn.transaction():
             for event in events:
                 await conn.execute(
                     "INSERT INTO outbox (event_id, room_id, event, enqueued_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
                     event["event_id"], event["room_id"], json.dumps(event), self._next_sequence(),
+                )
+                await conn.execute(
+                    "INSERT INTO seen_event (event_id, room_id, seen_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    event["event_id"], event["room_id"], now,
                 )
 
     def _next_sequence(self) -> int:
@@ -225,6 +231,60 @@ class Store:
 
     async def outbox_size(self) -> int:
         return int(await self.db.fetchval("SELECT COUNT(*) FROM outbox"))
+
+    async def outbox_requeue(self, room_id: str, events: list[dict]) -> None:
+        """Put ``events`` (timeline order) at the end of the room's queue, after what is already
+        there, replacing any queued copy: the catch-up's order is the room's true order."""
+        async with self.db.acquire() as conn, conn.transaction():
+            for event in events:
+                await conn.execute("DELETE FROM outbox WHERE event_id=$1", event["event_id"])
+            for event in events:
+                await conn.execute(
+                    "INSERT INTO outbox (event_id, room_id, event, enqueued_at) VALUES ($1, $2, $3, $4)",
+                    event["event_id"], room_id, json.dumps(event), self._next_sequence(),
+                )
+
+    async def outbox_has(self, event_ids: list[str]) -> set[str]:
+        return await self._present("outbox", event_ids)
+
+    # events the appservice already handled (dedupe across transactions, restarts and catch-ups)
+
+    async def seen_events(self, event_ids: list[str]) -> set[str]:
+        return await self._present("seen_event", event_ids)
+
+    async def _present(self, table: str, event_ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for i in range(0, len(event_ids), 200):
+            chunk = event_ids[i : i + 200]
+            marks = ",".join(f"${n + 1}" for n in range(len(chunk)))
+            rows = await self.db.fetch(f"SELECT event_id FROM {table} WHERE event_id IN ({marks})", *chunk)
+            found.update(r["event_id"] for r in rows)
+        return found
+
+    async def mark_seen(self, events: list[tuple[str, str]]) -> None:
+        """(event_id, room_id) pairs, in one transaction."""
+        if not events:
+            return
+        now = _now_ms()
+        async with self.db.acquire() as conn, conn.transaction():
+            for event_id, room_id in events:
+                await conn.execute(
+                    "INSERT INTO seen_event (event_id, room_id, seen_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    event_id, room_id, now,
+                )
+
+    async def last_seen_at(self) -> int | None:
+        value = await self.db.fetchval("SELECT MAX(seen_at) FROM seen_event")
+        return int(value) if value is not None else None
+
+    async def rooms_seen_since(self, at_ms: int) -> list[str]:
+        rows = await self.db.fetch("SELECT DISTINCT room_id FROM seen_event WHERE seen_at >= $1", at_ms)
+        return [r["room_id"] for r in rows]
+
+    async def forget_seen_before(self, at_ms: int) -> int:
+        n = await self.db.fetchval("SELECT COUNT(*) FROM seen_event WHERE seen_at < $1", at_ms)
+        await self.db.execute("DELETE FROM seen_event WHERE seen_at < $1", at_ms)
+        return int(n)
 
     # offboarded employees (refused in portals from then on)
 

@@ -141,3 +141,11 @@ async def upgrade_v6(conn: Connection, scheme: Scheme) -> None:
 @upgrade_table.register(description="Outbound sends in flight")
 async def upgrade_v7(conn: Connection, scheme: Scheme) -> None:
     await conn.execute("CREATE TABLE outflight (event_id TEXT PRIMARY KEY, room_id TEXT NOT NULL, since_remote BIGINT NOT NULL)")
+
+
+@upgrade_table.register(description="Homeserver events already handled")
+async def upgrade_v8(conn: Connection, scheme: Scheme) -> None:
+    # Dedupe by event rather than by transaction id: a homeserver may resend an event in a new
+    # transaction, and the catch-up after a homeserver restart finds events by reading the rooms.
+    await conn.execute("CREATE TABLE seen_event (event_id TEXT PRIMARY KEY, room_id TEXT NOT NULL, seen_at BIGINT NOT NULL)")
+    await conn.execute("CREATE INDEX seen_event_at_idx ON seen_event (seen_at)")

@@ -1,0 +1,243 @@
+"""Catching up with events a restarted homeserver never sent.
+
+Synapse advances its appservice stream position when it *queues* events for an appservice, and
+keeps the queue in memory until the transaction is built. A homeserver that stops in that window
+forgets the queued events: the employee sees the message in the room, the client never gets it.
+(Synapse refuses ``/sync`` to appservice users, so the bridge cannot simply resume a stream.)
+
+So when the homeserver goes away the outbox stops taking new work, and when it is back the bridge
+reads the recent timeline of its portals (newest first, back to a little before the outage),
+hands every event it never saw to the same handler a transaction would, and puts each room's
+queued events back into the room's own order before the outbox resumes. Events found this way
+and later sent by the homeserver too are recognised as seen and handled once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+import aiohttp
+from mautrix.api import Method, Path
+from mautrix.appservice import IntentAPI
+from mautrix.errors import MatrixError
+
+from bridge.store import Store
+
+log = logging.getLogger("houseline.catchup")
+
+#: How far before an outage the timeline is read. Synapse holds events in memory only while a
+#: transaction to the bridge is in flight, i.e. seconds; two minutes is a wide margin.
+MARGIN_S = 120.0
+#: Rooms read side by side (one request each in the common case).
+CONCURRENCY = 8
+PAGE = 50
+#: A watch loop that overslept this long means the bridge itself was stopped.
+FROZEN_S = 2.0
+MAX_PAGES = 40
+_HS_ERRORS = (aiohttp.ClientError, MatrixError, asyncio.TimeoutError, OSError)
+
+Handler = Callable[[list[dict[str, Any]]], Awaitable[None]]
+Requeue = Callable[[str, list[dict[str, Any]]], Awaitable[None]]
+
+
+@dataclass
+class CatchupResult:
+    rooms: int = 0
+    events: int = 0
+    #: events the bridge had never seen and handled now
+    recovered: int = 0
+    #: rooms whose queued events were put back in timeline order
+    requeued_rooms: int = 0
+
+
+class Catchup:
+    """Reads portals' recent timelines and settles what the bridge missed."""
+
+    def __init__(
+        self, *, intent: IntentAPI, store: Store, handle: Handler, is_ours: Callable[[str], bool],
+        rooms: Callable[[], Awaitable[list[str]]],
+    ) -> None:
+        self.intent = intent
+        self.store = store
+        self.handle = handle
+        self.is_ours = is_ours
+        self.rooms = rooms
+
+    async def _recent(self, room_id: str, since_ms: int) -> list[dict[str, Any]]:
+        """The room's events from ``since_ms`` on, oldest first."""
+        newest_first: list[dict[str, Any]] = []
+        token: str | None = None
+        for _ in range(MAX_PAGES):
+            query = {"dir": "b", "limit": str(PAGE)}
+            if token:
+                query["from"] = token
+            page = await self.intent.api.request(Method.GET, Path.v3.rooms[room_id].messages, query_params=query)
+            chunk = [e for e in page.get("chunk") or [] if isinstance(e, dict)]
+            for event in chunk:
+                if int(event.get("origin_server_ts") or 0) < since_ms:
+                    return list(reversed(newest_first))
+                event.setdefault("room_id", room_id)
+                newest_first.append(event)
+            if not chunk or not page.get("end") or page.get("end") == token:
+                break
+            token = page["end"]
+        return list(reversed(newest_first))
+
+    def _relevant(self, event: dict[str, Any]) -> bool:
+        sender = event.get("sender")
+        return isinstance(sender, str) and not self.is_ours(sender) and isinstance(event.get("event_id"), str)
+
+    async def run(self, since_ms: int, requeue: Requeue, rooms: list[str] | None = None) -> CatchupResult:
+        """Hand every unseen event since ``since_ms`` to the handler, then put each room's queued
+        events in timeline order with ``requeue``. The caller has paused the outbox."""
+        result = CatchupResult()
+        room_ids = rooms if rooms is not None else await self.rooms()
+        limit = asyncio.Semaphore(CONCURRENCY)
+
+        async def fetch(room_id: str) -> tuple[str, list[dict[str, Any]]]:
+            async with limit:
+                try:
+                    return room_id, await self._recent(room_id, since_ms)
+                except MatrixError as e:
+                    # The bridge left the room, or it is gone: nothing to catch up there.
+                    if getattr(e, "http_status", 500) in (403, 404):
+                        return room_id, []
+                    raise
+
+        for room_id, events in await asyncio.gather(*(fetch(r) for r in room_ids)):
+            relevant = [e for e in events if self._relevant(e)]
+            if not relevant:
+                continue
+            result.rooms += 1
+            result.events += len(relevant)
+            seen = await self.store.seen_events([e["event_id"] for e in relevant])
+            unseen = [e for e in relevant if e["event_id"] not in seen]
+            if unseen:
+                log.info("event=catchup_found room=%s events=%d", room_id, len(unseen))
+                await self.handle(unseen)
+                result.recovered += len(unseen)
+            # Whatever of this stretch is still queued (sent late by the homeserver, or just
+            # recovered) goes back in the order the room shows.
+            queued = await self.store.outbox_has([e["event_id"] for e in relevant])
+            if len(queued) > 1:
+                await requeue(room_id, [e for e in relevant if e["event_id"] in queued])
+                result.requeued_rooms += 1
+        return result
+
+
+class HomeserverWatch:
+    """Notices the homeserver going away and coming back, and runs the catch-up in between.
+
+    One light request every ``interval`` seconds. The catch-up after an outage reads every
+    portal; the one when the bridge starts reads the rooms that were active when it last ran
+    (a homeserver can only forget what it was about to send to a bridge that then vanished).
+    """
+
+    def __init__(
+        self, *, intent: IntentAPI, catchup: Catchup, pause: Callable[[], Awaitable[None]],
+        resume: Callable[[], None], requeue: Requeue, interval: float = 0.5, forget_after_s: float = 14 * 86400,
+    ) -> None:
+        self.intent = intent
+        self.catchup = catchup
+        self.pause = pause
+        self.resume = resume
+        self.requeue = requeue
+        self.interval = interval
+        self.forget_after_s = forget_after_s
+        self._task: asyncio.Task[None] | None = None
+        #: Wall-clock time (s) the homeserver last answered before an outage, while it is down.
+        self.down_since: float | None = None
+        #: (since_ms, rooms or None for all, why) of a catch-up still to do
+        self._pending: tuple[int, list[str] | None, str] | None = None
+        self.catchups = 0
+
+    async def start(self) -> None:
+        store = self.catchup.store
+        last_ms = await store.last_seen_at()
+        if last_ms is not None:
+            rooms = await store.rooms_seen_since(last_ms - 600_000)
+            if rooms:
+                self._pending = (int(last_ms - MARGIN_S * 1000), rooms, "start")
+        self._task = asyncio.create_task(self._loop(), name="homeserver-watch")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _up(self) -> bool:
+        try:
+            await asyncio.wait_for(self.intent.versions(no_cache=True), timeout=max(self.interval * 4, 2.0))
+            return True
+        except _HS_ERRORS:
+            return False
+
+    async def _catch_up(self, why: str, since_ms: int, rooms: list[str] | None) -> None:
+        """The outbox stays paused if this fails; the caller keeps it pending and tries again."""
+        await self.pause()
+        t0 = time.monotonic()
+        result = await self.catchup.run(since_ms, self.requeue, rooms)
+        self.catchups += 1
+        log.info(
+            "event=catchup_done why=%s rooms_read=%s rooms=%d events=%d recovered=%d requeued_rooms=%d ms=%d",
+            why, "all" if rooms is None else len(rooms), result.rooms, result.events, result.recovered,
+            result.requeued_rooms, (time.monotonic() - t0) * 1000,
+        )
+        self.resume()
+
+    def _schedule(self, since_s: float, why: str) -> None:
+        """A catch-up over every room, from ``since_s`` minus the margin (merged with one due)."""
+        since = int((since_s - MARGIN_S) * 1000)
+        if self._pending is not None:
+            since = min(since, self._pending[0])
+        self._pending = (since, None, why)
+
+    async def _loop(self) -> None:
+        last_forget = 0.0
+        first = True
+        last_tick = time.time()
+        while True:
+            if not first:
+                await asyncio.sleep(self.interval)
+            first = False
+            now = time.time()
+            if now - last_tick > FROZEN_S + self.interval:
+                # The process was stopped or starved (a suspended VM, a debugger): the homeserver
+                # may have restarted unseen meanwhile, so read the rooms as after an outage.
+                log.warning("event=bridge_was_frozen for_s=%.1f", now - last_tick)
+                self._schedule(last_tick, "bridge_was_frozen")
+                await self.pause()
+            last_tick = now
+            if not await self._up():
+                if self.down_since is None:
+                    self.down_since = time.time() - self.interval
+                    log.warning("event=homeserver_down")
+                    await self.pause()
+                    # An outage replaces a start catch-up: it reads every room from earlier on.
+                    self._schedule(self.down_since, "homeserver_back")
+                last_tick = time.time()
+                continue
+            try:
+                if self.down_since is not None:
+                    log.info("event=homeserver_back after_s=%.1f", time.time() - self.down_since)
+                    self.down_since = None
+                if self._pending is not None:
+                    since_ms, rooms, why = self._pending
+                    await self._catch_up(why, since_ms, rooms)
+                    self._pending = None
+                if time.monotonic() - last_forget >= 3600:
+                    last_forget = time.monotonic()
+                    forgotten = await self.catchup.store.forget_seen_before(int((time.time() - self.forget_after_s) * 1000))
+                    if forgotten:
+                        log.info("event=seen_events_forgotten count=%d", forgotten)
+            except _HS_ERRORS as e:
+                # Went away again mid-way: the catch-up stays pending and the outbox paused.
+                log.warning("event=catchup_failed error=%s detail=%s", type(e).__name__, str(e)[:200])
+            except Exception:
+                # A store hiccup or an unexpected answer: say so and try again next round.
+                log.exception("event=catchup_error")
