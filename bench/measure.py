@@ -94,8 +94,7 @@ def environment(repo: Path) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "homeserver": "synapse (sqlite), local, loopback",
-        "database": "sqlite",
+        "homeserver": "synapse, local, loopback; sqlite, then postgresql for the _pg figures",
     }
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:

@@ -2,14 +2,19 @@
 
 Starts the local stack in-process (Synapse on SQLite, the sandbox Telegram, the bridge), measures,
 prints a table and writes bench/results.json. Every figure is the median of 3 runs (min, max kept).
-Everything on loopback; every loop is bounded in count and time.
+Then, where PostgreSQL is installed, the throughput/latency set again with the bridge's store and
+Synapse on a throwaway PostgreSQL cluster (bench/postgres.py): figures named ``..._pg``, in a
+second table. Everything on loopback; every loop is bounded in count and time.
 
-Env knobs (optional): BENCH_RUNS (3), BENCH_SCALE (1.0, multiplies message counts).
+Env knobs (optional): BENCH_RUNS (3), BENCH_PG_RUNS (2: the PostgreSQL pass repeats the slowest
+steps, so it takes fewer runs to keep `make bench` short), BENCH_PG (1; 0 skips the PostgreSQL
+pass), BENCH_SCALE (1.0, multiplies message counts).
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import shutil
@@ -30,6 +35,7 @@ from bench.measure import Figure, environment, percentile, rss_mb, table
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results.json"
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+PG_RUNS = int(os.environ.get("BENCH_PG_RUNS", "2"))
 SCALE = float(os.environ.get("BENCH_SCALE", "1.0"))
 CONCURRENCY = (1, 10, 100)
 #: messages per run at each concurrency (inbound, ceiling and outbound alike)
@@ -156,7 +162,7 @@ async def setup_ceiling_rooms(mx: Matrix, domain: str, count: int) -> list[tuple
 
 
 async def ceiling_run(mx: Matrix, rooms: list[tuple[str, str]], concurrency: int, messages: int) -> tuple[float, list[float]]:
-    per = messages // concurrency
+    per = max(1, messages // concurrency)  # BENCH_SCALE below 1 must not make a run empty
     durations: list[float] = []
 
     async def worker(room: str, ghost: str) -> None:
@@ -199,7 +205,7 @@ async def client_say(http: aiohttp.ClientSession, sandbox: str, user_id: int, na
 
 
 async def inbound_run(http, sandbox: str, bridge, users: list[int], concurrency: int, messages: int) -> float:
-    per = messages // concurrency
+    per = max(1, messages // concurrency)  # BENCH_SCALE below 1 must not make a run empty
     base = await count(bridge, "in")
 
     async def worker(uid: int) -> None:
@@ -243,7 +249,7 @@ async def latency_run(http, sandbox: str, bridge, users: list[int], messages: in
 
 
 async def outbound_run(mx: Matrix, bridge, rooms: list[str], token: str, concurrency: int, messages: int) -> float:
-    per = messages // concurrency
+    per = max(1, messages // concurrency)  # BENCH_SCALE below 1 must not make a run empty
     base = await count(bridge, "out")
 
     async def worker(room: str) -> None:
@@ -331,166 +337,245 @@ async def child_ready_run(config_src: Path, workdir: Path, db_template: Path, ru
 # --------------------------------------------------------------------------------------------
 
 
-async def main() -> int:
+async def stack_pass(workdir: Path, *, runs: int, suffix: str, problems: list[str], full: bool,
+                     postgres: Any | None = None) -> list[Figure]:
+    """One stack (Synapse, sandbox Telegram, bridge) and the throughput/latency set on it.
+
+    ``full`` adds what does not depend on the database (limits) or is SQLite-only (the 10k
+    portals child), so the PostgreSQL pass repeats only the set whose figures the database
+    can change. ``postgres`` is a running bench.postgres cluster: the bridge's store and
+    Synapse then both use it. Figure names get ``suffix`` (``_pg`` for that pass).
+    """
     from bridge.bridge import Bridge
     from bridge.devstack import start_dev_stack
+
+    figures: list[Figure] = []
+    urls: dict[str, str] = {}
+    if postgres is not None:
+        urls = {"bridge_database_url": postgres.url("bridge"), "homeserver_database_url": postgres.url("synapse")}
+    log("starting Synapse, sandbox Telegram and the bridge" + (" (both on PostgreSQL)" if postgres else ""))
+    t = time.perf_counter()
+    stack = await start_dev_stack(workdir / "stack", rate_limits=False, **urls)
+    try:
+        bridge = Bridge(stack.config, stack.registration)
+        try:
+            await bridge.start()
+            log(f"stack ready in {time.perf_counter() - t:.1f}s")
+            figures += await _measure(stack, bridge, runs=runs, suffix=suffix, problems=problems, limits=full)
+        finally:
+            await bridge.stop()
+        if full:
+            try:
+                log("6/8 10,000 portals: startup time and RSS of `houseline run` (child process)")
+                template = workdir / "tenk.db"
+                built = await build_10k_db(template)
+                log(f"   10k portal rows written in {built:.1f}s")
+                ready, rss = [], []
+                for r in range(runs):
+                    t_ready, m = await child_ready_run(stack.config_path, workdir, template, r)
+                    ready.append(t_ready)
+                    rss.append(m)
+                figures.append(Figure("memory_rss_mb_10k_portals", rss, "MB", "<= 150", lambda v: v <= 150))
+                figures.append(Figure("time_to_ready_s_10k_portals", ready, "s", "<= 2", lambda v: v <= 2))
+            except Exception as e:  # noqa: BLE001 - report and keep the other figures
+                problems.append(f"10k portals: {type(e).__name__}: {e}")
+    finally:
+        await stack.stop()
+    return figures
+
+
+async def _measure(stack, bridge, *, runs: int, suffix: str, problems: list[str], limits: bool) -> list[Figure]:
+    figures: list[Figure] = []
+    s = suffix
+    config = stack.config
+    sandbox = stack.telegram.url
+    connector = aiohttp.TCPConnector(limit=400)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as http:
+        mx = Matrix(http, config.homeserver.url, stack.registration.as_token, config.bot_mxid)
+        maxc = max(CONCURRENCY)
+
+        log(f"2/8 ceiling: creating {maxc} rooms with one ghost each")
+        t = time.perf_counter()
+        ceiling_rooms = await setup_ceiling_rooms(mx, config.homeserver.domain, maxc)
+        log(f"   done in {time.perf_counter() - t:.1f}s")
+
+        log(f"3/8 inbound: warming up {maxc} portals (one message per chat)")
+        users = [7_000_000 + i for i in range(maxc)]
+        t = time.perf_counter()
+        base = await count(bridge, "in")
+        await gather_bounded([client_say(http, sandbox, u, f"Client{u}", "hello") for u in users], 20)
+        await wait_count(bridge, "in", base + maxc, limit=240)
+        log(f"   {maxc} portals in {time.perf_counter() - t:.1f}s")
+
+        ceiling: dict[int, list[float]] = {c: [] for c in CONCURRENCY}
+        inbound: dict[int, list[float]] = {c: [] for c in CONCURRENCY}
+        ghost_durations_light: list[float] = []
+        for c in CONCURRENCY:
+            for r in range(runs):
+                rate, durations = await ceiling_run(mx, ceiling_rooms, c, MESSAGES[c])
+                ceiling[c].append(rate)
+                if c == 1:
+                    ghost_durations_light += durations
+                inbound[c].append(await inbound_run(http, sandbox, bridge, users, c, MESSAGES[c]))
+            log(f"   c={c}: ceiling {statistics.median(ceiling[c]):.1f}/s  inbound {statistics.median(inbound[c]):.1f}/s")
+        for c in CONCURRENCY:
+            figures.append(Figure(f"ceiling_events_per_s_c{c}{s}", ceiling[c], "events/s",
+                                  note=f"{MESSAGES[c]} ghost sends per run, {c} rooms"))
+        for c in CONCURRENCY:
+            figures.append(Figure(f"inbound_messages_per_s_c{c}{s}", inbound[c], "msgs/s"))
+        for c in CONCURRENCY:
+            ratios = [i / h for i, h in zip(inbound[c], ceiling[c])]
+            figures.append(Figure(f"inbound_ratio_to_ceiling_c{c}{s}", ratios, "ratio", ">= 0.9", lambda v: v >= 0.9))
+
+        log("4/8 outbound: the employee joins the portals")
+        portals = [p for p in await bridge.store.all_portals() if p.chat_id in {str(u) for u in users}]
+        portal_rooms = [p.room_id for p in portals]
+        emp = stack.employee
+        await gather_bounded([mx.call("POST", f"/rooms/{quote(r)}/join", {}, token=emp.access_token) for r in portal_rooms], 10)
+        await asyncio.sleep(1.0)  # let the bridge see the joins
+        outbound: dict[int, list[float]] = {c: [] for c in CONCURRENCY}
+        for c in CONCURRENCY:
+            if len(portal_rooms) < c:
+                problems.append(f"outbound c={c}{s}: only {len(portal_rooms)} portals")
+                continue
+            for r in range(runs):
+                outbound[c].append(await outbound_run(mx, bridge, portal_rooms, emp.access_token, c, OUT_MESSAGES[c]))
+                await asyncio.sleep(3.2)  # let the bridge's per-chat buckets refill
+            log(f"   c={c}: outbound {statistics.median(outbound[c]):.1f}/s")
+        for c in CONCURRENCY:
+            if outbound[c]:
+                figures.append(Figure(f"outbound_messages_per_s_c{c}{s}", outbound[c], "msgs/s",
+                                      note=f"{OUT_MESSAGES[c]} msgs per run; the bridge paces at 1/s per chat (burst 3), 30/s overall"))
+        for c in CONCURRENCY:
+            if outbound[c]:
+                ratios = [o / h for o, h in zip(outbound[c], ceiling[c])]
+                figures.append(Figure(f"outbound_ratio_to_ceiling_c{c}{s}", ratios, "ratio", ">= 0.9", lambda v: v >= 0.9))
+
+        log("5/8 latency added by the bridge (paced inbound, 10 chats)")
+        hs_ms = statistics.median(ghost_durations_light) * 1000
+        p = {50: [], 95: [], 99: []}
+        for r in range(runs):
+            lat = [v - hs_ms for v in await latency_run(http, sandbox, bridge, users[:10])]
+            for q in p:
+                p[q].append(percentile(lat, q))
+        for q in p:
+            figures.append(Figure(f"latency_p{q}_ms{s}", p[q], "ms", "<= 50" if q == 99 else None,
+                                  (lambda v: v <= 50) if q == 99 else None,
+                                  note=f"client POST -> store row, minus median ghost send {hs_ms:.1f} ms"))
+
+        if limits:
+            figures += await limits_run(stack, bridge, mx, portal_rooms, runs)
+    return figures
+
+
+async def limits_run(stack, bridge, mx: Matrix, portal_rooms: list[str], runs: int) -> list[Figure]:
+    log("7/8 sandbox rate limits on: outbound to one chat")
+    emp = stack.employee
+    stack.telegram.rate_limits = True
+    try:
+        share, lost = [], []
+        n_msgs = 13  # 3 burst + 10 at 1/s: an ideal sender needs 10 s
+        for r in range(runs):
+            room = portal_rooms[20 + r]
+            base = await count(bridge, "out")
+            t0 = time.perf_counter()
+            for k in range(n_msgs):
+                await mx.send(room, f"limited {r}.{k}", token=emp.access_token)
+            try:
+                t1 = await wait_count(bridge, "out", base + n_msgs, limit=40)
+                share.append(((n_msgs - 3) / 1.0) / (t1 - t0))
+                lost.append(0)
+            except TimeoutError:
+                got = await count(bridge, "out") - base
+                lost.append(n_msgs - got)
+                share.append(max(0, got - 3) / (time.perf_counter() - t0))
+        return [
+            Figure("limits_share_of_allowed_rate", share, "ratio", ">= 0.95", lambda v: v >= 0.95,
+                   note=f"{n_msgs} msgs to one chat, per-chat bucket 3 burst + 1/s; lost per run {lost}"),
+            Figure("limits_lost_messages", [float(x) for x in lost], "msgs", "== 0", lambda v: v == 0),
+        ]
+    finally:
+        stack.telegram.rate_limits = False
+
+
+async def postgres_pass(tmp: Path, problems: list[str], env: dict[str, Any]) -> list[Figure]:
+    """The throughput/latency set again with the bridge's store and Synapse on PostgreSQL.
+
+    Skipped, with one line saying how to install what is missing, where PostgreSQL or the
+    Python drivers (the ``postgres`` extra) are not there; BENCH_PG=0 skips it on purpose.
+    """
+    from bench.postgres import INSTALL_HINT, find_binaries, start_postgres
+
+    if os.environ.get("BENCH_PG", "1") == "0":
+        print("PostgreSQL part skipped: BENCH_PG=0")
+        return []
+    if find_binaries() is None:
+        print(f"PostgreSQL part skipped: PostgreSQL is not installed; install it with: {INSTALL_HINT}")
+        return []
+    missing = [m for m in ("asyncpg", "psycopg2") if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"PostgreSQL part skipped: {', '.join(missing)} missing; install them with: pip install -e '.[postgres]'")
+        return []
+    log(f"8/8 PostgreSQL: a throwaway cluster; the set again with {PG_RUNS} runs per figure")
+    cluster = await start_postgres({"bridge": False, "synapse": True})
+    try:
+        env["postgres_version"] = cluster.version
+        return await stack_pass(tmp / "pg", runs=PG_RUNS, suffix="_pg", problems=problems, full=False, postgres=cluster)
+    except Exception as e:  # noqa: BLE001 - report and keep the SQLite figures
+        problems.append(f"PostgreSQL pass: {type(e).__name__}: {e}")
+        return []
+    finally:
+        await cluster.stop()
+
+
+ORDER = ["policy", "ceiling", "inbound_messages", "inbound_ratio", "outbound_messages", "outbound_ratio",
+         "latency", "memory", "time_to_ready", "limits"]
+
+
+def _sorted(figures: list[Figure]) -> list[Figure]:
+    return sorted(figures, key=lambda f: next((i for i, p in enumerate(ORDER) if f.name.startswith(p)), 99))
+
+
+async def main() -> int:
+    # The bridge (and so mautrix, which installs its logger class) is imported before logging is
+    # set up: the store's "houseline.db" logger must be created as mautrix's TraceLogger.
+    import bridge.bridge  # noqa: F401
+    import bridge.devstack  # noqa: F401
     from bridge.logs import setup_logging
 
     t_all = time.perf_counter()
     figures: list[Figure] = []
     problems: list[str] = []
+    env_extra: dict[str, Any] = {}
 
-    log("1/7 policy decisions")
+    log("1/8 policy decisions")
     figures.append(bench_policy())
 
     setup_logging("WARNING")
     with tempfile.TemporaryDirectory(prefix="houseline-bench-") as tmp_s:
         tmp = Path(tmp_s)
-        log("starting Synapse, sandbox Telegram and the bridge")
-        t = time.perf_counter()
-        stack = await start_dev_stack(tmp / "stack", rate_limits=False)
-        bridge = Bridge(stack.config, stack.registration)
-        try:
-            await bridge.start()
-            log(f"stack ready in {time.perf_counter() - t:.1f}s")
-            config = stack.config
-            sandbox = stack.telegram.url
-            connector = aiohttp.TCPConnector(limit=400)
-            async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as http:
-                mx = Matrix(http, config.homeserver.url, stack.registration.as_token, config.bot_mxid)
-                maxc = max(CONCURRENCY)
+        figures += await stack_pass(tmp / "sqlite", runs=RUNS, suffix="", problems=problems, full=True)
+        pg_figures = await postgres_pass(tmp, problems, env_extra)
 
-                log(f"2/7 ceiling: creating {maxc} rooms with one ghost each")
-                t = time.perf_counter()
-                ceiling_rooms = await setup_ceiling_rooms(mx, config.homeserver.domain, maxc)
-                log(f"   done in {time.perf_counter() - t:.1f}s")
-
-                log(f"3/7 inbound: warming up {maxc} portals (one message per chat)")
-                users = [7_000_000 + i for i in range(maxc)]
-                t = time.perf_counter()
-                base = await count(bridge, "in")
-                await gather_bounded([client_say(http, sandbox, u, f"Client{u}", "hello") for u in users], 20)
-                await wait_count(bridge, "in", base + maxc, limit=240)
-                log(f"   {maxc} portals in {time.perf_counter() - t:.1f}s")
-
-                ceiling: dict[int, list[float]] = {c: [] for c in CONCURRENCY}
-                inbound: dict[int, list[float]] = {c: [] for c in CONCURRENCY}
-                ghost_durations_light: list[float] = []
-                for c in CONCURRENCY:
-                    for r in range(RUNS):
-                        rate, durations = await ceiling_run(mx, ceiling_rooms, c, MESSAGES[c])
-                        ceiling[c].append(rate)
-                        if c == 1:
-                            ghost_durations_light += durations
-                        inbound[c].append(await inbound_run(http, sandbox, bridge, users, c, MESSAGES[c]))
-                    log(f"   c={c}: ceiling {statistics.median(ceiling[c]):.1f}/s  inbound {statistics.median(inbound[c]):.1f}/s")
-                for c in CONCURRENCY:
-                    figures.append(Figure(f"ceiling_events_per_s_c{c}", ceiling[c], "events/s",
-                                          note=f"{MESSAGES[c]} ghost sends per run, {c} rooms"))
-                for c in CONCURRENCY:
-                    figures.append(Figure(f"inbound_messages_per_s_c{c}", inbound[c], "msgs/s"))
-                for c in CONCURRENCY:
-                    ratios = [i / h for i, h in zip(inbound[c], ceiling[c])]
-                    figures.append(Figure(f"inbound_ratio_to_ceiling_c{c}", ratios, "ratio", ">= 0.9", lambda v: v >= 0.9))
-
-                log("4/7 outbound: the employee joins the portals")
-                portals = [p for p in await bridge.store.all_portals() if p.chat_id in {str(u) for u in users}]
-                portal_rooms = [p.room_id for p in portals]
-                emp = stack.employee
-                await gather_bounded([mx.call("POST", f"/rooms/{quote(r)}/join", {}, token=emp.access_token) for r in portal_rooms], 10)
-                await asyncio.sleep(1.0)  # let the bridge see the joins
-                outbound: dict[int, list[float]] = {c: [] for c in CONCURRENCY}
-                for c in CONCURRENCY:
-                    if len(portal_rooms) < c:
-                        problems.append(f"outbound c={c}: only {len(portal_rooms)} portals")
-                        continue
-                    for r in range(RUNS):
-                        outbound[c].append(await outbound_run(mx, bridge, portal_rooms, emp.access_token, c, OUT_MESSAGES[c]))
-                        await asyncio.sleep(3.2)  # let the bridge's per-chat buckets refill
-                    log(f"   c={c}: outbound {statistics.median(outbound[c]):.1f}/s")
-                for c in CONCURRENCY:
-                    if outbound[c]:
-                        figures.append(Figure(f"outbound_messages_per_s_c{c}", outbound[c], "msgs/s",
-                                              note=f"{OUT_MESSAGES[c]} msgs per run; the bridge paces at 1/s per chat (burst 3), 30/s overall"))
-                for c in CONCURRENCY:
-                    if outbound[c]:
-                        ratios = [o / h for o, h in zip(outbound[c], ceiling[c])]
-                        figures.append(Figure(f"outbound_ratio_to_ceiling_c{c}", ratios, "ratio", ">= 0.9", lambda v: v >= 0.9))
-
-                log("5/7 latency added by the bridge (paced inbound, 10 chats)")
-                hs_ms = statistics.median(ghost_durations_light) * 1000
-                p = {50: [], 95: [], 99: []}
-                for r in range(RUNS):
-                    lat = [v - hs_ms for v in await latency_run(http, sandbox, bridge, users[:10])]
-                    for q in p:
-                        p[q].append(percentile(lat, q))
-                for q in p:
-                    figures.append(Figure(f"latency_p{q}_ms", p[q], "ms", "<= 50" if q == 99 else None,
-                                          (lambda v: v <= 50) if q == 99 else None,
-                                          note=f"client POST -> store row, minus median ghost send {hs_ms:.1f} ms"))
-
-                log("7/7 sandbox rate limits on: outbound to one chat")
-                stack.telegram.rate_limits = True
-                try:
-                    share, lost = [], []
-                    n_msgs = 13  # 3 burst + 10 at 1/s: an ideal sender needs 10 s
-                    for r in range(RUNS):
-                        room = portal_rooms[20 + r]
-                        base = await count(bridge, "out")
-                        t0 = time.perf_counter()
-                        for k in range(n_msgs):
-                            await mx.send(room, f"limited {r}.{k}", token=emp.access_token)
-                        try:
-                            t1 = await wait_count(bridge, "out", base + n_msgs, limit=40)
-                            share.append(((n_msgs - 3) / 1.0) / (t1 - t0))
-                            lost.append(0)
-                        except TimeoutError:
-                            got = await count(bridge, "out") - base
-                            lost.append(n_msgs - got)
-                            share.append(max(0, got - 3) / (time.perf_counter() - t0))
-                    figures.append(Figure("limits_share_of_allowed_rate", share, "ratio", ">= 0.95", lambda v: v >= 0.95,
-                                          note=f"{n_msgs} msgs to one chat, per-chat bucket 3 burst + 1/s; lost per run {lost}"))
-                    figures.append(Figure("limits_lost_messages", [float(x) for x in lost], "msgs", "== 0", lambda v: v == 0))
-                finally:
-                    stack.telegram.rate_limits = False
-        finally:
-            await bridge.stop()
-
-        try:
-            log("6/7 10,000 portals: startup time and RSS of `houseline run` (child process)")
-            template = tmp / "tenk.db"
-            built = await build_10k_db(template)
-            log(f"   10k portal rows written in {built:.1f}s")
-            ready, rss = [], []
-            for r in range(RUNS):
-                t_ready, m = await child_ready_run(stack.config_path, tmp, template, r)
-                ready.append(t_ready)
-                rss.append(m)
-            figures.append(Figure("memory_rss_mb_10k_portals", rss, "MB", "<= 150", lambda v: v <= 150))
-            figures.append(Figure("time_to_ready_s_10k_portals", ready, "s", "<= 2", lambda v: v <= 2))
-        except Exception as e:  # noqa: BLE001 - report and keep the other figures
-            problems.append(f"10k portals: {type(e).__name__}: {e}")
-        finally:
-            await stack.stop()
-
-    if shutil.which("pg_ctl") is None or shutil.which("initdb") is None:
-        print("PostgreSQL part skipped: install it with: apt-get install postgresql")
-    else:
-        print("PostgreSQL found, but this runner has no PostgreSQL part yet (SQLite figures only).")
-
-    order = ["policy", "ceiling", "inbound_messages", "inbound_ratio", "outbound_messages", "outbound_ratio",
-             "latency", "memory", "time_to_ready", "limits"]
-    figures.sort(key=lambda f: next((i for i, p in enumerate(order) if f.name.startswith(p)), 99))
     print()
-    print(table(figures))
+    print("SQLite (bridge store and Synapse)")
+    print(table(_sorted(figures)))
+    if pg_figures:
+        print()
+        print(f"PostgreSQL {env_extra.get('postgres_version', '')} (bridge store and Synapse; {PG_RUNS} runs per figure)")
+        print(table(_sorted(pg_figures)))
     for p_ in problems:
         print(f"problem: {p_}")
     total = time.perf_counter() - t_all
     print(f"\nwhole run: {total:.0f}s; results in {RESULTS}")
     env = environment(REPO)
-    env.update({"runs_per_figure": RUNS, "messages_per_run": MESSAGES, "concurrency": list(CONCURRENCY),
+    env.update(env_extra)
+    env.update({"runs_per_figure": RUNS, "runs_per_figure_pg": PG_RUNS if pg_figures else None,
+                "messages_per_run": MESSAGES, "concurrency": list(CONCURRENCY),
+                "databases": ["sqlite"] + (["postgresql"] if pg_figures else []),
                 "total_seconds": round(total, 1), "problems": problems})
-    RESULTS.write_text(json.dumps({"figures": [f.as_json() for f in figures], "environment": env}, indent=2) + "\n")
+    all_figures = _sorted(figures) + _sorted(pg_figures)
+    RESULTS.write_text(json.dumps({"figures": [f.as_json() for f in all_figures], "environment": env}, indent=2) + "\n")
     return 0
 
 

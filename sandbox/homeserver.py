@@ -44,6 +44,16 @@ Federating mode (``federation_address="127.0.0.N"``), for tests that need two se
   against the blocklist alone. Other outbound traffic (push, ...) keeps the default
   blocklist with 127.0.0.0/8 allowed back (``ip_range_whitelist``). Synapse 1.163 reads
   only these older option names; ``ip_range_blocklist`` would be silently ignored.
+
+PostgreSQL (``database_url="postgres://user@127.0.0.1:5432/synapse"``), for the benchmark:
+
+* SQLite stays the default: it needs nothing installed and is what the tests and the demo use.
+  Production Synapse runs on PostgreSQL, so the bench measures that too (bench/postgres.py
+  starts a throwaway cluster and creates the database with the C collation Synapse requires).
+* The URL has the same shape as the bridge's ``database.url``, so one cluster hands the same kind
+  of value to both. Synapse connects with psycopg2 (the ``postgres`` extra installs
+  psycopg2-binary); a data directory keeps whatever database it was first started with, so a
+  restart must pass the same URL again.
 """
 
 from __future__ import annotations
@@ -333,6 +343,31 @@ def _write_self_signed_cert(cert_path: Path, key_path: Path, address: str) -> da
     return not_after
 
 
+def _synapse_database(url: str) -> dict[str, Any]:
+    """Synapse's ``database`` section for a ``postgres://user[:password]@host[:port]/name`` URL.
+
+    A small connection pool is enough for one test server and keeps a throwaway cluster's
+    connection count low; ``allow_unsafe_locale`` stays off so that a database created with
+    the wrong collation fails at start-up instead of misbehaving later.
+    """
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise ValueError(f"database_url must be a postgres:// URL, got scheme {parts.scheme!r}")
+    name = parts.path.lstrip("/")
+    if not name or not parts.hostname:
+        raise ValueError("database_url needs a host and a database name: postgres://user@host:port/name")
+    args: dict[str, Any] = {"database": unquote(name), "host": parts.hostname, "cp_min": 2, "cp_max": 10}
+    if parts.port is not None:
+        args["port"] = parts.port
+    if parts.username:
+        args["user"] = unquote(parts.username)
+    if parts.password:
+        args["password"] = unquote(parts.password)
+    return {"name": "psycopg2", "args": args, "allow_unsafe_locale": False}
+
+
 def _tail(path: Path, start: int = 0, lines: int = _TAIL_LINES) -> str:
     """The last ``lines`` lines of ``path`` written after byte offset ``start``."""
     try:
@@ -371,8 +406,10 @@ class LocalHomeserver:
         *,
         log_level: str = "INFO",
         federation_address: str | None = None,
+        database_url: str | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
+        self._database = _synapse_database(database_url) if database_url is not None else None
         if federation_address is not None and server_name != "localhost":
             # A custom name would need .well-known or SRV delegation to be reachable.
             raise ValueError(
@@ -493,7 +530,8 @@ class LocalHomeserver:
                     "resources": [{"names": ["client"], "compress": False}],
                 }
             ],
-            "database": {"name": "sqlite3", "args": {"database": str(data / DATABASE_FILE)}},
+            "database": copy.deepcopy(self._database)
+            or {"name": "sqlite3", "args": {"database": str(data / DATABASE_FILE)}},
             "log_config": str(data / LOG_CONFIG_FILE),
             "media_store_path": str(data / MEDIA_STORE_DIR),
             "signing_key_path": str(data / SIGNING_KEY_FILE),

@@ -28,3 +28,40 @@ async def test_acquire_waits_only_when_the_budget_is_spent() -> None:
         await limiter.acquire(7)
     chat = limiter._bucket(7)
     assert chat.tokens < 1  # the burst is spent; the next acquire would wait
+
+
+def test_a_burst_is_counted_from_the_first_answer() -> None:
+    """Telegram's bucket starts when the first call of a burst arrives, ours when it went out:
+    settling that call at its answer keeps our clock behind Telegram's, so a later call that
+    travels faster than the first is not early."""
+    bucket = Bucket(rate=1.0, capacity=3)
+    assert bucket.wait_time(100.0) == 0
+    bucket.take()
+    bucket.settle(0.005)  # answered 5 ms after it went out
+    for now in (100.01, 100.02):
+        assert bucket.wait_time(now) == 0
+        bucket.take()
+        bucket.settle(0.005)  # not from a full bucket: no further shift
+    # Without the shift the fourth token would be there at 101.0; with it, 5 ms later.
+    assert abs(bucket.wait_time(101.0) - 0.005) < 1e-9
+    assert bucket.wait_time(101.005 + 1e-9) == 0
+
+
+def test_a_refused_call_costs_no_budget() -> None:
+    limiter = SendLimiter(per_chat=1.0, chat_burst=1, overall=30)
+    chat = limiter._bucket(7)
+    assert chat.wait_time(50.0) == 0
+    chat.take()
+    limiter.overall.wait_time(50.0)
+    limiter.overall.take()
+    limiter.refused(7)
+    assert chat.wait_time(50.0) == 0
+    assert limiter.overall.tokens == 30
+
+
+async def test_acquire_tells_when_the_budget_was_taken() -> None:
+    limiter = SendLimiter(per_chat=1000, chat_burst=2, overall=1000)
+    taken_at = await limiter.acquire(7)
+    limiter.settle(7, taken_at)
+    limiter.settle(8, taken_at)  # a chat never seen: nothing to settle
+    assert limiter._bucket(7).tokens <= 1

@@ -4,6 +4,14 @@ Polling is our own loop over ``Bot.get_updates`` rather than PTB's Updater becau
 must advance only after the core committed an update on the Matrix side; the Updater confirms
 updates as soon as it fetched them. In webhook mode the same holds: the webhook is answered
 only after the commit.
+
+Polled updates are handled in lanes, one per chat, each in order, all chats side by side; the
+offset confirmed to Telegram is the lowest update not yet committed. The next fetch does not wait
+for the slowest chat of the previous one (that wait left the homeserver idle at the end of every
+fetch): it goes out once as many updates were committed since the last fetch as are still being
+handled. Telegram cannot be asked for "the updates after those I hold" without confirming those,
+so a fetch made early gets the unconfirmed ones again and skips them; the rule above keeps that
+re-reading to at most one update per committed one.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from functools import partial
 
 from telegram import Bot, Update
 from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter, TelegramError, TimedOut
@@ -57,7 +66,16 @@ class TelegramConnector:
         self._sink: InboundSink | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
-        self._offset: int | None = None
+        #: Highest update id handed to a lane (None before the first fetch).
+        self._seen: int | None = None
+        #: Updates handed to a lane and not committed yet, by update id.
+        self._pending: dict[int, asyncio.Task[None]] = {}
+        #: The last task of each chat's lane; the chat's next update runs after it.
+        self._lanes: dict[object, asyncio.Task[None]] = {}
+        #: An update that concerns more than its chat (see _is_barrier) and is not done yet.
+        self._barrier: asyncio.Task[None] | None = None
+        self._committed_since_fetch = 0
+        self._progress = asyncio.Event()
         self._translator = Translator(self.bot, self.account)
         self._sender = Sender(self.bot)
         self._webhook: WebhookServer | None = None
@@ -98,10 +116,17 @@ class TelegramConnector:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        if self._offset is not None:
+        # Updates being handled are cancelled: they stay unconfirmed and come again next time.
+        in_hand = list(self._pending.values())
+        for task in in_hand:
+            task.cancel()
+        if in_hand:
+            await asyncio.gather(*in_hand, return_exceptions=True)
+        offset = self._confirmable()
+        if offset is not None:
             # Confirm what was committed, as a stopping poller should, so it is not redelivered.
             try:
-                await self.bot.get_updates(offset=self._offset, timeout=0, allowed_updates=ALLOWED_UPDATES)
+                await self.bot.get_updates(offset=offset, timeout=0, allowed_updates=ALLOWED_UPDATES)
             except TelegramError as e:
                 log.warning("event=telegram_confirm_failed error=%s", type(e).__name__)
         await self.bot.shutdown()
@@ -111,9 +136,14 @@ class TelegramConnector:
     async def _poll(self) -> None:
         backoff = 1.0
         while not self._stopping.is_set():
+            await self._wait_for_room()
+            # Long polling only with nothing in hand: otherwise Telegram answers at once anyway
+            # (with the unconfirmed updates), and an answer is wanted at once.
+            timeout = 0 if self._pending else self.config.polling_timeout
+            self._committed_since_fetch = 0
             try:
                 updates = await self.bot.get_updates(
-                    offset=self._offset, timeout=self.config.polling_timeout, allowed_updates=ALLOWED_UPDATES
+                    offset=self._confirmable(), timeout=timeout, allowed_updates=ALLOWED_UPDATES
                 )
                 backoff = 1.0
             except RetryAfter as e:
@@ -133,23 +163,72 @@ class TelegramConnector:
                 await self._pause(backoff)
                 backoff = min(backoff * 2, 30)
                 continue
-            if updates:
-                await self._handle_batch(updates)
-                self._offset = updates[-1].update_id + 1
+            for update in updates:
+                if self._seen is None or update.update_id > self._seen:
+                    self._dispatch(update)
+                    self._seen = update.update_id
 
-    async def _handle_batch(self, updates: list[Update]) -> None:
-        """Chats side by side, each chat's updates in order: a chat whose commits keep failing
-        (retried until they pass) does not hold up the rest of the batch. The offset moves on
-        only when the whole batch is committed."""
-        by_chat: dict[object, list[Update]] = {}
-        for update in updates:
-            by_chat.setdefault(_chat_key(update), []).append(update)
+    def _confirmable(self) -> int | None:
+        """The offset that confirms exactly the committed updates: the lowest one still in hand,
+        else the one after the last seen (None before anything was seen)."""
+        if self._pending:
+            return min(self._pending)
+        return self._seen + 1 if self._seen is not None else None
 
-        async def one_chat(chat_updates: list[Update]) -> None:
-            for update in chat_updates:
+    async def _wait_for_room(self) -> None:
+        """Before fetching with updates in hand: wait until at least as many were committed
+        since the last fetch as are still in hand (a fetch re-reads those; see the module
+        docstring). With none in hand, fetch (long-poll) right away."""
+        while self._pending and self._committed_since_fetch < len(self._pending):
+            self._progress.clear()
+            await self._progress.wait()
+
+    def _dispatch(self, update: Update) -> None:
+        """Hand an update to its chat's lane: after the chat's previous update, and after (or,
+        for a barrier, before) an update that concerns several chats."""
+        key = _chat_key(update)
+        after = [t for t in (self._lanes.get(key), self._barrier) if t is not None and not t.done()]
+        if _is_barrier(update):
+            after = [t for t in self._pending.values() if not t.done()]
+        task = asyncio.create_task(self._run_after(after, update), name=f"telegram-update-{update.update_id}")
+        self._lanes[key] = task
+        if _is_barrier(update):
+            self._barrier = task
+        self._pending[update.update_id] = task
+        task.add_done_callback(partial(self._done, key, update.update_id))
+
+    async def _run_after(self, after: list[asyncio.Task[None]], update: Update) -> None:
+        if after:
+            # Only the order matters here; each task's outcome is its own.
+            await asyncio.wait(after)
+        backoff = 0.5
+        while True:
+            try:
                 await self._handle_update(update)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                # Commits are retried in _commit; what lands here failed before that (turning the
+                # update into events). Like a failing commit it is retried, never skipped: it
+                # stays unconfirmed and holds up its own chat only.
+                log.error(
+                    "event=telegram_update_failed update_id=%s error=%s retry_in=%.1fs",
+                    update.update_id, type(e).__name__, backoff, exc_info=True,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30)
 
-        await asyncio.gather(*(one_chat(u) for u in by_chat.values()))
+    def _done(self, key: object, update_id: int, task: asyncio.Task[None]) -> None:
+        if self._lanes.get(key) is task:
+            del self._lanes[key]
+        if self._barrier is task:
+            self._barrier = None
+        if task.cancelled():
+            return  # stopping: stays unconfirmed and comes again next time
+        del self._pending[update_id]
+        self._committed_since_fetch += 1
+        self._progress.set()
 
     async def _pause(self, seconds: float) -> None:
         try:
@@ -204,6 +283,17 @@ def _chat_key(update: Update) -> object:
     if update.deleted_business_messages is not None:
         business = update.deleted_business_messages.business_connection_id
     return (business, chat.id if chat is not None else None)
+
+
+def _is_barrier(update: Update) -> bool:
+    """Updates whose effect reaches beyond their own chat's lane: a business connection
+    switched on or off (all its chats), and a group's migration to a supergroup (the new chat's
+    messages must find the moved portal). They run after every update fetched before them, and
+    every later update runs after them, as whole fetches used to."""
+    if update.business_connection is not None:
+        return True
+    message = update.message or update.business_message
+    return message is not None and bool(message.migrate_to_chat_id or message.migrate_from_chat_id)
 
 
 def _update_kind(update: Update) -> str:
