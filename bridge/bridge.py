@@ -50,6 +50,11 @@ class Bridge:
 
             connector = TelegramConnector(config.telegram)
             self.connectors[connector.network] = connector
+        if config.whatsapp is not None:
+            from bridge.networks.whatsapp import WhatsAppConnector
+
+            # The record knows when each client last wrote: the 24-hour window survives restarts.
+            self.connectors["whatsapp"] = WhatsAppConnector(config.whatsapp, last_inbound=self.store.last_inbound_at)
         self.inbound: Inbound | None = None
         self.outbound: Outbound | None = None
         self._started: list[str] = []
@@ -164,7 +169,10 @@ class Bridge:
                     await self.policy_bot.on_member(raw, portal)
                 continue
             if raw.get("sender") != self.az.bot_mxid and self.commands.is_command(raw):
-                await self.commands.handle(raw, portal)
+                if portal is not None and self.commands.is_template(raw):
+                    outgoing.append(raw)
+                else:
+                    await self.commands.handle(raw, portal)
                 continue
             if portal is not None and not self.policy_bot.is_ours(raw["sender"]) and "state_key" not in raw:
                 outgoing.append(raw)  # the bridge's own events never go back out

@@ -73,6 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         secrets=(
             registration.as_token, registration.hs_token, config.telegram.bot_token,
             *((config.telegram.webhook.secret_token,) if config.telegram.webhook else ()),
+            *config.network_secrets(),
         ),
     )
     # Built inside the loop: mautrix binds its HTTP session to the loop that exists at creation.

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shlex
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
@@ -35,6 +34,7 @@ USAGE = {
     "hold": "hold <room id | client id | here> — place a conversation under legal hold",
     "release": "release <room id | client id | here> — lift a legal hold",
     "export": "export <room id | client id | here> [html|eml|jsonl] — export a conversation with a verifiable manifest",
+    "template": "template <name> [--lang en] [parameters...] — in a conversation: send the client an approved message template",
 }
 
 
@@ -64,6 +64,15 @@ class Commands:
     def prefix(self) -> str:
         return self.pb.policy.commands.prefix
 
+    def is_template(self, raw: dict[str, Any]) -> bool:
+        """A template command goes to the client like a message (queued, ordered, recorded),
+        so any employee who may write in the conversation may use it."""
+        words = mc.split_command(raw["content"]["body"][len(self.prefix):])
+        return bool(words) and words[0].lower() == "template"
+
+    async def cmd_template(self, ctx: CommandContext, args: list[str]) -> str:
+        return "Templates are sent from a client conversation: type the command there."
+
     def is_command(self, raw: dict[str, Any]) -> bool:
         content = raw.get("content") or {}
         body = content.get("body")
@@ -88,10 +97,7 @@ class Commands:
     async def handle(self, raw: dict[str, Any], portal: PortalRow | None) -> None:
         ctx = CommandContext(raw["sender"], raw["room_id"], portal)
         body = raw["content"]["body"][len(self.prefix):].strip()
-        try:
-            words = shlex.split(body)
-        except ValueError:
-            words = body.split()
+        words = mc.split_command(body)
         name = words[0].lower() if words else "help"
         args = words[1:]
         allowed = decide(Command(user_id=ctx.sender, name=name), self.pb.policy)

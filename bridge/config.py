@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse, urlsplit
 
 import yaml
@@ -19,8 +19,11 @@ from yarl import URL
 from policies.model import Policy, PolicyError, parse_policy
 from puppets.ids import GhostNamer, ghost_localpart_pattern
 
+if TYPE_CHECKING:
+    from bridge.networks.whatsapp.config import WhatsAppConfig
+
 #: Networks the bridge can carry; the ghost namespace covers exactly these.
-SUPPORTED_NETWORKS = ("telegram",)
+SUPPORTED_NETWORKS = ("telegram", "whatsapp")
 #: Placeholders a ghost localpart template may use.
 GHOST_TEMPLATE_FIELDS = {"network", "id"}
 #: Placeholders an employee signature template may use.
@@ -131,6 +134,15 @@ class Config:
     logging: LoggingConfig
     policy: Policy = field(default_factory=lambda: parse_policy(None, local_domain="localhost"))
     path: Path | None = None
+    #: None unless networks.whatsapp.enabled.
+    whatsapp: WhatsAppConfig | None = None
+
+    def network_secrets(self) -> tuple[str, ...]:
+        """Secrets of the optional networks, for the log scrubber."""
+        wa = self.whatsapp
+        if wa is None:
+            return ()
+        return (wa.app_secret, wa.verify_token, *(n.access_token for n in wa.numbers))
 
     @property
     def bot_mxid(self) -> str:
@@ -439,6 +451,9 @@ def parse_config(data: Any, *, path: Path | None = None) -> Config:
     tg_base_url = r.url("networks.telegram.base_url", "")
     tg_base_file_url = r.url("networks.telegram.base_file_url", "")
     tg_webhook = _parse_telegram_webhook(r, port)
+    from bridge.networks.whatsapp.config import parse_whatsapp  # no network library: plain data
+
+    whatsapp = parse_whatsapp(r, port)
 
     invite = r.get("portals.invite", [])
     invite_list: list[str] = []
@@ -505,6 +520,7 @@ def parse_config(data: Any, *, path: Path | None = None) -> Config:
         logging=LoggingConfig(level=level.upper(), format=log_format),
         policy=policy,
         path=path,
+        whatsapp=whatsapp,
     )
 
 

@@ -38,14 +38,21 @@ async def run_demo(*, once: bool, workdir: Path | None) -> int:
     stack = await start_dev_stack(workdir, policy_file=EXAMPLE_POLICY)
     bridge = Bridge(stack.config, stack.registration)
     try:
-        setup_logging("WARNING" if once else "INFO", secrets=(stack.registration.as_token, stack.registration.hs_token, stack.telegram.token))
+        setup_logging(
+            "WARNING" if once else "INFO",
+            secrets=(stack.registration.as_token, stack.registration.hs_token, stack.telegram.token, *stack.config.network_secrets()),
+        )
         await bridge.start()
+        await stack.connect_whatsapp()
         await demo_client(stack).say(HELLO)
         print(json.dumps({
             "event": "ready",
             "homeserver": stack.homeserver.url,
             "employee": {"user_id": stack.employee.user_id, "password": stack.employee.password},
-            "sandbox": {"telegram": stack.telegram.url, "telegram_bot_token": stack.telegram.token},
+            "sandbox": {
+                "telegram": stack.telegram.url, "telegram_bot_token": stack.telegram.token,
+                "whatsapp": stack.whatsapp.url if stack.whatsapp else None,
+            },
             "config": str(stack.config_path),
         }), flush=True)
         if once:

@@ -17,10 +17,14 @@ from appservice.registration import Registration, build_registration, write_regi
 from bridge.config import Config, load_config
 from sandbox.homeserver import LocalHomeserver, RegisteredUser, free_port
 from sandbox.telegram import TelegramSandbox
+from sandbox.whatsapp import SandboxNumber, WhatsAppSandbox
 
 DOMAIN = "localhost"
 EMPLOYEE_LOCALPART = "employee"
 COMPANY = "Example Advisers"
+#: The company's WhatsApp Business number in the sandbox (its phone number id).
+WHATSAPP_NUMBER = "1001"
+WHATSAPP_DISPLAY_NUMBER = "+1 555 0100"
 
 
 @dataclass
@@ -32,14 +36,25 @@ class DevStack:
     config_path: Path
     registration: Registration
     extra_employees: dict[str, RegisteredUser] = field(default_factory=dict)
+    whatsapp: WhatsAppSandbox | None = None
 
     @property
     def config(self) -> Config:
         return load_config(self.config_path)
 
+    async def connect_whatsapp(self) -> None:
+        """Point the sandbox's webhooks at the running bridge (Meta's subscription handshake).
+        Messages clients send before this wait in the sandbox, as they would at Meta."""
+        wa = self.config.whatsapp
+        if self.whatsapp is None or wa is None:
+            return
+        await self.whatsapp.subscribe(f"http://{wa.listen_host}:{wa.listen_port}{wa.path}", wa.verify_token)
+
     async def stop(self) -> None:
         await self.homeserver.stop()
         await self.telegram.stop()
+        if self.whatsapp is not None:
+            await self.whatsapp.stop()
 
 
 #: The people of the demo company besides the employee (the example policy names them).
@@ -53,7 +68,8 @@ EXTRA_USERS = {
 
 
 def write_bridge_config(
-    workdir: Path, *, homeserver_url: str, as_port: int, telegram: TelegramSandbox, invite: list[str], policy_file: Path | None = None
+    workdir: Path, *, homeserver_url: str, as_port: int, telegram: TelegramSandbox, invite: list[str], policy_file: Path | None = None,
+    database_url: str = "sqlite:houseline.db", whatsapp: WhatsAppSandbox | None = None,
 ) -> Path:
     config = {
         "homeserver": {"url": homeserver_url, "domain": DOMAIN},
@@ -67,7 +83,7 @@ def write_bridge_config(
             "ghost_localpart_template": "{network}_{id}",
             "registration": "registration.yaml",
         },
-        "database": {"url": "sqlite:houseline.db"},
+        "database": {"url": database_url},
         "networks": {
             "telegram": {
                 "enabled": True,
@@ -80,6 +96,15 @@ def write_bridge_config(
         "portals": {"invite": invite, "company": COMPANY, "signature": "{displayname} ({company})"},
         "logging": {"level": "INFO", "format": "keyvalue"},
     }
+    if whatsapp is not None:
+        config["networks"]["whatsapp"] = {
+            "enabled": True,
+            "graph_url": whatsapp.graph_url,
+            "app_secret": whatsapp.app_secret,
+            "verify_token": secrets.token_urlsafe(24),
+            "webhook": {"listen_host": "127.0.0.1", "listen_port": free_port(), "path": "/whatsapp/webhook"},
+            "numbers": [{"phone_number_id": WHATSAPP_NUMBER, "access_token": whatsapp.access_token, "waba_id": whatsapp.waba_id}],
+        }
     if policy_file is not None:
         config["policies"] = {"file": str(policy_file)}
     path = workdir / "config.yaml"
@@ -88,16 +113,27 @@ def write_bridge_config(
     return path
 
 
-async def start_dev_stack(workdir: Path, *, rate_limits: bool = True, policy_file: Path | None = None) -> DevStack:
+async def start_dev_stack(
+    workdir: Path, *, rate_limits: bool = True, policy_file: Path | None = None,
+    bridge_database_url: str | None = None, homeserver_database_url: str | None = None,
+) -> DevStack:
+    """The whole local stack; SQLite for both databases unless the bench's PostgreSQL pass
+    passes URLs (bench/postgres.py makes them)."""
     workdir.mkdir(parents=True, exist_ok=True)
     telegram = TelegramSandbox(rate_limits=rate_limits, allow_local_webhooks=True, webhook_retry_initial=0.2)
     await telegram.start()
+    whatsapp = WhatsAppSandbox(
+        access_token=secrets.token_urlsafe(32), app_secret=secrets.token_urlsafe(32),
+        numbers=[SandboxNumber(phone_number_id=WHATSAPP_NUMBER, display_phone_number=WHATSAPP_DISPLAY_NUMBER, verified_name=COMPANY)],
+        throughput_limits=rate_limits,
+    )
+    await whatsapp.start()
     try:
         hs_port, as_port = free_port(), free_port()
         employee_id = f"@{EMPLOYEE_LOCALPART}:{DOMAIN}"
         config_path = write_bridge_config(
             workdir, homeserver_url=f"http://127.0.0.1:{hs_port}", as_port=as_port, telegram=telegram, invite=[employee_id],
-            policy_file=policy_file,
+            policy_file=policy_file, database_url=bridge_database_url or "sqlite:houseline.db", whatsapp=whatsapp,
         )
         config = load_config(config_path)
         registration = build_registration(
@@ -110,11 +146,13 @@ async def start_dev_stack(workdir: Path, *, rate_limits: bool = True, policy_fil
         )
         write_registration(registration, config.appservice.registration)
         homeserver = LocalHomeserver(
-            workdir / "synapse", server_name=DOMAIN, port=hs_port, app_service_config_files=[config.appservice.registration]
+            workdir / "synapse", server_name=DOMAIN, port=hs_port, app_service_config_files=[config.appservice.registration],
+            database_url=homeserver_database_url,
         )
         await homeserver.start()
     except BaseException:
         await telegram.stop()
+        await whatsapp.stop()
         raise
     try:
         employee = await homeserver.register_user(EMPLOYEE_LOCALPART, secrets.token_urlsafe(12), displayname="Erin Employee")
@@ -125,5 +163,6 @@ async def start_dev_stack(workdir: Path, *, rate_limits: bool = True, policy_fil
     except BaseException:
         await homeserver.stop()
         await telegram.stop()
+        await whatsapp.stop()
         raise
-    return DevStack(workdir, telegram, homeserver, employee, config_path, registration, extra)
+    return DevStack(workdir, telegram, homeserver, employee, config_path, registration, extra, whatsapp)

@@ -31,6 +31,11 @@ class RemoteEventKind(enum.Enum):
     MEMBERSHIP = "membership"
     #: The network gave the chat a new id (``new_chat_id``); the portal stays the same room.
     MIGRATE = "migrate"
+    #: The client read the company's messages up to ``target_id`` (where the network says so).
+    READ = "read"
+    #: The network reports, after accepting it, that the company's message ``target_id`` did
+    #: not reach the client; ``description`` says why, in words for the room.
+    DELIVERY_FAILED = "delivery_failed"
 
 
 class MediaKind(enum.Enum):
@@ -155,6 +160,9 @@ class DeliveryKind(enum.Enum):
     TYPING = "typing"
     #: An employee read the conversation up to ``targets[0]``.
     READ = "read"
+    #: A message template the network approved beforehand (``template``), the only kind some
+    #: business networks accept once a conversation has been quiet for a while.
+    TEMPLATE = "template"
 
 
 @dataclass(frozen=True)
@@ -192,6 +200,10 @@ class Delivery:
     reaction: str = ""
     #: DELETE: when the original was sent, for the network's deletion window.
     target_timestamp_ms: int | None = None
+    #: TEMPLATE: its name, parameters in order, and language code ("" for the network's default).
+    template: str = ""
+    template_params: tuple[str, ...] = ()
+    template_language: str = ""
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,8 @@ from puppets.ghosts import Ghosts
 log = logging.getLogger("houseline.inbound")
 
 REMOTE_KEY = mc.REMOTE_KEY
+#: How long a report on a company message waits for the message's mapping to be recorded.
+STATUS_WAIT_S = 10.0
 
 
 def txn_id_for(event: RemoteEvent, suffix: str = "") -> str:
@@ -45,6 +47,9 @@ class _Context:
     portal: PortalRow
     ghost: IntentAPI
     ghost_name: str
+    #: Whether the message has an in-flight mark, when already read with the dedupe lookup
+    #: (None: not looked up yet).
+    inflight: bool | None = None
 
 
 #: Called after a client's message was committed to its portal (the disclaimer goes out then).
@@ -75,11 +80,18 @@ class Inbound:
         if event.kind is RemoteEventKind.MEMBERSHIP and not event.joined:
             await self._left(event)
             return
-        if event.kind is not RemoteEventKind.REACTION and await self.store.get_message(
-            chat.network, chat.account, chat.chat_id, event.message_id
-        ):
-            log.info("event=inbound_duplicate network=%s chat=%s message_id=%s", chat.network, chat.chat_id, event.message_id)
+        if event.kind in (RemoteEventKind.READ, RemoteEventKind.DELIVERY_FAILED):
+            await self._status(event)
             return
+        inflight: bool | None = None
+        if event.kind is not RemoteEventKind.REACTION:
+            # Dedupe and the in-flight mark in one lookup: the mark is written only further down,
+            # by the handling of this same message, so _send can use what was read here.
+            mapped, inflight_room = await self.store.inbound_state(chat.network, chat.account, chat.chat_id, event.message_id)
+            if mapped:
+                log.info("event=inbound_duplicate network=%s chat=%s message_id=%s", chat.network, chat.chat_id, event.message_id)
+                return
+            inflight = inflight_room is not None
         network_name = self.network_names.get(chat.network, chat.network)
         role = "company account" if event.from_account else None
         ghost_name = f"{event.sender.display_name} ({network_name}{', ' + role if role else ''})"
@@ -89,7 +101,7 @@ class Inbound:
         if event.kind is RemoteEventKind.MEMBERSHIP:
             log.info("event=member_joined network=%s chat=%s user=%s", chat.network, chat.chat_id, event.sender.id)
             return
-        ctx = _Context(event, portal, ghost, ghost_name)
+        ctx = _Context(event, portal, ghost, ghost_name, inflight)
         handler = {
             RemoteEventKind.MESSAGE: self._message,
             RemoteEventKind.EDIT: self._edit,
@@ -149,13 +161,17 @@ class Inbound:
             # A crash between the send and the mapping would post it twice on redelivery (the
             # homeserver forgets transaction ids when it restarts): mark it first, and when a
             # marked message comes again, look in the room before sending.
-            if await self.store.get_inflight(chat.network, chat.account, chat.chat_id, ctx.event.message_id):
+            marked = ctx.inflight
+            if marked is None:
+                marked = await self.store.get_inflight(chat.network, chat.account, chat.chat_id, ctx.event.message_id) is not None
+            if marked:
                 found = await self._find_in_room(ctx.portal.room_id, content[REMOTE_KEY])
                 if found is not None:
                     log.info("event=inbound_settled room=%s message_id=%s event_id=%s", ctx.portal.room_id, ctx.event.message_id, found)
                     return found
             else:
                 await self.store.set_inflight(chat.network, chat.account, chat.chat_id, ctx.event.message_id, ctx.portal.room_id)
+                ctx.inflight = True
         intent = self.portals.bot if as_bot else ctx.ghost
         return await intent.send_message_event(
             ctx.portal.room_id, EventType.ROOM_MESSAGE, content,
@@ -262,6 +278,35 @@ class Inbound:
             await self.store.delete_reaction(link)
         log.info("event=inbound_reactions chat=%s target=%s now=%d", chat.chat_id, original.remote_id, len(wanted))
         return None
+
+    async def _status(self, event: RemoteEvent) -> None:
+        """The network reports on a company message: the client read it (a read receipt from
+        the client's ghost), or it did not reach the client after all (a notice replying to it,
+        so the employee never believes a client got what it did not)."""
+        chat = event.chat
+        portal = await self.store.get_portal(chat.network, chat.account, chat.chat_id)
+        if portal is None or event.target_id is None:
+            log.info("event=status_ignored network=%s chat=%s kind=%s reason=no_portal", chat.network, chat.chat_id, event.kind.value)
+            return
+        link = await self.store.wait_for_message(chat.network, chat.account, chat.chat_id, event.target_id, STATUS_WAIT_S)
+        if event.kind is RemoteEventKind.READ:
+            if link is None:
+                log.info("event=status_ignored network=%s chat=%s kind=read reason=unknown_message", chat.network, chat.chat_id)
+                return
+            ghost = self.ghosts.intent(self.ghosts.user_id(event.sender.network, event.sender.id))
+            await ghost.mark_read(portal.room_id, link.event_id)
+            log.info("event=client_read room=%s event_id=%s", portal.room_id, link.event_id)
+            return
+        if link is not None:
+            text = f"Not delivered to the client: {event.description}"
+            content = mc.notice(text, in_reply_to=link.event_id)
+        else:
+            content = mc.notice(f"A message to the client was not delivered: {event.description}")
+        await self.portals.bot.send_message_event(portal.room_id, EventType.ROOM_MESSAGE, content, txn_id=txn_id_for(event))
+        log.warning(
+            "event=delivery_failed room=%s network=%s chat=%s message_id=%s event_id=%s",
+            portal.room_id, chat.network, chat.chat_id, event.target_id, link.event_id if link else "",
+        )
 
     async def _account(self, event: RemoteEvent) -> None:
         """Record the company account; when it is switched off or on, say so in its portals."""

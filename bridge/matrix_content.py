@@ -98,3 +98,14 @@ def reply_to(content: dict[str, Any], event_id: str) -> dict[str, Any]:
 def notice(body: str, *, in_reply_to: str | None = None) -> dict[str, Any]:
     content: dict[str, Any] = {"msgtype": "m.notice", "body": body}
     return reply_to(content, in_reply_to) if in_reply_to else content
+
+
+def split_command(text: str) -> list[str]:
+    """A command's words, shell-style so a parameter may be "quoted with spaces"; an unbalanced
+    quote falls back to plain words rather than failing the command."""
+    import shlex
+
+    try:
+        return shlex.split(text)
+    except ValueError:
+        return text.split()

@@ -22,7 +22,7 @@ from mautrix.types import EventType
 
 from bridge.config import PortalsConfig
 from bridge.events import ChatRef, Delivery, DeliveryKind, DeliveryReceipt, MediaKind, OutboundMedia, RemoteLocation, RichText
-from bridge.matrix_content import notice
+from bridge.matrix_content import notice, split_command
 from bridge.networks.base import Connector, DeliveryError
 from bridge.portals import Portals
 from bridge.store import MessageLink, PortalRow, Store
@@ -46,7 +46,8 @@ _TEXT_TYPES = {"m.text", "m.notice", "m.emote"}
 _MEDIA_KINDS = {"m.image": MediaKind.IMAGE, "m.file": MediaKind.FILE, "m.video": MediaKind.VIDEO, "m.audio": MediaKind.AUDIO}
 #: Telegram shows a chat action for about 5 s; refresh a little sooner while typing goes on.
 TYPING_REFRESH_S = 4.0
-#: Telegram's bot upload limit; a homeserver file larger than this is refused before download.
+#: Upload limit of a connector that states none (a connector's ``max_upload_bytes`` wins); a
+#: homeserver file larger than the limit is refused before download.
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 
 
@@ -215,6 +216,10 @@ class Outbound:
         relates = content.get("m.relates_to") or {}
         if relates.get("rel_type") == "m.replace":
             return await self._edit(base, raw, relates)
+        template = self._template_command(content)
+        if template is not None:
+            name, params, language = template
+            return replace(base, kind=DeliveryKind.TEMPLATE, template=name, template_params=params, template_language=language)
         signature = self._signature(raw["sender"], await self._displayname(raw["room_id"], raw["sender"]))
         reply_ids = await self._remote_ids((relates.get("m.in_reply_to") or {}).get("event_id"))
         base = replace(base, signature=signature, reply_to=reply_ids[0] if reply_ids else None)
@@ -228,10 +233,37 @@ class Outbound:
         if msgtype == "m.location":
             return replace(base, location=_parse_geo(content.get("geo_uri")))
         if msgtype in _MEDIA_KINDS or msgtype == "m.sticker":
-            media = await self._download(content, MediaKind.IMAGE if msgtype == "m.sticker" else _MEDIA_KINDS[msgtype])
+            connector = self.connectors.get(portal.network)
+            limit = getattr(connector, "max_upload_bytes", MAX_UPLOAD_BYTES)
+            network_name = connector.display_name if connector is not None else portal.network
+            media = await self._download(
+                content, MediaKind.IMAGE if msgtype == "m.sticker" else _MEDIA_KINDS[msgtype], limit, network_name,
+            )
             caption = _caption(content)
             return replace(base, media=media, text=caption)
         raise Refused("This kind of message is not sent to the client; the client did not see it.")
+
+    def _template_command(self, content: dict[str, Any]) -> tuple[str, tuple[str, ...], str] | None:
+        """``<prefix> template <name> [--lang xx] [parameters...]`` typed in a portal: an approved
+        template for the client (queued, ordered and recorded like any message)."""
+        body = content.get("body")
+        prefix = self.policy.policy.commands.prefix if self.policy is not None else "!hl"
+        if content.get("msgtype") not in _TEXT_TYPES or not isinstance(body, str) or not body.startswith(prefix + " "):
+            return None
+        words = split_command(body[len(prefix):])
+        if not words or words[0].lower() != "template":
+            return None
+        args = words[1:]
+        language = ""
+        if "--lang" in args:
+            i = args.index("--lang")
+            if i + 1 >= len(args):
+                raise Refused(f"Not sent: --lang needs a language code. Usage: {prefix} template <name> [--lang en] [parameters...]")
+            language = args[i + 1]
+            del args[i : i + 2]
+        if not args:
+            raise Refused(f"Not sent: which template? Usage: {prefix} template <name> [--lang en] [parameters...]")
+        return args[0], tuple(args[1:]), language
 
     async def _edit(self, base: Delivery, raw: dict[str, Any], relates: dict[str, Any]) -> Delivery:
         original_id = relates.get("event_id")
@@ -266,11 +298,12 @@ class Outbound:
             return ()
         return tuple(link.remote_id for link in await self.store.get_messages_by_event(event_id))
 
-    async def _download(self, content: dict[str, Any], kind: MediaKind) -> OutboundMedia:
+    async def _download(self, content: dict[str, Any], kind: MediaKind, limit: int, network_name: str) -> OutboundMedia:
         info = content.get("info") or {}
         size = info.get("size")
-        if isinstance(size, int) and size > MAX_UPLOAD_BYTES:
-            raise Refused(f"This file is {size / 1e6:.1f} MB; Telegram accepts at most 50 MB from a bot. The client did not receive it.")
+        too_big = f"{network_name} accepts at most {limit // (1024 * 1024)} MB from the company. The client did not receive it."
+        if isinstance(size, int) and size > limit:
+            raise Refused(f"This file is {size / 1e6:.1f} MB; {too_big}")
         url = content.get("url")
         if not isinstance(url, str) or not url.startswith("mxc://"):
             raise Refused("Encrypted or linkless files cannot be sent to the client; the client did not receive it.")
@@ -280,8 +313,8 @@ class Outbound:
             if 400 <= e.status < 500:
                 raise Refused(f"The file could not be fetched from the homeserver (HTTP {e.status}); the client did not receive it.") from e
             raise
-        if len(data) > MAX_UPLOAD_BYTES:
-            raise Refused(f"This file is {len(data) / 1e6:.1f} MB; Telegram accepts at most 50 MB from a bot. The client did not receive it.")
+        if len(data) > limit:
+            raise Refused(f"This file is {len(data) / 1e6:.1f} MB; {too_big}")
         return OutboundMedia(
             kind=kind,
             data=data,

@@ -175,12 +175,15 @@ class PolicyBot:
 
     async def check_send(self, portal: PortalRow, raw: dict[str, Any], delivery: Delivery) -> Decision:
         """The engine's decision for an employee's event about to leave, audited."""
-        if delivery.kind not in (DeliveryKind.MESSAGE, DeliveryKind.EDIT, DeliveryKind.REACTION):
+        if delivery.kind not in (DeliveryKind.MESSAGE, DeliveryKind.EDIT, DeliveryKind.REACTION, DeliveryKind.TEMPLATE):
             return Decision(Verdict.ALLOW, "sharing.not_content", "")
         content = raw.get("content") or {}
         labels = content.get(LABELS_KEY) if isinstance(content.get(LABELS_KEY), list) else []
         previous = None
-        kind = {DeliveryKind.MESSAGE: "file" if delivery.media else "text", DeliveryKind.EDIT: "edit", DeliveryKind.REACTION: "reaction"}[delivery.kind]
+        kind = {
+            DeliveryKind.MESSAGE: "file" if delivery.media else "text", DeliveryKind.EDIT: "edit",
+            DeliveryKind.REACTION: "reaction", DeliveryKind.TEMPLATE: "text",
+        }[delivery.kind]
         if delivery.kind is DeliveryKind.EDIT:
             previous = await self._original_text(raw)
         media = delivery.media
@@ -188,7 +191,8 @@ class PolicyBot:
             sender=raw["sender"],
             room=await self.room_state(portal.room_id, portal),
             kind=kind,
-            text=delivery.text.body if delivery.text else (delivery.reaction or ""),
+            # A template's parameters are what reaches the client besides the approved wording.
+            text=delivery.text.body if delivery.text else (delivery.reaction or " ".join(delivery.template_params)),
             html=delivery.text.html if delivery.text else None,
             file=FileInfo(name=media.file_name, mimetype=media.mimetype, size=len(media.data), head=media.data[:512]) if media else None,
             labels=frozenset(str(label) for label in labels),

@@ -100,12 +100,13 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> DevStack:
 async def bridge(stack: DevStack) -> BridgeProcess:
     proc = BridgeProcess(stack.config_path)
     await proc.start()
+    await stack.connect_whatsapp()
     yield proc
     print(f"--- bridge output ---\n{proc.output}")  # shown by pytest only when the test failed
     if proc.proc is not None and proc.proc.returncode is None:
         code = await proc.stop()
         assert code == 0, f"bridge exited with {code} on SIGTERM:\n{proc.output[-4000:]}"
-    secrets = (stack.registration.as_token, stack.registration.hs_token, stack.telegram.token)
+    secrets = (stack.registration.as_token, stack.registration.hs_token, stack.telegram.token, *stack.config.network_secrets())
     leaked = [s for s in secrets if s in proc.output]
     assert not leaked, "a secret appeared in the bridge's log output"
 

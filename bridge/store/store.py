@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 
 from mautrix.util.async_db import Database
 
+from bridge.events import ChatRef
 from bridge.store.upgrades import upgrade_table
 from policies.audit import AuditEntry
 
@@ -67,6 +69,7 @@ class Store:
     _last_sequence: int = 0
 
     def __init__(self, url: str) -> None:
+        self._message_waiters: dict[tuple[str, str, str, str], list[asyncio.Future[MessageLink]]] = {}
         self.db = Database.create(
             url,
             upgrade_table=upgrade_table,
@@ -352,6 +355,33 @@ class Store:
             link.network, link.account, link.chat_id, link.remote_id, link.room_id, link.event_id,
             link.direction, link.has_media, link.created_at or _now_ms(),
         )
+        for waiter in self._message_waiters.pop((link.network, link.account, link.chat_id, link.remote_id), []):
+            if not waiter.done():
+                waiter.set_result(link)
+
+    async def wait_for_message(self, network: str, account: str, chat_id: str, remote_id: str, timeout: float) -> MessageLink | None:
+        """The mapping of a remote message, waiting up to ``timeout`` for it to be recorded: a
+        network may report on a message (read, failed) before its send call has returned."""
+        found = await self.get_message(network, account, chat_id, remote_id)
+        if found is not None or timeout <= 0:
+            return found
+        key = (network, account, chat_id, remote_id)
+        waiter: asyncio.Future[MessageLink] = asyncio.get_running_loop().create_future()
+        self._message_waiters.setdefault(key, []).append(waiter)
+        try:
+            # Recorded between the lookup and the registration: look once more.
+            found = await self.get_message(network, account, chat_id, remote_id)
+            if found is not None:
+                return found
+            return await asyncio.wait_for(waiter, timeout)
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            waiters = self._message_waiters.get(key)
+            if waiters and waiter in waiters:
+                waiters.remove(waiter)
+                if not waiters:
+                    del self._message_waiters[key]
 
     # inbound sends in flight: written before the Matrix send, cleared with the mapping
 
@@ -360,6 +390,17 @@ class Store:
             "INSERT INTO inflight (network, account, chat_id, remote_id, room_id) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
             network, account, chat_id, remote_id, room_id,
         )
+
+    async def inbound_state(self, network: str, account: str, chat_id: str, remote_id: str) -> tuple[bool, str | None]:
+        """(already mapped, room of its in-flight mark or None) for a remote message, in one round
+        trip: every inbound message asks both, and each round trip costs the event loop a hop to
+        the database's thread (SQLite) or the server (PostgreSQL)."""
+        row = await self.db.fetchrow(
+            "SELECT EXISTS (SELECT 1 FROM message WHERE network=$1 AND account=$2 AND chat_id=$3 AND remote_id=$4) AS mapped,"
+            " (SELECT room_id FROM inflight WHERE network=$1 AND account=$2 AND chat_id=$3 AND remote_id=$4) AS inflight",
+            network, account, chat_id, remote_id,
+        )
+        return bool(row["mapped"]), row["inflight"]
 
     async def get_inflight(self, network: str, account: str, chat_id: str, remote_id: str) -> str | None:
         return await self.db.fetchval(
@@ -395,6 +436,14 @@ class Store:
             "SELECT remote_id FROM message WHERE network=$1 AND account=$2 AND chat_id=$3", network, account, chat_id
         )
         return {int(r["remote_id"]) for r in rows if r["remote_id"].isdigit()}
+
+    async def last_inbound_at(self, chat: ChatRef) -> int | None:
+        """When the client last wrote in a chat (ms), from the message map."""
+        value = await self.db.fetchval(
+            "SELECT MAX(created_at) FROM message WHERE network=$1 AND account=$2 AND chat_id=$3 AND direction='in'",
+            chat.network, chat.account, chat.chat_id,
+        )
+        return int(value) if value is not None else None
 
     async def last_remote_id(self, network: str, account: str, chat_id: str) -> int:
         """The highest numeric remote message id mapped in a chat (0 if none)."""

@@ -71,6 +71,7 @@ class Sender:
             DeliveryKind.REACTION: self._reaction,
             DeliveryKind.TYPING: self._typing,
             DeliveryKind.READ: self._read,
+            DeliveryKind.TEMPLATE: self._template,
         }[delivery.kind]
         business = delivery.chat.account.removeprefix(BUSINESS_PREFIX) if delivery.chat.account.startswith(BUSINESS_PREFIX) else None
         token = _business.set(business)
@@ -78,6 +79,9 @@ class Sender:
             return await handler(delivery, int(delivery.chat.chat_id))
         finally:
             _business.reset(token)
+
+    async def _template(self, d: Delivery, chat_id: int) -> DeliveryReceipt:
+        raise DeliveryError("Telegram has no message templates; write the message itself", permanent=True)
 
     async def find_delivered(self, d: Delivery, after: int, known: set[int], window: int = 8) -> DeliveryReceipt | None:
         """Did a delivery reach the chat before a crash? A bot cannot read a chat, but
@@ -236,12 +240,16 @@ class Sender:
 
     async def _call_plain(self, method, **kwargs: Any) -> Any:
         chat_id = kwargs.get("chat_id", "-")
+        limited = method.__name__.startswith("send_") and method.__name__ != "send_chat_action" and isinstance(chat_id, int)
         for attempt in range(_RATE_LIMIT_RETRIES):
-            if method.__name__.startswith("send_") and method.__name__ != "send_chat_action" and isinstance(chat_id, int):
-                await self.limiter.acquire(chat_id)
+            taken_at = await self.limiter.acquire(chat_id) if limited else None
+            refused = False
             try:
                 return await method(**kwargs)
             except RetryAfter as e:
+                refused = True
+                if taken_at is not None:
+                    self.limiter.refused(chat_id)
                 wait = seconds(e.retry_after)
                 if attempt == _RATE_LIMIT_RETRIES - 1 or wait > _MAX_RATE_LIMIT_WAIT:
                     raise DeliveryError("Telegram asked to slow down", permanent=False, retry_after=wait) from e
@@ -255,6 +263,10 @@ class Sender:
                 raise DeliveryError(_explain(e.message), permanent=True) from e
             except (TimedOut, NetworkError) as e:
                 raise DeliveryError(f"network error talking to Telegram ({type(e).__name__})", permanent=False) from e
+            finally:
+                if taken_at is not None and not refused:
+                    # Answered (or failed after it may have arrived there): see SendLimiter.settle.
+                    self.limiter.settle(chat_id, taken_at)
         raise AssertionError("unreachable")
 
 

@@ -1,0 +1,281 @@
+"""The WhatsApp connector: company numbers on Meta's Cloud API, webhooks in, Graph calls out.
+
+Each configured number is a company account; a client's conversation with it is a portal. The
+connector owns everything WhatsApp-specific: signatures, payload shapes, the 24-hour customer
+service window, media upload/download, error codes. The core sees RemoteEvents and Deliveries.
+
+The window: WhatsApp accepts free-form messages from a business only within 24 hours of the
+client's last message. The connector knows the client's last message time from the webhooks it
+handled and, after a restart, from the core's record (``last_inbound``); outside the window a
+free-form message is refused before it is sent, with a notice saying to use a template. If
+WhatsApp still reports a 131047 failure (clocks differ), the chat is marked closed until the
+client writes again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from typing import Any, Awaitable, Callable
+
+import aiohttp
+
+from bridge.events import ChatRef, Delivery, DeliveryKind, DeliveryReceipt, MediaKind, OutboundMedia
+from bridge.networks.base import DeliveryError, InboundSink
+from bridge.networks.whatsapp.config import WhatsAppConfig
+from bridge.networks.whatsapp.formatting import MAX_CAPTION, MAX_TEXT, matrix_to_whatsapp, split_text
+from bridge.networks.whatsapp.graph import GraphClient, GraphError
+from bridge.networks.whatsapp.translate import NETWORK, Translator
+from bridge.networks.whatsapp.webhook import WhatsAppWebhook
+
+log = logging.getLogger("houseline.whatsapp")
+
+WINDOW_S = 24 * 3600
+#: Largest file WhatsApp takes from a business (documents; other kinds fall back to documents).
+MAX_UPLOAD_BYTES = 100 * 1024 * 1024
+#: Per kind: the types WhatsApp shows natively and their size limits (Meta's media reference).
+_NATIVE = {
+    MediaKind.IMAGE: ("image", {"image/jpeg", "image/png"}, 5 * 1024 * 1024),
+    MediaKind.VIDEO: ("video", {"video/mp4", "video/3gpp"}, 16 * 1024 * 1024),
+    MediaKind.ANIMATION: ("video", {"video/mp4", "video/3gpp"}, 16 * 1024 * 1024),
+    MediaKind.VIDEO_NOTE: ("video", {"video/mp4", "video/3gpp"}, 16 * 1024 * 1024),
+    MediaKind.AUDIO: ("audio", {"audio/aac", "audio/mp4", "audio/mpeg", "audio/amr", "audio/ogg", "audio/opus"}, 16 * 1024 * 1024),
+    MediaKind.VOICE: ("audio", {"audio/aac", "audio/mp4", "audio/mpeg", "audio/amr", "audio/ogg", "audio/opus"}, 16 * 1024 * 1024),
+    MediaKind.STICKER: ("sticker", {"image/webp"}, 100 * 1024),
+}
+_DOCUMENT_TYPES = {
+    "text/plain", "application/pdf", "application/vnd.ms-powerpoint", "application/msword", "application/vnd.ms-excel",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+_UPLOADABLE = _DOCUMENT_TYPES | {t for _, types, _ in _NATIVE.values() for t in types}
+#: Codes worth waiting out: throughput, pair rate, app/account rate limits, temporary errors.
+_RATE_CODES = {130429: 2.0, 131056: 6.0, 80007: 30.0, 4: 30.0, 613: 30.0}
+_TEMPORARY_CODES = {1, 2, 131000, 131016, 133004}
+#: Recently handled webhook items (Meta redelivers whole payloads).
+REMEMBERED = 10_000
+
+LastInbound = Callable[[ChatRef], Awaitable[int | None]]
+
+
+class WhatsAppConnector:
+    network = NETWORK
+    display_name = "WhatsApp"
+    max_upload_bytes = MAX_UPLOAD_BYTES
+
+    def __init__(self, config: WhatsAppConfig, *, last_inbound: LastInbound | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.last_inbound = last_inbound
+        self.clock = clock
+        self._session: aiohttp.ClientSession | None = None
+        self._clients: dict[str, GraphClient] = {}
+        self._webhook = WhatsAppWebhook(config, self._on_payload)
+        self._sink: InboundSink | None = None
+        #: (account, chat) -> (newest client message id, its time in ms)
+        self._latest: dict[tuple[str, str], tuple[str, int]] = {}
+        self._closed: set[tuple[str, str]] = set()
+        self._done: OrderedDict[str, None] = OrderedDict()
+        self._chat_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._translator = Translator({n.phone_number_id for n in config.numbers}, self._download)
+
+    @property
+    def webhook_port(self) -> int | None:
+        return self._webhook.port
+
+    async def start(self, sink: InboundSink) -> None:
+        self._sink = sink
+        self._session = aiohttp.ClientSession()
+        for number in self.config.numbers:
+            self._clients[number.phone_number_id] = GraphClient(self._session, self.config.graph_url, number.phone_number_id, number.access_token)
+        await self._webhook.start()
+        log.info(
+            "event=whatsapp_connected numbers=%s graph=%s webhook_path=%s",
+            ",".join(self._clients), self.config.graph_url, self.config.path,
+        )
+
+    async def stop(self) -> None:
+        await self._webhook.stop()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _client(self, account: str) -> GraphClient:
+        client = self._clients.get(account)
+        if client is None:
+            raise DeliveryError(f"the WhatsApp number {account} is no longer configured in this bridge", permanent=True)
+        return client
+
+    async def _download(self, account: str, media_id: str) -> bytes:
+        return await self._client(account).download(media_id)
+
+    # inbound
+
+    async def _on_payload(self, payload: dict[str, Any]) -> None:
+        """Answered 200 (by the webhook) only after every event in it is committed."""
+        assert self._sink is not None
+        translated = self._translator.payload(payload)
+        for key, latest in translated.inbound.items():
+            current = self._latest.get(key)
+            if current is None or current[1] <= latest[1]:
+                self._latest[key] = latest
+            self._closed.discard(key)
+        self._closed |= translated.closed
+        for event in translated.events:
+            marker = f"{event.chat.account}/{event.chat.chat_id}/{event.message_id}"
+            if marker in self._done:
+                continue
+            lock = self._chat_locks.setdefault((event.chat.account, event.chat.chat_id), asyncio.Lock())
+            async with lock:
+                await self._sink(event)
+            self._done[marker] = None
+            while len(self._done) > REMEMBERED:
+                self._done.popitem(last=False)
+
+    # outbound
+
+    async def send(self, delivery: Delivery) -> DeliveryReceipt:
+        client = self._client(delivery.chat.account)
+        kind = delivery.kind
+        try:
+            if kind is DeliveryKind.READ:
+                await client.mark_read(delivery.targets[0])
+                return DeliveryReceipt()
+            if kind is DeliveryKind.TYPING:
+                latest = self._latest.get((delivery.chat.account, delivery.chat.chat_id))
+                if latest is not None and await self._window_open(delivery.chat):
+                    await client.mark_read(latest[0], typing=True)
+                return DeliveryReceipt()
+            if kind is DeliveryKind.EDIT:
+                raise DeliveryError("WhatsApp does not let a business edit a sent message; the client still sees the original", permanent=True)
+            if kind is DeliveryKind.DELETE:
+                raise DeliveryError("WhatsApp does not let a business delete a sent message; the client still sees it", permanent=True)
+            if kind is DeliveryKind.TEMPLATE:
+                return DeliveryReceipt((await client.send(self._template(delivery)),))
+            if not await self._window_open(delivery.chat):
+                raise DeliveryError(
+                    "the client last wrote more than 24 hours ago (or never), and WhatsApp then accepts only approved "
+                    "message templates from a business; send one with the bot's template command, e.g. "
+                    "!hl template <name> [parameters]",
+                    permanent=True,
+                )
+            if kind is DeliveryKind.REACTION:
+                await client.send({"to": delivery.chat.chat_id, "type": "reaction", "reaction": {"message_id": delivery.targets[0], "emoji": delivery.reaction}})
+                return DeliveryReceipt()
+            return await self._message(client, delivery)
+        except GraphError as e:
+            raise _delivery_error(e) from e
+
+    async def _window_open(self, chat: ChatRef) -> bool:
+        key = (chat.account, chat.chat_id)
+        if key in self._closed:
+            return False
+        latest = self._latest.get(key)
+        last_ms = latest[1] if latest is not None else None
+        if last_ms is None and self.last_inbound is not None:
+            last_ms = await self.last_inbound(chat)
+        return last_ms is not None and self.clock() - last_ms / 1000 < WINDOW_S
+
+    def _template(self, d: Delivery) -> dict[str, Any]:
+        template: dict[str, Any] = {"name": d.template, "language": {"code": d.template_language or self.config.default_language}}
+        if d.template_params:
+            template["components"] = [{"type": "body", "parameters": [{"type": "text", "text": p} for p in d.template_params]}]
+        return {"to": d.chat.chat_id, "type": "template", "template": template}
+
+    async def _message(self, client: GraphClient, d: Delivery) -> DeliveryReceipt:
+        to = d.chat.chat_id
+        context = {"context": {"message_id": d.reply_to}} if d.reply_to else {}
+        text = matrix_to_whatsapp(d.text) if d.text is not None and d.text.body else ""
+        # The signature in bold on the first line, as on Telegram: the client sees who answers.
+        header = f"*{d.signature}*" if d.signature else ""
+        signed = f"{header}\n{text}" if header and text else (header or text)
+        if d.location is not None:
+            ids = [await client.send({"to": to, "type": "location", "location": {"latitude": d.location.latitude, "longitude": d.location.longitude}, **context})]
+            if d.signature:
+                ids.append(await client.send({"to": to, "type": "text", "text": {"body": f"*{d.signature}*"}}))
+            return DeliveryReceipt(tuple(ids))
+        if d.media is not None:
+            return await self._media(client, d, signed, context)
+        ids = []
+        for i, part in enumerate(split_text(signed, MAX_TEXT)):
+            ids.append(await client.send({"to": to, "type": "text", "text": {"body": part, "preview_url": False}, **(context if i == 0 else {})}))
+        return DeliveryReceipt(tuple(ids))
+
+    async def _media(self, client: GraphClient, d: Delivery, caption: str, context: dict[str, Any]) -> DeliveryReceipt:
+        media = d.media
+        assert media is not None
+        wa_type, mimetype, note = _media_type(media)
+        media_id = await client.upload(media.data, mimetype, media.file_name)
+        body: dict[str, Any] = {"id": media_id}
+        if wa_type == "document":
+            body["filename"] = media.file_name
+        separate: str | None = None
+        if caption:
+            if wa_type in ("audio", "sticker") or len(caption) > MAX_CAPTION:
+                separate = caption
+            else:
+                body["caption"] = caption
+        ids = [await client.send({"to": d.chat.chat_id, "type": wa_type, wa_type: body, **context})]
+        if separate:
+            for part in split_text(separate, MAX_TEXT):
+                ids.append(await client.send({"to": d.chat.chat_id, "type": "text", "text": {"body": part, "preview_url": False}}))
+            note = note or (
+                "The caption was sent as a separate message: WhatsApp shows no caption on audio and stickers, "
+                f"and at most {MAX_CAPTION} characters elsewhere."
+            )
+        return DeliveryReceipt(tuple(ids), note=note)
+
+    async def find_delivered(self, delivery: Delivery, after_remote_id: int, known: set[int]) -> DeliveryReceipt | None:
+        """The Cloud API cannot list a chat's messages: after a crash mid-send the bridge cannot
+        tell whether the message went out (it is sent again)."""
+        return None
+
+
+def _media_type(media: OutboundMedia) -> tuple[str, str, str]:
+    """(WhatsApp message type, mime type to upload as, a note for the employee if it changed).
+    What WhatsApp cannot show natively (type or size) goes as a document of the same type."""
+    mimetype = media.mimetype.split(";")[0].strip().lower()
+    size = len(media.data)
+    if size > MAX_UPLOAD_BYTES:
+        raise DeliveryError(f"the file is {size / 1e6:.1f} MB; WhatsApp accepts at most 100 MB", permanent=True)
+    if mimetype not in _UPLOADABLE:
+        raise DeliveryError(
+            f"WhatsApp does not accept files of type {mimetype} (it takes PDF, Office documents, plain text, "
+            "JPEG/PNG images, MP4/3GPP video and common audio formats)",
+            permanent=True,
+        )
+    kind = MediaKind.IMAGE if media.kind is MediaKind.STICKER and mimetype != "image/webp" else media.kind
+    native = _NATIVE.get(kind)
+    if native is None:
+        return "document", mimetype, ""
+    wa_type, types, limit = native
+    if mimetype in types and size <= limit:
+        return wa_type, mimetype, ""
+    reason = (
+        f"over WhatsApp's {_size(limit)} limit for a {wa_type}" if mimetype in types
+        else f"of a type WhatsApp does not show as a {wa_type} ({mimetype})"
+    )
+    return "document", mimetype, f"Sent as a document: the file was {reason}."
+
+
+def _size(n: int) -> str:
+    return f"{n // (1024 * 1024)} MB" if n >= 1024 * 1024 else f"{n // 1024} KB"
+
+
+def _delivery_error(e: GraphError) -> DeliveryError:
+    """Graph errors in the core's terms: wait (rate limits), retry (temporary), or tell."""
+    if e.code in _RATE_CODES:
+        return DeliveryError(f"WhatsApp asks to slow down (error {e.code})", permanent=False, retry_after=_RATE_CODES[e.code])
+    if e.status == 0 or e.status >= 500 or e.code in _TEMPORARY_CODES:
+        return DeliveryError(f"WhatsApp is not answering properly ({e})", permanent=False)
+    if e.code == 190 or e.status == 401:
+        # A revoked or expired token is fixed by an admin; messages wait (and say so) meanwhile.
+        log.error("event=whatsapp_token_rejected fix='renew networks.whatsapp.numbers[].access_token'")
+        return DeliveryError("WhatsApp refused the bridge's access token; an admin must renew it", permanent=False, retry_after=30.0)
+    if e.code == 131047:
+        return DeliveryError("the client last wrote more than 24 hours ago; WhatsApp then accepts only approved message templates", permanent=True)
+    if e.code in (132000, 132001, 132012, 132015, 132016):
+        return DeliveryError(f"WhatsApp refused the template: {e.details or e.message}", permanent=True)
+    return DeliveryError(f"WhatsApp refused it: {e.details or e.message}", permanent=True)
