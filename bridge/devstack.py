@@ -22,9 +22,12 @@ from sandbox.whatsapp import SandboxNumber, WhatsAppSandbox
 DOMAIN = "localhost"
 EMPLOYEE_LOCALPART = "employee"
 COMPANY = "Example Advisers"
-#: The company's WhatsApp Business number in the sandbox (its phone number id).
+#: The company's WhatsApp Business numbers in the sandbox (phone number id, display number): the
+#: advisory desk's main line and a second one (several numbers at once, as companies have).
 WHATSAPP_NUMBER = "1001"
 WHATSAPP_DISPLAY_NUMBER = "+1 555 0100"
+WHATSAPP_SECOND_NUMBER = "1002"
+WHATSAPP_SECOND_DISPLAY_NUMBER = "+1 555 0102"
 
 
 @dataclass
@@ -103,7 +106,10 @@ def write_bridge_config(
             "app_secret": whatsapp.app_secret,
             "verify_token": secrets.token_urlsafe(24),
             "webhook": {"listen_host": "127.0.0.1", "listen_port": free_port(), "path": "/whatsapp/webhook"},
-            "numbers": [{"phone_number_id": WHATSAPP_NUMBER, "access_token": whatsapp.access_token, "waba_id": whatsapp.waba_id}],
+            "numbers": [
+                {"phone_number_id": number, "access_token": whatsapp.access_token, "waba_id": whatsapp.waba_id}
+                for number in (WHATSAPP_NUMBER, WHATSAPP_SECOND_NUMBER)
+            ],
         }
     if policy_file is not None:
         config["policies"] = {"file": str(policy_file)}
@@ -124,7 +130,10 @@ async def start_dev_stack(
     await telegram.start()
     whatsapp = WhatsAppSandbox(
         access_token=secrets.token_urlsafe(32), app_secret=secrets.token_urlsafe(32),
-        numbers=[SandboxNumber(phone_number_id=WHATSAPP_NUMBER, display_phone_number=WHATSAPP_DISPLAY_NUMBER, verified_name=COMPANY)],
+        numbers=[
+            SandboxNumber(phone_number_id=WHATSAPP_NUMBER, display_phone_number=WHATSAPP_DISPLAY_NUMBER, verified_name=COMPANY),
+            SandboxNumber(phone_number_id=WHATSAPP_SECOND_NUMBER, display_phone_number=WHATSAPP_SECOND_DISPLAY_NUMBER, verified_name=COMPANY),
+        ],
         throughput_limits=rate_limits,
     )
     await whatsapp.start()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bridge.devstack import DevStack
+from bridge.devstack import WHATSAPP_NUMBER, WHATSAPP_SECOND_NUMBER, DevStack
 from sandbox.employee import Employee
 from sandbox.whatsapp.client import WhatsAppClient, text_of
 from tests.conftest import BridgeProcess
@@ -26,9 +26,9 @@ PNG = base64.b64decode(
 )
 
 
-def wa_client(stack: DevStack, name: str) -> WhatsAppClient:
+def wa_client(stack: DevStack, name: str, to: str = WHATSAPP_NUMBER) -> WhatsAppClient:
     assert stack.whatsapp is not None
-    return WhatsAppClient(stack.whatsapp.url, str(next(_wa_ids)), name)
+    return WhatsAppClient(stack.whatsapp.url, str(next(_wa_ids)), name, to)
 
 
 def wa_ghost(client: WhatsAppClient) -> str:
@@ -272,3 +272,16 @@ async def test_same_policies_and_record_for_whatsapp_portals(stack: DevStack, br
     assert client_line["remote"]["network"] == "whatsapp"
     verify = subprocess.run([sys.executable, "-m", "bridge", "export", "verify", str(out)], capture_output=True, text=True, timeout=60)
     assert verify.returncode == 0, verify.stdout
+
+
+async def test_several_company_numbers_each_with_their_own_portals(stack: DevStack, bridge: BridgeProcess, employee: Employee) -> None:
+    main = wa_client(stack, "Frances Allen")
+    second = WhatsAppClient(main.sandbox_url, main.wa_id, main.name, WHATSAPP_SECOND_NUMBER)
+    await main.say("to the main line")
+    await second.say("to the second line")
+    room_main = (await employee.wait_for_message("to the main line", sender=wa_ghost(main))).room_id
+    room_second = (await employee.wait_for_message("to the second line", sender=wa_ghost(main))).room_id
+    assert room_main != room_second  # one conversation per company number
+    await employee.send_text(room_second, "answer from the second line")
+    await second.wait_for_text("answer from the second line")
+    assert not [m for m in await main.inbox() if "second line" in text_of(m)]

@@ -66,9 +66,8 @@ def parse_whatsapp(r: _Reader, appservice_port: int | None) -> WhatsAppConfig | 
             r.problems.append(f"{PREFIX}.{key}: unknown key; the keys are {', '.join(_KEYS)}")
     enabled = r.boolean(f"{PREFIX}.enabled", False)
     graph_url = r.url(f"{PREFIX}.graph_url", DEFAULT_GRAPH_URL)
-    required = _MISSING_OK if not enabled else None
-    app_secret = _secret(r, f"{PREFIX}.app_secret", "the App Secret from your Meta app's Settings > Basic page", required)
-    verify_token = _secret(r, f"{PREFIX}.verify_token", f"a random string you also enter in the app's webhook settings; {_SECRET_HOWTO}", required)
+    app_secret = _secret(r, f"{PREFIX}.app_secret", "the App Secret from your Meta app's Settings > Basic page", bool(enabled))
+    verify_token = _secret(r, f"{PREFIX}.verify_token", f"a random string you also enter in the app's webhook settings; {_SECRET_HOWTO}", bool(enabled))
     language = r.string(f"{PREFIX}.default_language", "en")
 
     hook = section.get("webhook", {})
@@ -116,7 +115,7 @@ def parse_whatsapp(r: _Reader, appservice_port: int | None) -> WhatsAppConfig | 
             r.problems.append(f"{key}.phone_number_id: {pnid} is listed twice")
             continue
         seen.add(pnid)
-        token = _secret(r, f"{key}.access_token", "a system user access token with whatsapp_business_messaging permission", None, raw.get("access_token"))
+        token = _secret(r, f"{key}.access_token", "a system user access token with whatsapp_business_messaging permission", bool(enabled), raw.get("access_token", ""))
         waba = str(raw.get("waba_id", ""))
         if waba and not waba.isdigit():
             r.problems.append(f"{key}.waba_id: {waba!r} is not a WhatsApp Business Account id (digits)")
@@ -131,19 +130,18 @@ def parse_whatsapp(r: _Reader, appservice_port: int | None) -> WhatsAppConfig | 
     )
 
 
-_MISSING_OK = object()
-
-
-def _secret(r: _Reader, key: str, what: str, optional: object | None, value: object = None) -> str | None:
-    """A secret: required (unless ``optional``), not a placeholder, not trivially short."""
+def _secret(r: _Reader, key: str, what: str, required: bool, value: object = None) -> str | None:
+    """A secret: when the network is enabled, present, not a placeholder, not trivially short.
+    While it is disabled only the type is checked (an example file's placeholders are fine)."""
     if value is None:
         value = r.get(key, "")
     if not isinstance(value, str):
         r.problems.append(f"{key}: expected text ({what})")
         return None
+    if not required:
+        return value or None
     if not value:
-        if optional is None:
-            r.problems.append(f"{key}: missing; set it to {what}")
+        r.problems.append(f"{key}: missing; set it to {what}")
         return None
     if "REPLACE" in value:
         r.problems.append(f"{key}: still the placeholder from config.example.yaml; set it to {what}")

@@ -134,7 +134,7 @@ class Translator:
         kind = m.get("type")
         try:
             return self._content(base, kind, m)
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
             log.warning("event=whatsapp_message_malformed id=%s type=%r error=%s", m["id"], str(kind)[:30], type(e).__name__)
             return _unsupported(base, f"a {kind} message the bridge could not read")
 
