@@ -17,15 +17,19 @@ from pathlib import Path
 
 import policies
 from bridge.bridge import Bridge
-from bridge.devstack import DevStack, start_dev_stack
+from bridge.devstack import WHATSAPP_NUMBER, DevStack, start_dev_stack
 from bridge.logs import setup_logging
 from sandbox.client import SandboxClient
+from sandbox.whatsapp.client import WhatsAppClient, text_of
 
 CLIENT_ID = 4242001
 #: The demo runs with the example policy: every rule kind on, with sensible defaults.
 EXAMPLE_POLICY = Path(policies.__file__).resolve().parent / "example.yaml"
 HELLO = "Hello! I'd like to talk about my portfolio."
 ANSWER = "Hello Dana, happy to help. When would suit you for a call?"
+WA_CLIENT_ID = "4915551234567"
+WA_HELLO = "Hi, is the *fund* still open to new investors?"
+WA_ANSWER = "Hi Wendy, yes it is. Shall I send you the factsheet?"
 
 
 async def run_demo(*, once: bool, workdir: Path | None) -> int:
@@ -84,6 +88,26 @@ async def _round_trip(stack: DevStack, t0: float, timeout: float = 60.0) -> int:
         transcript.append(f"employee -> portal      : {ANSWER}")
         got = await demo_client(stack).wait_for_text(ANSWER, timeout)
         transcript.append(f"client   <- company bot : {got['text']!r}")
+        if stack.whatsapp is not None:
+            # The same round trip on WhatsApp: another network through the same core.
+            # The example policy hands new conversations round the team: this one goes to Alex.
+            a = stack.extra_employees["adviser2"]
+            adviser = Employee(stack.homeserver.url, a.user_id, a.access_token, a.device_id)
+            await adviser.start()
+            try:
+                wa = WhatsAppClient(stack.whatsapp.url, WA_CLIENT_ID, "Wendy", WHATSAPP_NUMBER)
+                await wa.say(WA_HELLO)
+                transcript.append(f"client   -> WhatsApp {WHATSAPP_NUMBER}: {WA_HELLO}")
+                wa_room = await adviser.wait_for_invite(timeout)
+                await adviser.join(wa_room)
+                seen = await adviser.wait_for_message(WA_HELLO, wa_room, timeout=timeout)
+                transcript.append(f"adviser2 <- {seen.sender} in {wa_room}: {WA_HELLO}")
+                await adviser.send_text(wa_room, WA_ANSWER)
+                transcript.append(f"adviser2 -> portal      : {WA_ANSWER}")
+                answer = await wa.wait_for_text(WA_ANSWER, timeout)
+                transcript.append(f"client   <- WhatsApp {WHATSAPP_NUMBER}: {text_of(answer)!r}")
+            finally:
+                await adviser.close()
         print("\n".join(transcript))
         print(f"round trip OK in {time.monotonic() - t0:.1f}s (including start-up)", flush=True)
         return 0
@@ -108,6 +132,11 @@ Its files (config, policy, store, homeserver) are in {stack.workdir}.
 Be the employee: log in to {stack.homeserver.url} with any Matrix client (Element: "Edit" the
 homeserver, then sign in) as {e.user_id} / {e.password}. Accept the invite to
 "Dana Client (Telegram)" and answer the client.
+
+Be a WhatsApp client (sandbox Cloud API; company numbers 1001 and 1002):
+  curl -s -X POST {stack.whatsapp.url if stack.whatsapp else ''}/client/{WA_CLIENT_ID}/messages \\
+       -H 'content-type: application/json' -d '{{"to": "1001", "name": "Wendy", "text": "Hi *there*"}}'
+  curl -s '{stack.whatsapp.url if stack.whatsapp else ''}/client/{WA_CLIENT_ID}/messages?to=1001'
 
 Be the client (sandbox Telegram):
   curl -s -X POST {stack.telegram.url}/client/{CLIENT_ID}/messages \\
