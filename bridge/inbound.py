@@ -24,6 +24,7 @@ from mautrix.types import EventType
 
 from bridge import matrix_content as mc
 from bridge.events import RemoteEvent, RemoteEventKind, RichText
+from bridge.networks.base import MediaUnavailable
 from bridge.portals import Portals
 from bridge.store import AccountRow, MessageLink, PortalRow, ReactionLink, Store
 from puppets.ghosts import Ghosts
@@ -206,14 +207,15 @@ class Inbound:
         event = ctx.event
         media = event.media
         if media is not None and media.fetch is None:
-            words = mc.MEDIA_WORDS[media.kind]
-            body = f"{ctx.ghost_name} sent {words} ({media.file_name}), which could not be brought over: {media.unavailable_reason}."
-            if event.text and event.text.body:
-                body += f" Its caption: {event.text.body}"
-            return await self._send(ctx, mc.notice(body), as_bot=True), False
+            return await self._media_unavailable(ctx, media.unavailable_reason), False
         if media is not None:
             assert media.fetch is not None
-            data = await media.fetch()
+            try:
+                data = await media.fetch()
+            except MediaUnavailable as e:
+                # Gone for good on the network's side: say so rather than retry for ever.
+                log.warning("event=inbound_media_unavailable network=%s chat=%s message_id=%s", event.chat.network, event.chat.chat_id, event.message_id)
+                return await self._media_unavailable(ctx, e.reason), False
             mxc = await ctx.ghost.upload_media(data, mime_type=media.mimetype, filename=media.file_name, size=len(data))
             content = mc.media_content(media, str(mxc), event.text)
         elif event.location is not None:
@@ -226,6 +228,14 @@ class Inbound:
         if replied is not None:
             mc.reply_to(content, replied.event_id)
         return await self._send(ctx, content), media is not None
+
+    async def _media_unavailable(self, ctx: _Context, reason: str) -> str:
+        event, media = ctx.event, ctx.event.media
+        assert media is not None
+        body = f"{ctx.ghost_name} sent {mc.MEDIA_WORDS[media.kind]} ({media.file_name}), which could not be brought over: {reason}."
+        if event.text and event.text.body:
+            body += f" Its caption: {event.text.body}"
+        return await self._send(ctx, mc.notice(body), as_bot=True)
 
     async def _edit(self, ctx: _Context) -> tuple[str, bool]:
         event = ctx.event

@@ -285,3 +285,14 @@ async def test_several_company_numbers_each_with_their_own_portals(stack: DevSta
     await employee.send_text(room_second, "answer from the second line")
     await second.wait_for_text("answer from the second line")
     assert not [m for m in await main.inbox() if "second line" in text_of(m)]
+
+
+async def test_media_whatsapp_no_longer_has_is_a_notice_not_an_endless_retry(stack: DevStack, bridge: BridgeProcess, employee: Employee) -> None:
+    client, room, _ = await open_portal(stack, employee, "Radia Perlman")
+    await control(stack, "POST", "/control/faults", {"path": "media", "count": 1, "code": 100, "status": 400})
+    await client.send_file("image", PNG, "gone.png", caption="the lost one", mime_type="image/png")
+    notice = await employee.wait_for_event(bot_notice_in(room, "could not be brought over"), 30, "the unavailable-media notice")
+    assert "sent a photo" in notice.content["body"] and "the lost one" in notice.content["body"]
+    await client.send_file("image", PNG, "fine.png", mime_type="image/png")
+    photo = await employee.wait_for_event(lambda e: e.room_id == room and e.content.get("msgtype") == "m.image", 30, "the next photo")
+    assert await download(employee, photo.content["url"]) == PNG

@@ -21,6 +21,16 @@ class DeliveryError(Exception):
         self.retry_after = retry_after
 
 
+class MediaUnavailable(Exception):
+    """Raised by a RemoteMedia's ``fetch`` when the network will never hand the file over (it
+    expired, was deleted): the room gets a notice instead of the file. Any other exception is
+    temporary and the event is retried."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class Connector(Protocol):
     #: Short network name used in ids and state keys, e.g. "telegram".
     network: str

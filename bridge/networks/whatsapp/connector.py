@@ -23,7 +23,7 @@ from typing import Any, Awaitable, Callable
 import aiohttp
 
 from bridge.events import ChatRef, Delivery, DeliveryKind, DeliveryReceipt, MediaKind, OutboundMedia
-from bridge.networks.base import DeliveryError, InboundSink
+from bridge.networks.base import DeliveryError, InboundSink, MediaUnavailable
 from bridge.networks.whatsapp.config import WhatsAppConfig
 from bridge.networks.whatsapp.formatting import MAX_CAPTION, MAX_TEXT, matrix_to_whatsapp, split_text
 from bridge.networks.whatsapp.graph import GraphClient, GraphError
@@ -109,7 +109,12 @@ class WhatsAppConnector:
         return client
 
     async def _download(self, account: str, media_id: str) -> bytes:
-        return await self._client(account).download(media_id)
+        try:
+            return await self._client(account).download(media_id)
+        except GraphError as e:
+            if 400 <= e.status < 500 and e.code not in _RATE_CODES and e.code != 190 and e.status != 401:
+                raise MediaUnavailable(f"WhatsApp no longer has the file ({e.details or e.message})") from e
+            raise
 
     # inbound
 
