@@ -15,8 +15,8 @@ $(VENV)/.installed: pyproject.toml
 	@$(PY) -m pip install -qq -e '.[test]'
 	@touch $@
 
-# The bench also runs on PostgreSQL: its drivers (the postgres extra) only for `make bench`, so
-# `make test` and `make demo` install nothing more than before.
+# The PostgreSQL drivers (the postgres extra): the bench runs on PostgreSQL too, and the tests
+# run the store on a throwaway PostgreSQL cluster where its server is installed.
 $(VENV)/.installed-postgres: $(VENV)/.installed pyproject.toml
 	@echo "installing the PostgreSQL drivers (the postgres extra) into $(VENV) for the bench ..."
 	@$(PY) -m pip install -qq -e '.[test,postgres]'
@@ -30,7 +30,7 @@ demo: $(VENV)/.installed
 demo-once: $(VENV)/.installed
 	$(VENV)/bin/houseline demo --once
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed-postgres
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Throughput, latency, limits, policy speed and memory, against the homeserver's own ceiling

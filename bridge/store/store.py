@@ -304,14 +304,21 @@ class Store:
     # counters (round-robin assignment)
 
     async def next_counter(self, name: str) -> int:
-        """0, 1, 2, ... per name; survives restarts."""
+        """0, 1, 2, ... per name; survives restarts.
+
+        One upsert, then the value it left: on PostgreSQL several portals are created at once
+        over a pool of connections, and a read-then-write would let two first contacts both
+        insert (a unique violation) or both read the same value (the same assignee twice); the
+        upsert's row lock makes concurrent callers take turns until the transaction ends.
+        """
         async with self.db.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO counter (name, value) VALUES ($1, 1)"
+                " ON CONFLICT (name) DO UPDATE SET value = counter.value + 1",
+                name,
+            )
             value = await conn.fetchval("SELECT value FROM counter WHERE name=$1", name)
-            if value is None:
-                await conn.execute("INSERT INTO counter (name, value) VALUES ($1, 1)", name)
-                return 0
-            await conn.execute("UPDATE counter SET value=$1 WHERE name=$2", int(value) + 1, name)
-            return int(value)
+        return int(value) - 1
 
     async def count_portals(self) -> int:
         return int(await self.db.fetchval("SELECT COUNT(*) FROM portal"))

@@ -8,10 +8,11 @@ only after the commit.
 Polled updates are handled in lanes, one per chat, each in order, all chats side by side; the
 offset confirmed to Telegram is the lowest update not yet committed. The next fetch does not wait
 for the slowest chat of the previous one (that wait left the homeserver idle at the end of every
-fetch): it goes out once as many updates were committed since the last fetch as are still being
-handled. Telegram cannot be asked for "the updates after those I hold" without confirming those,
-so a fetch made early gets the unconfirmed ones again and skips them; the rule above keeps that
-re-reading to at most one update per committed one.
+fetch): it goes out once no more than FETCH_AHEAD_AT updates are still being handled, and at
+least as many were committed since the last fetch. Telegram cannot be asked for "the updates
+after those I hold" without confirming those, so a fetch made early gets the unconfirmed ones
+again (parsed again: parsing is the largest part of the bridge's own work per update) and skips
+them; those two conditions keep that re-reading small.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ from bridge.networks.telegram.translate import NETWORK, Translator
 from bridge.networks.telegram.webhook import WebhookServer, register_webhook
 
 log = logging.getLogger("houseline.telegram")
+
+#: Fetch the next updates once no more than this many are still being handled: enough sends in
+#: flight to keep a homeserver busy while the fetch comes back (a Synapse is saturated by about
+#: ten), few enough that getting them again costs little next to the up to 100 a fetch brings.
+FETCH_AHEAD_AT = 16
 
 ALLOWED_UPDATES = [
     "message",
@@ -176,10 +182,12 @@ class TelegramConnector:
         return self._seen + 1 if self._seen is not None else None
 
     async def _wait_for_room(self) -> None:
-        """Before fetching with updates in hand: wait until at least as many were committed
-        since the last fetch as are still in hand (a fetch re-reads those; see the module
-        docstring). With none in hand, fetch (long-poll) right away."""
-        while self._pending and self._committed_since_fetch < len(self._pending):
+        """Before fetching with updates in hand: wait until no more than FETCH_AHEAD_AT are in
+        hand and at least as many were committed since the last fetch (a fetch gets those
+        again; see the module docstring). With none in hand, fetch (long-poll) right away."""
+        while self._pending and (
+            len(self._pending) > FETCH_AHEAD_AT or self._committed_since_fetch < len(self._pending)
+        ):
             self._progress.clear()
             await self._progress.wait()
 
