@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from bridge.networks.telegram.ratelimit import Bucket, SendLimiter
 
 
@@ -65,3 +67,18 @@ async def test_acquire_tells_when_the_budget_was_taken() -> None:
     limiter.settle(7, taken_at)
     limiter.settle(8, taken_at)  # a chat never seen: nothing to settle
     assert limiter._bucket(7).tokens <= 1
+
+
+async def test_pacing_switched_off_takes_no_budget_and_never_waits() -> None:
+    """For a Bot API server without Telegram's limits (the bench's throughput runs)."""
+    limiter = SendLimiter()
+    limiter.enabled = False
+    start = time.monotonic()
+    for _ in range(50):
+        await limiter.acquire(42)
+    assert time.monotonic() - start < 0.5
+    limiter.enabled = True
+    # Nothing was taken while off: the chat's burst of 3 is still there, the 4th waits.
+    for _ in range(3):
+        await limiter.acquire(42)
+    assert limiter._bucket(42).wait_time(time.monotonic()) > 0.5
