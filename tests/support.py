@@ -9,6 +9,7 @@ from typing import Any, Awaitable, Callable
 import aiohttp
 
 from bridge.devstack import COMPANY, DevStack
+from sandbox.employee import Employee
 
 BOT = "@houseline:localhost"
 SIGNATURE = f"Erin Employee ({COMPANY})"
@@ -69,3 +70,24 @@ async def open_dm(person) -> str:
 
     await eventually(bot_joined, "the bot to join the direct chat")
     return room_id
+
+
+async def upload(employee: Employee, data: bytes, mime: str, name: str) -> str:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{employee.homeserver_url}/_matrix/media/v3/upload", params={"filename": name}, data=data,
+            headers={"Authorization": f"Bearer {employee.access_token}", "Content-Type": mime},
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+            return (await resp.json())["content_uri"]
+
+
+async def download(employee: Employee, mxc: str) -> bytes:
+    server, media_id = mxc.removeprefix("mxc://").split("/", 1)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(
+            f"{employee.homeserver_url}/_matrix/client/v1/media/download/{server}/{media_id}",
+            headers={"Authorization": f"Bearer {employee.access_token}"},
+        ) as resp:
+            assert resp.status == 200
+            return await resp.read()

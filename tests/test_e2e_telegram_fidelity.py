@@ -13,7 +13,7 @@ import aiohttp
 from bridge.devstack import DevStack
 from sandbox.employee import Employee
 from tests.conftest import BridgeProcess
-from tests.support import SIGNATURE, bot_notice_about, ghost_of
+from tests.support import download, upload, SIGNATURE, bot_notice_about, ghost_of
 
 SIG_LEN = len(SIGNATURE.encode("utf-16-le")) // 2
 
@@ -30,27 +30,6 @@ def png(width: int = 2, height: int = 3) -> bytes:
 async def portal_with(client, employee: Employee, text: str = "hello") -> str:
     await client.say(text)
     return (await employee.wait_for_message(text, sender=ghost_of(client))).room_id
-
-
-async def upload(employee: Employee, data: bytes, mime: str, name: str) -> str:
-    async with aiohttp.ClientSession() as http:
-        async with http.post(
-            f"{employee.homeserver_url}/_matrix/media/v3/upload", params={"filename": name}, data=data,
-            headers={"Authorization": f"Bearer {employee.access_token}", "Content-Type": mime},
-        ) as resp:
-            assert resp.status == 200, await resp.text()
-            return (await resp.json())["content_uri"]
-
-
-async def download(employee: Employee, mxc: str) -> bytes:
-    server, media_id = mxc.removeprefix("mxc://").split("/", 1)
-    async with aiohttp.ClientSession() as http:
-        async with http.get(
-            f"{employee.homeserver_url}/_matrix/client/v1/media/download/{server}/{media_id}",
-            headers={"Authorization": f"Bearer {employee.access_token}"},
-        ) as resp:
-            assert resp.status == 200
-            return await resp.read()
 
 
 async def test_formatting_both_ways(stack: DevStack, bridge: BridgeProcess, employee: Employee, new_client) -> None:

@@ -18,7 +18,7 @@ from bridge.devstack import WHATSAPP_NUMBER, WHATSAPP_SECOND_NUMBER, DevStack
 from sandbox.employee import Employee
 from sandbox.whatsapp.client import WhatsAppClient, text_of
 from tests.conftest import BridgeProcess
-from tests.support import BOT, SIGNATURE, bot_notice_about, bot_notice_in, eventually
+from tests.support import download, upload, BOT, SIGNATURE, bot_notice_about, bot_notice_in, eventually
 
 _wa_ids = itertools.count(4_915_000_000_001 + (os.getpid() % 1000) * 1000)
 PNG = base64.b64decode(
@@ -50,27 +50,6 @@ async def open_portal(stack: DevStack, employee: Employee, name: str, text: str 
     room = (await employee.wait_for_message(text, sender=wa_ghost(client))).room_id
     await client.wait_for_text("recorded")  # the WhatsApp disclaimer went out
     return client, room, wamid
-
-
-async def upload(employee: Employee, data: bytes, mime: str, name: str) -> str:
-    async with aiohttp.ClientSession() as http:
-        async with http.post(
-            f"{employee.homeserver_url}/_matrix/media/v3/upload", params={"filename": name}, data=data,
-            headers={"Authorization": f"Bearer {employee.access_token}", "Content-Type": mime},
-        ) as resp:
-            assert resp.status == 200, await resp.text()
-            return (await resp.json())["content_uri"]
-
-
-async def download(employee: Employee, mxc: str) -> bytes:
-    server, media_id = mxc.removeprefix("mxc://").split("/", 1)
-    async with aiohttp.ClientSession() as http:
-        async with http.get(
-            f"{employee.homeserver_url}/_matrix/client/v1/media/download/{server}/{media_id}",
-            headers={"Authorization": f"Bearer {employee.access_token}"},
-        ) as resp:
-            assert resp.status == 200
-            return await resp.read()
 
 
 async def test_text_both_ways_with_formatting_replies_and_read_receipts(stack: DevStack, bridge: BridgeProcess, employee: Employee) -> None:
