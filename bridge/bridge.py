@@ -102,7 +102,7 @@ class Bridge:
             intent=bot,
             catchup=Catchup(
                 intent=bot, store=self.store, handle=self._on_events, is_ours=self.policy_bot.is_ours,
-                rooms=self._portal_rooms,
+                rooms=self._portal_rooms, remember=self.az.remember_state,
             ),
             pause=self.outbox.pause, resume=self.outbox.resume, requeue=self.outbox.requeue,
         )
@@ -177,10 +177,11 @@ class Bridge:
             if portal is not None and not self.policy_bot.is_ours(raw["sender"]) and "state_key" not in raw:
                 outgoing.append(raw)  # the bridge's own events never go back out
         # Durably queued before the homeserver is answered; delivered by the outbox's workers.
-        await self.outbox.enqueue(outgoing)
+        await self.outbox.enqueue(outgoing)  # marks the queued events seen in the same commit
+        queued = {e.get("event_id") for e in outgoing}
         await self.store.mark_seen([
             (e["event_id"], e["room_id"]) for e in events
-            if isinstance(e.get("event_id"), str) and e["event_id"] and isinstance(e.get("room_id"), str)
+            if isinstance(e.get("event_id"), str) and e["event_id"] and e["event_id"] not in queued and isinstance(e.get("room_id"), str)
         ])
 
     async def _wait_for_homeserver(self, timeout: float) -> None:

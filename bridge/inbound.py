@@ -114,8 +114,8 @@ class Inbound:
         if result is None:
             return
         event_id, has_media = result
-        await self._committed(ctx)
-        await self.store.add_message(
+        # The mapping and the end of the in-flight mark: one commit.
+        await self.store.record_inbound(
             MessageLink(
                 chat.network, chat.account, chat.chat_id, event.message_id, portal.room_id, event_id, "in",
                 has_media=has_media, created_at=event.timestamp_ms,
@@ -178,10 +178,6 @@ class Inbound:
             ctx.portal.room_id, EventType.ROOM_MESSAGE, content,
             txn_id=txn_id_for(ctx.event, suffix), timestamp=ctx.event.timestamp_ms,
         )
-
-    async def _committed(self, ctx: _Context) -> None:
-        chat = ctx.event.chat
-        await self.store.clear_inflight(chat.network, chat.account, chat.chat_id, ctx.event.message_id)
 
     async def _find_in_room(self, room_id: str, remote: dict[str, Any], depth: int = 200) -> str | None:
         """The event already carrying this remote message, among the room's latest events."""

@@ -18,7 +18,9 @@ from bridge.store import Store
 
 log = logging.getLogger("houseline.outbox")
 
-Handle = Callable[[dict[str, Any]], Awaitable[None]]
+#: Delivers one event; returns True when it already removed the event's outbox entry itself
+#: (in the commit that recorded the delivery), so the worker need not.
+Handle = Callable[[dict[str, Any]], Awaitable[bool | None]]
 MAX_BACKOFF_S = 60.0
 
 
@@ -102,8 +104,9 @@ class Outbox:
             delay = 0.0
             self._busy += 1
             self._idle.clear()
+            settled: bool | None = False
             try:
-                await self.handle(event)
+                settled = await self.handle(event)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
@@ -114,7 +117,8 @@ class Outbox:
                     room_id, event["event_id"], attempts + 1, type(e).__name__, delay,
                 )
             else:
-                await self.store.outbox_done(event["event_id"])
+                if not settled:
+                    await self.store.outbox_done(event["event_id"])
             finally:
                 self._busy -= 1
                 if self._busy == 0:

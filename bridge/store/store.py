@@ -7,8 +7,9 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from typing import Callable
 
-from mautrix.util.async_db import Database
+from mautrix.util.async_db import Database, Scheme
 
 from bridge.events import ChatRef
 from bridge.store.upgrades import upgrade_table
@@ -70,6 +71,11 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self._message_waiters: dict[tuple[str, str, str, str], list[asyncio.Future[MessageLink]]] = {}
+        #: Called with each message link once it is committed (in-process observers: the bench).
+        self.message_listeners: list[Callable[[MessageLink], None]] = []
+        #: Company accounts by (network, account id); only this process writes the table, and
+        #: every outbound message asks for its account.
+        self._accounts: dict[tuple[str, str], AccountRow | None] = {}
         self.db = Database.create(
             url,
             upgrade_table=upgrade_table,
@@ -134,15 +140,20 @@ class Store:
     # company accounts
 
     async def get_account(self, network: str, account_id: str) -> AccountRow | None:
+        key = (network, account_id)
+        if key in self._accounts:
+            return self._accounts[key]
         row = await self.db.fetchrow(
             "SELECT network, account_id, owner_id, owner_name, enabled, can_reply FROM account WHERE network=$1 AND account_id=$2",
             network, account_id,
         )
-        if row is None:
-            return None
-        data = dict(row)
-        data["enabled"], data["can_reply"] = bool(data["enabled"]), bool(data["can_reply"])
-        return AccountRow(**data)
+        account = None
+        if row is not None:
+            data = dict(row)
+            data["enabled"], data["can_reply"] = bool(data["enabled"]), bool(data["can_reply"])
+            account = AccountRow(**data)
+        self._accounts[key] = account
+        return account
 
     async def put_account(self, account: AccountRow) -> None:
         await self.db.execute(
@@ -153,6 +164,7 @@ class Store:
             account.network, account.account_id, account.owner_id, account.owner_name, account.enabled,
             account.can_reply, _now_ms(),
         )
+        self._accounts[(account.network, account.account_id)] = account
 
     # audit trail (hash-chained; see policies.audit)
 
@@ -160,13 +172,17 @@ class Store:
         row = await self.db.fetchrow("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
         return (int(row["seq"]), row["hash"]) if row else None
 
-    async def add_audit(self, entry: AuditEntry) -> None:
-        await self.db.execute(
-            "INSERT INTO audit (seq, ts_ms, actor, action, subject, verdict, rule, details, prev_hash, hash)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            entry.seq, entry.ts_ms, entry.actor, entry.action, entry.subject, entry.verdict, entry.rule,
-            json.dumps(entry.details, sort_keys=True, ensure_ascii=False), entry.prev_hash, entry.hash,
-        )
+    async def add_audits(self, entries: list[AuditEntry]) -> None:
+        """Appended in one transaction: all of them or none (a unique violation on ``seq`` means
+        another process appended first)."""
+        async with self.db.acquire() as conn, conn.transaction():
+            for entry in entries:
+                await conn.execute(
+                    "INSERT INTO audit (seq, ts_ms, actor, action, subject, verdict, rule, details, prev_hash, hash)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    entry.seq, entry.ts_ms, entry.actor, entry.action, entry.subject, entry.verdict, entry.rule,
+                    json.dumps(entry.details, sort_keys=True, ensure_ascii=False), entry.prev_hash, entry.hash,
+                )
 
     async def audit_entries(self, *, after_seq: int = 0, limit: int | None = None) -> list[AuditEntry]:
         query = "SELECT seq, ts_ms, actor, action, subject, verdict, rule, details, prev_hash, hash FROM audit WHERE seq > $1 ORDER BY seq"
@@ -356,15 +372,47 @@ class Store:
         return [_message(r) for r in rows]
 
     async def add_message(self, link: MessageLink) -> None:
-        await self.db.execute(
+        await self._insert_message(self.db, link)
+        self._announce([link])
+
+    async def record_inbound(self, link: MessageLink) -> None:
+        """A bridged client message: its mapping written and its in-flight mark cleared in one
+        commit (one fsync on PostgreSQL instead of two, on the path every message takes)."""
+        async with self.db.acquire() as conn, conn.transaction():
+            await self._insert_message(conn, link)
+            await conn.execute(
+                "DELETE FROM inflight WHERE network=$1 AND account=$2 AND chat_id=$3 AND remote_id=$4",
+                link.network, link.account, link.chat_id, link.remote_id,
+            )
+        self._announce([link])
+
+    async def record_delivery(self, event_id: str, links: list[MessageLink]) -> None:
+        """A delivered employee event: its mapping(s) written, its in-flight mark and its outbox
+        entry removed, in one commit."""
+        async with self.db.acquire() as conn, conn.transaction():
+            for link in links:
+                await self._insert_message(conn, link)
+            await conn.execute("DELETE FROM outflight WHERE event_id=$1", event_id)
+            await conn.execute("DELETE FROM outbox WHERE event_id=$1", event_id)
+        self._announce(links)
+
+    @staticmethod
+    async def _insert_message(conn, link: MessageLink) -> None:
+        await conn.execute(
             "INSERT INTO message (network, account, chat_id, remote_id, room_id, event_id, direction, has_media, created_at)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
             link.network, link.account, link.chat_id, link.remote_id, link.room_id, link.event_id,
             link.direction, link.has_media, link.created_at or _now_ms(),
         )
-        for waiter in self._message_waiters.pop((link.network, link.account, link.chat_id, link.remote_id), []):
-            if not waiter.done():
-                waiter.set_result(link)
+
+    def _announce(self, links: list[MessageLink]) -> None:
+        """Committed: wake whoever waits for these mappings."""
+        for link in links:
+            for waiter in self._message_waiters.pop((link.network, link.account, link.chat_id, link.remote_id), []):
+                if not waiter.done():
+                    waiter.set_result(link)
+            for listener in self.message_listeners:
+                listener(link)
 
     async def wait_for_message(self, network: str, account: str, chat_id: str, remote_id: str, timeout: float) -> MessageLink | None:
         """The mapping of a remote message, waiting up to ``timeout`` for it to be recorded: a
@@ -453,8 +501,17 @@ class Store:
         return int(value) if value is not None else None
 
     async def last_remote_id(self, network: str, account: str, chat_id: str) -> int:
-        """The highest numeric remote message id mapped in a chat (0 if none)."""
-        return max(await self.remote_ids_of_chat(network, account, chat_id), default=0)
+        """The highest numeric remote message id mapped in a chat (0 if none), computed by the
+        database: every outbound message asks, and a busy chat has thousands of rows."""
+        if self.db.scheme in (Scheme.POSTGRES, Scheme.COCKROACH):
+            numeric = "remote_id ~ '^[0-9]{1,18}$'"
+        else:
+            numeric = "remote_id <> '' AND remote_id NOT GLOB '*[^0-9]*' AND length(remote_id) <= 18"
+        value = await self.db.fetchval(
+            f"SELECT MAX(CAST(remote_id AS BIGINT)) FROM message WHERE network=$1 AND account=$2 AND chat_id=$3 AND {numeric}",
+            network, account, chat_id,
+        )
+        return int(value) if value is not None else 0
 
     # client reactions (one Matrix reaction event per emoji per client per message)
 
