@@ -159,6 +159,20 @@ class HouselineAppService(AppService):
             self._done_txns.popitem(last=False)
         return web.json_response({})
 
+    async def remember_state(self, raw: dict) -> bool:
+        """Keep the state store (room members, their names) current with an event the bridge
+        is about to handle; False if the event cannot be decoded. Every event from the homeserver
+        passes here first, a transaction's or a catch-up's, so the policy engine can take a
+        room's members from the store instead of asking the homeserver for each message."""
+        try:
+            event = Event.deserialize(copy.deepcopy(raw))
+            cls = EventType.Class.STATE if raw.get("state_key") is not None else EventType.Class.MESSAGE
+            event.type = event.type.with_class(cls)
+            await self.state_store.update_state(event)
+        except (SerializerError, KeyError, TypeError, ValueError, AttributeError, RecursionError):
+            return False
+        return True
+
     async def _handle_transaction(self, txn_id: str, raw_events: list, ephemeral: list) -> None:
         edus = [e for e in ephemeral if isinstance(e, dict)]
         if edus and self.ephemeral_handler is not None:
@@ -174,12 +188,7 @@ class HouselineAppService(AppService):
             if not _well_formed(raw):
                 log.warning("event=as_event_skipped txn=%s reason=bad_fields", txn_id)
                 continue
-            try:
-                event = Event.deserialize(copy.deepcopy(raw))
-                cls = EventType.Class.STATE if raw.get("state_key") is not None else EventType.Class.MESSAGE
-                event.type = event.type.with_class(cls)
-                await self.state_store.update_state(event)
-            except (SerializerError, KeyError, TypeError, ValueError, AttributeError, RecursionError):
+            if not await self.remember_state(raw):
                 # One undecodable event must not hold up the transaction (the homeserver would
                 # retry it forever): it is skipped, with a line in the log.
                 log.warning("event=as_event_skipped txn=%s reason=undecodable type=%r", txn_id, str(raw.get("type"))[:100])

@@ -59,13 +59,16 @@ class Catchup:
 
     def __init__(
         self, *, intent: IntentAPI, store: Store, handle: Handler, is_ours: Callable[[str], bool],
-        rooms: Callable[[], Awaitable[list[str]]],
+        rooms: Callable[[], Awaitable[list[str]]], remember: Callable[[dict[str, Any]], Awaitable[Any]] | None = None,
     ) -> None:
         self.intent = intent
         self.store = store
         self.handle = handle
         self.is_ours = is_ours
         self.rooms = rooms
+        #: Told of every event read back, the bridge's own included (its kicks, its ghosts'
+        #: joins), so cached room state is what a transaction would have left.
+        self.remember = remember
 
     async def _recent(self, room_id: str, since_ms: int) -> list[dict[str, Any]]:
         """The room's events from ``since_ms`` on, oldest first."""
@@ -109,6 +112,9 @@ class Catchup:
                     raise
 
         for room_id, events in await asyncio.gather(*(fetch(r) for r in room_ids)):
+            if self.remember is not None:
+                for event in events:
+                    await self.remember(event)
             relevant = [e for e in events if self._relevant(e)]
             if not relevant:
                 continue

@@ -17,7 +17,7 @@ from typing import Any, Awaitable, Callable
 
 from mautrix.appservice import AppService
 from mautrix.errors import MatrixRequestError
-from mautrix.types import EventType
+from mautrix.types import EventType, Membership
 
 from bridge import matrix_content as mc
 from bridge.audit_log import AuditLog
@@ -122,6 +122,10 @@ class PolicyBot:
         notice_id = await self._notice(portal.room_id, f"Disclaimer sent to the client: “{text}”", txn=f"hl.disclaimer.{portal.room_id}")
         for remote_id in receipt.message_ids:
             await self.store.add_message(MessageLink(portal.network, portal.account, portal.chat_id, remote_id, portal.room_id, notice_id, "out"))
+        log.info(
+            "event=disclaimer_sent room=%s network=%s chat=%s remote_ids=%s",
+            portal.room_id, portal.network, portal.chat_id, ",".join(receipt.message_ids),
+        )
         await self.store.set_portal_flag(portal.room_id, "disclaimer_sent", True)
         self.portals.forget(portal.room_id)
         await self.audit.record(actor=self.az.bot_mxid, action="disclaimer.sent", subject=portal.room_id, verdict="allow", rule="disclaimers")
@@ -129,7 +133,14 @@ class PolicyBot:
     # joins
 
     async def room_state(self, room_id: str, portal: PortalRow) -> RoomState:
-        members = frozenset(await self.bot.get_joined_members(room_id))
+        # Every outbound message is a decision over the room's members: asked of the homeserver
+        # once per room, then kept current by the member events the bridge receives (see
+        # HouselineAppService.remember_state), instead of one request per message.
+        store = self.az.state_store
+        if await store.has_full_member_list(room_id):
+            members = frozenset(await store.get_members(room_id, memberships=(Membership.JOIN,)))
+        else:
+            members = frozenset(await self.bot.get_joined_members(room_id))
         ghosts = frozenset(m for m in members if self.ghosts.is_ghost(m))
         return RoomState(room_id=room_id, members=members, ghosts=ghosts, is_group=portal.chat_id.startswith("-"))
 
