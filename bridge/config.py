@@ -109,6 +109,9 @@ class TelegramConfig:
     base_file_url: str | None
     #: None means long polling (the default).
     webhook: TelegramWebhookConfig | None = None
+    #: Keep to Telegram's send limits before sending (the default); False only for a Bot API
+    #: server without them (a test server), 429s are honoured either way.
+    pacing: bool = True
 
 
 @dataclass(frozen=True)
@@ -448,6 +451,7 @@ def parse_config(data: Any, *, path: Path | None = None) -> Config:
             "it is '<digits>:<letters>' as @BotFather gives it, e.g. 123456:ABC-DEF1234ghIkl-zyx57W2v1u123ew11"
         )
     polling_timeout = r.integer("networks.telegram.polling.timeout", 30, low=0, high=50)
+    tg_pacing = r.boolean("networks.telegram.pacing", True)
     tg_base_url = r.url("networks.telegram.base_url", "")
     tg_base_file_url = r.url("networks.telegram.base_file_url", "")
     tg_webhook = _parse_telegram_webhook(r, port)
@@ -515,6 +519,7 @@ def parse_config(data: Any, *, path: Path | None = None) -> Config:
             base_url=tg_base_url or None,
             base_file_url=tg_base_file_url or (f"{tg_base_url.removesuffix('/bot')}/file/bot" if tg_base_url else None),
             webhook=tg_webhook,
+            pacing=tg_pacing is not False,
         ),
         portals=PortalsConfig(invite=tuple(invite_list), company=company, signature=signature or ""),
         logging=LoggingConfig(level=level.upper(), format=log_format),

@@ -37,6 +37,7 @@ def test_minimal_config_takes_documented_defaults() -> None:
     assert config.database.url.startswith("sqlite:/") and config.database.url.endswith("houseline.db")
     assert config.portals.signature == "{displayname} ({company})"
     assert config.telegram.polling_timeout == 30
+    assert config.telegram.pacing is True
     assert config.bot_mxid == "@houseline:example.com"
 
 
@@ -65,6 +66,7 @@ def test_example_config_is_complete_and_only_the_placeholder_token_is_wrong() ->
         (lambda d: d["networks"]["telegram"].update(bot_token="nope"), "networks.telegram.bot_token: does not look like a bot token"),
         (lambda d: d["networks"]["telegram"].pop("bot_token"), "networks.telegram.bot_token: missing; set it to the token @BotFather"),
         (lambda d: d["networks"]["telegram"].update(polling={"timeout": 99}), "networks.telegram.polling.timeout: 99 is out of range"),
+        (lambda d: d["networks"]["telegram"].update(pacing="off"), "networks.telegram.pacing: expected true or false, got str 'off'"),
         (lambda d: d["networks"].update(signal={}), "networks.signal: unknown network; supported: telegram"),
         (lambda d: d["portals"].update(invite=["alice"]), "portals.invite[0]: 'alice' is not a Matrix user id"),
         (lambda d: d["portals"].update(signature="{name}"), "portals.signature: '{name}' may use only"),

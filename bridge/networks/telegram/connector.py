@@ -84,6 +84,7 @@ class TelegramConnector:
         self._progress = asyncio.Event()
         self._translator = Translator(self.bot, self.account)
         self._sender = Sender(self.bot)
+        self._sender.limiter.enabled = config.pacing
         self._webhook: WebhookServer | None = None
 
     async def start(self, sink: InboundSink) -> None:
