@@ -11,6 +11,7 @@ a deletion is an annotation replying to the message, media the bridge cannot fet
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -24,7 +25,7 @@ from mautrix.types import EventType
 
 from bridge import matrix_content as mc
 from bridge.events import RemoteEvent, RemoteEventKind, RichText
-from bridge.networks.base import MediaUnavailable
+from bridge.networks.base import MediaUnavailable, OnSent
 from bridge.portals import Portals
 from bridge.store import AccountRow, MessageLink, PortalRow, ReactionLink, Store
 from puppets.ghosts import Ghosts
@@ -66,8 +67,12 @@ class Inbound:
         self.ghosts = ghosts
         self.network_names = network_names
         self.after_message = after_message
+        #: Per chat, the bookkeeping still being committed for a message already in its room.
+        #: The chat's next message may be sent meanwhile (see ``on_sent``); whatever looks up an
+        #: earlier message of the chat (replies, edits, deletions, reactions) waits for it.
+        self._tails: dict[tuple[str, str, str], asyncio.Future[None]] = {}
 
-    async def handle(self, event: RemoteEvent) -> None:
+    async def handle(self, event: RemoteEvent, *, on_sent: OnSent | None = None) -> None:
         chat = event.chat
         if event.kind is RemoteEventKind.ACCOUNT:
             await self._account(event)
@@ -114,19 +119,35 @@ class Inbound:
         if result is None:
             return
         event_id, has_media = result
-        # The mapping and the end of the in-flight mark: one commit.
-        await self.store.record_inbound(
-            MessageLink(
-                chat.network, chat.account, chat.chat_id, event.message_id, portal.room_id, event_id, "in",
-                has_media=has_media, created_at=event.timestamp_ms,
+        # The message is in the room: the connector may start the chat's next one while this
+        # one's bookkeeping commits (the send is what a chat's order depends on; the bookkeeping
+        # of one message after another stays in order through the tails).
+        key = (chat.network, chat.account, chat.chat_id)
+        before = self._tails.get(key)
+        tail: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._tails[key] = tail
+        if on_sent is not None:
+            on_sent()
+        try:
+            if before is not None and not before.done():
+                await asyncio.wait([before])
+            # The mapping and the end of the in-flight mark: one commit.
+            await self.store.record_inbound(
+                MessageLink(
+                    chat.network, chat.account, chat.chat_id, event.message_id, portal.room_id, event_id, "in",
+                    has_media=has_media, created_at=event.timestamp_ms,
+                )
             )
-        )
-        log.info(
-            "event=inbound_bridged network=%s chat=%s message_id=%s room=%s event_id=%s kind=%s",
-            chat.network, chat.chat_id, event.message_id, portal.room_id, event_id, event.kind.value,
-        )
-        if event.kind is RemoteEventKind.MESSAGE and self.after_message is not None:
-            await self.after_message(await self.portals.by_room(portal.room_id) or portal, event)
+            log.info(
+                "event=inbound_bridged network=%s chat=%s message_id=%s room=%s event_id=%s kind=%s",
+                chat.network, chat.chat_id, event.message_id, portal.room_id, event_id, event.kind.value,
+            )
+            if event.kind is RemoteEventKind.MESSAGE and self.after_message is not None:
+                await self.after_message(await self.portals.by_room(portal.room_id) or portal, event)
+        finally:
+            tail.set_result(None)
+            if self._tails.get(key) is tail:
+                del self._tails[key]
 
     # helpers
 
@@ -195,6 +216,9 @@ class Inbound:
         if remote_id is None:
             return None
         chat = ctx.event.chat
+        tail = self._tails.get((chat.network, chat.account, chat.chat_id))
+        if tail is not None and not tail.done():
+            await asyncio.wait([tail])  # the message referred to may be one still being recorded
         return await self.store.get_message(chat.network, chat.account, chat.chat_id, remote_id)
 
     # one method per kind

@@ -6,9 +6,17 @@ from typing import Awaitable, Callable, Protocol
 
 from bridge.events import Delivery, DeliveryReceipt, RemoteEvent
 
-#: The core's entry point for inbound events. It returns only once the event is committed on the
-#: Matrix side, so a connector acknowledges its network (offset, webhook answer) after it returns.
-InboundSink = Callable[[RemoteEvent], Awaitable[None]]
+#: Called by the core once an inbound event's message is in its room, before its bookkeeping is
+#: committed: the chat's next event may be handled from then on (its send cannot overtake).
+OnSent = Callable[[], None]
+
+
+class InboundSink(Protocol):
+    """The core's entry point for inbound events. It returns only once the event is committed on
+    the Matrix side, so a connector acknowledges its network (offset, webhook answer) after it
+    returns. ``on_sent`` (optional) lets a connector start the chat's next event earlier."""
+
+    def __call__(self, event: RemoteEvent, *, on_sent: OnSent | None = None) -> Awaitable[None]: ...
 
 
 class DeliveryError(Exception):

@@ -28,7 +28,7 @@ from telegram.request import HTTPXRequest
 
 from bridge.config import TelegramConfig
 from bridge.events import Delivery, DeliveryReceipt, RemoteEvent
-from bridge.networks.base import InboundSink
+from bridge.networks.base import InboundSink, OnSent
 from bridge.networks.telegram.sender import Sender, seconds
 from bridge.networks.telegram.translate import NETWORK, Translator
 from bridge.networks.telegram.webhook import WebhookServer, register_webhook
@@ -76,8 +76,10 @@ class TelegramConnector:
         self._seen: int | None = None
         #: Updates handed to a lane and not committed yet, by update id.
         self._pending: dict[int, asyncio.Task[None]] = {}
-        #: The last task of each chat's lane; the chat's next update runs after it.
-        self._lanes: dict[object, asyncio.Task[None]] = {}
+        #: Each chat lane's last gate: set once that update's message is in its room (or the
+        #: update is done); the chat's next update starts then, while the bookkeeping of the one
+        #: before is still being committed (the offset still waits for that).
+        self._lanes: dict[object, asyncio.Future[None]] = {}
         #: An update that concerns more than its chat (see _is_barrier) and is not done yet.
         self._barrier: asyncio.Task[None] | None = None
         self._committed_since_fetch = 0
@@ -196,24 +198,32 @@ class TelegramConnector:
         """Hand an update to its chat's lane: after the chat's previous update, and after (or,
         for a barrier, before) an update that concerns several chats."""
         key = _chat_key(update)
-        after = [t for t in (self._lanes.get(key), self._barrier) if t is not None and not t.done()]
+        after: list[asyncio.Future[None]] = [f for f in (self._lanes.get(key), self._barrier) if f is not None and not f.done()]
         if _is_barrier(update):
             after = [t for t in self._pending.values() if not t.done()]
-        task = asyncio.create_task(self._run_after(after, update), name=f"telegram-update-{update.update_id}")
-        self._lanes[key] = task
+        gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(self._run_after(after, update, gate), name=f"telegram-update-{update.update_id}")
+        self._lanes[key] = gate
         if _is_barrier(update):
             self._barrier = task
         self._pending[update.update_id] = task
-        task.add_done_callback(partial(self._done, key, update.update_id))
+        task.add_done_callback(partial(self._done, key, update.update_id, gate))
 
-    async def _run_after(self, after: list[asyncio.Task[None]], update: Update) -> None:
+    async def _run_after(self, after: list[asyncio.Future[None]], update: Update, gate: asyncio.Future[None]) -> None:
+        try:
+            await self._run(after, update, gate)
+        finally:
+            if not gate.done():
+                gate.set_result(None)
+
+    async def _run(self, after: list[asyncio.Future[None]], update: Update, gate: asyncio.Future[None]) -> None:
         if after:
             # Only the order matters here; each task's outcome is its own.
             await asyncio.wait(after)
         backoff = 0.5
         while True:
             try:
-                await self._handle_update(update)
+                await self._handle_update(update, gate)
                 return
             except asyncio.CancelledError:
                 raise
@@ -228,8 +238,8 @@ class TelegramConnector:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30)
 
-    def _done(self, key: object, update_id: int, task: asyncio.Task[None]) -> None:
-        if self._lanes.get(key) is task:
+    def _done(self, key: object, update_id: int, gate: asyncio.Future[None], task: asyncio.Task[None]) -> None:
+        if self._lanes.get(key) is gate:
             del self._lanes[key]
         if self._barrier is task:
             self._barrier = None
@@ -245,19 +255,21 @@ class TelegramConnector:
         except asyncio.TimeoutError:
             pass
 
-    async def _handle_update(self, update: Update) -> None:
+    async def _handle_update(self, update: Update, gate: asyncio.Future[None] | None = None) -> None:
         events = self.translate(update)
         if not events:
             log.info("event=telegram_update_ignored update_id=%s kind=%s", update.update_id, _update_kind(update))
-        for event in events:
-            await self._commit(update, event)
+        for i, event in enumerate(events):
+            # Only the update's last event opens the gate early; the ones before it finish first.
+            last = gate is not None and i == len(events) - 1
+            await self._commit(update, event, partial(_open, gate) if last else None)
 
-    async def _commit(self, update: Update, event: RemoteEvent) -> None:
+    async def _commit(self, update: Update, event: RemoteEvent, on_sent: OnSent | None = None) -> None:
         assert self._sink is not None
         backoff = 0.5
         while True:
             try:
-                await self._sink(event)
+                await self._sink(event, on_sent=on_sent)
                 return
             except asyncio.CancelledError:
                 raise
@@ -283,6 +295,11 @@ class TelegramConnector:
         receipt = await self._sender.send(delivery)
         log.info("event=telegram_sent chat=%s kind=%s message_ids=%s", delivery.chat.chat_id, delivery.kind.value, ",".join(receipt.message_ids))
         return receipt
+
+
+def _open(gate: asyncio.Future[None] | None) -> None:
+    if gate is not None and not gate.done():
+        gate.set_result(None)
 
 
 def _chat_key(update: Update) -> object:
