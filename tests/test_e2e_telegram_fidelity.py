@@ -4,16 +4,22 @@ typing — both directions through sandbox Telegram, the bridge process, Synapse
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import struct
 import time
 import zlib
+from pathlib import Path
 
 import aiohttp
+import pytest
+import yaml
+
+from bench.postgres import find_binaries, start_postgres
 
 from bridge.devstack import DevStack
 from sandbox.employee import Employee
 from tests.conftest import BridgeProcess
-from tests.support import download, upload, SIGNATURE, bot_notice_about, ghost_of
+from tests.support import download, upload, SIGNATURE, bot_notice_about, control, ghost_of
 
 SIG_LEN = len(SIGNATURE.encode("utf-16-le")) // 2
 
@@ -169,6 +175,56 @@ async def test_edits_both_ways_keep_the_original(stack: DevStack, bridge: Bridge
         lambda ms: next((m for m in ms if m["message_id"] == delivered["message_id"] and "5" in m.get("text", "")), None), "the edit"
     )
     assert edited["text"] == f"{SIGNATURE}\nsee you at 5" and "edit_date" in edited
+
+
+async def _reply_and_edit_right_behind(stack: DevStack, employee: Employee, client) -> None:
+    await portal_with(client, employee)
+    for round_ in range(4):
+        # One fetch brings all three: the bridge's next getUpdates is answered 429 (retry after
+        # 1 s), and the three are written meanwhile.
+        await control(stack, "POST", "/sandbox/faults", {"fail_next": 1, "status": 429, "retry_after": 1, "methods": ["getUpdates"]})
+        await client.say(f"primer {round_}")
+        await employee.wait_for_message(f"primer {round_}", sender=ghost_of(client))
+        first = await client.say(f"first {round_}")
+        await client.say(f"reply {round_}", reply_to=first["message_id"])
+        await client.edit(first["message_id"], f"first {round_}, edited")
+        original = await employee.wait_for_message(f"first {round_}", sender=ghost_of(client))
+        reply = await employee.wait_for_message(f"reply {round_}", sender=ghost_of(client))
+        assert reply.content["m.relates_to"]["m.in_reply_to"]["event_id"] == original.event_id
+        edit = await employee.wait_for_event(
+            lambda e: e.room_id == original.room_id and e.content.get("m.relates_to", {}).get("event_id") == original.event_id
+            and e.content.get("m.relates_to", {}).get("rel_type") == "m.replace", 30, "the edit",
+        )
+        assert edit.content["m.new_content"]["body"] == f"first {round_}, edited"
+
+
+async def test_a_reply_and_an_edit_right_behind_their_message_find_it(stack: DevStack, bridge: BridgeProcess, employee: Employee, new_client) -> None:
+    """A chat's next message is sent while the one before is still being recorded: what refers
+    to that one (a reply, an edit) must wait for its record, not miss it."""
+    await _reply_and_edit_right_behind(stack, employee, new_client("Right", "Behind"))
+
+
+@pytest.mark.skipif(
+    find_binaries() is None or importlib.util.find_spec("asyncpg") is None,
+    reason="PostgreSQL (apt-get install postgresql) or asyncpg (pip install -e '.[postgres]') not installed",
+)
+async def test_a_reply_and_an_edit_right_behind_their_message_find_it_on_postgresql(stack: DevStack, employee: Employee, new_client, tmp_path: Path) -> None:
+    """The same with the store on PostgreSQL, whose pool lets a lookup overtake the commit before
+    it (on SQLite one connection queues them)."""
+    cluster = await start_postgres({"bridge": False})
+    try:
+        config = yaml.safe_load(stack.config_path.read_text())
+        config["database"] = {"url": cluster.url("bridge")}
+        path = stack.config_path.with_name(f"config-{tmp_path.name}.yaml")
+        path.write_text(yaml.safe_dump(config))
+        proc = BridgeProcess(path)
+        await proc.start()
+        try:
+            await _reply_and_edit_right_behind(stack, employee, new_client("Right", "BehindPg"))
+        finally:
+            assert await proc.stop() == 0
+    finally:
+        await cluster.stop()
 
 
 async def test_reactions_both_ways(stack: DevStack, bridge: BridgeProcess, employee: Employee, new_client) -> None:
