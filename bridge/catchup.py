@@ -155,6 +155,10 @@ class HomeserverWatch:
         self.interval = interval
         self.forget_after_s = forget_after_s
         self._task: asyncio.Task[None] | None = None
+        self._beat: asyncio.Task[None] | None = None
+        #: Wall-clock time (s) a freeze of this process began, until a catch-up is scheduled for it.
+        self._frozen_at: float | None = None
+        self._woken = asyncio.Event()
         #: Wall-clock time (s) the homeserver last answered before an outage, while it is down.
         self.down_since: float | None = None
         #: (since_ms, rooms or None for all, why) of a catch-up still to do
@@ -169,12 +173,14 @@ class HomeserverWatch:
             if rooms:
                 self._pending = (int(last_ms - MARGIN_S * 1000), rooms, "start")
         self._task = asyncio.create_task(self._loop(), name="homeserver-watch")
+        self._beat = asyncio.create_task(self._heartbeat(), name="bridge-heartbeat")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        for task in (self._task, self._beat):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._task = self._beat = None
 
     async def _up(self) -> bool:
         try:
@@ -203,22 +209,37 @@ class HomeserverWatch:
             since = min(since, self._pending[0])
         self._pending = (since, None, why)
 
+    async def _heartbeat(self) -> None:
+        """Notice the process itself having been stopped or starved (a suspended VM, SIGSTOP, a
+        debugger): a sleep that overran by more than FROZEN_S. Measured by a task that does
+        nothing else, so time the watch spends waiting on the homeserver or in a catch-up never
+        looks like a freeze (it did: every catch-up over 2.5 s was followed by a second one)."""
+        while True:
+            started, wall = time.monotonic(), time.time()
+            await asyncio.sleep(self.interval)
+            overran = time.monotonic() - started - self.interval
+            if overran > FROZEN_S:
+                log.warning("event=bridge_was_frozen for_s=%.1f", overran)
+                self._frozen_at = wall if self._frozen_at is None else min(self._frozen_at, wall)
+                self._woken.set()
+
     async def _loop(self) -> None:
         last_forget = 0.0
         first = True
-        last_tick = time.time()
         while True:
             if not first:
-                await asyncio.sleep(self.interval)
+                self._woken.clear()
+                try:
+                    await asyncio.wait_for(self._woken.wait(), self.interval)
+                except asyncio.TimeoutError:
+                    pass
             first = False
-            now = time.time()
-            if now - last_tick > FROZEN_S + self.interval:
-                # The process was stopped or starved (a suspended VM, a debugger): the homeserver
-                # may have restarted unseen meanwhile, so read the rooms as after an outage.
-                log.warning("event=bridge_was_frozen for_s=%.1f", now - last_tick)
-                self._schedule(last_tick, "bridge_was_frozen")
+            if self._frozen_at is not None:
+                # The homeserver may have restarted unseen meanwhile: read the rooms as after an
+                # outage.
+                self._schedule(self._frozen_at, "bridge_was_frozen")
+                self._frozen_at = None
                 await self.pause()
-            last_tick = now
             if not await self._up():
                 if self.down_since is None:
                     self.down_since = time.time() - self.interval
@@ -226,7 +247,6 @@ class HomeserverWatch:
                     await self.pause()
                     # An outage replaces a start catch-up: it reads every room from earlier on.
                     self._schedule(self.down_since, "homeserver_back")
-                last_tick = time.time()
                 continue
             try:
                 if self.down_since is not None:
