@@ -146,15 +146,16 @@ class Outbound:
     def _is_ours(self, user_id: str) -> bool:
         return user_id == self.az.bot_mxid or self.ghosts.is_ghost(user_id)
 
-    async def handle_event(self, raw: dict[str, Any]) -> bool:
+    async def handle_event(self, raw: dict[str, Any], *, fresh: bool = False) -> bool:
         """One employee event (from the outbox, or released from a hold), in room order.
 
         True when the event's outbox entry was already removed, in the same commit as its
-        delivery's mapping (the outbox then has nothing left to delete)."""
+        delivery's mapping (the outbox then has nothing left to delete). ``fresh``: see
+        bridge.outbox.Handle; an event that may have been delivered before is looked up first."""
         async with self._room_locks[raw["room_id"]]:
-            return await self._handle_event(raw)
+            return await self._handle_event(raw, fresh)
 
-    async def _handle_event(self, raw: dict[str, Any]) -> bool:
+    async def _handle_event(self, raw: dict[str, Any], fresh: bool = False) -> bool:
         etype = raw.get("type")
         if self._is_ours(raw["sender"]) or "state_key" in raw or (etype not in _CARRIED and etype not in _NOT_CARRIED):
             return False
@@ -164,7 +165,7 @@ class Outbound:
         if etype in _NOT_CARRIED:
             await self._notice(portal, raw["event_id"], f"{_NOT_CARRIED[etype]} are not sent to the client; the client did not see this.")
             return False
-        if await self.store.get_messages_by_event(raw["event_id"]):
+        if not fresh and await self.store.get_messages_by_event(raw["event_id"]):
             log.info("event=outbound_duplicate room=%s event_id=%s", raw["room_id"], raw["event_id"])
             return False
         if not isinstance(raw.get("content"), dict):
@@ -178,7 +179,7 @@ class Outbound:
                 if decision.verdict is not Verdict.ALLOW:
                     await self.policy.refuse(portal, raw, decision)
                     return False
-            return await self._deliver(portal, delivery)
+            return await self._deliver(portal, delivery, fresh)
         except Refused as e:
             await self._notice(portal, raw["event_id"], str(e))
             return False
@@ -332,12 +333,12 @@ class Outbound:
 
     # sending
 
-    async def _deliver(self, portal: PortalRow, delivery: Delivery) -> bool:
+    async def _deliver(self, portal: PortalRow, delivery: Delivery, fresh: bool = False) -> bool:
         connector = self.connectors.get(portal.network)
         if connector is None:
             await self._notice(portal, delivery.event_id, f"Not delivered: the {portal.network} connection is not enabled in this bridge.")
             return False
-        receipt = await self._already_delivered(connector, delivery)
+        receipt = None if fresh else await self._already_delivered(connector, delivery)
         if receipt is None:
             since = await self.store.last_remote_id(portal.network, portal.account, portal.chat_id)
             await self.store.set_outflight(delivery.event_id, delivery.room_id, since)

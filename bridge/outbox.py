@@ -19,8 +19,10 @@ from bridge.store import Store
 log = logging.getLogger("houseline.outbox")
 
 #: Delivers one event; returns True when it already removed the event's outbox entry itself
-#: (in the commit that recorded the delivery), so the worker need not.
-Handle = Callable[[dict[str, Any]], Awaitable[bool | None]]
+#: (in the commit that recorded the delivery), so the worker need not. ``fresh``: queued by
+#: this process and never attempted, so it cannot have been delivered before (no crash, no
+#: earlier attempt) and the checks for that may be skipped.
+Handle = Callable[..., Awaitable[bool | None]]
 MAX_BACKOFF_S = 60.0
 
 
@@ -38,6 +40,8 @@ class Outbox:
         self._busy = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        #: Queued by this process and not attempted yet (see Handle).
+        self._fresh: set[str] = set()
 
     async def start(self) -> None:
         """Resume whatever was queued when the bridge last stopped."""
@@ -52,6 +56,7 @@ class Outbox:
         if not events:
             return
         await self.store.outbox_add(events)
+        self._fresh.update(e["event_id"] for e in events)
         for room_id in {e["room_id"] for e in events}:
             self._ensure_worker(room_id)
             self._wake[room_id].set()
@@ -105,8 +110,10 @@ class Outbox:
             self._busy += 1
             self._idle.clear()
             settled: bool | None = False
+            fresh = event["event_id"] in self._fresh and attempts == 0
+            self._fresh.discard(event["event_id"])
             try:
-                settled = await self.handle(event)
+                settled = await self.handle(event, fresh=fresh)
             except asyncio.CancelledError:
                 raise
             except Exception as e:

@@ -293,7 +293,8 @@ class TelegramConnector:
 
     async def send(self, delivery: Delivery) -> DeliveryReceipt:
         receipt = await self._sender.send(delivery)
-        log.info("event=telegram_sent chat=%s kind=%s message_ids=%s", delivery.chat.chat_id, delivery.kind.value, ",".join(receipt.message_ids))
+        # The core's event=outbound_delivered says the same with the room; this is for debugging.
+        log.debug("event=telegram_sent chat=%s kind=%s message_ids=%s", delivery.chat.chat_id, delivery.kind.value, ",".join(receipt.message_ids))
         return receipt
 
 
