@@ -219,7 +219,7 @@ async def _record(config: Config, registration, args: argparse.Namespace, admin_
     from bridge.audit_log import AuditLog
     from bridge.record.check import check_room
     from bridge.record.reader import HomeserverReader
-    from bridge.record.retention import DAY_MS, expired, purge_room
+    from bridge.record.retention import DAY_MS, PurgeFailed, expired, purge_room
     from bridge.store import Store
 
     store = Store(config.database.url)
@@ -257,12 +257,19 @@ async def _record(config: Config, registration, args: argparse.Namespace, admin_
             if not args.purge:
                 return 0
             audit = AuditLog(store)
+            failed = 0
             for item in found:
                 await audit.record(actor="houseline-cli", action="record.purge", subject=item.portal.room_id, verdict="allow", rule="retention", days=item.retention_days)
-                delete_id = await purge_room(config.homeserver.url, admin_token or "", item.portal.room_id, verify_tls=config.homeserver.verify_tls)
+                try:
+                    delete_id = await purge_room(config.homeserver.url, admin_token or "", item.portal.room_id, verify_tls=config.homeserver.verify_tls)
+                except PurgeFailed as e:
+                    # The portal stays in the store, so it is listed (and purged) again next run.
+                    failed += 1
+                    print(f"record expired: NOT purged {item.portal.room_id}: {e}", file=sys.stderr)
+                    continue
                 await store.delete_portal(item.portal.room_id)
                 print(f"purged {item.portal.room_id} (homeserver delete id {delete_id})")
-            return 0
+            return 1 if failed else 0
     finally:
         await store.stop()
 
