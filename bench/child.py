@@ -14,10 +14,12 @@ the counts against the database once per phase.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import sys
 import time
 from pathlib import Path
+from typing import Any, AsyncIterator, Callable
 
 import yaml
 
@@ -138,64 +140,61 @@ class BridgeChild:
 
     async def wait_count(self, direction: str, target: int, limit: float) -> float:
         """perf_counter when the ``target``-th message of ``direction`` was committed."""
-        deadline = time.perf_counter() + limit
-        while self.count(direction) < target:
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0 or self._exited.is_set():
-                raise TimeoutError(f"{direction}: {self.count(direction)} of {target} after {limit}s" + self._exit_note())
-            self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), min(remaining, 1.0))
-            except asyncio.TimeoutError:
-                pass
+        await self._until(lambda: self.count(direction) >= target or None, limit,
+                          lambda: f"{direction}: {self.count(direction)} of {target} after {limit}s")
         index = target - self.base[direction] - 1
         return self.times[direction][index] if index >= 0 else time.perf_counter()
 
     async def wait_row(self, direction: str, chat_id: str, remote_id: str, limit: float) -> float:
         """perf_counter when that message was committed."""
+        return await self._until(lambda: self.rows[direction].get((chat_id, remote_id)), limit,
+                                 lambda: f"{direction} message {chat_id}/{remote_id} not committed after {limit}s")
+
+    async def _until(self, found: Callable[[], Any], limit: float, failure: Callable[[], str]) -> Any:
+        """``found()`` once it is not None, woken by each committed message; TimeoutError (with
+        the bridge's last lines if it exited) after ``limit`` seconds."""
         deadline = time.perf_counter() + limit
-        while True:
-            found = self.rows[direction].get((chat_id, remote_id))
-            if found is not None:
-                return found
+        while (value := found()) is None:
             remaining = deadline - time.perf_counter()
             if remaining <= 0 or self._exited.is_set():
-                raise TimeoutError(f"{direction} message {chat_id}/{remote_id} not committed after {limit}s" + self._exit_note())
+                raise TimeoutError(failure() + self._exit_note())
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), min(remaining, 1.0))
             except asyncio.TimeoutError:
                 pass
+        return value
 
     def _exit_note(self) -> str:
         return "; the bridge exited:\n" + "\n".join(self.tail[-10:]) if self._exited.is_set() else ""
 
     async def db_counts(self) -> dict[str, int]:
         """Rows of the message map by direction, read from the database itself."""
-        from mautrix.util.async_db import Database
-
-        db = Database.create(self.database_url)
-        await db.start()
-        try:
-            return {d: int(await db.fetchval("SELECT COUNT(*) FROM message WHERE direction=$1", d) or 0) for d in ("in", "out")}
-        except Exception as e:  # noqa: BLE001 - a store not created yet has no rows
-            if "no such table" in str(e) or "does not exist" in str(e):
-                return {"in": 0, "out": 0}
-            raise
-        finally:
-            await db.stop()
+        async with self._database() as db:
+            try:
+                return {d: int(await db.fetchval("SELECT COUNT(*) FROM message WHERE direction=$1", d) or 0) for d in ("in", "out")}
+            except Exception as e:  # noqa: BLE001 - a store not created yet has no rows
+                if "no such table" in str(e) or "does not exist" in str(e):
+                    return {"in": 0, "out": 0}
+                raise
 
     async def portal_rooms(self, chat_ids: list[str]) -> list[str]:
         """The portal rooms of these chats, in the order given (those that exist)."""
+        async with self._database() as db:
+            rows = {r["chat_id"]: r["room_id"] for r in await db.fetch("SELECT chat_id, room_id FROM portal")}
+        return [rows[c] for c in chat_ids if c in rows]
+
+    @contextlib.asynccontextmanager
+    async def _database(self) -> AsyncIterator[Any]:
+        """The bridge's database, opened beside the running bridge for one question."""
         from mautrix.util.async_db import Database
 
         db = Database.create(self.database_url)
         await db.start()
         try:
-            rows = {r["chat_id"]: r["room_id"] for r in await db.fetch("SELECT chat_id, room_id FROM portal")}
+            yield db
         finally:
             await db.stop()
-        return [rows[c] for c in chat_ids if c in rows]
 
     async def verify(self, problems: list[str], what: str) -> None:
         """What the log said against the database's own counts, and any error the bridge logged."""

@@ -146,43 +146,41 @@ class Outbound:
     def _is_ours(self, user_id: str) -> bool:
         return user_id == self.az.bot_mxid or self.ghosts.is_ghost(user_id)
 
-    async def handle_event(self, raw: dict[str, Any], *, fresh: bool = False) -> bool:
+    async def handle_event(self, raw: dict[str, Any], *, fresh: bool = False) -> None:
         """One employee event (from the outbox, or released from a hold), in room order.
 
-        True when the event's outbox entry was already removed, in the same commit as its
-        delivery's mapping (the outbox then has nothing left to delete). ``fresh``: see
-        bridge.outbox.Handle; an event that may have been delivered before is looked up first."""
+        ``fresh``: see bridge.outbox.Handle; an event that may have been delivered before is
+        looked up first."""
         async with self._room_locks[raw["room_id"]]:
-            return await self._handle_event(raw, fresh)
+            await self._handle_event(raw, fresh)
 
-    async def _handle_event(self, raw: dict[str, Any], fresh: bool = False) -> bool:
+    async def _handle_event(self, raw: dict[str, Any], fresh: bool = False) -> None:
         etype = raw.get("type")
         if self._is_ours(raw["sender"]) or "state_key" in raw or (etype not in _CARRIED and etype not in _NOT_CARRIED):
-            return False
+            return
         portal = await self.portals.by_room(raw["room_id"])
         if portal is None:
-            return False
+            return
         if etype in _NOT_CARRIED:
             await self._notice(portal, raw["event_id"], f"{_NOT_CARRIED[etype]} are not sent to the client; the client did not see this.")
-            return False
+            return
         if not fresh and await self.store.get_messages_by_event(raw["event_id"]):
             log.info("event=outbound_duplicate room=%s event_id=%s", raw["room_id"], raw["event_id"])
-            return False
+            return
         if not isinstance(raw.get("content"), dict):
-            return False
+            return
         try:
             delivery = await self._delivery_for(portal, raw)
             if delivery is None:
-                return False
+                return
             if self.policy is not None:
                 decision = await self.policy.check_send(portal, raw, delivery)
                 if decision.verdict is not Verdict.ALLOW:
                     await self.policy.refuse(portal, raw, decision)
-                    return False
-            return await self._deliver(portal, delivery, fresh)
+                    return
+            await self._deliver(portal, delivery, fresh)
         except Refused as e:
             await self._notice(portal, raw["event_id"], str(e))
-            return False
         except (MatrixError, aiohttp.ClientError, asyncio.TimeoutError):
             raise  # the homeserver is unwell: fail the transaction so it is retried
         except Exception as e:
@@ -190,7 +188,6 @@ class Outbound:
             # vanish: say so where the employee looks, with the details in the log.
             log.exception("event=outbound_error room=%s event_id=%s", raw["room_id"], raw["event_id"])
             await self._notice(portal, raw["event_id"], f"Not delivered to the client: the bridge hit an unexpected error ({type(e).__name__}).")
-            return False
 
     # Matrix event -> Delivery
 
@@ -333,11 +330,11 @@ class Outbound:
 
     # sending
 
-    async def _deliver(self, portal: PortalRow, delivery: Delivery, fresh: bool = False) -> bool:
+    async def _deliver(self, portal: PortalRow, delivery: Delivery, fresh: bool = False) -> None:
         connector = self.connectors.get(portal.network)
         if connector is None:
             await self._notice(portal, delivery.event_id, f"Not delivered: the {portal.network} connection is not enabled in this bridge.")
-            return False
+            return
         receipt = None if fresh else await self._already_delivered(connector, delivery)
         if receipt is None:
             since = await self.store.last_remote_id(portal.network, portal.account, portal.chat_id)
@@ -357,7 +354,7 @@ class Outbound:
                     )
                     await self.store.clear_outflight(delivery.event_id)
                     await self._notice(portal, delivery.event_id, f"Not delivered to the client: {e.reason}.")
-                    return False
+                    return
                 if attempt == self.retry.notice_after:
                     # Temporary trouble is retried until it passes; the employee is told once.
                     await self._notice(portal, delivery.event_id, f"Delivery delayed: {e.reason}. Houseline keeps trying; later messages in this conversation wait their turn.")
@@ -378,7 +375,6 @@ class Outbound:
             "event=outbound_delivered room=%s event_id=%s network=%s chat=%s kind=%s remote_ids=%s",
             delivery.room_id, delivery.event_id, portal.network, portal.chat_id, delivery.kind.value, ",".join(receipt.message_ids),
         )
-        return True
 
     async def _already_delivered(self, connector: Connector, delivery: Delivery) -> DeliveryReceipt | None:
         """A delivery marked in flight was interrupted by a crash: ask the network whether it

@@ -18,11 +18,9 @@ from bridge.store import Store
 
 log = logging.getLogger("houseline.outbox")
 
-#: Delivers one event; returns True when it already removed the event's outbox entry itself
-#: (in the commit that recorded the delivery), so the worker need not. ``fresh``: queued by
-#: this process and never attempted, so it cannot have been delivered before (no crash, no
-#: earlier attempt) and the checks for that may be skipped.
-Handle = Callable[..., Awaitable[bool | None]]
+#: Delivers one event. ``fresh``: queued by this process and never attempted, so it cannot have
+#: been delivered before (no crash, no earlier attempt) and the checks for that may be skipped.
+Handle = Callable[..., Awaitable[None]]
 MAX_BACKOFF_S = 60.0
 
 
@@ -109,11 +107,10 @@ class Outbox:
             delay = 0.0
             self._busy += 1
             self._idle.clear()
-            settled: bool | None = False
             fresh = event["event_id"] in self._fresh and attempts == 0
             self._fresh.discard(event["event_id"])
             try:
-                settled = await self.handle(event, fresh=fresh)
+                await self.handle(event, fresh=fresh)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
@@ -124,8 +121,8 @@ class Outbox:
                     room_id, event["event_id"], attempts + 1, type(e).__name__, delay,
                 )
             else:
-                if not settled:
-                    await self.store.outbox_done(event["event_id"])
+                # Usually a no-op: a delivery removes its entry in the commit that records it.
+                await self.store.outbox_done(event["event_id"])
             finally:
                 self._busy -= 1
                 if self._busy == 0:

@@ -7,7 +7,6 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable
 
 from mautrix.util.async_db import Database, Scheme
 
@@ -71,8 +70,6 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self._message_waiters: dict[tuple[str, str, str, str], list[asyncio.Future[MessageLink]]] = {}
-        #: Called with each message link once it is committed (in-process observers: the bench).
-        self.message_listeners: list[Callable[[MessageLink], None]] = []
         #: Company accounts by (network, account id); only this process writes the table, and
         #: every outbound message asks for its account.
         self._accounts: dict[tuple[str, str], AccountRow | None] = {}
@@ -411,8 +408,6 @@ class Store:
             for waiter in self._message_waiters.pop((link.network, link.account, link.chat_id, link.remote_id), []):
                 if not waiter.done():
                     waiter.set_result(link)
-            for listener in self.message_listeners:
-                listener(link)
 
     async def wait_for_message(self, network: str, account: str, chat_id: str, remote_id: str, timeout: float) -> MessageLink | None:
         """The mapping of a remote message, waiting up to ``timeout`` for it to be recorded: a
