@@ -12,8 +12,10 @@ number is "a card number ending 1111").
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
+from types import MappingProxyType
 
 from .detectors import (
     Match,
@@ -27,10 +29,13 @@ from .detectors import (
     mask_digits,
     scan_text,
 )
-from .model import Policy
+from .model import Notices, Policy
 
 __all__ = [
+    "Assignees",
     "Command",
+    "EMPLOYEE_COMMANDS",
+    "Outreach",
     "Decision",
     "FileInfo",
     "Join",
@@ -41,9 +46,17 @@ __all__ = [
     "disclaimer_for",
     "is_admin",
     "is_observer",
+    "choose_assignees",
+    "notice_for",
     "pick_assignees",
     "roles_of",
+    "stand_ins",
 ]
+
+#: Commands every employee may use; the rest are for admins. ``away`` and ``back`` only for
+#: oneself (``Command.target``); ``invite`` and ``contact`` are then decided as outreach.
+EMPLOYEE_COMMANDS = frozenset({"help", "waiting", "away", "back", "invite", "contact"})
+_SELF_COMMANDS = frozenset({"away", "back"})
 
 
 class Verdict(Enum):
@@ -117,13 +130,24 @@ class SendOut:
 
 @dataclass(frozen=True)
 class Command:
-    """A bot command (``!hl <name> ...``) typed by ``user_id``."""
+    """A bot command (``!hl <name> ...``) typed by ``user_id``; ``target`` is the user it acts
+    on, where it acts on one (``away @user``)."""
 
     user_id: str
     name: str
+    target: str | None = None
 
 
-Action = Join | SendOut | Command
+@dataclass(frozen=True)
+class Outreach:
+    """An employee starting a conversation with a client on ``network`` (a template, a link)."""
+
+    user_id: str
+    network: str
+    local_domain: str
+
+
+Action = Join | SendOut | Command | Outreach
 
 _ALLOWED = Decision(Verdict.ALLOW, "sharing.allowed", "The message may be sent to the client.")
 _REACTION = Decision(Verdict.ALLOW, "sharing.allowed", "Reactions may be sent to the client.")
@@ -339,12 +363,48 @@ def _decide_send(action: SendOut, policy: Policy) -> Decision:
 def _decide_command(action: Command, policy: Policy) -> Decision:
     if action.user_id in policy.admins:
         return Decision(Verdict.ALLOW, "commands.admin", f"{action.user_id} is an administrator.")
+    if action.name in EMPLOYEE_COMMANDS:
+        if action.name not in _SELF_COMMANDS or action.target in (None, action.user_id):
+            return Decision(Verdict.ALLOW, "commands.employee", f"{policy.commands.prefix} {action.name} is open to employees.")
+        return Decision(
+            Verdict.DENY,
+            "commands.employee",
+            f"Sorry, employees can use {policy.commands.prefix} {action.name} only for themselves; "
+            "an administrator can do it for someone else.",
+        )
     return Decision(
         Verdict.DENY,
         "commands.admin",
         f"Sorry, {policy.commands.prefix} {action.name} is only available to administrators; "
         "please ask one of them if you need it.",
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Outreach
+
+
+def _decide_outreach(action: Outreach, policy: Policy) -> Decision:
+    user = action.user_id
+    if user in policy.observers:
+        return Decision(Verdict.DENY, "outreach.allowed_roles", "Compliance observers do not start conversations with clients.")
+    rules = policy.outreach
+    if rules.restricted:
+        allowed = user in rules.allowed_users or (
+            policy.default_role in rules.allowed_roles and _server(user) == action.local_domain.lower()
+        )
+        if allowed:
+            return Decision(Verdict.ALLOW, "outreach.allowed_roles", f"{user} may start conversations with clients.")
+        who = ", ".join(sorted(rules.allowed_roles | {f"team {t}" for t in rules.allowed_teams}))
+        return Decision(
+            Verdict.DENY, "outreach.allowed_roles",
+            f"{user} may not start conversations with clients: that needs one of {who}.",
+        )  # fmt: skip
+    # Unrestricted: whoever may take part in client conversations may also start one.
+    joined = _decide_join(Join(user_id=user, room=RoomState(room_id="", members=frozenset()), local_domain=action.local_domain), policy)
+    if joined.allowed:
+        return Decision(Verdict.ALLOW, "outreach.allowed_roles", f"{user} may start conversations with clients.")
+    return Decision(Verdict.DENY, "outreach.allowed_roles", joined.reason.replace("may not join client conversations", "may not start conversations with clients"))
 
 
 def decide(action: Action, policy: Policy) -> Decision:
@@ -355,7 +415,9 @@ def decide(action: Action, policy: Policy) -> Decision:
         return _decide_join(action, policy)
     if isinstance(action, Command):
         return _decide_command(action, policy)
-    raise TypeError(f"decide() takes Join, SendOut or Command, not {type(action).__name__}")
+    if isinstance(action, Outreach):
+        return _decide_outreach(action, policy)
+    raise TypeError(f"decide() takes Join, SendOut, Command or Outreach, not {type(action).__name__}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -365,7 +427,11 @@ def decide(action: Action, policy: Policy) -> Decision:
 def disclaimer_for(policy: Policy, network: str | None, region: str | None) -> str | None:
     """The notice for a new client: by region ('de-AT', then 'de'), else by network, else the
     default; None when the policy has none."""
-    d = policy.disclaimers
+    return notice_for(policy.disclaimers, network, region)
+
+
+def notice_for(d: Notices, network: str | None, region: str | None) -> str | None:
+    """The most specific of a set of client texts (disclaimers, out-of-hours, absence)."""
     if region:
         code = region.strip().lower().replace("_", "-")
         found = d.regions.get(code) or d.regions.get(code.split("-", 1)[0])
@@ -413,3 +479,72 @@ def pick_assignees(
                 return (owner,)
         return _round_robin(policy, invite, counter) if a.team else invite
     return invite
+
+
+@dataclass(frozen=True)
+class Assignees:
+    """Who a new conversation goes to: ``users`` (observers not included), who stood in for
+    whom (``replaced``: (unavailable user, stand-ins)), and whether nobody the rule named was
+    available so the absence fallback took it (``fallback``; then the observers are told).
+    ``users`` is empty when not even the fallback had anyone."""
+
+    users: tuple[str, ...]
+    replaced: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    fallback: bool = False
+
+
+def stand_ins(user: str, unavailable: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
+    """Who answers for ``user``: the user when available, else their successors or cover,
+    followed transitively (a successor who left too hands on to theirs); () if nobody."""
+    out: list[str] = []
+    seen: set[str] = set()
+    todo = [user]
+    while todo:
+        current = todo.pop(0)
+        if current in seen:
+            continue
+        seen.add(current)
+        if current in unavailable:
+            todo.extend(unavailable[current])
+        else:
+            out.append(current)
+    return tuple(out)
+
+
+def choose_assignees(
+    policy: Policy,
+    *,
+    network: str,
+    account_key: str | None,
+    invite_list: tuple[str, ...] | list[str],
+    counter: int,
+    unavailable: Mapping[str, tuple[str, ...]] = MappingProxyType({}),
+) -> Assignees:
+    """:func:`pick_assignees`, skipping whoever is ``unavailable`` (offboarded: their
+    successors; away: their cover, or () when they have none). In a round-robin an absent
+    member without cover passes the turn on; when nobody is left, ``absence.fallback``."""
+    picked = pick_assignees(policy, network=network, account_key=account_key, invite_list=invite_list, counter=counter)
+    users, replaced = _resolve(picked, unavailable)
+    team = policy.teams.get(policy.assignment.team or "")
+    if not users and policy.assignment.mode in ("round_robin", "account_owner") and team is not None and team.members:
+        # The turn passes to the next member (in rotation order) who is there.
+        for step in range(1, len(team.members)):
+            users, more = _resolve((team.members[(counter + step) % len(team.members)],), unavailable)
+            if users:
+                replaced += more
+                break
+    if users:
+        return Assignees(users, replaced)
+    fallback, more = _resolve(policy.absence.fallback, unavailable)
+    return Assignees(fallback, replaced + more, fallback=True)
+
+
+def _resolve(users: tuple[str, ...], unavailable: Mapping[str, tuple[str, ...]]) -> tuple[tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]]:
+    out: list[str] = []
+    replaced: list[tuple[str, tuple[str, ...]]] = []
+    for user in users:
+        found = stand_ins(user, unavailable)
+        if user in unavailable:
+            replaced.append((user, found))
+        out.extend(found)
+    return _dedupe(out), tuple(replaced)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
+from .hours import BusinessHours, parse_duration, parse_hours
 from .detectors import (
     SNIFF_FAMILIES,
     ContactRules,
@@ -31,13 +32,16 @@ from .detectors import (
 __all__ = [
     "ASSIGNMENT_MODES",
     "KNOWN_NETWORKS",
+    "Absence",
     "Assignment",
     "Commands",
     "CustomPattern",
     "Disclaimers",
     "JoinRules",
+    "Outreach",
     "Policy",
     "PolicyError",
+    "ServiceLevels",
     "SharingRules",
     "Team",
     "parse_policy",
@@ -65,9 +69,15 @@ _MAX_FILE_MB = 100_000
 _MAX_EXTERNAL = 1000
 
 _TOP_KEYS = ("admins", "observers", "roles", "teams", "default_role", "join", "sharing", "disclaimers",
-             "assignment", "commands", "retention")  # fmt: skip
+             "assignment", "commands", "retention", "outreach", "sla", "absence")  # fmt: skip
 _RETENTION_KEYS = ("default", "networks")
-_TEAM_KEYS = ("members", "roles")
+_TEAM_KEYS = ("members", "roles", "hours", "tz")
+_OUTREACH_KEYS = ("allowed_roles", "allowed_teams", "link_expiry")
+_SLA_KEYS = ("remind_after", "escalate_after", "supervisor_after", "supervisor_role", "hours", "tz", "out_of_hours")
+_ABSENCE_KEYS = ("notice", "fallback")
+_NOTICE_KEYS = ("default", "networks", "regions")
+_DEFAULT_LINK_EXPIRY_S = 7 * 86400
+_MAX_LINK_EXPIRY_S = 365 * 86400
 _JOIN_KEYS = ("allowed_roles", "allowed_teams", "allowed_servers", "max_external", "senior_role")
 _SHARING_KEYS = ("max_file_mb", "blocked_file_types", "blocked_labels", "card_numbers", "ibans",
                  "personal_contacts", "custom_patterns")  # fmt: skip
@@ -112,6 +122,8 @@ class Team:
     name: str
     members: tuple[str, ...] = ()
     roles: frozenset[str] = frozenset()
+    #: The team's business hours (None: those of ``sla``), when the reminder clock runs.
+    hours: BusinessHours | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +174,10 @@ class Disclaimers:
     regions: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
+#: Any per-client text chosen like a disclaimer (region, then network, then default).
+Notices = Disclaimers
+
+
 @dataclass(frozen=True)
 class Assignment:
     """Who a new portal goes to (see :func:`policies.engine.pick_assignees`)."""
@@ -175,6 +191,55 @@ class Assignment:
 @dataclass(frozen=True)
 class Commands:
     prefix: str = "!hl"
+
+
+@dataclass(frozen=True)
+class Outreach:
+    """Who may start a conversation with a client (a WhatsApp template, a Telegram invitation
+    link). With no roles or teams named, everyone the join rules let into portals may."""
+
+    allowed_roles: frozenset[str] = frozenset()
+    allowed_teams: frozenset[str] = frozenset()
+    #: How long an invitation link stays valid, in seconds.
+    link_expiry_s: int = _DEFAULT_LINK_EXPIRY_S
+    #: Precomputed: the users the roles and teams above name (when ``restricted``).
+    allowed_users: frozenset[str] = frozenset()
+    restricted: bool = False
+
+
+@dataclass(frozen=True)
+class ServiceLevels:
+    """How long a client may wait for an answer: after ``remind_after_s`` of business time the
+    assignee is reminded, after ``escalate_after_s`` the team is called in, after
+    ``supervisor_after_s`` the ``supervisor_role`` is told. None: that step is off."""
+
+    remind_after_s: int | None = None
+    escalate_after_s: int | None = None
+    supervisor_after_s: int | None = None
+    supervisor_role: str | None = None
+    #: Business hours (None: always open); a team's own hours win.
+    hours: BusinessHours | None = None
+    #: Told to a client who writes while the company is closed (None: nothing is sent).
+    out_of_hours: Notices = Notices()
+
+    @property
+    def enabled(self) -> bool:
+        return any(s is not None for s in (self.remind_after_s, self.escalate_after_s, self.supervisor_after_s))
+
+    def steps(self) -> tuple[tuple[str, int], ...]:
+        """(step, seconds) in the order they fire."""
+        named = (("remind", self.remind_after_s), ("escalate", self.escalate_after_s), ("supervisor", self.supervisor_after_s))
+        return tuple(sorted(((n, v) for n, v in named if v is not None), key=lambda step: step[1]))
+
+
+@dataclass(frozen=True)
+class Absence:
+    """What happens while an employee is away: the notice a waiting client gets (``{cover}``
+    and ``{until}`` are filled in) and who takes new clients when nobody else is left."""
+
+    notice: Notices = Notices()
+    #: Users (teams expanded) who get a new client when the assignment finds nobody available.
+    fallback: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -195,6 +260,9 @@ class Policy:
     assignment: Assignment = Assignment()
     commands: Commands = Commands()
     retention: Retention = Retention()
+    outreach: Outreach = Outreach()
+    sla: ServiceLevels = ServiceLevels()
+    absence: Absence = Absence()
     user_roles: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
     user_teams: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -349,8 +417,9 @@ def _parse_teams(r: _Reader, value: Any, roles: Mapping[str, Any]) -> dict[str, 
         members = r.users(f"{path}.members", body.get("members"))
         role_items = r.items(f"{path}.roles", body.get("roles"), "role names")
         team_roles = [r.reference(p, v, roles, "role", "roles") for p, v in role_items]
+        hours = _parse_hours(r, path, body)
         if name is not None:
-            teams[name] = Team(name, members, frozenset(x for x in team_roles if x))
+            teams[name] = Team(name, members, frozenset(x for x in team_roles if x), hours)
     return teams
 
 
@@ -522,26 +591,32 @@ def _parse_sharing(r: _Reader, value: Any) -> SharingRules:
     )
 
 
-def _parse_disclaimers(r: _Reader, value: Any) -> Disclaimers:
+def _parse_notices(r: _Reader, path: str, value: Any) -> Disclaimers:
+    """Texts for clients chosen by region, then network, then default (disclaimers and the
+    other notices)."""
     how = "write the notice text in quotes"
-    body = r.mapping("disclaimers", value, _DISCLAIMER_KEYS, "write it as 'disclaimers:' with default, networks, regions")
+    body = r.mapping(path, value, _NOTICE_KEYS, f"write it as '{path}:' with default, networks, regions")
     networks: dict[str, str] = {}
-    for key, text in r.mapping("disclaimers.networks", body.get("networks"), None, "write it as 'telegram: \"...\"'").items():
+    for key, text in r.mapping(f"{path}.networks", body.get("networks"), None, "write it as 'telegram: \"...\"'").items():
         if key not in KNOWN_NETWORKS:
-            r._unknown(f"disclaimers.networks.{key}", str(key), KNOWN_NETWORKS)
-        elif (t := r.text(f"disclaimers.networks.{key}", text, how)) is not None:
+            r._unknown(f"{path}.networks.{key}", str(key), KNOWN_NETWORKS)
+        elif (t := r.text(f"{path}.networks.{key}", text, how)) is not None:
             networks[key] = t
     regions: dict[str, str] = {}
-    for key, text in r.mapping("disclaimers.regions", body.get("regions"), None, "write it as 'de: \"...\"'").items():
+    for key, text in r.mapping(f"{path}.regions", body.get("regions"), None, "write it as 'de: \"...\"'").items():
         if not isinstance(key, str) or not _REGION.match(key):
-            r.bad(f"disclaimers.regions.{key}", "not a language/region code; write a code like de, en-gb or pt-BR")
-        elif (t := r.text(f"disclaimers.regions.{key}", text, how)) is not None:
+            r.bad(f"{path}.regions.{key}", "not a language/region code; write a code like de, en-gb or pt-BR")
+        elif (t := r.text(f"{path}.regions.{key}", text, how)) is not None:
             regions[key.lower().replace("_", "-")] = t
     return Disclaimers(
-        default=r.text("disclaimers.default", body.get("default"), how),
+        default=r.text(f"{path}.default", body.get("default"), how),
         networks=MappingProxyType(networks),
         regions=MappingProxyType(regions),
     )
+
+
+def _parse_disclaimers(r: _Reader, value: Any) -> Disclaimers:
+    return _parse_notices(r, "disclaimers", value)
 
 
 def _parse_assignment(r: _Reader, value: Any, teams: Mapping[str, Team]) -> Assignment:
@@ -573,6 +648,91 @@ def _parse_assignment(r: _Reader, value: Any, teams: Mapping[str, Team]) -> Assi
         r.bad("assignment.account_owners", "missing or empty; account_owner mode needs the company accounts and their owners, "
                                             "e.g. \"telegram:business:abc\": \"@alice:server\"")
     return Assignment(mode=mode, team=team, desk=desk, account_owners=MappingProxyType(owners))
+
+
+def _parse_hours(r: _Reader, path: str, body: Mapping[str, Any]) -> BusinessHours | None:
+    """``hours`` and ``tz`` of a section (a team, ``sla``): both or neither."""
+    hours, tz = body.get("hours"), body.get("tz")
+    if hours is None and tz is None:
+        return None
+    if hours is None:
+        r.bad(f"{path}.hours", "missing; a time zone needs business hours, e.g. hours: \"Mon-Fri 08:00-18:00\"")
+        return None
+    if not isinstance(hours, str) or (tz is not None and not isinstance(tz, str)):
+        r.bad(f"{path}.hours", "expected text like \"Mon-Fri 08:00-18:00\" and tz like Europe/Berlin")
+        return None
+    try:
+        return parse_hours(hours, tz or "UTC")
+    except ValueError as e:
+        r.bad(f"{path}.tz" if tz and "zone" in str(e).lower() else f"{path}.hours", str(e))
+        return None
+
+
+def _duration(r: _Reader, path: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except (ValueError, TypeError) as e:
+        r.bad(path, str(e) if isinstance(e, ValueError) else f"{_kind(value)} is not a duration; write e.g. 15m, 1h or 2h30m")
+        return None
+
+
+def _users_or_teams(r: _Reader, path: str, value: Any, teams: Mapping[str, Team]) -> tuple[str, ...]:
+    """Users, where ``team:NAME`` stands for the team's members."""
+    out: list[str] = []
+    for p, item in r.items(path, value, "Matrix user ids or team:NAME"):
+        if isinstance(item, str) and item.startswith("team:"):
+            team = r.reference(p, item[5:], teams, "team", "teams")
+            out.extend(teams[team].members if team else ())
+        elif (user := r.user(p, item)) is not None:
+            out.append(user)
+    return tuple(dict.fromkeys(out))
+
+
+def _parse_outreach(r: _Reader, value: Any, roles: Mapping[str, Any], teams: Mapping[str, Team]) -> Outreach:
+    body = r.mapping("outreach", value, _OUTREACH_KEYS, "write it as 'outreach: {allowed_roles: [adviser]}'")
+    allowed_roles = {r.reference(p, v, roles, "role", "roles")
+                     for p, v in r.items("outreach.allowed_roles", body.get("allowed_roles"), "role names")}  # fmt: skip
+    allowed_teams = {r.reference(p, v, teams, "team", "teams")
+                     for p, v in r.items("outreach.allowed_teams", body.get("allowed_teams"), "team names")}  # fmt: skip
+    expiry = _duration(r, "outreach.link_expiry", body.get("link_expiry"))
+    if expiry is not None and expiry > _MAX_LINK_EXPIRY_S:
+        r.bad("outreach.link_expiry", "at most 365d; a link that never expires is a standing invitation to anyone who finds it")
+        expiry = None
+    return Outreach(
+        allowed_roles=frozenset(x for x in allowed_roles if x),
+        allowed_teams=frozenset(x for x in allowed_teams if x),
+        link_expiry_s=expiry or _DEFAULT_LINK_EXPIRY_S,
+        restricted=bool(body.get("allowed_roles") or body.get("allowed_teams")),
+    )
+
+
+def _parse_sla(r: _Reader, value: Any, roles: Mapping[str, Any]) -> ServiceLevels:
+    body = r.mapping("sla", value, _SLA_KEYS, "write it as 'sla:' followed by indented keys")
+    supervisor = None
+    if body.get("supervisor_role") is not None:
+        supervisor = r.reference("sla.supervisor_role", body["supervisor_role"], roles, "role", "roles")
+    after = {key: _duration(r, f"sla.{key}", body.get(key)) for key in ("remind_after", "escalate_after", "supervisor_after")}
+    if after["supervisor_after"] is not None and body.get("supervisor_role") is None:
+        r.bad("sla.supervisor_role", "missing; supervisor_after needs the role whose members are told, e.g. supervisor_role: senior")
+    named = [(k, v) for k, v in after.items() if v is not None]
+    for (k1, v1), (k2, v2) in zip(named, named[1:]):
+        if v2 <= v1:
+            r.bad(f"sla.{k2}", f"must be longer than {k1} ({v1 // 60} min): the steps come one after another")
+    return ServiceLevels(
+        remind_after_s=after["remind_after"], escalate_after_s=after["escalate_after"],
+        supervisor_after_s=after["supervisor_after"], supervisor_role=supervisor,
+        hours=_parse_hours(r, "sla", body), out_of_hours=_parse_notices(r, "sla.out_of_hours", body.get("out_of_hours")),
+    )
+
+
+def _parse_absence(r: _Reader, value: Any, teams: Mapping[str, Team]) -> Absence:
+    body = r.mapping("absence", value, _ABSENCE_KEYS, "write it as 'absence:' with notice and fallback")
+    return Absence(
+        notice=_parse_notices(r, "absence.notice", body.get("notice")),
+        fallback=_users_or_teams(r, "absence.fallback", body.get("fallback"), teams),
+    )
 
 
 _PERIOD = re.compile(r"^\s*(\d{1,5})\s*(d|days?|y|years?)\s*$", re.IGNORECASE)
@@ -657,6 +817,15 @@ def _with_lookups(join: JoinRules, user_roles: Mapping[str, frozenset[str]], use
     )
 
 
+def _outreach_lookups(outreach: Outreach, user_roles: Mapping[str, frozenset[str]],
+                      user_teams: Mapping[str, frozenset[str]]) -> Outreach:  # fmt: skip
+    allowed = frozenset(
+        u for u in set(user_roles) | set(user_teams)
+        if user_roles.get(u, frozenset()) & outreach.allowed_roles or user_teams.get(u, frozenset()) & outreach.allowed_teams
+    )  # fmt: skip
+    return replace(outreach, allowed_users=allowed)
+
+
 def parse_policy(data: dict[str, Any] | None, *, local_domain: str) -> Policy:
     """Validate the ``policies`` section and build the :class:`Policy`; raises
     :class:`PolicyError` with every problem. ``None`` or ``{}``: everything allowed."""
@@ -679,6 +848,9 @@ def parse_policy(data: dict[str, Any] | None, *, local_domain: str) -> Policy:
     assignment = _parse_assignment(r, data.get("assignment"), teams)
     commands = _parse_commands(r, data.get("commands"))
     retention = _parse_retention(r, data.get("retention"))
+    outreach = _parse_outreach(r, data.get("outreach"), roles, teams)
+    sla = _parse_sla(r, data.get("sla"), roles)
+    absence = _parse_absence(r, data.get("absence"), teams)
     if r.problems:
         raise PolicyError(r.problems)
     user_roles, user_teams = _memberships(roles, teams)
@@ -695,6 +867,9 @@ def parse_policy(data: dict[str, Any] | None, *, local_domain: str) -> Policy:
         assignment=assignment,
         commands=commands,
         retention=retention,
+        outreach=_outreach_lookups(outreach, user_roles, user_teams),
+        sla=sla,
+        absence=absence,
         user_roles=MappingProxyType(user_roles),
         user_teams=MappingProxyType(user_teams),
     )
