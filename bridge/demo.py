@@ -1,6 +1,7 @@
 """``houseline demo``: the whole product on one machine, with a client who says hello.
 
-Prints one JSON ``ready`` line on stdout once everything is up, then instructions for a person.
+Prints one JSON ``ready`` line on stdout once everything is up (with every demo account and its
+password), then instructions for a person, written from that same line.
 With ``--once`` it plays the employee too (matrix-nio), checks both directions and exits.
 """
 
@@ -20,6 +21,7 @@ from bridge.bridge import Bridge
 from bridge.devstack import WHATSAPP_NUMBER, DevStack, start_dev_stack
 from bridge.logs import setup_logging
 from sandbox.client import SandboxClient
+from sandbox.homeserver import RegisteredUser
 from sandbox.whatsapp.client import WhatsAppClient, text_of
 
 CLIENT_ID = 4242001
@@ -30,6 +32,16 @@ ANSWER = "Hello Dana, happy to help. When would suit you for a call?"
 WA_CLIENT_ID = "4915551234567"
 WA_HELLO = "Hi, is the *fund* still open to new investors?"
 WA_ANSWER = "Hi Wendy, yes it is. Shall I send you the factsheet?"
+#: The demo's accounts, in the order they are listed, with what each is in the example policy
+#: (``role``, None: none that lets them into client conversations) and what it is for.
+ACCOUNTS: dict[str, tuple[str | None, str]] = {
+    "employee": ("adviser", "adviser (wealth team); Dana, the first client, is theirs"),
+    "adviser2": ("adviser", "adviser (wealth team); takes the next new client"),
+    "senior": ("senior", "senior: group chats with clients need one present"),
+    "admin": ("admin", "admin: bot commands in a DM with @houseline:localhost"),
+    "compliance": ("observer", "compliance observer: reads everything, can't send"),
+    "outsider": (None, "no role: refused in client conversations"),
+}
 
 
 async def run_demo(*, once: bool, workdir: Path | None) -> int:
@@ -49,19 +61,11 @@ async def run_demo(*, once: bool, workdir: Path | None) -> int:
         await bridge.start()
         await stack.connect_whatsapp()
         await demo_client(stack).say(HELLO)
-        print(json.dumps({
-            "event": "ready",
-            "homeserver": stack.homeserver.url,
-            "employee": {"user_id": stack.employee.user_id, "password": stack.employee.password},
-            "sandbox": {
-                "telegram": stack.telegram.url, "telegram_bot_token": stack.telegram.token,
-                "whatsapp": stack.whatsapp.url if stack.whatsapp else None,
-            },
-            "config": str(stack.config_path),
-        }), flush=True)
+        ready = ready_line(stack)
+        print(json.dumps(ready), flush=True)
         if once:
             return await _round_trip(stack, t0)
-        _print_instructions(stack, time.monotonic() - t0)
+        print(instructions(ready, workdir=stack.workdir, elapsed=time.monotonic() - t0), flush=True)
         await _wait_for_signal()
         return 0
     finally:
@@ -122,35 +126,81 @@ def demo_client(stack: DevStack) -> SandboxClient:
     return SandboxClient(stack.telegram.url, CLIENT_ID, "Dana", "Client", "dana_client")
 
 
-def _print_instructions(stack: DevStack, elapsed: float) -> None:
-    e = stack.employee
-    admin = stack.extra_employees["admin"]
-    print(f"""
+def demo_accounts(stack: DevStack) -> dict[str, RegisteredUser]:
+    """Every account of the demo company, employee first; each registered with its own password,
+    new each run (bridge/devstack.py)."""
+    users = {"employee": stack.employee, **stack.extra_employees}
+    order = [name for name in ACCOUNTS if name in users] + [name for name in users if name not in ACCOUNTS]
+    return {name: users[name] for name in order}
+
+
+def ready_line(stack: DevStack) -> dict:
+    """The ``ready`` event: where everything is and every account with its password."""
+    accounts = demo_accounts(stack)
+    e = accounts["employee"]
+    return {
+        "event": "ready",
+        "homeserver": stack.homeserver.url,
+        # Kept from before "accounts" existed: the same as accounts.employee without the role.
+        "employee": {"user_id": e.user_id, "password": e.password},
+        "accounts": {
+            name: {"user_id": u.user_id, "password": u.password, "role": ACCOUNTS.get(name, (None, ""))[0]}
+            for name, u in accounts.items()
+        },
+        "sandbox": {
+            "telegram": stack.telegram.url, "telegram_bot_token": stack.telegram.token,
+            "whatsapp": stack.whatsapp.url if stack.whatsapp else None,
+        },
+        "config": str(stack.config_path),
+    }
+
+
+def instructions(ready: dict, *, workdir: Path, elapsed: float) -> str:
+    """What a person reads after the ready line; every URL, account and password comes from it."""
+    accounts = ready["accounts"]
+    width = max(len(f"{a['user_id']} / {a['password']}") for a in accounts.values())
+    listed = "\n".join(
+        f"  {a['user_id'] + ' / ' + a['password']:<{width}}  {ACCOUNTS.get(name, (None, 'another demo user'))[1]}"
+        for name, a in accounts.items()
+    )
+    employee, adviser2, admin = accounts["employee"]["user_id"], accounts["adviser2"]["user_id"], accounts["admin"]["user_id"]
+    telegram, whatsapp = ready["sandbox"]["telegram"], ready["sandbox"]["whatsapp"] or ""
+    return f"""
 Houseline demo is running (ready in {elapsed:.1f}s). Ctrl-C stops everything.
-Its files (config, policy, store, homeserver) are in {stack.workdir}.
+Its files (config, policy, store, homeserver) are in {workdir}.
 
-Be the employee: log in to {stack.homeserver.url} with any Matrix client (Element: "Edit" the
-homeserver, then sign in) as {e.user_id} / {e.password}. Accept the invite to
-"Dana Client (Telegram)" and answer the client.
+Log in to {ready["homeserver"]} with any Matrix client (Element: "Edit" the homeserver, then
+sign in). The demo company's accounts (user / password, new each run):
+{listed}
 
-Be a WhatsApp client (sandbox Cloud API; company numbers 1001 and 1002):
-  curl -s -X POST {stack.whatsapp.url if stack.whatsapp else ''}/client/{WA_CLIENT_ID}/messages \\
+New clients go to the wealth team's two advisers in turn (round-robin): Dana went to
+{employee}, so the next new client, on WhatsApp or Telegram, goes to {adviser2},
+the one after to {employee} again. Log in as both (a second browser or a private window).
+
+Be the employee: as {employee}, accept the invite to "Dana Client (Telegram)" and answer
+the client.
+
+Be a WhatsApp client (sandbox Cloud API; company numbers 1001 and 1002). Wendy is a new client:
+as the first after Dana, "Wendy (WhatsApp)" goes to {adviser2}.
+  curl -s -X POST {whatsapp}/client/{WA_CLIENT_ID}/messages \\
        -H 'content-type: application/json' -d '{{"to": "1001", "name": "Wendy", "text": "Hi *there*"}}'
-  curl -s '{stack.whatsapp.url if stack.whatsapp else ''}/client/{WA_CLIENT_ID}/messages?to=1001'
+  curl -s '{whatsapp}/client/{WA_CLIENT_ID}/messages?to=1001'
 
 Be the client (sandbox Telegram):
-  curl -s -X POST {stack.telegram.url}/client/{CLIENT_ID}/messages \\
+  curl -s -X POST {telegram}/client/{CLIENT_ID}/messages \\
        -H 'content-type: application/json' -d '{{"text": "Are you there?"}}'
-  curl -s {stack.telegram.url}/client/{CLIENT_ID}/messages      # what the client received
+  curl -s {telegram}/client/{CLIENT_ID}/messages      # what the client received
 
-A new client: use another number in place of {CLIENT_ID} and add "first_name" to the JSON.
+A new client: use another number in place of {CLIENT_ID} and add "first_name" to the JSON, then
+look for the conversation as the adviser whose turn it is: {adviser2} if it is the
+first new client after Dana (Wendy counts as one), {employee} if the second, and so on.
 
-Be the admin: log in as {admin.user_id} / {admin.password}, start a direct chat with
-@houseline:localhost and send "!hl help". The example policy ({EXAMPLE_POLICY}) is active:
-try sending the client a card number as the employee, or "!hl offboard @employee:localhost
---to @adviser2:localhost" as the admin. The audit trail:
-  houseline audit show -c {stack.config_path}
-""", flush=True)
+Be the admin: log in as {admin}, start a direct chat with @houseline:localhost and send
+"!hl help". The example policy ({EXAMPLE_POLICY}) is active: try sending the client a card
+number as the employee, or "!hl offboard {employee} --to {adviser2}" as the admin.
+The audit trail:
+  houseline audit show -c {ready["config"]}
+"""
 
 
 async def _wait_for_signal() -> None:
