@@ -150,6 +150,10 @@ class RemoteEvent:
     joined: bool = False
     #: For MIGRATE: the chat's new id.
     new_chat_id: str = ""
+    #: For MESSAGE: the one-time invitation code the client arrived with (a Telegram deep
+    #: link's start payload), exactly as the network delivered it; the core claims it and
+    #: assigns the conversation to the employee who made the link.
+    invite_code: str = ""
 
 
 class DeliveryKind(enum.Enum):

@@ -218,6 +218,107 @@ async def test_client_message_arrives_with_telegram_shape(
     assert updates[0].update_id > 1000
 
 
+async def test_start_link_delivers_exactly_what_telegram_delivers(
+    sandbox: TelegramSandbox, bot: telegram.Bot, http: aiohttp.ClientSession
+) -> None:
+    path = f"/client/{CLIENT_ID}/start"
+    profile = {"first_name": "Ada", "last_name": "Lovelace", "username": "ada_l"}
+    sent = await control(http, sandbox, path, {"payload": "Inv_code-42", **profile})
+    assert sent == {"message_id": 1, "chat_id": CLIENT_ID}
+
+    status, answer, _ = await raw_api(http, sandbox, "getUpdates")
+    assert status == 200 and len(answer["result"]) == 1
+    message = answer["result"][0]["message"]
+    date = message.pop("date")
+    assert isinstance(date, int) and date > 1_600_000_000
+    assert message == {
+        "message_id": 1,
+        "from": {
+            "id": CLIENT_ID,
+            "is_bot": False,
+            "first_name": "Ada",
+            "last_name": "Lovelace",
+            "username": "ada_l",
+        },
+        "chat": {
+            "id": CLIENT_ID,
+            "first_name": "Ada",
+            "last_name": "Lovelace",
+            "username": "ada_l",
+            "type": "private",
+        },
+        "text": "/start Inv_code-42",
+        "entities": [{"offset": 0, "length": 6, "type": "bot_command"}],
+    }
+
+    # The same through the link itself, once the client is known (no profile needed), any
+    # spelling of the bot's username, a 64-character payload, and the tg:// form.
+    longest = "A" * 32 + "z" * 30 + "_-"
+    links = [
+        (f"https://t.me/{sandbox.bot_username}?start=again", "again"),
+        (f"https://telegram.me/{sandbox.bot_username.upper()}/?start={longest}", longest),
+        (f"tg://resolve?domain={sandbox.bot_username}&start=tg_form", "tg_form"),
+    ]
+    for url, _ in links:
+        await control(http, sandbox, path, {"url": url})
+    await control(http, sandbox, path, {"url": links[0][0], "payload": "again"})
+    updates = await bot.get_updates(offset=answer["result"][0]["update_id"] + 1)
+    assert [u.message.text for u in updates] == [
+        f"/start {payload}" for payload in ("again", longest, "tg_form", "again")
+    ]
+    for update in updates:
+        assert update.message.entities == (
+            telegram.MessageEntity(telegram.MessageEntity.BOT_COMMAND, 0, 6),
+        )
+        assert update.message.chat.type == telegram.constants.ChatType.PRIVATE
+
+    # A client who types the command gets the entity Telegram's apps mark as well.
+    await client_says(http, sandbox, f"/start@{sandbox.bot_username} typed")
+    typed = (await bot.get_updates(offset=updates[-1].update_id + 1))[0].message
+    assert typed.entities == (
+        telegram.MessageEntity(
+            telegram.MessageEntity.BOT_COMMAND, 0, len(f"/start@{sandbox.bot_username}")
+        ),
+    )
+
+
+async def test_start_link_refuses_what_telegram_apps_refuse(
+    sandbox: TelegramSandbox, http: aiohttp.ClientSession
+) -> None:
+    path = f"/client/{CLIENT_ID}/start"
+    bot_link = f"https://t.me/{sandbox.bot_username}"
+    bad: list[dict[str, Any]] = [
+        {},  # neither payload nor url
+        {"payload": ""},
+        {"payload": "x" * 65},
+        {"payload": "has space"},
+        {"payload": "dot.ted"},
+        {"payload": "кириллица"},
+        {"payload": "a+b"},
+        {"payload": 42},
+        {"url": f"{bot_link}?start=bad%2Fslash"},
+        {"url": f"{bot_link}?start="},
+        {"url": f"{bot_link}?start={'x' * 65}"},
+        {"url": bot_link},  # no start parameter
+        {"url": f"{bot_link}?start=a&start=b"},
+        {"url": "https://t.me/some_other_bot?start=abc"},
+        {"url": "https://example.com/houseline_sandbox_bot?start=abc"},
+        {"url": "https://[broken?start=abc"},
+        {"url": f"{bot_link}?start=abc", "payload": "different"},
+    ]
+    for body in bad:
+        answer = await control(http, sandbox, path, {**body, "first_name": "Ada"}, status=400)
+        assert isinstance(answer["error"], str) and answer["error"], body
+    wrong_bot = await control(
+        http, sandbox, path, {"url": "https://t.me/some_other_bot?start=abc"}, status=400
+    )
+    assert "some_other_bot" in wrong_bot["error"]
+    # A first contact still needs a name, as for any message.
+    await control(http, sandbox, path, {"payload": "abc"}, status=400)
+    state = await control(http, sandbox, "/sandbox/state", verb="GET")
+    assert state["pending_update_count"] == 0
+
+
 async def test_first_name_is_remembered_and_required_once(
     sandbox: TelegramSandbox, bot: telegram.Bot, http: aiohttp.ClientSession
 ) -> None:

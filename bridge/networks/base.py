@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import abc
 from typing import Awaitable, Callable, Protocol
 
-from bridge.events import Delivery, DeliveryReceipt, RemoteEvent
+from bridge.events import ChatRef, Delivery, DeliveryReceipt, RemoteEvent
 
 #: Called by the core once an inbound event's message is in its room, before its bookkeeping is
 #: committed: the chat's next event may be handled from then on (its send cannot overtake).
@@ -58,3 +59,48 @@ class Connector(Protocol):
         """After a crash mid-send: the remote messages this delivery already became (ids above
         ``after_remote_id`` and not in ``known``, the ids the message map has), or None if it
         did not arrive or the network cannot tell."""
+
+
+class OutreachError(Exception):
+    """An outreach cannot start as asked (a malformed number, an unknown company account or
+    template); ``reason`` is a sentence for the employee who asked."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TemplateOutreach(abc.ABC):
+    """A network where the company may write first, with a message template the network
+    approved beforehand (WhatsApp). The core creates the portal and sends the template through
+    the outbox like any employee message."""
+
+    @abc.abstractmethod
+    def outreach_chat(self, address: str, from_account: str | None) -> tuple[ChatRef, str]:
+        """The conversation for a client ``address`` as an employee typed it (a phone number in
+        any usual spelling) on the company account ``from_account`` (None: the only or first
+        one), and a display name for the client; raises OutreachError naming what is wrong."""
+
+    @abc.abstractmethod
+    async def check_template(self, chat: ChatRef, name: str, language: str, params: tuple[str, ...]) -> None:
+        """Raises OutreachError unless the account can send template ``name`` in ``language``
+        ("" for the default) with these parameters: the employee is told before anything is
+        created or queued."""
+
+
+class InviteLinks(abc.ABC):
+    """A network where a company account cannot write first (a Telegram bot): the employee
+    hands the client a link carrying a one-time code, and the client's first message brings
+    the code back (``RemoteEvent.invite_code``)."""
+
+    #: Codes the network can carry in a link: the core makes them of this alphabet and length.
+    invite_code_alphabet: str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+    invite_code_length: int = 32
+
+    @abc.abstractmethod
+    def invite_account(self) -> str:
+        """The company account (``ChatRef.account``) whose conversations the links open."""
+
+    @abc.abstractmethod
+    def invite_link(self, code: str) -> str:
+        """The link a client opens, e.g. ``https://t.me/<bot username>?start=<code>``."""

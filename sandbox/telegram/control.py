@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import web
 
@@ -26,6 +28,12 @@ from .state import ClientError, PrivateChat, SandboxState, StoredMessage
 from .views import message_view
 
 MAX_DOCUMENT_BODY = 70 * 1024 * 1024  # base64 of a 50 MB document, with room for the JSON
+# Telegram's deep-linking rule: "values up to 64 characters long. A-Z, a-z, 0-9, _ and - are
+# allowed" (core.telegram.org/bots/features#deep-linking); messages.startBot refuses others
+# (START_PARAM_EMPTY, START_PARAM_INVALID, START_PARAM_TOO_LONG), so no update comes of them.
+START_PAYLOAD_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+START_COMMAND = "/start"
+_LINK_HOSTS = ("t.me", "telegram.me")
 
 
 class ControlApi(ControlBase):
@@ -49,6 +57,7 @@ class ControlApi(ControlBase):
         )
         app.router.add_post("/client/{user_id}/read", self._guard(self.read))
         app.router.add_post("/client/{user_id}/documents", self._guard(self.post_document))
+        app.router.add_post("/client/{user_id}/start", self._guard(self.open_start_link))
         app.router.add_post("/client/{user_id}/block", self._guard(self.block))
         app.router.add_post("/client/{user_id}/unblock", self._guard(self.unblock))
         app.router.add_post("/sandbox/redeliver", self._guard(self.redeliver))
@@ -114,6 +123,70 @@ class ControlApi(ControlBase):
             user_id, body, content=fields, reply_to_message_id=self._reply_to(body)
         )
         return json_response(sent_answer(message))
+
+    async def open_start_link(self, request: web.Request) -> web.Response:
+        """The client opens ``t.me/<bot>?start=<payload>`` and presses START.
+
+        ``{"payload"}`` and/or ``{"url"}`` plus profile fields. Telegram then delivers an
+        ordinary message, ``/start <payload>`` with a ``bot_command`` entity over ``/start``,
+        which is all a bot ever learns of the link; so that is exactly what is queued.
+        """
+        user_id = self._user_id(request)
+        body = await self._body(request)
+        payload = self._start_payload(body)
+        self.state.client_profile(user_id, body)  # a bad profile is refused before anything
+        command = {"type": "bot_command", "offset": 0, "length": len(START_COMMAND)}
+        fields = self.state.client_text(f"{START_COMMAND} {payload}", [command])
+        message = self.state.client_sends(user_id, body, content=fields)
+        return json_response(sent_answer(message))
+
+    def _start_payload(self, body: dict[str, Any]) -> str:
+        """The start parameter named by ``payload`` or carried by ``url`` (both: they agree)."""
+        payload, url = body.get("payload"), body.get("url")
+        if payload is None and url is None:
+            raise ClientError('send "payload" or "url" (https://t.me/<bot username>?start=...)')
+        if payload is not None and not isinstance(payload, str):
+            raise ClientError('"payload" must be a string')
+        if url is not None:
+            if not isinstance(url, str):
+                raise ClientError('"url" must be a string')
+            from_url = self._payload_of_link(url)
+            if payload is not None and payload != from_url:
+                raise ClientError('"payload" and the "url"\'s start parameter differ')
+            payload = from_url
+        assert payload is not None
+        if not START_PAYLOAD_RE.fullmatch(payload):
+            raise ClientError(
+                "the start parameter must be 1-64 characters of A-Z, a-z, 0-9, _ and -"
+            )
+        return payload
+
+    def _payload_of_link(self, url: str) -> str:
+        """The ``start`` parameter of a link to this bot: ``https://t.me/<bot>?start=...`` (or
+        telegram.me) or ``tg://resolve?domain=<bot>&start=...``. A link to another bot would
+        open a chat the sandbox does not emulate, so it is refused."""
+        try:
+            parts = urlsplit(url.strip())
+            host = (parts.hostname or "").lower()
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            raise ClientError('"url" is not a valid URL') from None
+        query = parse_qs(parts.query, keep_blank_values=True)
+        scheme = parts.scheme.lower()
+        if scheme in ("http", "https") and host.removeprefix("www.") in _LINK_HOSTS:
+            username = parts.path.strip("/")
+        elif scheme == "tg" and host == "resolve":
+            username = (query.get("domain") or [""])[0]
+        else:
+            raise ClientError('"url" must be a https://t.me/<bot username>?start=... link')
+        bot = self.state.bot.username
+        if username.lower() != bot.lower():  # usernames are case-insensitive on Telegram
+            raise ClientError(f'"url" opens @{username or "?"}, not the sandbox\'s bot @{bot}')
+        values = query.get("start")
+        if values is None:
+            raise ClientError('"url" has no start parameter')
+        if len(values) != 1:
+            raise ClientError('"url" has more than one start parameter')
+        return values[0]
 
     async def get_messages(self, request: web.Request) -> web.Response:
         """What the client received, oldest first.

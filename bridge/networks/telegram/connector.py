@@ -28,9 +28,9 @@ from telegram.request import HTTPXRequest
 
 from bridge.config import TelegramConfig
 from bridge.events import Delivery, DeliveryReceipt, RemoteEvent
-from bridge.networks.base import InboundSink, OnSent
+from bridge.networks.base import InboundSink, InviteLinks, OnSent
 from bridge.networks.telegram.sender import Sender, seconds
-from bridge.networks.telegram.translate import NETWORK, Translator
+from bridge.networks.telegram.translate import NETWORK, START_PAYLOAD, Translator
 from bridge.networks.telegram.webhook import WebhookServer, register_webhook
 
 log = logging.getLogger("houseline.telegram")
@@ -52,9 +52,11 @@ ALLOWED_UPDATES = [
 ]
 
 
-class TelegramConnector:
+class TelegramConnector(InviteLinks):
     network = NETWORK
     display_name = "Telegram"
+    #: Start parameters may be up to 64 characters; 32 of the 64-letter alphabet is plenty.
+    invite_code_length = 32
 
     def __init__(self, config: TelegramConfig) -> None:
         self.config = config
@@ -285,6 +287,20 @@ class TelegramConnector:
 
     def translate(self, update: Update) -> list[RemoteEvent]:
         return self._translator.translate(update)
+
+    # invitations: a bot cannot write first, so the client opens a link and writes to it
+
+    def invite_account(self) -> str:
+        return self.account
+
+    def invite_link(self, code: str) -> str:
+        """Always t.me (that is what the client opens, whichever Bot API server the bridge
+        talks to); the username is getMe's, so this works only after ``start``."""
+        if not START_PAYLOAD.fullmatch(code):
+            # Telegram refuses such a start parameter (START_PARAM_INVALID): the client's START
+            # would bring no code, so the employee's link would silently not work.
+            raise ValueError("an invite code must be 1-64 characters of A-Z, a-z, 0-9, _ and -")
+        return f"https://t.me/{self.bot.username}?start={code}"
 
     # outbound
 

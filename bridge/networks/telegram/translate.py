@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Awaitable, Callable
 
@@ -10,6 +11,7 @@ from telegram import (
     BusinessMessagesDeleted,
     Bot,
     Message,
+    MessageEntity,
     MessageReactionUpdated,
     ReactionTypeEmoji,
     Update,
@@ -35,6 +37,10 @@ NETWORK = "telegram"
 BUSINESS_PREFIX = "business:"
 #: Bots may download files up to this size with getFile.
 MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
+#: A deep link's start parameter, as Telegram allows it: "up to 64 characters long. A-Z, a-z,
+#: 0-9, _ and - are allowed" (core.telegram.org/bots/features#deep-linking).
+START_PAYLOAD = re.compile(r"[A-Za-z0-9_-]{1,64}")
+START_COMMAND = "/start"
 
 #: Message attributes the bridge cannot carry yet, in words for the room's notice.
 _UNSUPPORTED_WORDS = (
@@ -138,8 +144,36 @@ class Translator:
             location=location,
             contact=contact,
             reply_to=reply_to,
+            invite_code=self._invite_code(message),
             **base,
         )
+
+    def _invite_code(self, message: Message) -> str:
+        """The start parameter of a deep link (``t.me/<bot>?start=<code>``) the client opened,
+        or "". Telegram hands it over only as the text ``/start <code>``, with a bot_command
+        entity over ``/start``. Only the bot's own private chats count: in a business chat the
+        client wrote to a person, and in a group anyone can type "/start something"."""
+        text = message.text
+        if text is None or message.chat.type != "private" or message.business_connection_id:
+            return ""
+        command = next(
+            (e for e in message.entities if e.type == MessageEntity.BOT_COMMAND and e.offset == 0),
+            None,
+        )
+        # Offsets count UTF-16 units, but a command that can be /start is ASCII: slicing by
+        # code points cuts it in the same place.
+        if command is None or not self._is_start(text[: command.length]):
+            return ""
+        rest = text[command.length :]
+        payload = rest.strip()
+        return payload if rest[:1].isspace() and START_PAYLOAD.fullmatch(payload) else ""
+
+    def _is_start(self, command: str) -> bool:
+        """``/start``, or ``/start@<this bot>`` (usernames are case-insensitive)."""
+        name, at, username = command.partition("@")
+        if name != START_COMMAND:
+            return False
+        return not at or username.lower() == self.bot.username.lower()
 
     def _base(self, message: Message) -> dict:
         user = message.from_user

@@ -10,12 +10,18 @@ handled and, after a restart, from the core's record (``last_inbound``); outside
 free-form message is refused before it is sent, with a notice saying to use a template. If
 WhatsApp still reports a 131047 failure (clocks differ), the chat is marked closed until the
 client writes again.
+
+Outreach (``TemplateOutreach``): the company may write first, with an approved template only.
+The connector turns the typed number into the chat the client's answers will arrive in and
+checks the template against the account's list before the core creates anything; a client who
+never wrote has no inbound in the record, so free text to them is refused by the window check.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections import OrderedDict
 from typing import Any, Awaitable, Callable
@@ -23,7 +29,8 @@ from typing import Any, Awaitable, Callable
 import aiohttp
 
 from bridge.events import ChatRef, Delivery, DeliveryKind, DeliveryReceipt, MediaKind, OutboundMedia
-from bridge.networks.base import DeliveryError, InboundSink, MediaUnavailable
+from bridge.networks.base import DeliveryError, InboundSink, MediaUnavailable, OutreachError, TemplateOutreach
+from bridge.networks.whatsapp import outreach
 from bridge.networks.whatsapp.config import WhatsAppConfig
 from bridge.networks.whatsapp.formatting import MAX_CAPTION, MAX_TEXT, matrix_to_whatsapp, split_text
 from bridge.networks.whatsapp.graph import GraphClient, GraphError
@@ -57,11 +64,17 @@ _RATE_CODES = {130429: 2.0, 131056: 6.0, 80007: 30.0, 4: 30.0, 613: 30.0}
 _TEMPORARY_CODES = {1, 2, 131000, 131016, 133004}
 #: Recently handled webhook items (Meta redelivers whole payloads).
 REMEMBERED = 10_000
+#: How long a fetched template list answers outreach checks that pass; a check that would
+#: refuse asks WhatsApp again (the template may have been approved a minute ago).
+TEMPLATES_FRESH_S = 60.0
+#: How long start() waits for the numbers' own phone numbers (outreach refuses writing to
+#: them); a slow Graph must not hold up inbound messages, so later outreach checks ask again.
+LEARN_PHONES_S = 5.0
 
 LastInbound = Callable[[ChatRef], Awaitable[int | None]]
 
 
-class WhatsAppConnector:
+class WhatsAppConnector(TemplateOutreach):
     network = NETWORK
     display_name = "WhatsApp"
     max_upload_bytes = MAX_UPLOAD_BYTES
@@ -80,6 +93,11 @@ class WhatsAppConnector:
         self._done: OrderedDict[str, None] = OrderedDict()
         self._chat_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._translator = Translator({n.phone_number_id for n in config.numbers}, self._download)
+        #: phone_number_id -> its own phone number's digits, learnt from Graph.
+        self._phones: dict[str, str] = {}
+        self._learning: set[asyncio.Future[None]] = set()
+        #: waba_id -> (monotonic time fetched, its templates)
+        self._templates: dict[str, tuple[float, list[dict[str, Any]]]] = {}
 
     @property
     def webhook_port(self) -> int | None:
@@ -95,8 +113,14 @@ class WhatsAppConnector:
             "event=whatsapp_connected numbers=%s graph=%s webhook_path=%s",
             ",".join(self._clients), self.config.graph_url, self.config.path,
         )
+        self._learning = {asyncio.ensure_future(self._learn_phone(n.phone_number_id)) for n in self.config.numbers}
+        if self._learning:
+            await asyncio.wait(self._learning, timeout=LEARN_PHONES_S)
 
     async def stop(self) -> None:
+        for task in self._learning:
+            task.cancel()
+        self._learning = set()
         await self._webhook.stop()
         if self._session is not None:
             await self._session.close()
@@ -236,6 +260,62 @@ class WhatsAppConnector:
         """The Cloud API cannot list a chat's messages: after a crash mid-send the bridge cannot
         tell whether the message went out (it is sent again)."""
         return None
+
+    # outreach
+
+    def outreach_chat(self, address: str, from_account: str | None) -> tuple[ChatRef, str]:
+        """The chat inbound messages of this client to this number get (``translate``: account
+        = phone_number_id, chat = the sender's wa_id), so the client's answer finds the room."""
+        number = outreach.pick_number(self.config.numbers, from_account, self._phones)
+        wa_id = outreach.wa_id_of(address)
+        outreach.refuse_own(wa_id, self.config.numbers, self._phones)
+        return ChatRef(NETWORK, number.phone_number_id, wa_id), f"+{wa_id}"
+
+    async def check_template(self, chat: ChatRef, name: str, language: str, params: tuple[str, ...]) -> None:
+        number = self.config.number(chat.account)
+        if number is None or chat.account not in self._clients:
+            raise OutreachError(f"The WhatsApp number {chat.account} is not connected in this bridge.")
+        await asyncio.gather(*(self._learn_phone(n.phone_number_id) for n in self.config.numbers))
+        outreach.refuse_own(chat.chat_id, self.config.numbers, self._phones)
+        if not number.waba_id:
+            raise OutreachError(
+                f"The templates of WhatsApp number {outreach.label(number, self._phones)} cannot be checked: an admin must set "
+                "its waba_id (networks.whatsapp.numbers[].waba_id, the WhatsApp Business Account id in WhatsApp Manager)."
+            )
+        language = language or self.config.default_language
+        cached = self._templates.get(number.waba_id)
+        if cached is not None and time.monotonic() - cached[0] < TEMPLATES_FRESH_S:
+            try:
+                outreach.check(cached[1], name, language, params)
+                return
+            except OutreachError:
+                pass  # refused only on WhatsApp's current list, below
+        outreach.check(await self._fetch_templates(number.phone_number_id, number.waba_id), name, language, params)
+
+    async def _fetch_templates(self, account: str, waba_id: str) -> list[dict[str, Any]]:
+        try:
+            templates = await self._clients[account].templates(waba_id)
+        except GraphError as e:
+            reason = "WhatsApp could not be reached" if e.status == 0 else f"WhatsApp answered {e}"
+            log.warning("event=whatsapp_templates_failed waba_id=%s error=%s", waba_id, e)
+            raise OutreachError(f"The message templates could not be checked ({reason}); try again in a moment.") from e
+        self._templates[waba_id] = (time.monotonic(), templates)
+        return templates
+
+    async def _learn_phone(self, account: str) -> None:
+        """Best effort: without it outreach cannot refuse the company's own number, and WhatsApp
+        still refuses the send (131021), which the room is told about."""
+        client = self._clients.get(account)
+        if account in self._phones or client is None:
+            return
+        try:
+            facts = await client.phone_number()
+        except GraphError as e:
+            log.warning("event=whatsapp_number_unknown phone_number_id=%s error=%s", account, e)
+            return
+        digits = re.sub(r"\D", "", str(facts.get("display_phone_number") or ""))
+        if digits:
+            self._phones[account] = digits
 
 
 def _media_type(media: OutboundMedia) -> tuple[str, str, str]:

@@ -11,6 +11,7 @@ import json
 import logging
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -19,6 +20,8 @@ log = logging.getLogger("houseline.whatsapp.graph")
 #: Graph's own answer times are well under this; media downloads get longer.
 TIMEOUT = aiohttp.ClientTimeout(total=30, connect=10)
 MEDIA_TIMEOUT = aiohttp.ClientTimeout(total=300, connect=10)
+#: 250 templates a page; an account holds at most a few thousand (Meta's per-WABA limit).
+MAX_TEMPLATE_PAGES = 40
 
 
 @dataclass
@@ -108,6 +111,27 @@ class GraphClient:
             raise GraphError(0, 0, f"could not download the media ({type(e).__name__})") from e
 
     async def templates(self, waba_id: str) -> list[dict[str, Any]]:
-        answer = await self._call("GET", f"{self.base}/{waba_id}/message_templates", params={"limit": "250"})
-        data = answer.get("data")
-        return [t for t in data if isinstance(t, dict)] if isinstance(data, list) else []
+        """Every template of the account: Graph pages the list (``paging.next``), and a template
+        on a later page would otherwise look like one that does not exist."""
+        found: list[dict[str, Any]] = []
+        url: str | None = f"{self.base}/{waba_id}/message_templates"
+        params: dict[str, str] | None = {"limit": "250"}
+        for _ in range(MAX_TEMPLATE_PAGES):
+            if url is None:
+                break
+            answer = await self._call("GET", url, params=params)
+            data = answer.get("data")
+            found += [t for t in data if isinstance(t, dict)] if isinstance(data, list) else []
+            paging = answer.get("paging")
+            following = paging.get("next") if isinstance(paging, dict) else None
+            # The next page's URL carries the query (and cursor) already; the token goes only
+            # to the host it was configured for.
+            same_host = isinstance(following, str) and urlsplit(following)[:2] == urlsplit(self.base)[:2]
+            url, params = (following, None) if same_host else (None, None)
+        return found
+
+    async def phone_number(self) -> dict[str, Any]:
+        """GET /{phone-number-id}: the number's facts (its ``display_phone_number``)."""
+        return await self._call(
+            "GET", f"{self.base}/{self.phone_number_id}", params={"fields": "display_phone_number,verified_name"}
+        )
