@@ -12,16 +12,20 @@ from mautrix.errors import MatrixError
 
 from appservice.registration import Registration
 from appservice.server import HouselineAppService
+from bridge.absences import Absences
 from bridge.audit_log import AuditLog
 from bridge.catchup import Catchup, HomeserverWatch
+from bridge.clock import Clock
 from bridge.commands import Commands
 from bridge.config import Config, ConfigError, load_config
 from bridge.inbound import Inbound
 from bridge.networks.base import Connector
 from bridge.outbound import Outbound
 from bridge.outbox import Outbox
+from bridge.outreach import OutreachDesk
 from bridge.policy_bot import PolicyBot
 from bridge.portals import Portals
+from bridge.reminders import Reminders
 from bridge.store import Store
 from puppets.ghosts import Ghosts
 
@@ -57,6 +61,8 @@ class Bridge:
             self.connectors["whatsapp"] = WhatsAppConnector(config.whatsapp, last_inbound=self.store.last_inbound_at)
         self.inbound: Inbound | None = None
         self.outbound: Outbound | None = None
+        self.clock = Clock.from_env()
+        self._timers: asyncio.Task[None] | None = None
         self._started: list[str] = []
 
     async def start(self, *, homeserver_timeout: float = 120.0) -> None:
@@ -83,17 +89,23 @@ class Bridge:
         portals.initial_state = self.policy_bot.initial_state
         portals.on_created = self.policy_bot.portal_created
         self.portals = portals
-        self.commands = Commands(self.policy_bot, self._reload_policy, self._export)
-        self.inbound = Inbound(
-            self.store, portals, ghosts, {n: c.display_name for n, c in self.connectors.items()},
-            after_message=self.policy_bot.ensure_disclaimer,
-        )
         self.outbound = Outbound(
             az=self.az, store=self.store, portals=portals, ghosts=ghosts,
             connectors=self.connectors, portal_config=self.config.portals, policy=self.policy_bot,
         )
-        self.policy_bot.release_held = self.outbound.handle_event
         self.outbox = Outbox(self.store, self.outbound.handle_event)
+        self.policy_bot.wake_outbox = self.outbox.wake
+        self.absences = Absences(self.policy_bot, self.clock)
+        self.reminders = Reminders(self.policy_bot, self.clock)
+        self.outreach = OutreachDesk(self.policy_bot, ghosts, self.outbox.enqueue, self.clock)
+        self.commands = Commands(
+            self.policy_bot, self._reload_policy, self._export,
+            absences=self.absences, outreach=self.outreach, reminders=self.reminders,
+        )
+        self.inbound = Inbound(
+            self.store, portals, ghosts, {n: c.display_name for n, c in self.connectors.items()},
+            after_message=self._after_client_message, claim_invite=self.outreach.claim,
+        )
         await self.outbox.start()
         self._started.append("outbox")
         self.az.events_handler = self._on_events
@@ -111,6 +123,8 @@ class Bridge:
         for name, connector in self.connectors.items():
             await connector.start(self.inbound.handle)
             self._started.append(f"connector:{name}")
+        self._timers = asyncio.create_task(self._run_timers(), name="timers")
+        self._started.append("timers")
         self.az.ready = True
         log.info(
             "event=ready homeserver=%s listen=%s:%d networks=%s portals=%d startup_ms=%d",
@@ -118,11 +132,34 @@ class Bridge:
             ",".join(self.connectors) or "none", await self.store.count_portals(), (time.monotonic() - t0) * 1000,
         )
 
+    async def _after_client_message(self, portal, event) -> None:
+        """What follows a client's message once it is recorded, in this order: the disclaimer
+        (first contact), the outcome of an invitation link, an absence notice, an out-of-hours
+        notice."""
+        await self.policy_bot.ensure_disclaimer(portal, event)
+        await self.outreach.after_message(portal, event)
+        await self.absences.client_wrote(portal, event)
+        await self.reminders.client_wrote(portal, event)
+
+    async def _run_timers(self, tick: float = 1.0) -> None:
+        """Reminders and absences that are due, once a second (the clock may be moved by the
+        tests, so due times are compared, never slept towards). A failing round is logged and
+        the next one tries again: the rows stay in the store until their step is counted."""
+        while True:
+            try:
+                await self.absences.expire()
+                await self.reminders.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("event=timers_failed")
+            await asyncio.sleep(tick)
+
     async def _portal_rooms(self) -> list[str]:
         return [p.room_id for p in await self.store.all_portals()]
 
-    async def _assign(self, chat):
-        return await self.policy_bot.assignees(chat)
+    async def _assign(self, chat, requested=None):
+        return await self.policy_bot.assignees(chat, requested)
 
     async def _reload_policy(self):
         """Re-read the policy from the config file; a policy with errors never takes effect."""
@@ -202,7 +239,7 @@ class Bridge:
     async def stop(self) -> None:
         # The outbox first: its workers must not meet a connector that is already closed (they
         # would report the queued messages as failed); what is queued stays for the next start.
-        order = sorted(reversed(self._started), key=lambda name: name not in ("watch", "outbox"))
+        order = sorted(reversed(self._started), key=lambda name: name not in ("timers", "watch", "outbox"))
         for name in order:
             try:
                 if name.startswith("connector:"):
@@ -213,6 +250,9 @@ class Bridge:
                     await self.outbox.stop()
                 elif name == "watch":
                     await self.watch.stop()
+                elif name == "timers" and self._timers is not None:
+                    self._timers.cancel()
+                    await asyncio.gather(self._timers, return_exceptions=True)
                 elif name == "store":
                     await self.store.stop()
             except Exception:

@@ -15,7 +15,11 @@ from mautrix.errors import MatrixRequestError
 from mautrix.types import EventType, Membership
 
 from bridge import matrix_content as mc
+from bridge.absences import AbsenceError, Absences, parse_until, when
+from bridge.networks.base import OutreachError
+from bridge.outreach import OutreachDesk
 from bridge.policy_bot import PolicyBot
+from bridge.reminders import Reminders
 from bridge.store import PortalRow
 from policies.engine import Command, Join, RoomState, SendOut, Verdict, decide
 from policies.model import Policy
@@ -35,6 +39,11 @@ USAGE = {
     "release": "release <room id | client id | here> — lift a legal hold",
     "export": "export <room id | client id | here> [html|eml|jsonl] — export a conversation with a verifiable manifest",
     "template": "template <name> [--lang en] [parameters...] — in a conversation: send the client an approved message template",
+    "contact": "contact <network> <number> [--from <company number>] template <name> [--lang en] [parameters...] — start a conversation with a client (WhatsApp)",
+    "invite": "invite <network> — a one-time link that starts a conversation with you when the client opens it (Telegram)",
+    "waiting": "waiting — conversations waiting for an answer, oldest first",
+    "away": "away [@user:server] --until <YYYY-MM-DD> [--cover <@colleague:server | team:NAME>] — new clients skip them, a cover stands in",
+    "back": "back [@user:server] — end an absence now",
 }
 
 
@@ -55,10 +64,17 @@ class Commands:
         policy_bot: PolicyBot,
         reload_policy: Callable[[], Awaitable[tuple[Policy | None, list[str]]]],
         export: Callable[[PortalRow, str], Awaitable[str]] | None = None,
+        *,
+        absences: Absences | None = None,
+        outreach: OutreachDesk | None = None,
+        reminders: Reminders | None = None,
     ) -> None:
         self.pb = policy_bot
         self.reload_policy = reload_policy
         self.export = export
+        self.absences = absences
+        self.outreach = outreach
+        self.reminders = reminders
 
     @property
     def prefix(self) -> str:
@@ -100,13 +116,17 @@ class Commands:
         words = mc.split_command(body)
         name = words[0].lower() if words else "help"
         args = words[1:]
-        allowed = decide(Command(user_id=ctx.sender, name=name), self.pb.policy)
+        target = None
+        if name in ("away", "back"):
+            target = args[0] if args and not args[0].startswith("--") else ctx.sender
+        allowed = decide(Command(user_id=ctx.sender, name=name, target=target), self.pb.policy)
         await self.pb.audit.record(
             actor=ctx.sender, action=f"command.{name}", subject=ctx.room_id, verdict=allowed.verdict.name.lower(),
             rule=allowed.rule, args=" ".join(args)[:500],
         )
         if allowed.verdict is not Verdict.ALLOW:
-            await self.reply(ctx, f"Sorry, only Houseline admins can use commands. ({allowed.reason})")
+            text = f"Sorry, only Houseline admins can use this command. ({allowed.reason})" if allowed.rule == "commands.admin" else allowed.reason
+            await self.reply(ctx, text)
             return
         handler = getattr(self, f"cmd_{name}", None)
         if handler is None:
@@ -177,6 +197,8 @@ class Commands:
         return (
             f"{portal.name}\nroom {portal.room_id}\nnetwork {portal.network}, account {portal.account}, chat {portal.chat_id}\n"
             f"status {portal.status}; legal hold {'on' if portal.legal_hold else 'off'}; disclaimer {'sent' if portal.disclaimer_sent else 'not sent'}\n"
+            f"assignee: {portal.assignee or 'none'}"
+            + (f"; started by {portal.initiated_by} on {when(portal.initiated_at or 0)} (outreach)" if portal.initiated_by else "") + "\n"
             f"employees present: {', '.join(people) or 'none'}"
         )
 
@@ -196,8 +218,10 @@ class Commands:
             await self.pb.bot.invite_user(portal.room_id, user)
         except MatrixRequestError as e:
             return f"Could not invite {user}: {e.message}"
+        await self.pb.store.set_assignee(portal.room_id, user)
+        self.pb.portals.forget(portal.room_id)
         await self.pb.audit.record(actor=ctx.sender, action="assign", subject=portal.room_id, verdict="allow", rule=decision.rule, user=user)
-        return f"Invited {user} to {portal.name}."
+        return f"Invited {user} to {portal.name}; they look after it now."
 
     async def cmd_offboard(self, ctx: CommandContext, args: list[str]) -> str:
         if len(args) != 3 or args[1] != "--to":
@@ -221,6 +245,9 @@ class Commands:
         problems: list[str] = []
         for portal in await self.pb.store.all_portals():
             members = await self.pb.bot.get_room_members(portal.room_id, (Membership.JOIN, Membership.INVITE))
+            if portal.assignee == leaver:
+                await self.pb.store.set_assignee(portal.room_id, successors[0])
+                self.pb.portals.forget(portal.room_id)
             if leaver not in members:
                 continue
             try:
@@ -296,6 +323,122 @@ class Commands:
         where = await self.export(portal, fmt)
         await self.pb.audit.record(actor=ctx.sender, action="export", subject=portal.room_id, verdict="allow", rule="commands.admin", format=fmt, path=where)
         return f"Exported {portal.name} ({fmt}) to {where} on the bridge's machine. Check it with: houseline export verify {where}"
+
+
+    # outreach, absences, the waiting list
+
+    async def cmd_contact(self, ctx: CommandContext, args: list[str]) -> str:
+        if self.outreach is None:
+            return "Outreach is not available in this bridge."
+        if len(args) < 4 or "template" not in args[2:]:
+            raise UsageError("")
+        network = args[0].lower()
+        # The number may be typed with spaces ("+49 155 1234 567"): it runs up to the options.
+        end = next(i for i, word in enumerate(args) if i > 1 and word in ("--from", "template"))
+        address, rest = " ".join(args[1:end]), args[end:]
+        from_account = None
+        if rest[0] == "--from":
+            if len(rest) < 2:
+                raise UsageError("--from needs a company number.")
+            from_account, rest = rest[1], rest[2:]
+        if not rest or rest[0] != "template":
+            raise UsageError("Write the template after the number: … template <name> [--lang en] [parameters...]")
+        name, params, language = _template_args(rest[1:])
+        try:
+            started = await self.outreach.contact(
+                ctx.sender, network, address, from_account=from_account, template=name, language=language, params=params,
+            )
+        except OutreachError as e:
+            return f"Not started: {e.reason}"
+        where = "a new conversation" if started.created else "the existing conversation"
+        return (
+            f"Started {where} with {started.portal.name}: {started.portal.room_id} (you are invited). "
+            f"The template is queued; a notice in the room says if {network} refuses it. "
+            "Free text can follow once the client answers."
+        )
+
+    async def cmd_invite(self, ctx: CommandContext, args: list[str]) -> str:
+        if self.outreach is None:
+            return "Outreach is not available in this bridge."
+        if len(args) != 1:
+            raise UsageError("")
+        try:
+            link, expires = await self.outreach.invite_link(ctx.sender, args[0].lower())
+        except OutreachError as e:
+            return f"No link: {e.reason}"
+        return (
+            f"Send this link to the client (it works once, until {when(expires)}); when they open it and press Start, "
+            f"their conversation comes to you:\n{link}"
+        )
+
+    async def cmd_waiting(self, ctx: CommandContext, args: list[str]) -> str:
+        if self.reminders is None:
+            return "Reminders are not available in this bridge."
+        return await self.reminders.waiting_list(ctx.sender, everything=ctx.sender in self.pb.policy.admins)
+
+    async def cmd_away(self, ctx: CommandContext, args: list[str]) -> str:
+        if self.absences is None:
+            return "Absences are not available in this bridge."
+        user = self._user_arg(args[0]) if args and not args[0].startswith("--") else ctx.sender
+        options = _options(args[1:] if args and not args[0].startswith("--") else args, ("--until", "--cover"))
+        if "--until" not in options:
+            raise UsageError("Until when? Give --until YYYY-MM-DD.")
+        if user.split(":", 1)[1] == self.pb.config.homeserver.domain and not await self._user_exists(user):
+            return f"There is no user {user} on this homeserver."
+        cover = options.get("--cover")
+        if cover is not None and not cover.startswith("team:"):
+            cover = self._user_arg(cover)
+        tz = self.pb.policy.sla.hours.tz_name if self.pb.policy.sla.hours is not None else "UTC"
+        try:
+            until = parse_until(options["--until"], self.absences.clock.now(), tz)
+            covers = await self.absences.resolve_cover(user, cover)
+        except AbsenceError as e:
+            return f"Not recorded: {e}"
+        report = await self.absences.away(ctx.sender, user, until, covers)
+        text = (
+            f"{user} is away until {when(until)}: new clients skip them"
+            + (f"; {', '.join(covers)} cover(s) their {report.rooms} conversation(s) and get(s) their reminders" if covers else "; nobody covers")
+            + ". It ends by itself then, or with " + f"`{self.prefix} back {user}`."
+        )
+        return text + ("\nProblems:\n" + "\n".join(report.problems) if report.problems else "")
+
+    async def cmd_back(self, ctx: CommandContext, args: list[str]) -> str:
+        if self.absences is None:
+            return "Absences are not available in this bridge."
+        if len(args) > 1:
+            raise UsageError("")
+        user = self._user_arg(args[0]) if args else ctx.sender
+        if user not in await self.pb.store.absences():
+            return f"{user} is not recorded as away."
+        rooms = await self.absences.back(ctx.sender, user)
+        return f"Welcome back: {user} takes new clients again; the cover left {rooms} conversation(s)."
+
+
+def _options(args: list[str], names: tuple[str, ...]) -> dict[str, str]:
+    """``--name value`` pairs; anything else is a usage error."""
+    out: dict[str, str] = {}
+    i = 0
+    while i < len(args):
+        if args[i] not in names or i + 1 >= len(args):
+            raise UsageError(f"“{args[i]}” is not understood here." if args[i] not in names else f"{args[i]} needs a value.")
+        out[args[i]] = args[i + 1]
+        i += 2
+    return out
+
+
+def _template_args(args: list[str]) -> tuple[str, tuple[str, ...], str]:
+    """``<name> [--lang xx] [parameters...]`` → (name, parameters, language)."""
+    args = list(args)
+    language = ""
+    if "--lang" in args:
+        i = args.index("--lang")
+        if i + 1 >= len(args):
+            raise UsageError("--lang needs a language code.")
+        language = args[i + 1]
+        del args[i : i + 2]
+    if not args:
+        raise UsageError("Which template?")
+    return args[0], tuple(args[1:]), language
 
 
 def describe_policy(policy: Policy) -> str:

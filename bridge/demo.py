@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import policies
 from bridge.bridge import Bridge
+from bridge.clock import CLOCK_FILE_ENV
 from bridge.devstack import WHATSAPP_NUMBER, DevStack, start_dev_stack
 from bridge.logs import setup_logging
 from sandbox.client import SandboxClient
@@ -52,6 +54,11 @@ async def run_demo(*, once: bool, workdir: Path | None) -> int:
         tmp = tempfile.TemporaryDirectory(prefix="houseline-demo-")
         workdir = Path(tmp.name)
     stack = await start_dev_stack(workdir, policy_file=EXAMPLE_POLICY)
+    # The demo's bridge runs on a clock a person can move (reminders, absences, link expiry):
+    # nobody should wait 15 minutes to see a reminder fire.
+    clock = stack.workdir / "clock"
+    clock.write_text("0")
+    os.environ[CLOCK_FILE_ENV] = str(clock)
     bridge = Bridge(stack.config, stack.registration)
     try:
         setup_logging(
@@ -194,6 +201,21 @@ Be the client (sandbox Telegram):
 A new client: use another number in place of {CLIENT_ID} and add "first_name" to the JSON, then
 look for the conversation as the adviser whose turn it is: {adviser2} if it is the
 first new client after Dana (Wendy counts as one), {employee} if the second, and so on.
+
+Nobody waits unanswered: a client message without an answer reminds the assignee after 15
+minutes of business time, calls in the team after an hour, tells the seniors after four.
+The bridge's timer clock can be moved ahead (seconds, read every second):
+  echo 960 > {workdir / "clock"}      # 16 minutes on: the reminder fires
+"!hl waiting" (in a direct chat with @houseline:localhost) lists who waits, oldest first.
+
+Start a conversation (as an adviser, in a direct chat with @houseline:localhost):
+  !hl contact whatsapp +49 155 5123 4567 template follow_up "Wendy"
+  !hl invite telegram                     # a one-time link; open it as a client with
+  curl -s -X POST {telegram}/client/4242009/start -H 'content-type: application/json' \\
+       -d '{{"url": "<the link>", "first_name": "Lena"}}'
+
+An absence: "!hl away --until <YYYY-MM-DD> --cover {adviser2}" as {employee}: new clients
+skip them, {adviser2} covers their conversations and gets their reminders; "!hl back" reverts.
 
 Be the admin: log in as {admin}, start a direct chat with @houseline:localhost and send
 "!hl help". The example policy ({EXAMPLE_POLICY}) is active: try sending the client a card

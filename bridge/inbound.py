@@ -56,17 +56,24 @@ class _Context:
 
 #: Called after a client's message was committed to its portal (the disclaimer goes out then).
 AfterMessage = Callable[[PortalRow, RemoteEvent], Awaitable[None]]
+#: Claims the invitation code a client's first message carries: the employee it names, or None.
+ClaimInvite = Callable[[RemoteEvent], Awaitable[str | None]]
+
+#: Kinds of client event that leave the client waiting for an answer (the reminder clock).
+_WAITS = (RemoteEventKind.MESSAGE, RemoteEventKind.UNSUPPORTED)
 
 
 class Inbound:
     def __init__(
-        self, store: Store, portals: Portals, ghosts: Ghosts, network_names: dict[str, str], *, after_message: AfterMessage | None = None
+        self, store: Store, portals: Portals, ghosts: Ghosts, network_names: dict[str, str], *,
+        after_message: AfterMessage | None = None, claim_invite: ClaimInvite | None = None,
     ) -> None:
         self.store = store
         self.portals = portals
         self.ghosts = ghosts
         self.network_names = network_names
         self.after_message = after_message
+        self.claim_invite = claim_invite
         #: Per chat, the bookkeeping still being committed for a message already in its room.
         #: The chat's next message may be sent meanwhile (see ``on_sent``); whatever looks up an
         #: earlier message of the chat (replies, edits, deletions, reactions) waits for it.
@@ -102,7 +109,10 @@ class Inbound:
         role = "company account" if event.from_account else None
         ghost_name = f"{event.sender.display_name} ({network_name}{', ' + role if role else ''})"
         ghost = await self.ghosts.ensure(event.sender.network, event.sender.id, ghost_name)
-        portal = await self._portal(event, ghost.mxid)
+        requested = None
+        if event.invite_code and event.kind is RemoteEventKind.MESSAGE and self.claim_invite is not None:
+            requested = await self.claim_invite(event)  # before the portal: it decides who gets it
+        portal = await self._portal(event, ghost.mxid, requested)
         await ghost.ensure_joined(portal.room_id)
         if event.kind is RemoteEventKind.MEMBERSHIP:
             log.info("event=member_joined network=%s chat=%s user=%s", chat.network, chat.chat_id, event.sender.id)
@@ -131,12 +141,13 @@ class Inbound:
         try:
             if before is not None and not before.done():
                 await asyncio.wait([before])
-            # The mapping and the end of the in-flight mark: one commit.
+            # The mapping, the end of the in-flight mark and the reminder clock: one commit.
             await self.store.record_inbound(
                 MessageLink(
                     chat.network, chat.account, chat.chat_id, event.message_id, portal.room_id, event_id, "in",
                     has_media=has_media, created_at=event.timestamp_ms,
-                )
+                ),
+                waits=(not event.from_account) if event.kind in _WAITS else None,
             )
             log.info(
                 "event=inbound_bridged network=%s chat=%s message_id=%s room=%s event_id=%s kind=%s",
@@ -151,7 +162,7 @@ class Inbound:
 
     # helpers
 
-    async def _portal(self, event: RemoteEvent, ghost: str) -> PortalRow:
+    async def _portal(self, event: RemoteEvent, ghost: str, requested: str | None = None) -> PortalRow:
         network_name = self.network_names.get(event.chat.network, event.chat.network)
         label = f"{network_name} group" if event.is_group else network_name
         portal, _ = await self.portals.get_or_create(
@@ -159,6 +170,8 @@ class Inbound:
             name=f"{event.chat_title or event.sender.display_name} ({label})",
             network_name=network_name,
             ghost=ghost,
+            requested=requested,
+            initiated_at=event.timestamp_ms if requested else None,
         )
         return portal
 

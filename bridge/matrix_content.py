@@ -11,6 +11,8 @@ from bridge.events import MediaKind, RemoteContact, RemoteLocation, RemoteMedia,
 
 #: Where the remote ids travel inside the Matrix event, for exports and reconciliation.
 REMOTE_KEY = "net.houseline.remote"
+#: An approved template to send (name, language, params): on the events an outreach queues.
+TEMPLATE_KEY = "net.houseline.template"
 
 _MSGTYPES = {
     MediaKind.IMAGE: "m.image",

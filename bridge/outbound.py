@@ -22,7 +22,7 @@ from mautrix.types import EventType
 
 from bridge.config import PortalsConfig
 from bridge.events import ChatRef, Delivery, DeliveryKind, DeliveryReceipt, MediaKind, OutboundMedia, RemoteLocation, RichText
-from bridge.matrix_content import notice, split_command
+from bridge.matrix_content import TEMPLATE_KEY, notice, split_command
 from bridge.networks.base import Connector, DeliveryError
 from bridge.portals import Portals
 from bridge.store import MessageLink, PortalRow, Store
@@ -249,6 +249,11 @@ class Outbound:
     def _template_command(self, content: dict[str, Any]) -> tuple[str, tuple[str, ...], str] | None:
         """``<prefix> template <name> [--lang xx] [parameters...]`` typed in a portal: an approved
         template for the client (queued, ordered and recorded like any message)."""
+        queued = content.get(TEMPLATE_KEY)
+        if isinstance(queued, dict) and isinstance(queued.get("name"), str) and queued["name"]:
+            params = queued.get("params") if isinstance(queued.get("params"), list) else []
+            language = queued.get("language") if isinstance(queued.get("language"), str) else ""
+            return queued["name"], tuple(str(p) for p in params), language
         body = content.get("body")
         prefix = self.policy.policy.commands.prefix if self.policy is not None else "!hl"
         if content.get("msgtype") not in _TEXT_TYPES or not isinstance(body, str) or not body.startswith(prefix + " "):
@@ -364,11 +369,12 @@ class Outbound:
                 backoff = min(backoff * 2, self.retry.max_backoff)
         has_media = delivery.media is not None
         # The mapping, the end of the in-flight mark and the outbox entry: one commit.
+        answered = delivery.kind in (DeliveryKind.MESSAGE, DeliveryKind.TEMPLATE)
         await self.store.record_delivery(delivery.event_id, [
             MessageLink(portal.network, portal.account, portal.chat_id, remote_id, delivery.room_id, delivery.event_id, "out",
                         has_media=has_media and i == 0)
             for i, remote_id in enumerate(receipt.message_ids)
-        ])
+        ], answered=answered)
         if receipt.note:
             await self._notice(portal, delivery.event_id, receipt.note)
         log.info(

@@ -59,6 +59,12 @@ class Outbox:
             self._ensure_worker(room_id)
             self._wake[room_id].set()
 
+    def wake(self, room_id: str) -> None:
+        """Something was put in the room's queue by another path (held events released)."""
+        self._ensure_worker(room_id)
+        if room_id in self._wake:
+            self._wake[room_id].set()
+
     async def pause(self) -> None:
         """Return once no worker is delivering and none will start until :meth:`resume`."""
         if self._open.is_set():

@@ -26,7 +26,8 @@ from bridge.events import ChatRef, Delivery, DeliveryKind, RemoteEvent, RichText
 from bridge.networks.base import Connector, DeliveryError
 from bridge.portals import Portals
 from bridge.store import MessageLink, PortalRow, Store
-from policies.engine import Decision, FileInfo, Join, RoomState, SendOut, Verdict, decide, disclaimer_for, pick_assignees, roles_of
+from bridge.portals import Assigned
+from policies.engine import Decision, FileInfo, Join, RoomState, SendOut, Verdict, choose_assignees, decide, disclaimer_for, roles_of
 from policies.model import Policy
 from puppets.ghosts import Ghosts
 
@@ -57,8 +58,8 @@ class PolicyBot:
         self.audit = audit
         self.connectors = connectors
         self.policy = policy
-        #: Re-sends held events once a senior is present (set by the bridge to the outbound pipeline).
-        self.release_held: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+        #: Wakes the outbox worker of a room whose held events were put back in its queue.
+        self.wake_outbox: Callable[[str], None] | None = None
 
     @property
     def bot(self):
@@ -69,17 +70,44 @@ class PolicyBot:
 
     # portal creation
 
-    async def assignees(self, chat: ChatRef) -> tuple[str, ...]:
-        """Who is invited to a new client conversation: the assignment rule, plus observers."""
+    async def unavailable(self) -> dict[str, tuple[str, ...]]:
+        """Who must not get new clients, with who stands in: the offboarded (their successors)
+        and the absent (their cover; nobody named: nobody)."""
+        out: dict[str, tuple[str, ...]] = {}
+        for user, absence in (await self.store.absences()).items():
+            out[user] = absence.covers
+        for user, successors in (await self.store.offboarded()).items():
+            out[user] = tuple(u for u in successors.split(",") if u)
+        return out
+
+    async def assignees(self, chat: ChatRef, requested: str | None = None) -> Assigned:
+        """Who is invited to a new client conversation: the employee who started it (an
+        outreach) if the join rules let them in, else the assignment rule with the offboarded
+        and absent skipped; plus the observers."""
+        observers = tuple(sorted(self.policy.observers))
+        if requested is not None:
+            decision = await self.join_decision(requested, None)
+            if decision.allowed:
+                return Assigned(tuple(dict.fromkeys((requested, *observers))), requested)
         counter = await self.store.next_counter("assignment")
-        chosen = pick_assignees(
+        chosen = choose_assignees(
             self.policy,
             network=chat.network,
             account_key=f"{chat.network}:{chat.account}",
             invite_list=self.config.portals.invite,
             counter=counter,
+            unavailable=await self.unavailable(),
         )
-        return tuple(dict.fromkeys((*chosen, *sorted(self.policy.observers))))
+        note = ""
+        if chosen.replaced:
+            note = "; ".join(f"{u} is unavailable, " + (f"{', '.join(by)} stand(s) in" if by else "nobody stands in") for u, by in chosen.replaced)
+        if chosen.fallback:
+            note = (note + "; " if note else "") + (
+                f"nobody the assignment rule names is available, so the absence fallback ({', '.join(chosen.users)}) takes it"
+                if chosen.users else "nobody the assignment rule names is available and the policy names no absence fallback: nobody was invited"
+            )
+        invite = tuple(dict.fromkeys((*chosen.users, *observers)))
+        return Assigned(invite, chosen.users[0] if chosen.users else None, note, tell_observers=chosen.fallback)
 
     def initial_state(self) -> list[dict[str, Any]]:
         """Server ACL: the company's homeserver and the allowlisted partners, nobody else."""
@@ -94,11 +122,15 @@ class PolicyBot:
             "content": {"allow": allowed, "deny": [], "allow_ip_literals": ip_literals},
         }]
 
-    async def portal_created(self, portal: PortalRow, invited: tuple[str, ...]) -> None:
+    async def portal_created(self, portal: PortalRow, assigned: Assigned) -> None:
         await self.audit.record(
             actor=self.az.bot_mxid, action="portal.created", subject=portal.room_id, verdict="allow",
-            rule="assignment." + self.policy.assignment.mode, invited=list(invited), chat=f"{portal.network}:{portal.account}:{portal.chat_id}",
+            rule="outreach" if portal.initiated_by else "assignment." + self.policy.assignment.mode, invited=list(assigned.invite),
+            assignee=assigned.assignee, note=assigned.note, chat=f"{portal.network}:{portal.account}:{portal.chat_id}",
         )
+        if assigned.note:
+            mention = tuple(sorted(self.policy.observers)) if assigned.tell_observers else ()
+            await self._notice(portal.room_id, f"Assignment: {assigned.note}.", mention=mention, txn=f"hl.assigned.{portal.room_id}")
 
     async def ensure_disclaimer(self, portal: PortalRow, event: RemoteEvent) -> None:
         """Sent to the client on first contact and recorded in the portal; never twice."""
@@ -107,28 +139,35 @@ class PolicyBot:
         text = disclaimer_for(self.policy, event.chat.network, event.sender.language)
         if not text:
             return
+        if not await self.tell_client(portal, text, key=f"disclaimer:{portal.room_id}", what="Disclaimer", retry_note="it will be tried again with the client's next message"):
+            return
+        await self.store.set_portal_flag(portal.room_id, "disclaimer_sent", True)
+        self.portals.forget(portal.room_id)
+        await self.audit.record(actor=self.az.bot_mxid, action="disclaimer.sent", subject=portal.room_id, verdict="allow", rule="disclaimers")
+
+    async def tell_client(self, portal: PortalRow, text: str, *, key: str, what: str, retry_note: str = "") -> bool:
+        """A notice from the company to the client (disclaimer, out-of-hours, absence): sent,
+        then recorded in the room and in the message map. A failure is said in the room."""
         connector = self.connectors.get(portal.network)
         if connector is None:
-            return
+            return False
         delivery = Delivery(
             kind=DeliveryKind.MESSAGE, chat=ChatRef(portal.network, portal.account, portal.chat_id),
-            room_id=portal.room_id, event_id=f"disclaimer:{portal.room_id}", text=RichText(text),
+            room_id=portal.room_id, event_id=key, text=RichText(text),
         )
         try:
             receipt = await connector.send(delivery)
         except DeliveryError as e:
-            await self._notice(portal.room_id, f"The client disclaimer could not be sent ({e.reason}); it will be tried again with the client's next message.")
-            return
-        notice_id = await self._notice(portal.room_id, f"Disclaimer sent to the client: “{text}”", txn=f"hl.disclaimer.{portal.room_id}")
+            await self._notice(portal.room_id, f"The {what.lower()} notice could not be sent to the client ({e.reason}){'; ' + retry_note if retry_note else ''}.")
+            return False
+        notice_id = await self._notice(portal.room_id, f"{what} sent to the client: “{text}”", txn=f"hl.told.{key}".replace(":", "_"))
         for remote_id in receipt.message_ids:
             await self.store.add_message(MessageLink(portal.network, portal.account, portal.chat_id, remote_id, portal.room_id, notice_id, "out"))
         log.info(
-            "event=disclaimer_sent room=%s network=%s chat=%s remote_ids=%s",
-            portal.room_id, portal.network, portal.chat_id, ",".join(receipt.message_ids),
+            "event=client_told what=%s room=%s network=%s chat=%s remote_ids=%s",
+            what.lower().replace(" ", "_"), portal.room_id, portal.network, portal.chat_id, ",".join(receipt.message_ids),
         )
-        await self.store.set_portal_flag(portal.room_id, "disclaimer_sent", True)
-        self.portals.forget(portal.room_id)
-        await self.audit.record(actor=self.az.bot_mxid, action="disclaimer.sent", subject=portal.room_id, verdict="allow", rule="disclaimers")
+        return True
 
     # joins
 
@@ -144,12 +183,13 @@ class PolicyBot:
         ghosts = frozenset(m for m in members if self.ghosts.is_ghost(m))
         return RoomState(room_id=room_id, members=members, ghosts=ghosts, is_group=portal.chat_id.startswith("-"))
 
-    async def join_decision(self, user: str, portal: PortalRow) -> Decision:
-        """May ``user`` be in this portal? Offboarded employees never; otherwise the join rules."""
+    async def join_decision(self, user: str, portal: PortalRow | None) -> Decision:
+        """May ``user`` be in this portal (None: a portal not created yet)? Offboarded
+        employees never; otherwise the join rules."""
         offboarded = await self.store.offboarded()
         if user in offboarded:
             return Decision(Verdict.DENY, "offboarding", f"{user} was offboarded (handed over to {offboarded[user]})")
-        state = await self.room_state(portal.room_id, portal)
+        state = await self.room_state(portal.room_id, portal) if portal is not None else RoomState(room_id="", members=frozenset())
         return decide(Join(user_id=user, room=state, local_domain=self.config.homeserver.domain), self.policy)
 
     async def on_member(self, raw: dict[str, Any], portal: PortalRow) -> None:
@@ -174,13 +214,16 @@ class PolicyBot:
             await self._release_held(portal.room_id)
 
     async def _release_held(self, room_id: str) -> None:
+        """Held events go back to the outbox in one commit and leave through it like every
+        message (decided again, delivered in order, crash-safe), never from here."""
         held = await self.store.held_events(room_id)
-        if not held or self.release_held is None:
+        if not held:
             return
+        await self.store.release_to_outbox(room_id, held)
+        log.info("event=held_released room=%s events=%d", room_id, len(held))
+        if self.wake_outbox is not None:
+            self.wake_outbox(room_id)
         await self._notice(room_id, f"A senior is present: releasing {len(held)} held message(s).")
-        for raw in held:
-            await self.store.release(room_id, raw["event_id"])
-            await self.release_held(raw)
 
     # sending
 

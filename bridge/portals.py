@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Awaitable, Callable
 
 from mautrix.appservice import IntentAPI
@@ -22,8 +22,21 @@ from bridge.store import PortalRow, Store
 log = logging.getLogger("houseline.portals")
 
 
-#: Who to invite to a new portal (the assignment policy decides).
-Assign = Callable[[ChatRef], Awaitable[tuple[str, ...]]]
+@dataclass(frozen=True)
+class Assigned:
+    """Who a new portal goes to: everyone invited (observers included), the employee who looks
+    after it (None: nobody available), and a note for the room and the audit trail when the
+    usual rule could not be followed (``tell_observers``: nobody the rule named was there)."""
+
+    invite: tuple[str, ...]
+    assignee: str | None
+    note: str = ""
+    tell_observers: bool = False
+
+
+#: Who to invite to a new portal (the assignment policy decides); the second argument is the
+#: employee who asked for the conversation (an outreach), if any.
+Assign = Callable[[ChatRef, str | None], Awaitable[Assigned]]
 
 
 class Portals:
@@ -34,7 +47,7 @@ class Portals:
         assign: Assign,
         *,
         initial_state: Callable[[], list[dict[str, Any]]] = list,
-        on_created: Callable[[PortalRow, tuple[str, ...]], Awaitable[None]] | None = None,
+        on_created: Callable[[PortalRow, Assigned], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.bot = bot
@@ -86,9 +99,13 @@ class Portals:
         self._by_room[row.room_id] = row
 
     async def get_or_create(
-        self, chat: ChatRef, *, name: str, network_name: str, ghost: UserID
+        self, chat: ChatRef, *, name: str, network_name: str, ghost: UserID,
+        requested: str | None = None, initiated_at: int | None = None,
     ) -> tuple[PortalRow, bool]:
-        """The chat's portal, created on first contact. Returns (portal, created)."""
+        """The chat's portal, created on first contact. Returns (portal, created).
+
+        ``requested``: the employee who started the conversation (an outreach); with
+        ``initiated_at`` the portal records who started it and when."""
         row = await self.get(chat)
         if row is not None:
             return row, False
@@ -97,7 +114,8 @@ class Portals:
             row = await self.get(chat)
             if row is not None:
                 return row, False
-            invite = await self.assign(chat)
+            assigned = await self.assign(chat, requested)
+            invite = assigned.invite
             room_id = await self.bot.create_room(
                 name=name,
                 preset=RoomCreatePreset.PRIVATE,
@@ -117,7 +135,10 @@ class Portals:
                 ],
                 power_level_override=portal_power_levels(),
             )
-            row = PortalRow(chat.network, chat.account, chat.chat_id, str(room_id), name)
+            row = PortalRow(
+                chat.network, chat.account, chat.chat_id, str(room_id), name, assignee=assigned.assignee,
+                initiated_by=requested if initiated_at is not None else None, initiated_at=initiated_at,
+            )
             await self.store.add_portal(row)
             self._remember(row)
             log.info(
@@ -125,5 +146,5 @@ class Portals:
                 chat.network, chat.account, chat.chat_id, room_id, len(invite),
             )
             if self.on_created is not None:
-                await self.on_created(row, invite)
+                await self.on_created(row, assigned)
             return row, True

@@ -23,8 +23,10 @@ ROOT = Path(__file__).resolve().parent.parent
 class BridgeProcess:
     """``houseline run`` as a child process, the way an operator runs it."""
 
-    def __init__(self, config_path: Path) -> None:
+    def __init__(self, config_path: Path, env: dict[str, str] | None = None) -> None:
         self.config_path = config_path
+        #: Extra environment (e.g. HOUSELINE_CLOCK_FILE, to move the bridge's timer clock).
+        self.env = env
         self.proc: asyncio.subprocess.Process | None = None
         self.lines: list[str] = []
         self._reader: asyncio.Task[None] | None = None
@@ -35,6 +37,7 @@ class BridgeProcess:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bridge", "run", "-c", str(self.config_path),
             cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, **self.env} if self.env else None,
         )
         self._reader = asyncio.create_task(self._read())
         await self.wait_for_log("event=ready", timeout)

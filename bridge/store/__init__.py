@@ -1,5 +1,5 @@
 """The bridge's own small state: portals, ghosts and the message map."""
 
-from bridge.store.store import AccountRow, MessageLink, PortalRow, ReactionLink, Store
+from bridge.store.store import AbsenceRow, AccountRow, InviteClaim, MessageLink, PortalRow, ReactionLink, Store, WaitingRow
 
-__all__ = ["AccountRow", "MessageLink", "PortalRow", "ReactionLink", "Store"]
+__all__ = ["AbsenceRow", "AccountRow", "InviteClaim", "MessageLink", "PortalRow", "ReactionLink", "Store", "WaitingRow"]

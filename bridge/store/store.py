@@ -26,6 +26,43 @@ class PortalRow:
     status: str = "active"
     disclaimer_sent: bool = False
     legal_hold: bool = False
+    #: The employee who looks after the conversation (reminders go to them); None: nobody named.
+    assignee: str | None = None
+    #: Who started the conversation when the company wrote first (an outreach), and when (ms).
+    initiated_by: str | None = None
+    initiated_at: int | None = None
+
+
+@dataclass(frozen=True)
+class AbsenceRow:
+    user_id: str
+    until_ms: int
+    #: Comma-separated users covering (may be empty: nobody named).
+    cover: str
+    set_by: str
+
+    @property
+    def covers(self) -> tuple[str, ...]:
+        return tuple(u for u in self.cover.split(",") if u)
+
+
+@dataclass(frozen=True)
+class WaitingRow:
+    room_id: str
+    since_ms: int
+    event_id: str
+    #: How many reminder steps already fired.
+    steps: int
+
+
+@dataclass(frozen=True)
+class InviteClaim:
+    """The outcome of a client bringing an invitation code: ``status`` is ok, expired, used
+    or unknown; ``created_by`` and ``created_at`` name the link's maker when known."""
+
+    status: str
+    created_by: str | None = None
+    created_at: int | None = None
 
 
 @dataclass(frozen=True)
@@ -102,9 +139,19 @@ class Store:
 
     async def add_portal(self, portal: PortalRow) -> None:
         await self.db.execute(
-            "INSERT INTO portal (network, account, chat_id, room_id, name, created_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO portal (network, account, chat_id, room_id, name, created_at, assignee, initiated_by, initiated_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             portal.network, portal.account, portal.chat_id, portal.room_id, portal.name, _now_ms(),
+            portal.assignee, portal.initiated_by, portal.initiated_at,
+        )
+
+    async def set_assignee(self, room_id: str, user_id: str | None) -> None:
+        await self.db.execute("UPDATE portal SET assignee=$1 WHERE room_id=$2", user_id, room_id)
+
+    async def set_initiated(self, room_id: str, user_id: str, at_ms: int) -> None:
+        """An outreach into an existing conversation keeps the first initiator."""
+        await self.db.execute(
+            "UPDATE portal SET initiated_by=$1, initiated_at=$2 WHERE room_id=$3 AND initiated_by IS NULL", user_id, at_ms, room_id
         )
 
     async def portals_of_account(self, network: str, account: str) -> list[PortalRow]:
@@ -204,8 +251,16 @@ class Store:
         rows = await self.db.fetch("SELECT event FROM held WHERE room_id=$1 ORDER BY held_at, event_id", room_id)
         return [json.loads(r["event"]) for r in rows]
 
-    async def release(self, room_id: str, event_id: str) -> None:
-        await self.db.execute("DELETE FROM held WHERE room_id=$1 AND event_id=$2", room_id, event_id)
+    async def release_to_outbox(self, room_id: str, events: list[dict]) -> None:
+        """Held events go back into the outbox, behind what is queued, in one commit: there is
+        no moment at which a released message is neither held nor queued."""
+        async with self.db.acquire() as conn, conn.transaction():
+            for event in events:
+                await conn.execute("DELETE FROM held WHERE room_id=$1 AND event_id=$2", room_id, event["event_id"])
+                await conn.execute(
+                    "INSERT INTO outbox (event_id, room_id, event, enqueued_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    event["event_id"], room_id, json.dumps(event), self._next_sequence(),
+                )
 
     # outbox: employees' events waiting to be delivered, in arrival order per room
 
@@ -314,6 +369,93 @@ class Store:
     async def offboarded(self) -> dict[str, str]:
         return {r["user_id"]: r["successor"] for r in await self.db.fetch("SELECT user_id, successor FROM offboarded")}
 
+    # absences (new clients skip the absent; a cover stands in)
+
+    async def put_absence(self, absence: AbsenceRow) -> None:
+        await self.db.execute(
+            "INSERT INTO absence (user_id, until_ms, cover, set_by, at_ms) VALUES ($1, $2, $3, $4, $5)"
+            " ON CONFLICT (user_id) DO UPDATE SET until_ms=excluded.until_ms, cover=excluded.cover,"
+            " set_by=excluded.set_by, at_ms=excluded.at_ms",
+            absence.user_id, absence.until_ms, absence.cover, absence.set_by, _now_ms(),
+        )
+
+    async def absences(self) -> dict[str, AbsenceRow]:
+        rows = await self.db.fetch("SELECT user_id, until_ms, cover, set_by FROM absence")
+        return {r["user_id"]: AbsenceRow(r["user_id"], int(r["until_ms"]), r["cover"], r["set_by"]) for r in rows}
+
+    async def end_absence(self, user_id: str) -> list[tuple[str, tuple[str, ...]]]:
+        """Ends it and returns the rooms it touched with whom it invited there, in one commit."""
+        async with self.db.acquire() as conn, conn.transaction():
+            rows = await conn.fetch("SELECT room_id, invited FROM absence_room WHERE user_id=$1", user_id)
+            await conn.execute("DELETE FROM absence_room WHERE user_id=$1", user_id)
+            await conn.execute("DELETE FROM absence WHERE user_id=$1", user_id)
+        return [(r["room_id"], tuple(u for u in r["invited"].split(",") if u)) for r in rows]
+
+    async def add_absence_room(self, user_id: str, room_id: str, invited: tuple[str, ...]) -> None:
+        await self.db.execute(
+            "INSERT INTO absence_room (user_id, room_id, invited) VALUES ($1, $2, $3)"
+            " ON CONFLICT (user_id, room_id) DO UPDATE SET invited=excluded.invited",
+            user_id, room_id, ",".join(invited),
+        )
+
+    async def absence_client_told(self, user_id: str, room_id: str) -> bool:
+        """Marks the room's client as told of the absence; False if they already were."""
+        row = await self.db.fetchrow(
+            "INSERT INTO absence_room (user_id, room_id, invited, client_told) VALUES ($1, $2, '', true)"
+            " ON CONFLICT (user_id, room_id) DO UPDATE SET client_told=true WHERE absence_room.client_told = false"
+            " RETURNING room_id",
+            user_id, room_id,
+        )
+        return row is not None
+
+    # invitation codes (a client opening an employee's link; only hashes are stored)
+
+    async def add_invite_code(self, code_hash: str, network: str, account: str, created_by: str, expires_at: int) -> None:
+        await self.db.execute(
+            "INSERT INTO invite_code (code_hash, network, account, created_by, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            code_hash, network, account, created_by, _now_ms(), expires_at,
+        )
+
+    async def claim_invite_code(self, code_hash: str, network: str, account: str, chat_id: str, now_ms: int) -> InviteClaim:
+        """Single use, atomically: the first chat to bring a valid code gets it; the same chat
+        bringing it again (a redelivered message) gets it again, anyone else is refused."""
+        row = await self.db.fetchrow(
+            "UPDATE invite_code SET used_at=$5, used_chat=$4 WHERE code_hash=$1 AND network=$2 AND account=$3"
+            " AND expires_at > $5 AND (used_chat IS NULL OR used_chat=$4) RETURNING created_by, created_at",
+            code_hash, network, account, chat_id, now_ms,
+        )
+        if row is not None:
+            return InviteClaim("ok", row["created_by"], int(row["created_at"]))
+        row = await self.db.fetchrow(
+            "SELECT created_by, created_at, expires_at, used_chat FROM invite_code WHERE code_hash=$1 AND network=$2 AND account=$3",
+            code_hash, network, account,
+        )
+        if row is None:
+            return InviteClaim("unknown")
+        status = "used" if row["used_chat"] is not None else "expired"
+        return InviteClaim(status, row["created_by"], int(row["created_at"]))
+
+    # clients waiting for an answer (the reminder clock; rows written with the messages)
+
+    async def waiting(self) -> list[WaitingRow]:
+        rows = await self.db.fetch("SELECT room_id, since_ms, event_id, steps FROM waiting ORDER BY since_ms")
+        return [WaitingRow(r["room_id"], int(r["since_ms"]), r["event_id"], int(r["steps"])) for r in rows]
+
+    async def waiting_closed_told(self, room_id: str) -> bool:
+        """Marks the waiting client as told the company is closed; False if they already were
+        (or nobody waits)."""
+        row = await self.db.fetchrow(
+            "UPDATE waiting SET closed_told=true WHERE room_id=$1 AND closed_told=false RETURNING room_id", room_id
+        )
+        return row is not None
+
+    async def waiting_step(self, room_id: str, since_ms: int, steps: int) -> bool:
+        """Count one more reminder step, unless the clock was stopped or moved meanwhile."""
+        row = await self.db.fetchrow(
+            "UPDATE waiting SET steps=$3 + 1 WHERE room_id=$1 AND since_ms=$2 AND steps=$3 RETURNING room_id", room_id, since_ms, steps
+        )
+        return row is not None
+
     # counters (round-robin assignment)
 
     async def next_counter(self, name: str) -> int:
@@ -372,25 +514,39 @@ class Store:
         await self._insert_message(self.db, link)
         self._announce([link])
 
-    async def record_inbound(self, link: MessageLink) -> None:
+    async def record_inbound(self, link: MessageLink, *, waits: bool | None = None) -> None:
         """A bridged client message: its mapping written and its in-flight mark cleared in one
-        commit (one fsync on PostgreSQL instead of two, on the path every message takes)."""
+        commit (one fsync on PostgreSQL instead of two, on the path every message takes).
+
+        ``waits``: True, the client now waits for an answer (the reminder clock starts unless
+        it runs already); False, the company answered (its own account wrote); None: neither.
+        In the same commit, so a crash never loses a reminder nor fires one after an answer."""
         async with self.db.acquire() as conn, conn.transaction():
             await self._insert_message(conn, link)
             await conn.execute(
                 "DELETE FROM inflight WHERE network=$1 AND account=$2 AND chat_id=$3 AND remote_id=$4",
                 link.network, link.account, link.chat_id, link.remote_id,
             )
+            if waits:
+                await conn.execute(
+                    "INSERT INTO waiting (room_id, since_ms, event_id, steps) VALUES ($1, $2, $3, 0) ON CONFLICT DO NOTHING",
+                    link.room_id, link.created_at or _now_ms(), link.event_id,
+                )
+            elif waits is False:
+                await conn.execute("DELETE FROM waiting WHERE room_id=$1", link.room_id)
         self._announce([link])
 
-    async def record_delivery(self, event_id: str, links: list[MessageLink]) -> None:
+    async def record_delivery(self, event_id: str, links: list[MessageLink], *, answered: bool = False) -> None:
         """A delivered employee event: its mapping(s) written, its in-flight mark and its outbox
-        entry removed, in one commit."""
+        entry removed, in one commit; ``answered`` (a message reached the client) also stops
+        the room's reminder clock in that commit."""
         async with self.db.acquire() as conn, conn.transaction():
             for link in links:
                 await self._insert_message(conn, link)
             await conn.execute("DELETE FROM outflight WHERE event_id=$1", event_id)
             await conn.execute("DELETE FROM outbox WHERE event_id=$1", event_id)
+            if answered and links:
+                await conn.execute("DELETE FROM waiting WHERE room_id=$1", links[0].room_id)
         self._announce(links)
 
     @staticmethod
@@ -534,13 +690,14 @@ class Store:
         )
 
 
-_PORTAL_COLUMNS = "network, account, chat_id, room_id, name, status, disclaimer_sent, legal_hold"
+_PORTAL_COLUMNS = "network, account, chat_id, room_id, name, status, disclaimer_sent, legal_hold, assignee, initiated_by, initiated_at"
 _MESSAGE_COLUMNS = "network, account, chat_id, remote_id, room_id, event_id, direction, has_media, created_at"
 
 
 def _portal(row) -> PortalRow:
     data = dict(row)
     data["disclaimer_sent"], data["legal_hold"] = bool(data["disclaimer_sent"]), bool(data["legal_hold"])
+    data["initiated_at"] = int(data["initiated_at"]) if data["initiated_at"] is not None else None
     return PortalRow(**data)
 
 

@@ -149,3 +149,55 @@ async def upgrade_v8(conn: Connection, scheme: Scheme) -> None:
     # transaction, and the catch-up after a homeserver restart finds events by reading the rooms.
     await conn.execute("CREATE TABLE seen_event (event_id TEXT PRIMARY KEY, room_id TEXT NOT NULL, seen_at BIGINT NOT NULL)")
     await conn.execute("CREATE INDEX seen_event_at_idx ON seen_event (seen_at)")
+
+
+@upgrade_table.register(description="Continuity: assignees, absences, invitation codes, clients waiting for an answer")
+async def upgrade_v9(conn: Connection, scheme: Scheme) -> None:
+    # Who looks after a conversation (reminders go to them), and who started it when the
+    # company wrote first (the record of an outreach).
+    await conn.execute("ALTER TABLE portal ADD COLUMN assignee TEXT")
+    await conn.execute("ALTER TABLE portal ADD COLUMN initiated_by TEXT")
+    await conn.execute("ALTER TABLE portal ADD COLUMN initiated_at BIGINT")
+    await conn.execute(
+        """CREATE TABLE absence (
+            user_id  TEXT PRIMARY KEY,
+            until_ms BIGINT NOT NULL,
+            cover    TEXT NOT NULL,
+            set_by   TEXT NOT NULL,
+            at_ms    BIGINT NOT NULL
+        )"""
+    )
+    # Rooms an absence touched: the cover invited there (undone on return) and whether the
+    # client was told already (once per absence).
+    await conn.execute(
+        """CREATE TABLE absence_room (
+            user_id        TEXT NOT NULL,
+            room_id        TEXT NOT NULL,
+            invited        TEXT NOT NULL,
+            client_told    BOOLEAN NOT NULL DEFAULT false,
+            PRIMARY KEY (user_id, room_id)
+        )"""
+    )
+    # Only the code's SHA-256 is kept: the store never holds a working link.
+    await conn.execute(
+        """CREATE TABLE invite_code (
+            code_hash  TEXT PRIMARY KEY,
+            network    TEXT NOT NULL,
+            account    TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            expires_at BIGINT NOT NULL,
+            used_at    BIGINT,
+            used_chat  TEXT
+        )"""
+    )
+    # A client message nobody has answered yet: since when, and how many reminder steps fired.
+    await conn.execute(
+        """CREATE TABLE waiting (
+            room_id  TEXT PRIMARY KEY,
+            since_ms BIGINT NOT NULL,
+            event_id TEXT NOT NULL,
+            steps    INTEGER NOT NULL DEFAULT 0,
+            closed_told BOOLEAN NOT NULL DEFAULT false
+        )"""
+    )

@@ -1,0 +1,190 @@
+"""Outreach: an employee starts the conversation, from Houseline rather than their own phone.
+
+Where the company may write first (WhatsApp, with an approved template) the portal is created
+for the client's number, assigned to the employee who asked, and the template leaves through the
+outbox like any employee message: decided by the policy, delivered in order, recorded, audited.
+Where it may not (a Telegram bot), the employee gets a one-time link; the client's first message
+brings its code back, and the conversation is assigned to the link's maker. Codes are random,
+single use, expire, and only their SHA-256 is stored. Who may reach out is the policy's call
+(``outreach``), and every attempt, allowed or not, is audited. The bot command and any other
+entry point (an API) share these functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+from mautrix.errors import MatrixRequestError
+from mautrix.types import EventType, Membership
+
+from bridge import matrix_content as mc
+from bridge.clock import Clock
+from bridge.events import ChatRef, RemoteEvent
+from bridge.networks.base import InviteLinks, OutreachError, TemplateOutreach
+from bridge.store import PortalRow
+from policies.engine import Decision, Outreach, decide
+from puppets.ghosts import Ghosts
+
+if TYPE_CHECKING:
+    from bridge.policy_bot import PolicyBot
+
+log = logging.getLogger("houseline.outreach")
+
+TEMPLATE_KEY = mc.TEMPLATE_KEY
+Enqueue = Callable[[list[dict[str, Any]]], Awaitable[None]]
+
+
+def code_hash(code: str) -> str:
+    return hashlib.sha256(code.encode()).hexdigest()
+
+
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+@dataclass(frozen=True)
+class Started:
+    """An outreach that went ahead: its room, and whether the room is new."""
+
+    portal: PortalRow
+    created: bool
+    text: str
+
+
+class OutreachDesk:
+    def __init__(self, pb: PolicyBot, ghosts: Ghosts, enqueue: Enqueue, clock: Clock) -> None:
+        self.pb = pb
+        self.ghosts = ghosts
+        self.enqueue = enqueue
+        self.clock = clock
+        #: Invitation codes claimed by inbound messages whose follow-up (a room notice, the
+        #: invite of an existing room, the client's answer) runs once the message is recorded.
+        self._claims: dict[tuple[ChatRef, str], tuple[str, str | None, int | None]] = {}
+
+    def _allowed(self, actor: str, network: str) -> Decision:
+        return decide(Outreach(user_id=actor, network=network, local_domain=self.pb.config.homeserver.domain), self.pb.policy)
+
+    async def _audit(self, actor: str, action: str, subject: str, decision: Decision, **details: Any) -> None:
+        await self.pb.audit.record(
+            actor=actor, action=action, subject=subject, verdict=decision.verdict.name.lower(), rule=decision.rule, **details
+        )
+
+    # WhatsApp-like: the company writes first with a template
+
+    async def contact(
+        self, actor: str, network: str, address: str, *, from_account: str | None, template: str, language: str, params: tuple[str, ...]
+    ) -> Started:
+        connector = self.pb.connectors.get(network)
+        if connector is None:
+            raise OutreachError(f"There is no {network} connection in this bridge.")
+        if not isinstance(connector, TemplateOutreach):
+            hint = f" Use `{self.pb.policy.commands.prefix} invite {network}` for a link the client opens." if isinstance(connector, InviteLinks) else ""
+            raise OutreachError(f"{connector.display_name} does not let the company write first.{hint}")
+        decision = self._allowed(actor, network)
+        if not decision.allowed:
+            await self._audit(actor, "outreach.contact", f"{network}:{address}", decision, template=template)
+            raise OutreachError(f"{decision.reason} (rule {decision.rule})")
+        chat, name = connector.outreach_chat(address, from_account)
+        await connector.check_template(chat, template, language, params)
+        now = self.clock.now_ms()
+        ghost = await self.ghosts.ensure(network, chat.chat_id, f"{name} ({connector.display_name})")
+        portal, created = await self.pb.portals.get_or_create(
+            chat, name=f"{name} ({connector.display_name})", network_name=connector.display_name, ghost=ghost.mxid,
+            requested=actor, initiated_at=now,
+        )
+        await ghost.ensure_joined(portal.room_id)
+        if not created:
+            await self.pb.store.set_initiated(portal.room_id, actor, now)
+            await self._bring_in(portal, actor)
+        shown = f"“{template}”" + (f" ({language})" if language else "") + (f" with {', '.join(params)}" if params else "")
+        record = (
+            f"Outreach: {actor} started this conversation on {_when(now)} with the approved template {shown}. "
+            f"{connector.display_name} accepts only templates until the client answers."
+        )
+        event_id = await self.pb.bot.send_message_event(portal.room_id, EventType.ROOM_MESSAGE, mc.notice(record))
+        # The template leaves as the employee's message through the outbox: one way out.
+        await self.enqueue([{
+            "type": "m.room.message", "room_id": portal.room_id, "sender": actor, "event_id": str(event_id),
+            "origin_server_ts": now,
+            "content": {"msgtype": "m.text", "body": record, TEMPLATE_KEY: {"name": template, "language": language, "params": list(params)}},
+        }])
+        await self._audit(actor, "outreach.contact", portal.room_id, decision, template=template, created=created, chat=f"{chat.network}:{chat.account}:{chat.chat_id}")
+        log.info("event=outreach_contact room=%s network=%s created=%s", portal.room_id, network, created)
+        return Started(portal, created, record)
+
+    # Telegram-like: a one-time link the client opens
+
+    async def invite_link(self, actor: str, network: str) -> tuple[str, int]:
+        """The link and when it expires (ms)."""
+        connector = self.pb.connectors.get(network)
+        if connector is None:
+            raise OutreachError(f"There is no {network} connection in this bridge.")
+        if not isinstance(connector, InviteLinks):
+            hint = f" Use `{self.pb.policy.commands.prefix} contact {network} …` to write first." if isinstance(connector, TemplateOutreach) else ""
+            raise OutreachError(f"{connector.display_name} has no invitation links.{hint}")
+        decision = self._allowed(actor, network)
+        if not decision.allowed:
+            await self._audit(actor, "outreach.invite", network, decision)
+            raise OutreachError(f"{decision.reason} (rule {decision.rule})")
+        code = "".join(secrets.choice(connector.invite_code_alphabet) for _ in range(connector.invite_code_length))
+        expires = self.clock.now_ms() + self.pb.policy.outreach.link_expiry_s * 1000
+        hashed = code_hash(code)
+        await self.pb.store.add_invite_code(hashed, network, connector.invite_account(), actor, expires)
+        # The hash's head identifies the link in the trail; the code itself is never written down.
+        await self._audit(actor, "outreach.invite", network, decision, link=hashed[:12], expires=_when(expires))
+        log.info("event=outreach_link network=%s link=%s", network, hashed[:12])
+        return connector.invite_link(code), expires
+
+    async def claim(self, event: RemoteEvent) -> str | None:
+        """Before the portal exists: the employee the client's invitation code names, if valid."""
+        connector = self.pb.connectors.get(event.chat.network)
+        if not event.invite_code or not isinstance(connector, InviteLinks):
+            return None
+        claim = await self.pb.store.claim_invite_code(
+            code_hash(event.invite_code), event.chat.network, event.chat.account, event.chat.chat_id, self.clock.now_ms()
+        )
+        self._claims[(event.chat, event.message_id)] = (claim.status, claim.created_by, claim.created_at)
+        return claim.created_by if claim.status == "ok" else None
+
+    async def after_message(self, portal: PortalRow, event: RemoteEvent) -> None:
+        """Once the client's message is recorded: say in the room where the conversation came
+        from, or answer a client whose link no longer works."""
+        found = self._claims.pop((event.chat, event.message_id), None)
+        if found is None:
+            return
+        status, maker, made_at = found
+        link = code_hash(event.invite_code)[:12]
+        if status == "ok" and maker is not None:
+            await self.pb.store.set_initiated(portal.room_id, maker, made_at or self.clock.now_ms())
+            await self._bring_in(portal, maker)
+            text = f"Outreach: the client opened the invitation link {maker} made on {_when(made_at or 0)}; {maker} looks after this conversation."
+            await self.pb.bot.send_message_event(portal.room_id, EventType.ROOM_MESSAGE, mc.notice(text))
+            await self.pb.audit.record(actor=maker, action="outreach.link_used", subject=portal.room_id, verdict="allow", rule="outreach", link=link)
+            return
+        company = self.pb.config.portals.company or "us"
+        answer = {
+            "used": f"This invitation link was already used. You are welcome to write here all the same: someone from {company} will answer you.",
+            "expired": f"This invitation link has expired. You are welcome to write here all the same: someone from {company} will answer you.",
+        }.get(status, f"This invitation link is not valid. You are welcome to write here all the same: someone from {company} will answer you.")
+        await self.pb.tell_client(portal, answer, key=f"invite:{portal.room_id}:{event.message_id}", what="Invitation answer")
+        await self.pb.audit.record(actor=self.pb.az.bot_mxid, action="outreach.link_refused", subject=portal.room_id, verdict="deny", rule="outreach", status=status, link=link)
+
+    async def _bring_in(self, portal: PortalRow, user: str) -> None:
+        """The employee who reached out looks after an existing conversation too."""
+        decision = await self.pb.join_decision(user, portal)
+        if not decision.allowed:
+            return
+        await self.pb.store.set_assignee(portal.room_id, user)
+        self.pb.portals.forget(portal.room_id)
+        members = await self.pb.bot.get_room_members(portal.room_id, (Membership.JOIN, Membership.INVITE))
+        if user in members:
+            return
+        try:
+            await self.pb.bot.invite_user(portal.room_id, user)
+        except MatrixRequestError as e:
+            log.warning("event=outreach_invite_failed room=%s user=%s error=%s", portal.room_id, user, e.message)
