@@ -426,3 +426,39 @@ async def test_absence_covers_notices_clients_and_reverts(stack: DevStack, make_
         await another.say("hi")
         await room_of(proc, another.user_id)
     assert EMPLOYEE in {e["assignee"] for e in (await proc.audited("portal.created", 5))[3:]}
+
+
+async def test_outside_business_hours_the_client_is_told_and_the_clock_pauses(stack: DevStack, make_bridge, employee: Employee, staff, new_client) -> None:
+    # The wealth team works one day a week, three days from now: it is closed now.
+    opening_day = datetime.now(timezone.utc).replace(hour=8, minute=0, second=0, microsecond=0) + timedelta(days=3)
+    day = opening_day.strftime("%a")
+
+    def closed_team(data: dict) -> None:
+        data["teams"]["wealth"].update(hours=f"{day} 08:00-18:00", tz="UTC")
+        data["assignment"].pop("team")
+        data["sla"]["out_of_hours"] = {"default": "We are closed now and will answer when we open."}
+
+    proc = await make_bridge(closed_team)
+    client = new_client("Owen", "Hours")
+    await client.say("a question at an odd hour")
+    room = await room_of(proc, client.user_id)
+    await client.wait_for_text("We are closed now")
+    await client.say("and another one")
+    await employee.wait_for_message("and another one", room)
+    assert sum("We are closed now" in m.get("text", "") for m in await client.inbox()) == 1  # once per wait
+
+    # A second conversation, looked after by someone outside the team (always open): its
+    # reminder is the proof that a tick ran after the clock moved.
+    marker = new_client("Mona", "Marker")
+    await marker.say("marker")
+    marker_room = await room_of(proc, marker.user_id)
+    admin = staff["admin"]
+    dm = await open_dm(admin)
+    await command(admin, dm, f"!hl assign {marker_room} {SENIOR}", "Invited")
+    proc.advance(16 * 60)
+    await proc.wait_for_log(f"event=sla_remind room={marker_room}", 30)
+    assert not reminders_in(employee, room, "Reminder:")  # the closed team's clock did not run
+
+    # Past the opening plus 15 minutes of open time, the reminder fires.
+    proc.advance((opening_day - datetime.now(timezone.utc)).total_seconds() + 16 * 60)
+    await employee.wait_for_event(bot_notice_in(room, "Reminder: the client has waited 15 min"), 30, "the reminder after opening")
