@@ -102,19 +102,8 @@ class Absences:
             if user not in members:
                 continue
             rooms += 1
-            invited = []
-            for cover in covers:
-                if cover in members:
-                    continue
-                decision = await self.pb.join_decision(cover, portal)
-                if not decision.allowed:
-                    problems.append(f"{portal.name}: {cover} not invited ({decision.reason})")
-                    continue
-                try:
-                    await self.pb.bot.invite_user(portal.room_id, cover)
-                    invited.append(cover)
-                except MatrixRequestError as e:
-                    problems.append(f"{portal.name}: could not invite {cover} ({e.message})")
+            invited, trouble = await self.pb.bring_in(portal, covers)
+            problems.extend(trouble)
             await self.pb.store.add_absence_room(user, portal.room_id, tuple(invited))
             who = ", ".join(covers) or "nobody (new clients go elsewhere)"
             await self._room_notice(portal.room_id, f"Absence: {user} is away until {when(until_ms)}; covering: {who}.")

@@ -21,7 +21,7 @@ from bridge.outreach import OutreachDesk
 from bridge.policy_bot import PolicyBot
 from bridge.reminders import Reminders
 from bridge.store import PortalRow
-from policies.engine import Command, Join, RoomState, SendOut, Verdict, decide
+from policies.engine import Command, RoomState, SendOut, Verdict, decide
 from policies.model import Policy
 
 log = logging.getLogger("houseline.commands")
@@ -254,18 +254,8 @@ class Commands:
                 await self.pb.bot.kick_user(portal.room_id, leaver, reason="offboarded")
             except MatrixRequestError as e:
                 problems.append(f"{portal.name}: could not remove {leaver} ({e.message})")
-            state = await self.pb.room_state(portal.room_id, portal)
-            for user in successors:
-                if user in state.members:
-                    continue
-                decision = decide(Join(user_id=user, room=state, local_domain=self.pb.config.homeserver.domain), self.pb.policy)
-                if decision.verdict is Verdict.DENY:
-                    problems.append(f"{portal.name}: {user} not invited ({decision.reason})")
-                    continue
-                try:
-                    await self.pb.bot.invite_user(portal.room_id, user)
-                except MatrixRequestError as e:
-                    problems.append(f"{portal.name}: could not invite {user} ({e.message})")
+            _, trouble = await self.pb.bring_in(portal, successors)
+            problems.extend(trouble)
             await self.pb.bot.send_message_event(
                 portal.room_id, EventType.ROOM_MESSAGE,
                 mc.notice(f"Handover: {leaver} no longer looks after this client; {', '.join(successors)} take(s) over. The client sees no change."),

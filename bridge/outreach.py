@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
-from mautrix.errors import MatrixRequestError
-from mautrix.types import EventType, Membership
+from mautrix.types import EventType
 
 from bridge import matrix_content as mc
 from bridge.clock import Clock
@@ -66,8 +65,28 @@ class OutreachDesk:
         #: invite of an existing room, the client's answer) runs once the message is recorded.
         self._claims: dict[tuple[ChatRef, str], tuple[str, str | None, int | None]] = {}
 
-    def _allowed(self, actor: str, network: str) -> Decision:
-        return decide(Outreach(user_id=actor, network=network, local_domain=self.pb.config.homeserver.domain), self.pb.policy)
+    def _connector(self, network: str, ability: type) -> Any:
+        """The network's connector if it has ``ability``; else an error pointing to the way
+        that network does offer."""
+        connector = self.pb.connectors.get(network)
+        if connector is None:
+            raise OutreachError(f"There is no {network} connection in this bridge.")
+        if isinstance(connector, ability):
+            return connector
+        prefix = self.pb.policy.commands.prefix
+        if ability is TemplateOutreach:
+            hint = f" Use `{prefix} invite {network}` for a link the client opens." if isinstance(connector, InviteLinks) else ""
+            raise OutreachError(f"{connector.display_name} does not let the company write first.{hint}")
+        hint = f" Use `{prefix} contact {network} …` to write first." if isinstance(connector, TemplateOutreach) else ""
+        raise OutreachError(f"{connector.display_name} has no invitation links.{hint}")
+
+    async def _check(self, actor: str, network: str, action: str, subject: str, **details: Any) -> Decision:
+        """The policy's word on this outreach; a refusal is audited and raised."""
+        decision = decide(Outreach(user_id=actor, network=network, local_domain=self.pb.config.homeserver.domain), self.pb.policy)
+        if not decision.allowed:
+            await self._audit(actor, action, subject, decision, **details)
+            raise OutreachError(f"{decision.reason} (rule {decision.rule})")
+        return decision
 
     async def _audit(self, actor: str, action: str, subject: str, decision: Decision, **details: Any) -> None:
         await self.pb.audit.record(
@@ -79,16 +98,8 @@ class OutreachDesk:
     async def contact(
         self, actor: str, network: str, address: str, *, from_account: str | None, template: str, language: str, params: tuple[str, ...]
     ) -> Started:
-        connector = self.pb.connectors.get(network)
-        if connector is None:
-            raise OutreachError(f"There is no {network} connection in this bridge.")
-        if not isinstance(connector, TemplateOutreach):
-            hint = f" Use `{self.pb.policy.commands.prefix} invite {network}` for a link the client opens." if isinstance(connector, InviteLinks) else ""
-            raise OutreachError(f"{connector.display_name} does not let the company write first.{hint}")
-        decision = self._allowed(actor, network)
-        if not decision.allowed:
-            await self._audit(actor, "outreach.contact", f"{network}:{address}", decision, template=template)
-            raise OutreachError(f"{decision.reason} (rule {decision.rule})")
+        connector = self._connector(network, TemplateOutreach)
+        decision = await self._check(actor, network, "outreach.contact", f"{network}:{address}", template=template)
         chat, name = connector.outreach_chat(address, from_account)
         await connector.check_template(chat, template, language, params)
         now = self.clock.now_ms()
@@ -121,16 +132,8 @@ class OutreachDesk:
 
     async def invite_link(self, actor: str, network: str) -> tuple[str, int]:
         """The link and when it expires (ms)."""
-        connector = self.pb.connectors.get(network)
-        if connector is None:
-            raise OutreachError(f"There is no {network} connection in this bridge.")
-        if not isinstance(connector, InviteLinks):
-            hint = f" Use `{self.pb.policy.commands.prefix} contact {network} …` to write first." if isinstance(connector, TemplateOutreach) else ""
-            raise OutreachError(f"{connector.display_name} has no invitation links.{hint}")
-        decision = self._allowed(actor, network)
-        if not decision.allowed:
-            await self._audit(actor, "outreach.invite", network, decision)
-            raise OutreachError(f"{decision.reason} (rule {decision.rule})")
+        connector = self._connector(network, InviteLinks)
+        decision = await self._check(actor, network, "outreach.invite", network)
         code = "".join(secrets.choice(connector.invite_code_alphabet) for _ in range(connector.invite_code_length))
         expires = self.clock.now_ms() + self.pb.policy.outreach.link_expiry_s * 1000
         hashed = code_hash(code)
@@ -176,15 +179,10 @@ class OutreachDesk:
 
     async def _bring_in(self, portal: PortalRow, user: str) -> None:
         """The employee who reached out looks after an existing conversation too."""
-        decision = await self.pb.join_decision(user, portal)
-        if not decision.allowed:
+        if not (await self.pb.join_decision(user, portal)).allowed:
             return
         await self.pb.store.set_assignee(portal.room_id, user)
         self.pb.portals.forget(portal.room_id)
-        members = await self.pb.bot.get_room_members(portal.room_id, (Membership.JOIN, Membership.INVITE))
-        if user in members:
-            return
-        try:
-            await self.pb.bot.invite_user(portal.room_id, user)
-        except MatrixRequestError as e:
-            log.warning("event=outreach_invite_failed room=%s user=%s error=%s", portal.room_id, user, e.message)
+        _, problems = await self.pb.bring_in(portal, (user,))
+        for problem in problems:
+            log.warning("event=outreach_invite_failed room=%s problem=%r", portal.room_id, problem)

@@ -13,7 +13,7 @@ the connectors; policies/ stays pure.
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 from mautrix.appservice import AppService
 from mautrix.errors import MatrixRequestError
@@ -191,6 +191,26 @@ class PolicyBot:
             return Decision(Verdict.DENY, "offboarding", f"{user} was offboarded (handed over to {offboarded[user]})")
         state = await self.room_state(portal.room_id, portal) if portal is not None else RoomState(room_id="", members=frozenset())
         return decide(Join(user_id=user, room=state, local_domain=self.config.homeserver.domain), self.policy)
+
+    async def bring_in(self, portal: PortalRow, users: tuple[str, ...] | list[str]) -> tuple[list[str], list[str]]:
+        """Invites whoever of ``users`` is not in the room yet and may be (the join rules, the
+        offboarded refused). Returns (invited, problems in words for a report)."""
+        members = await self.bot.get_room_members(portal.room_id, (Membership.JOIN, Membership.INVITE))
+        invited: list[str] = []
+        problems: list[str] = []
+        for user in users:
+            if user in members or user in invited:
+                continue
+            decision = await self.join_decision(user, portal)
+            if not decision.allowed:
+                problems.append(f"{portal.name}: {user} not invited ({decision.reason})")
+                continue
+            try:
+                await self.bot.invite_user(portal.room_id, user)
+                invited.append(user)
+            except MatrixRequestError as e:
+                problems.append(f"{portal.name}: could not invite {user} ({e.message})")
+        return invited, problems
 
     async def on_member(self, raw: dict[str, Any], portal: PortalRow) -> None:
         """A join that breaks a rule is undone at once; every decision is audited."""

@@ -18,7 +18,6 @@ import logging
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from mautrix.errors import MatrixRequestError
 from mautrix.types import EventType, Membership
 
 from bridge.clock import Clock
@@ -151,19 +150,9 @@ class Reminders:
 
     async def _invite(self, portal: PortalRow, users: tuple[str, ...]) -> list[str]:
         """Whoever is told and not in the room yet is invited, if the join rules allow."""
-        members = await self.pb.bot.get_room_members(portal.room_id, (Membership.JOIN, Membership.INVITE))
-        invited = []
-        for user in users:
-            if user in members:
-                continue
-            decision = await self.pb.join_decision(user, portal)
-            if not decision.allowed:
-                continue
-            try:
-                await self.pb.bot.invite_user(portal.room_id, user)
-                invited.append(user)
-            except MatrixRequestError as e:
-                log.info("event=sla_invite_failed room=%s user=%s error=%s", portal.room_id, user, e.message)
+        invited, problems = await self.pb.bring_in(portal, users)
+        for problem in problems:
+            log.info("event=sla_not_invited room=%s problem=%r", portal.room_id, problem)
         return invited
 
     # the list

@@ -17,14 +17,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-import aiohttp
 import pytest
 import yaml
 
 from bridge.devstack import WHATSAPP_NUMBER, DevStack
 from sandbox.employee import Employee
 from tests.conftest import ROOT, BridgeProcess
-from tests.support import BOT, SIGNATURE, bot_notice_about, bot_notice_in, control, eventually, ghost_of, open_dm
+from tests.support import BOT, SIGNATURE, bot_notice_about, bot_notice_in, control, eventually, open_dm
 
 COMPLIANCE = "@compliance:localhost"
 EMPLOYEE = "@employee:localhost"
@@ -309,7 +308,7 @@ async def test_whatsapp_outreach_sends_a_template_through_the_outbox(stack: DevS
     # Someone the policy does not allow is refused, and audited.
     outsider = staff["outsider"]
     outsider_dm = await open_dm(outsider)
-    refused_text = await command(outsider, outsider_dm, f"!hl contact whatsapp +4915550009999 template follow_up X", "Not started")
+    refused_text = await command(outsider, outsider_dm, "!hl contact whatsapp +4915550009999 template follow_up X", "Not started")
     assert "rule outreach.allowed_roles" in refused_text
     assert (await proc.audited("outreach.contact", 2))[-1]["verdict"] == "deny"
 
