@@ -112,6 +112,7 @@ class Absences:
             until=when(until_ms), covers=list(covers), rooms=rooms,
         )
         log.info("event=absence_started user=%s until_ms=%d covers=%s rooms=%d", user, until_ms, ",".join(covers), rooms)
+        await self.pb.notify.emit("absence.started", "", user=user, until_ms=until_ms, covers=list(covers), by=actor)
         return AwayReport(user, until_ms, covers, rooms, tuple(problems))
 
     async def back(self, actor: str, user: str, *, reason: str = "back") -> int:
@@ -130,6 +131,7 @@ class Absences:
                 await self._room_notice(room_id, f"Absence over: {user} is back; {', '.join(invited)} no longer cover(s) here.")
         await self.pb.audit.record(actor=actor, action="absence.end", subject=user, verdict="allow", rule="absence", reason=reason, rooms=len(rooms))
         log.info("event=absence_ended user=%s reason=%s rooms=%d", user, reason, len(rooms))
+        await self.pb.notify.emit("absence.ended", "", user=user, reason=reason, by=actor)
         return len(rooms)
 
     async def expire(self) -> None:

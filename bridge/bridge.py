@@ -104,7 +104,7 @@ class Bridge:
         )
         self.inbound = Inbound(
             self.store, portals, ghosts, {n: c.display_name for n, c in self.connectors.items()},
-            after_message=self._after_client_message, claim_invite=self.outreach.claim,
+            after_message=self._after_client_message, claim_invite=self.outreach.claim, notifier=self.policy_bot.notify,
         )
         await self.outbox.start()
         self._started.append("outbox")

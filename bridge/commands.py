@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from mautrix.errors import MatrixRequestError
-from mautrix.types import EventType, Membership
+from mautrix.types import EventType
 
 from bridge import matrix_content as mc
 from bridge.absences import AbsenceError, Absences, parse_until, when
 from bridge.networks.base import OutreachError
+from bridge.operations import OperationError, Operations
 from bridge.outreach import OutreachDesk
 from bridge.policy_bot import PolicyBot
 from bridge.reminders import Reminders
@@ -70,6 +71,7 @@ class Commands:
         reminders: Reminders | None = None,
     ) -> None:
         self.pb = policy_bot
+        self.ops = Operations(policy_bot)
         self.reload_policy = reload_policy
         self.export = export
         self.absences = absences
@@ -166,13 +168,6 @@ class Commands:
             raise UsageError(f"“{arg or ''}” is not a Matrix user id (like @alice:example.com).")
         return arg
 
-    async def _user_exists(self, user_id: str) -> bool:
-        try:
-            await self.pb.bot.get_profile(user_id)
-            return True
-        except MatrixRequestError:
-            return False
-
     # commands
 
     async def cmd_help(self, ctx: CommandContext, args: list[str]) -> str:
@@ -207,63 +202,24 @@ class Commands:
             raise UsageError("")
         portal = await self._portal_arg(ctx, args[0])
         user = self._user_arg(args[1])
-        local = user.split(":", 1)[1] == self.pb.config.homeserver.domain
-        if local and not await self._user_exists(user):
-            return f"There is no user {user} on this homeserver."
-        decision = await self.pb.join_decision(user, portal)
-        if decision.verdict is Verdict.DENY:
-            await self.pb.audit.record(actor=ctx.sender, action="assign", subject=portal.room_id, verdict="deny", rule=decision.rule, user=user)
-            return f"Not invited: {decision.reason} (rule {decision.rule})."
         try:
-            await self.pb.bot.invite_user(portal.room_id, user)
-        except MatrixRequestError as e:
-            return f"Could not invite {user}: {e.message}"
-        await self.pb.store.set_assignee(portal.room_id, user)
-        self.pb.portals.forget(portal.room_id)
-        await self.pb.audit.record(actor=ctx.sender, action="assign", subject=portal.room_id, verdict="allow", rule=decision.rule, user=user)
+            await self.ops.assign(ctx.sender, portal, user)
+        except OperationError as e:
+            return e.message
         return f"Invited {user} to {portal.name}; they look after it now."
 
     async def cmd_offboard(self, ctx: CommandContext, args: list[str]) -> str:
         if len(args) != 3 or args[1] != "--to":
             raise UsageError("")
         leaver = self._user_arg(args[0])
-        target = args[2]
-        if target.startswith("team:"):
-            team = self.pb.policy.teams.get(target[5:])
-            if team is None:
-                return f"There is no team “{target[5:]}” in the policy."
-            successors = tuple(u for u in team.members if u != leaver)
-        else:
-            successors = (self._user_arg(target),)
-        if not successors:
-            return "Nobody to hand over to."
-        for user in successors:
-            if user.split(":", 1)[1] == self.pb.config.homeserver.domain and not await self._user_exists(user):
-                return f"There is no user {user} on this homeserver."
-        await self.pb.store.add_offboarded(leaver, ",".join(successors))
-        moved = 0
-        problems: list[str] = []
-        for portal in await self.pb.store.all_portals():
-            members = await self.pb.bot.get_room_members(portal.room_id, (Membership.JOIN, Membership.INVITE))
-            if portal.assignee == leaver:
-                await self.pb.store.set_assignee(portal.room_id, successors[0])
-                self.pb.portals.forget(portal.room_id)
-            if leaver not in members:
-                continue
-            try:
-                await self.pb.bot.kick_user(portal.room_id, leaver, reason="offboarded")
-            except MatrixRequestError as e:
-                problems.append(f"{portal.name}: could not remove {leaver} ({e.message})")
-            _, trouble = await self.pb.bring_in(portal, successors)
-            problems.extend(trouble)
-            await self.pb.bot.send_message_event(
-                portal.room_id, EventType.ROOM_MESSAGE,
-                mc.notice(f"Handover: {leaver} no longer looks after this client; {', '.join(successors)} take(s) over. The client sees no change."),
-            )
-            await self.pb.audit.record(actor=ctx.sender, action="offboard.portal", subject=portal.room_id, verdict="allow", rule="offboarding", leaver=leaver, successors=list(successors))
-            moved += 1
-        report = f"Offboarded {leaver}: handed {moved} conversation(s) to {', '.join(successors)}; their future joins are refused."
-        return report + ("\nProblems:\n" + "\n".join(problems) if problems else "")
+        target = args[2] if args[2].startswith("team:") else self._user_arg(args[2])
+        try:
+            successors = await self.ops.successors_of(leaver, target)
+        except OperationError as e:
+            return e.message
+        done = await self.ops.offboard(ctx.sender, leaver, successors)
+        report = f"Offboarded {leaver}: handed {len(done.rooms)} conversation(s) to {', '.join(successors)}; their future joins are refused."
+        return report + ("\nProblems:\n" + "\n".join(done.problems) if done.problems else "")
 
     async def cmd_policy(self, ctx: CommandContext, args: list[str]) -> str:
         sub = args[0].lower() if args else ""
@@ -289,11 +245,7 @@ class Commands:
 
     async def _set_hold(self, ctx: CommandContext, args: list[str], on: bool) -> str:
         portal = await self._portal_arg(ctx, args[0] if args else None)
-        await self.pb.store.set_portal_flag(portal.room_id, "legal_hold", on)
-        self.pb.portals.forget(portal.room_id)
-        await self.pb.audit.record(actor=ctx.sender, action="hold.place" if on else "hold.release", subject=portal.room_id, verdict="allow", rule="commands.admin")
-        what = f"Legal hold {'placed on' if on else 'released from'} this conversation by {ctx.sender}."
-        await self.pb.bot.send_message_event(portal.room_id, EventType.ROOM_MESSAGE, mc.notice(what))
+        await self.ops.set_legal_hold(ctx.sender, portal, on)
         return f"Legal hold {'on' if on else 'off'}: {portal.name}."
 
     async def cmd_hold(self, ctx: CommandContext, args: list[str]) -> str:
@@ -373,7 +325,7 @@ class Commands:
         options = _options(args[1:] if args and not args[0].startswith("--") else args, ("--until", "--cover"))
         if "--until" not in options:
             raise UsageError("Until when? Give --until YYYY-MM-DD.")
-        if user.split(":", 1)[1] == self.pb.config.homeserver.domain and not await self._user_exists(user):
+        if not await self.ops.user_exists(user) and user.split(":", 1)[1] == self.pb.config.homeserver.domain:
             return f"There is no user {user} on this homeserver."
         cover = options.get("--cover")
         if cover is not None and not cover.startswith("team:"):

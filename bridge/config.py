@@ -20,6 +20,7 @@ from policies.model import Policy, PolicyError, parse_policy
 from puppets.ids import GhostNamer, ghost_localpart_pattern
 
 if TYPE_CHECKING:
+    from bridge.integrations_config import ApiConfig, MetricsConfig, SmtpArchiveConfig, WebhookReceiver
     from bridge.networks.whatsapp.config import WhatsAppConfig
 
 #: Networks the bridge can carry; the ghost namespace covers exactly these.
@@ -139,13 +140,26 @@ class Config:
     path: Path | None = None
     #: None unless networks.whatsapp.enabled.
     whatsapp: WhatsAppConfig | None = None
+    #: The integration surface (bridge.integrations_config); each off unless configured.
+    api: ApiConfig | None = None
+    metrics: MetricsConfig | None = None
+    webhooks: tuple[WebhookReceiver, ...] = ()
+    archive: SmtpArchiveConfig | None = None
 
     def network_secrets(self) -> tuple[str, ...]:
-        """Secrets of the optional networks, for the log scrubber."""
+        """Secrets of the optional networks and integrations, for the log scrubber."""
+        out: list[str] = []
         wa = self.whatsapp
-        if wa is None:
-            return ()
-        return (wa.app_secret, wa.verify_token, *(n.access_token for n in wa.numbers))
+        if wa is not None:
+            out += [wa.app_secret, wa.verify_token, *(n.access_token for n in wa.numbers)]
+        if self.api is not None:
+            out += [t.token for t in self.api.tokens]
+        if self.metrics is not None and self.metrics.token:
+            out.append(self.metrics.token)
+        out += [w.secret for w in self.webhooks]
+        if self.archive is not None and self.archive.password:
+            out.append(self.archive.password)
+        return tuple(s for s in out if s)
 
     @property
     def bot_mxid(self) -> str:
@@ -368,7 +382,8 @@ def parse_config(data: Any, *, path: Path | None = None) -> Config:
     r = _Reader(data)
     base = path.parent if path else Path.cwd()
 
-    known_sections = {"homeserver", "appservice", "database", "networks", "portals", "logging", "policies"}
+    known_sections = {"homeserver", "appservice", "database", "networks", "portals", "logging", "policies",
+                      "api", "metrics", "webhooks", "archive"}  # fmt: skip
     for key in data:
         if key not in known_sections:
             r.problems.append(f"{key}: unknown section; the sections are {', '.join(sorted(known_sections))}")
@@ -492,6 +507,9 @@ def parse_config(data: Any, *, path: Path | None = None) -> Config:
         r.problems.append(f"logging.format: '{log_format}' is not a format; use keyvalue or json")
 
     policy = _policies(data.get("policies"), base, domain, r.problems)
+    from bridge.integrations_config import parse_integrations
+
+    integrations = parse_integrations(r, base)
 
     if r.problems:
         raise ConfigError(r.problems, source)
@@ -526,6 +544,7 @@ def parse_config(data: Any, *, path: Path | None = None) -> Config:
         policy=policy,
         path=path,
         whatsapp=whatsapp,
+        **integrations,
     )
 
 

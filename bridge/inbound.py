@@ -26,6 +26,7 @@ from mautrix.types import EventType
 from bridge import matrix_content as mc
 from bridge.events import RemoteEvent, RemoteEventKind, RichText
 from bridge.networks.base import MediaUnavailable, OnSent
+from bridge.notify import Notifier
 from bridge.portals import Portals
 from bridge.store import AccountRow, MessageLink, PortalRow, ReactionLink, Store
 from puppets.ghosts import Ghosts
@@ -67,6 +68,7 @@ class Inbound:
     def __init__(
         self, store: Store, portals: Portals, ghosts: Ghosts, network_names: dict[str, str], *,
         after_message: AfterMessage | None = None, claim_invite: ClaimInvite | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.store = store
         self.portals = portals
@@ -74,6 +76,7 @@ class Inbound:
         self.network_names = network_names
         self.after_message = after_message
         self.claim_invite = claim_invite
+        self.notifier = notifier
         #: Per chat, the bookkeeping still being committed for a message already in its room.
         #: The chat's next message may be sent meanwhile (see ``on_sent``); whatever looks up an
         #: earlier message of the chat (replies, edits, deletions, reactions) waits for it.
@@ -153,6 +156,13 @@ class Inbound:
                 "event=inbound_bridged network=%s chat=%s message_id=%s room=%s event_id=%s kind=%s",
                 chat.network, chat.chat_id, event.message_id, portal.room_id, event_id, event.kind.value,
             )
+            if self.notifier is not None:
+                await self.notifier.emit(
+                    "message.inbound", portal.room_id, event_id=event_id, kind=event.kind.value, network=chat.network,
+                    account=chat.account, chat_id=chat.chat_id, remote_id=event.message_id, sender=ctx.ghost.mxid,
+                    from_account=event.from_account, text=event.text.body if event.text else None,
+                    media=event.media.kind.value if event.media else None, target_id=event.target_id,
+                )
             if event.kind is RemoteEventKind.MESSAGE and self.after_message is not None:
                 await self.after_message(await self.portals.by_room(portal.room_id) or portal, event)
         finally:

@@ -377,6 +377,13 @@ class Outbound:
         ], answered=answered)
         if receipt.note:
             await self._notice(portal, delivery.event_id, receipt.note)
+        if self.policy is not None:
+            await self.policy.notify.emit(
+                "message.outbound", delivery.room_id, event_id=delivery.event_id, kind=delivery.kind.value,
+                network=portal.network, account=portal.account, chat_id=portal.chat_id, remote_ids=list(receipt.message_ids),
+                text=delivery.text.body if delivery.text else None, template=delivery.template or None,
+                media=delivery.media.kind.value if delivery.media else None,
+            )
         log.info(
             "event=outbound_delivered room=%s event_id=%s network=%s chat=%s kind=%s remote_ids=%s",
             delivery.room_id, delivery.event_id, portal.network, portal.chat_id, delivery.kind.value, ",".join(receipt.message_ids),

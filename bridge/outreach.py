@@ -183,6 +183,7 @@ class OutreachDesk:
             return
         await self.pb.store.set_assignee(portal.room_id, user)
         self.pb.portals.forget(portal.room_id)
+        await self.pb.notify.emit("conversation.assigned", portal.room_id, assignee=user, by=user)
         _, problems = await self.pb.bring_in(portal, (user,))
         for problem in problems:
             log.warning("event=outreach_invite_failed room=%s problem=%r", portal.room_id, problem)

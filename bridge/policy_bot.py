@@ -24,6 +24,7 @@ from bridge.audit_log import AuditLog
 from bridge.config import Config
 from bridge.events import ChatRef, Delivery, DeliveryKind, RemoteEvent, RichText
 from bridge.networks.base import Connector, DeliveryError
+from bridge.notify import Notifier
 from bridge.portals import Portals
 from bridge.store import MessageLink, PortalRow, Store
 from bridge.portals import Assigned
@@ -60,6 +61,8 @@ class PolicyBot:
         self.policy = policy
         #: Wakes the outbox worker of a room whose held events were put back in its queue.
         self.wake_outbox: Callable[[str], None] | None = None
+        #: Where every part reports what happened (webhooks, metrics subscribe to it).
+        self.notify = Notifier()
 
     @property
     def bot(self):
@@ -127,6 +130,10 @@ class PolicyBot:
             actor=self.az.bot_mxid, action="portal.created", subject=portal.room_id, verdict="allow",
             rule="outreach" if portal.initiated_by else "assignment." + self.policy.assignment.mode, invited=list(assigned.invite),
             assignee=assigned.assignee, note=assigned.note, chat=f"{portal.network}:{portal.account}:{portal.chat_id}",
+        )
+        await self.notify.emit(
+            "conversation.created", portal.room_id, network=portal.network, account=portal.account, chat_id=portal.chat_id,
+            name=portal.name, assignee=assigned.assignee, invited=list(assigned.invite), initiated_by=portal.initiated_by,
         )
         if assigned.note:
             mention = tuple(sorted(self.policy.observers)) if assigned.tell_observers else ()
@@ -287,6 +294,10 @@ class PolicyBot:
         else:
             text = f"{decision.reason} (rule {decision.rule}) Nothing was sent to the client; the message stays here as part of the record."
         await self._notice(portal.room_id, text, in_reply_to=raw["event_id"], mention=tuple(sorted(self.policy.observers)))
+        await self.notify.emit(
+            "message.denied", portal.room_id, event_id=raw["event_id"], sender=raw.get("sender"),
+            verdict=decision.verdict.name.lower(), rule=decision.rule, reason=decision.reason,
+        )
 
     async def _original_text(self, raw: dict[str, Any]) -> str | None:
         original = ((raw.get("content") or {}).get("m.relates_to") or {}).get("event_id")

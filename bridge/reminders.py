@@ -119,6 +119,7 @@ class Reminders:
             waited_s=seconds, told=list(targets), invited=invited,
         )
         log.info("event=sla_%s room=%s waited_s=%d told=%s", step, row.room_id, seconds, ",".join(targets))
+        await self.pb.notify.emit("sla.breached", row.room_id, step=step, waited_s=seconds, since_ms=row.since_ms, told=list(targets))
 
     async def _available(self, users: tuple[str, ...]) -> tuple[str, ...]:
         unavailable = await self.pb.unavailable()

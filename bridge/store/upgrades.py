@@ -201,3 +201,69 @@ async def upgrade_v9(conn: Connection, scheme: Scheme) -> None:
             closed_told BOOLEAN NOT NULL DEFAULT false
         )"""
     )
+
+
+@upgrade_table.register(description="Integrations: client profiles, the webhook and journal queues, the status room")
+async def upgrade_v10(conn: Connection, scheme: Scheme) -> None:
+    # What the company knows of a client beyond the network's profile (edited through the API).
+    await conn.execute(
+        """CREATE TABLE client_profile (
+            network      TEXT NOT NULL,
+            remote_id    TEXT NOT NULL,
+            display_name TEXT,
+            language     TEXT,
+            region       TEXT,
+            crm_id       TEXT,
+            tags         TEXT NOT NULL DEFAULT '[]',
+            kyc_status   TEXT,
+            consent      TEXT NOT NULL DEFAULT '{}',
+            updated_at   BIGINT NOT NULL,
+            updated_by   TEXT NOT NULL,
+            PRIMARY KEY (network, remote_id)
+        )"""
+    )
+    # Events for the outgoing webhooks: written once, delivered to each receiver that wants
+    # them (one hook_delivery row per receiver), in order per conversation.
+    await conn.execute(
+        """CREATE TABLE hook_event (
+            seq        BIGINT PRIMARY KEY,
+            id         TEXT NOT NULL UNIQUE,
+            type       TEXT NOT NULL,
+            room_id    TEXT NOT NULL,
+            body       TEXT NOT NULL,
+            created_at BIGINT NOT NULL
+        )"""
+    )
+    await conn.execute(
+        """CREATE TABLE hook_delivery (
+            receiver    TEXT NOT NULL,
+            seq         BIGINT NOT NULL,
+            room_id     TEXT NOT NULL,
+            attempts    INTEGER NOT NULL DEFAULT 0,
+            next_at     BIGINT NOT NULL DEFAULT 0,
+            last_status TEXT,
+            PRIMARY KEY (receiver, seq)
+        )"""
+    )
+    await conn.execute("CREATE INDEX hook_delivery_room_idx ON hook_delivery (receiver, room_id, seq)")
+    # Messages waiting to be journaled to the archive, and what the archive accepted.
+    await conn.execute(
+        """CREATE TABLE journal_queue (
+            event_id   TEXT PRIMARY KEY,
+            room_id    TEXT NOT NULL,
+            due_at     BIGINT NOT NULL,
+            attempts   INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT
+        )"""
+    )
+    await conn.execute(
+        """CREATE TABLE journal_receipt (
+            event_id    TEXT PRIMARY KEY,
+            room_id     TEXT NOT NULL,
+            message_id  TEXT NOT NULL,
+            accepted_at BIGINT NOT NULL,
+            response    TEXT NOT NULL
+        )"""
+    )
+    # Rooms the bridge keeps for itself ("Houseline status" for capture health).
+    await conn.execute("CREATE TABLE bridge_room (name TEXT PRIMARY KEY, room_id TEXT NOT NULL)")
