@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("houseline.absence")
 
 
+#: The furthest an absence may reach: beyond it the employee has left, which is an offboarding.
+MAX_ABSENCE_S = 366 * 86400
+
+
 class AbsenceError(Exception):
     """The request cannot be carried out; the message says why, for the person who asked."""
 
@@ -59,6 +63,8 @@ def parse_until(text: str, now: float, tz_name: str = "UTC") -> int:
     except ValueError:
         raise AbsenceError(f"“{text}” is not a date; write it as YYYY-MM-DD (e.g. 2026-12-24) or YYYY-MM-DDTHH:MM.") from None
     at = moment.timestamp()
+    if at > now + MAX_ABSENCE_S:
+        raise AbsenceError(f"{text} is more than a year ahead; an absence that long is an offboarding (or give a nearer date).")
     if at <= now:
         shown = datetime.fromtimestamp(now, zone).strftime("%Y-%m-%d %H:%M")
         raise AbsenceError(f"{text} is in the past (it is now {shown} {tz_name}); give the day the absence ends.")
@@ -99,7 +105,9 @@ class Absences:
         rooms, problems = 0, []
         for portal in await self.pb.store.all_portals():
             members = await self.pb.bot.get_room_members(portal.room_id, (Membership.JOIN, Membership.INVITE))
-            if user not in members:
+            # Observers are in every room without looking after any: only assignments count.
+            looks_after = portal.assignee == user or (user in members and user not in self.pb.policy.observers)
+            if not looks_after:
                 continue
             rooms += 1
             invited, trouble = await self.pb.bring_in(portal, covers)
@@ -122,6 +130,9 @@ class Absences:
             return 0
         rooms = await self.pb.store.end_absence(user)
         for room_id, invited in rooms:
+            portal = await self.pb.portals.by_room(room_id)
+            # A cover who has become the conversation's assignee stays: it is theirs now.
+            invited = tuple(u for u in invited if portal is None or u != portal.assignee)
             for cover in invited:
                 try:
                     await self.pb.bot.kick_user(room_id, cover, reason=f"cover for {user} ended")
@@ -147,7 +158,8 @@ class Absences:
         if not absences:
             return []
         members = await self.pb.bot.get_room_members(portal.room_id, (Membership.JOIN, Membership.INVITE))
-        return [a for user, a in absences.items() if user == portal.assignee or user in members]
+        observers = self.pb.policy.observers
+        return [a for user, a in absences.items() if user == portal.assignee or (user in members and user not in observers)]
 
     async def client_wrote(self, portal: PortalRow, event: RemoteEvent) -> None:
         """Once per absence and conversation, the client learns who looks after them."""

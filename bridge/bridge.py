@@ -136,23 +136,25 @@ class Bridge:
         """What follows a client's message once it is recorded, in this order: the disclaimer
         (first contact), the outcome of an invitation link, an absence notice, an out-of-hours
         notice."""
-        await self.policy_bot.ensure_disclaimer(portal, event)
-        await self.outreach.after_message(portal, event)
-        await self.absences.client_wrote(portal, event)
-        await self.reminders.client_wrote(portal, event)
+        for step in (self.policy_bot.ensure_disclaimer, self.outreach.after_message, self.absences.client_wrote, self.reminders.client_wrote):
+            try:
+                await step(portal, event)
+            except MatrixError as e:
+                # The message is recorded; a notice that could not go out must not stop the next.
+                log.warning("event=after_message_failed step=%s room=%s error=%s", step.__name__, portal.room_id, e)
 
     async def _run_timers(self, tick: float = 1.0) -> None:
         """Reminders and absences that are due, once a second (the clock may be moved by the
         tests, so due times are compared, never slept towards). A failing round is logged and
         the next one tries again: the rows stay in the store until their step is counted."""
         while True:
-            try:
-                await self.absences.expire()
-                await self.reminders.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("event=timers_failed")
+            for job in (self.absences.expire, self.reminders.tick):
+                try:
+                    await job()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("event=timers_failed job=%s", job.__name__)
             await asyncio.sleep(tick)
 
     async def _portal_rooms(self) -> list[str]:

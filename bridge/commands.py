@@ -57,6 +57,7 @@ class CommandContext:
     sender: str
     room_id: str
     portal: PortalRow | None
+    event_id: str | None = None
 
 
 class Commands:
@@ -113,7 +114,7 @@ class Commands:
         log.info("event=dm_joined room=%s with=%s", raw.get("room_id"), sender)
 
     async def handle(self, raw: dict[str, Any], portal: PortalRow | None) -> None:
-        ctx = CommandContext(raw["sender"], raw["room_id"], portal)
+        ctx = CommandContext(raw["sender"], raw["room_id"], portal, raw.get("event_id"))
         body = raw["content"]["body"][len(self.prefix):].strip()
         words = mc.split_command(body)
         name = words[0].lower() if words else "help"
@@ -136,6 +137,11 @@ class Commands:
             return
         try:
             text = await handler(ctx, args)
+        except (MatrixRequestError, OperationError) as e:
+            # The homeserver refused a step: say so and carry on; the transaction must not fail
+            # (it would be redelivered, and the command run again, for ever).
+            log.warning("event=command_failed command=%s error=%s", name, type(e).__name__)
+            text = f"Could not complete {self.prefix} {name}: {getattr(e, 'message', None) or e}"
         except UsageError as e:
             text = f"{e}\nUsage: {self.prefix} {USAGE[name]}" if str(e) else f"Usage: {self.prefix} {USAGE[name]}"
         await self.reply(ctx, text)
@@ -289,6 +295,7 @@ class Commands:
         try:
             started = await self.outreach.contact(
                 ctx.sender, network, address, from_account=from_account, template=name, language=language, params=params,
+                source_event_id=ctx.event_id,
             )
         except OutreachError as e:
             return f"Not started: {e.reason}"

@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
-from mautrix.types import EventType
+from mautrix.types import EventType, Membership
 
 from bridge import matrix_content as mc
 from bridge.clock import Clock
 from bridge.events import ChatRef, RemoteEvent
 from bridge.networks.base import InviteLinks, OutreachError, TemplateOutreach
 from bridge.store import PortalRow
-from policies.engine import Decision, Outreach, decide
+from policies.engine import Decision, Outreach, decide, stand_ins
 from puppets.ghosts import Ghosts
 
 if TYPE_CHECKING:
@@ -82,7 +82,10 @@ class OutreachDesk:
 
     async def _check(self, actor: str, network: str, action: str, subject: str, **details: Any) -> Decision:
         """The policy's word on this outreach; a refusal is audited and raised."""
-        decision = decide(Outreach(user_id=actor, network=network, local_domain=self.pb.config.homeserver.domain), self.pb.policy)
+        offboarded = actor in await self.pb.store.offboarded()
+        decision = decide(
+            Outreach(user_id=actor, network=network, local_domain=self.pb.config.homeserver.domain, offboarded=offboarded), self.pb.policy
+        )
         if not decision.allowed:
             await self._audit(actor, action, subject, decision, **details)
             raise OutreachError(f"{decision.reason} (rule {decision.rule})")
@@ -96,12 +99,18 @@ class OutreachDesk:
     # WhatsApp-like: the company writes first with a template
 
     async def contact(
-        self, actor: str, network: str, address: str, *, from_account: str | None, template: str, language: str, params: tuple[str, ...]
+        self, actor: str, network: str, address: str, *, from_account: str | None, template: str, language: str,
+        params: tuple[str, ...], source_event_id: str | None = None,
     ) -> Started:
         connector = self._connector(network, TemplateOutreach)
         decision = await self._check(actor, network, "outreach.contact", f"{network}:{address}", template=template)
-        chat, name = connector.outreach_chat(address, from_account)
-        await connector.check_template(chat, template, language, params)
+        try:
+            chat, name = connector.outreach_chat(address, from_account)
+            await connector.check_template(chat, template, language, params)
+            await self._not_someone_elses(actor, chat)
+        except OutreachError as e:
+            await self.pb.audit.record(actor=actor, action="outreach.contact", subject=f"{network}:{address}", verdict="deny", rule="outreach.input", reason=e.reason)
+            raise
         now = self.clock.now_ms()
         ghost = await self.ghosts.ensure(network, chat.chat_id, f"{name} ({connector.display_name})")
         portal, created = await self.pb.portals.get_or_create(
@@ -117,7 +126,10 @@ class OutreachDesk:
             f"Outreach: {actor} started this conversation on {_when(now)} with the approved template {shown}. "
             f"{connector.display_name} accepts only templates until the client answers."
         )
-        event_id = await self.pb.bot.send_message_event(portal.room_id, EventType.ROOM_MESSAGE, mc.notice(record))
+        # A transaction id from the command's event: the same command handled again (a
+        # redelivered transaction) posts the same notice, whose id the outbox already holds.
+        kwargs = {"txn_id": f"hl.outreach.{source_event_id}"} if source_event_id else {}
+        event_id = await self.pb.bot.send_message_event(portal.room_id, EventType.ROOM_MESSAGE, mc.notice(record), **kwargs)
         # The template leaves as the employee's message through the outbox: one way out.
         await self.enqueue([{
             "type": "m.room.message", "room_id": portal.room_id, "sender": actor, "event_id": str(event_id),
@@ -164,8 +176,12 @@ class OutreachDesk:
         link = code_hash(event.invite_code)[:12]
         if status == "ok" and maker is not None:
             await self.pb.store.set_initiated(portal.room_id, maker, made_at or self.clock.now_ms())
-            await self._bring_in(portal, maker)
-            text = f"Outreach: the client opened the invitation link {maker} made on {_when(made_at or 0)}; {maker} looks after this conversation."
+            unavailable = await self.pb.unavailable()
+            looker = stand_ins(maker, unavailable)[0] if stand_ins(maker, unavailable) else None
+            if looker is not None:
+                await self._bring_in(portal, looker)
+            who = f"{looker} looks after this conversation" + (f" (standing in for {maker})" if looker != maker else "") if looker else "nobody stands in for them"
+            text = f"Outreach: the client opened the invitation link {maker} made on {_when(made_at or 0)}; {who}."
             await self.pb.bot.send_message_event(portal.room_id, EventType.ROOM_MESSAGE, mc.notice(text))
             await self.pb.audit.record(actor=maker, action="outreach.link_used", subject=portal.room_id, verdict="allow", rule="outreach", link=link)
             return
@@ -176,6 +192,18 @@ class OutreachDesk:
         }.get(status, f"This invitation link is not valid. You are welcome to write here all the same: someone from {company} will answer you.")
         await self.pb.tell_client(portal, answer, key=f"invite:{portal.room_id}:{event.message_id}", what="Invitation answer")
         await self.pb.audit.record(actor=self.pb.az.bot_mxid, action="outreach.link_refused", subject=portal.room_id, verdict="deny", rule="outreach", status=status, link=link)
+
+    async def _not_someone_elses(self, actor: str, chat: ChatRef) -> None:
+        """An outreach does not take over a colleague's client: reassigning is an admin's call."""
+        portal = await self.pb.portals.get(chat)
+        if portal is None or portal.assignee in (None, actor) or actor in self.pb.policy.admins:
+            return
+        members = await self.pb.bot.get_room_members(portal.room_id, (Membership.JOIN, Membership.INVITE))
+        if actor not in members:
+            raise OutreachError(
+                f"This client already has a conversation ({portal.name}), looked after by {portal.assignee}; "
+                "ask them, or an admin to assign it to you."
+            )
 
     async def _bring_in(self, portal: PortalRow, user: str) -> None:
         """The employee who reached out looks after an existing conversation too."""

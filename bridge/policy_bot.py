@@ -28,7 +28,7 @@ from bridge.notify import Notifier
 from bridge.portals import Portals
 from bridge.store import MessageLink, PortalRow, Store
 from bridge.portals import Assigned
-from policies.engine import Decision, FileInfo, Join, RoomState, SendOut, Verdict, choose_assignees, decide, disclaimer_for, roles_of
+from policies.engine import Decision, FileInfo, Join, RoomState, SendOut, Verdict, choose_assignees, decide, disclaimer_for, roles_of, stand_ins
 from policies.model import Policy
 from puppets.ghosts import Ghosts
 
@@ -88,6 +88,11 @@ class PolicyBot:
         outreach) if the join rules let them in, else the assignment rule with the offboarded
         and absent skipped; plus the observers."""
         observers = tuple(sorted(self.policy.observers))
+        unavailable = await self.unavailable()
+        if requested is not None and requested in unavailable:
+            # The maker of a link is away (or left): their stand-in takes the client.
+            found = stand_ins(requested, unavailable)
+            requested = found[0] if found else None
         if requested is not None:
             decision = await self.join_decision(requested, None)
             if decision.allowed:
@@ -99,7 +104,7 @@ class PolicyBot:
             account_key=f"{chat.network}:{chat.account}",
             invite_list=self.config.portals.invite,
             counter=counter,
-            unavailable=await self.unavailable(),
+            unavailable=unavailable,
         )
         note = ""
         if chosen.replaced:

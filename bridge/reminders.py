@@ -18,6 +18,7 @@ import logging
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+from mautrix.errors import MatrixRequestError
 from mautrix.types import EventType, Membership
 
 from bridge.clock import Clock
@@ -95,9 +96,15 @@ class Reminders:
             name, seconds = steps[row.steps]
             if now < self.due_at(portal, row.since_ms, seconds):
                 continue
-            await self._fire(portal, row, name, seconds)
+            try:
+                await self._fire(portal, row, name, seconds)
+            except MatrixRequestError as e:
+                # One room the bot cannot post in must not hold up every other conversation.
+                log.warning("event=sla_step_failed room=%s step=%s error=%s", row.room_id, name, e.message)
 
     async def _fire(self, portal: PortalRow, row: WaitingRow, step: str, seconds: int) -> None:
+        if row not in await self.pb.store.waiting():
+            return  # answered (or counted) since the rows were read
         whom = {"remind": self._targets_remind, "escalate": self._targets_escalate, "supervisor": self._targets_supervisor}[step]
         targets, invited = await whom(portal)
         waited = duration_words(seconds)
@@ -133,6 +140,9 @@ class Reminders:
     async def _targets_remind(self, portal: PortalRow) -> tuple[tuple[str, ...], list[str]]:
         named = (portal.assignee,) if portal.assignee else await self._employees_in(portal)
         targets = await self._available(named)
+        if not targets:
+            # The assignee is away with nobody covering: the team hears it at once.
+            return await self._targets_escalate(portal)
         invited = await self._invite(portal, targets)
         return targets, invited
 

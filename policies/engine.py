@@ -145,6 +145,8 @@ class Outreach:
     user_id: str
     network: str
     local_domain: str
+    #: The employee was offboarded: they reach no client any more.
+    offboarded: bool = False
 
 
 Action = Join | SendOut | Command | Outreach
@@ -388,6 +390,8 @@ def _decide_outreach(action: Outreach, policy: Policy) -> Decision:
     user = action.user_id
     if user in policy.observers:
         return Decision(Verdict.DENY, "outreach.allowed_roles", "Compliance observers do not start conversations with clients.")
+    if action.offboarded:
+        return Decision(Verdict.DENY, "offboarding", f"{user} was offboarded and no longer starts conversations with clients.")
     rules = policy.outreach
     if rules.restricted:
         allowed = user in rules.allowed_users or (

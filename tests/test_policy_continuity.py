@@ -68,6 +68,8 @@ def test_outreach_is_for_the_roles_the_policy_names() -> None:
 
     assert verdict(EMPLOYEE) is Verdict.ALLOW and verdict(SENIOR) is Verdict.ALLOW
     assert verdict(OUTSIDER) is Verdict.DENY and verdict(OBSERVER) is Verdict.DENY
+    leaver = decide(Outreach(user_id=EMPLOYEE, network="whatsapp", local_domain=DOMAIN, offboarded=True), POLICY)
+    assert not leaver.allowed and leaver.rule == "offboarding"
     denied = decide(Outreach(user_id=OUTSIDER, network="whatsapp", local_domain=DOMAIN), POLICY)
     assert denied.rule == "outreach.allowed_roles" and "adviser" in denied.reason
     # Without outreach roles, whoever may join portals may reach out.

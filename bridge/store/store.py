@@ -392,11 +392,16 @@ class Store:
         return [(r["room_id"], tuple(u for u in r["invited"].split(",") if u)) for r in rows]
 
     async def add_absence_room(self, user_id: str, room_id: str, invited: tuple[str, ...]) -> None:
-        await self.db.execute(
-            "INSERT INTO absence_room (user_id, room_id, invited) VALUES ($1, $2, $3)"
-            " ON CONFLICT (user_id, room_id) DO UPDATE SET invited=excluded.invited",
-            user_id, room_id, ",".join(invited),
-        )
+        """Adds to whom the absence invited there (an absence set again keeps the earlier ones,
+        so its end still removes them)."""
+        async with self.db.acquire() as conn, conn.transaction():
+            before = await conn.fetchval("SELECT invited FROM absence_room WHERE user_id=$1 AND room_id=$2", user_id, room_id)
+            merged = tuple(dict.fromkeys([*(before or "").split(","), *invited]))
+            await conn.execute(
+                "INSERT INTO absence_room (user_id, room_id, invited) VALUES ($1, $2, $3)"
+                " ON CONFLICT (user_id, room_id) DO UPDATE SET invited=excluded.invited",
+                user_id, room_id, ",".join(u for u in merged if u),
+            )
 
     async def absence_client_told(self, user_id: str, room_id: str) -> bool:
         """Marks the room's client as told of the absence; False if they already were."""
