@@ -63,11 +63,13 @@ class Connector(Protocol):
 
 class OutreachError(Exception):
     """An outreach cannot start as asked (a malformed number, an unknown company account or
-    template); ``reason`` is a sentence for the employee who asked."""
+    template); ``reason`` is a sentence for the employee who asked, ``rule`` the policy rule
+    when the policy refused it."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, rule: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.rule = rule
 
 
 class TemplateOutreach(abc.ABC):
@@ -104,3 +106,39 @@ class InviteLinks(abc.ABC):
     @abc.abstractmethod
     def invite_link(self, code: str) -> str:
         """The link a client opens, e.g. ``https://t.me/<bot username>?start=<code>``."""
+
+
+#: Told by a connector each time it tried to receive for one of its company accounts:
+#: ``(network, account, ok, detail)``; ``ok`` False carries what went wrong. Called often (every
+#: poll round), from the connector's own task: it must be cheap and must not raise.
+CaptureListener = Callable[[str, str, bool, str], None]
+
+
+class ReportsCapture(abc.ABC):
+    """A connector that says whether it is still receiving: a poll round that came back, a
+    webhook that arrived, or a failure. Capture health (bridge.health) turns these into the
+    status room's notices and the ``houseline_capture_up`` metric; a silent gap in the record
+    is the worst failure a recording bridge can have, so it must be noticed from outside."""
+
+    @abc.abstractmethod
+    def set_capture_listener(self, listener: CaptureListener) -> None:
+        """Called once, before ``start``."""
+
+    @abc.abstractmethod
+    def capture_accounts(self) -> tuple[str, ...]:
+        """The company accounts whose receiving this connector reports (valid after ``start``)."""
+
+    def capture_label(self, account: str) -> str:
+        """The account as the status room names it, e.g. "WhatsApp number +1 555 0100 (1001)"
+        ("": the core's generic label)."""
+        return ""
+
+    async def probe_capture(self) -> None:
+        """Asked now and then (every few minutes): a connector whose receiving cannot be seen
+        from its own traffic checks with the network (e.g. Telegram's webhook info) and reports
+        through the listener. Default: nothing to ask."""
+
+    async def account_quality(self) -> dict[str, str]:
+        """The network's quality rating per account where it keeps one (WhatsApp: GREEN,
+        YELLOW, RED), asked with ``probe_capture``; an account it cannot tell is left out."""
+        return {}

@@ -28,6 +28,8 @@ from .webhooks import WebhookDispatcher, WebhookSubscriptionError
 log = logging.getLogger("sandbox.whatsapp.control")
 
 MAX_WAIT = 30.0
+#: The ratings Graph's phone number node reports (UNKNOWN: not rated yet).
+QUALITY_RATINGS = ("GREEN", "YELLOW", "RED", "UNKNOWN")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -75,6 +77,7 @@ class ControlApi:
             ("POST", "/control/webhook", self.subscribe),
             ("POST", "/control/faults", self.set_faults),
             ("POST", "/control/clock", self.set_clock),
+            ("POST", "/control/numbers/{phone_number_id}/quality", self.set_quality),
             ("POST", "/control/redeliver", self.redeliver),
             ("GET", "/control/deliveries", self.deliveries),
             ("GET", "/control/state", self.get_state),
@@ -253,6 +256,17 @@ class ControlApi:
         self.changes.notify()
         log.info("event=clock_advanced seconds=%s now=%d", seconds, now)
         return json_response({"now": now, "offset_seconds": self.state.clock.offset})
+
+    async def set_quality(self, request: web.Request) -> web.Response:
+        """Meta rates each number GREEN, YELLOW or RED from client feedback (blocks, reports);
+        the bridge's capture health reads it from ``GET /{phone_number_id}``."""
+        number = self.state.number_for(request.match_info["phone_number_id"])
+        rating = (await read_json(request)).get("quality_rating")
+        if rating not in QUALITY_RATINGS:
+            raise ClientError(f'"quality_rating" must be one of {", ".join(QUALITY_RATINGS)}')
+        self.state.quality[number.phone_number_id] = rating
+        log.info("event=quality_set phone_number_id=%s rating=%s", number.phone_number_id, rating)
+        return json_response(self.state.describe_number(number))
 
     async def redeliver(self, request: web.Request) -> web.Response:
         body = await read_json(request)

@@ -144,7 +144,7 @@ class GraphApi:
         if request.method == "GET":
             number = self.state.numbers.get(object_id)
             if number is not None:
-                return graph_response(number.describe())
+                return graph_response(self.state.describe_number(number))
             if object_id == self.state.waba_id:
                 return graph_response(
                     {"id": self.state.waba_id, "name": "Sandbox WhatsApp Business Account"}
@@ -179,7 +179,7 @@ class GraphApi:
             return self.templates(request)
         if edge == "phone_numbers" and method == "GET" and object_id == self.state.waba_id:
             return graph_response(
-                {"data": [n.describe() for n in self.state.numbers.values()], "paging": {}}
+                {"data": [self.state.describe_number(n) for n in self.state.numbers.values()], "paging": {}}
             )
         if object_id in self.state.numbers or object_id == self.state.waba_id:
             raise GraphError(

@@ -47,12 +47,12 @@ class SandboxNumber:
         digits only (Meta's examples show ``"15550783881"``)."""
         return re.sub(r"\D", "", self.display_phone_number)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self, quality_rating: str = "GREEN") -> dict[str, Any]:
         return {
             "verified_name": self.verified_name,
             "display_phone_number": self.display_phone_number,
             "id": self.phone_number_id,
-            "quality_rating": "GREEN",
+            "quality_rating": quality_rating,
             "code_verification_status": "VERIFIED",
             "platform_type": "CLOUD_API",
             "throughput": {"level": "STANDARD"},
@@ -150,6 +150,11 @@ class SandboxState:
         self.clients: dict[str, Client] = {}
         self.chats: dict[tuple[str, str], Chat] = {}
         self.changes = Changes()
+        #: phone_number_id -> the quality rating Graph reports (GREEN unless a test lowers it).
+        self.quality: dict[str, str] = {}
+
+    def describe_number(self, number: SandboxNumber) -> dict[str, Any]:
+        return number.describe(self.quality.get(number.phone_number_id, "GREEN"))
 
     def now(self) -> int:
         return self.clock.now()
@@ -206,7 +211,7 @@ class SandboxState:
             "now": self.now(),
             "clock_offset_seconds": self.clock.offset,
             "waba_id": self.waba_id,
-            "numbers": [n.describe() for n in self.numbers.values()],
+            "numbers": [self.describe_number(n) for n in self.numbers.values()],
             "clients": {c.wa_id: c.name for c in self.clients.values()},
             "chats": [
                 {

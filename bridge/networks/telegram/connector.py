@@ -28,7 +28,7 @@ from telegram.request import HTTPXRequest
 
 from bridge.config import TelegramConfig
 from bridge.events import Delivery, DeliveryReceipt, RemoteEvent
-from bridge.networks.base import InboundSink, InviteLinks, OnSent
+from bridge.networks.base import CaptureListener, InboundSink, InviteLinks, OnSent, ReportsCapture
 from bridge.networks.telegram.sender import Sender, seconds
 from bridge.networks.telegram.translate import NETWORK, START_PAYLOAD, Translator
 from bridge.networks.telegram.webhook import WebhookServer, register_webhook
@@ -52,7 +52,7 @@ ALLOWED_UPDATES = [
 ]
 
 
-class TelegramConnector(InviteLinks):
+class TelegramConnector(InviteLinks, ReportsCapture):
     network = NETWORK
     display_name = "Telegram"
     #: Start parameters may be up to 64 characters; 32 of the 64-letter alphabet is plenty.
@@ -90,6 +90,59 @@ class TelegramConnector(InviteLinks):
         self._sender = Sender(self.bot)
         self._sender.limiter.enabled = config.pacing
         self._webhook: WebhookServer | None = None
+        self._capture: CaptureListener | None = None
+        #: getWebhookInfo's last_error_date already accounted for (webhook mode's probe; None
+        #: until the first probe, which takes what happened before this start as history).
+        self._webhook_error_seen: int | None = None
+
+    # capture health: every poll round or webhook says whether receiving works
+
+    def set_capture_listener(self, listener: CaptureListener) -> None:
+        self._capture = listener
+
+    def capture_accounts(self) -> tuple[str, ...]:
+        return (self.account,)
+
+    def capture_label(self, account: str) -> str:
+        try:
+            username = self.bot.username  # getMe's, known once started
+        except RuntimeError:
+            username = None
+        return f"Telegram bot @{username} ({account})" if username else f"Telegram bot {account}"
+
+    def _report(self, ok: bool, detail: str = "") -> None:
+        if self._capture is None:
+            return
+        try:
+            # The token is in the Bot API's URLs: it must never reach a notice through an error text.
+            self._capture(NETWORK, self.account, ok, detail.replace(self.config.bot_token, "<token>")[:200])
+        except Exception:  # reporting must never stop receiving
+            log.exception("event=capture_report_failed")
+
+    async def probe_capture(self) -> None:
+        """In webhook mode nothing arrives while clients are quiet, so ask Telegram: the
+        webhook it delivers to, and whether its last delivery failed since the previous probe.
+        (Polling reports every round itself.)"""
+        if self.config.webhook is None:
+            return
+        try:
+            info = await self.bot.get_webhook_info()
+        except TelegramError as e:
+            self._report(False, f"getWebhookInfo failed ({type(e).__name__}: {e.message})")
+            return
+        error_at = int(info.last_error_date.timestamp()) if info.last_error_date else 0
+        seen, self._webhook_error_seen = self._webhook_error_seen, max(error_at, self._webhook_error_seen or 0)
+        if not info.url:
+            self._report(False, "Telegram has no webhook registered for the bot; updates are not delivered")
+        elif info.url != self.config.webhook.public_url:
+            # Another deployment (or a stale one) registered its own address: Telegram delivers there.
+            self._report(False, "Telegram delivers this bot's updates to another address (someone registered another webhook)")
+        elif seen is None:
+            return  # the first probe: a failed delivery from before this start says nothing about now
+        elif error_at > seen:
+            self._report(False, f"Telegram could not deliver to the webhook ({info.last_error_message or 'no reason given'}; {info.pending_update_count} update(s) waiting)")
+        else:
+            self._report(True)
 
     async def start(self, sink: InboundSink) -> None:
         self._sink = sink
@@ -107,13 +160,27 @@ class TelegramConnector(InviteLinks):
         await self.bot.delete_webhook(drop_pending_updates=False)
         log.info("event=telegram_connected bot=@%s account=%s mode=polling", self.bot.username, self.account)
         self._task = asyncio.create_task(self._poll(), name="telegram-poll")
+        self._task.add_done_callback(self._poll_ended)
+
+    def _poll_ended(self, task: asyncio.Task[None]) -> None:
+        """The polling loop ends only when stopping; anything else is a capture stop."""
+        if task.cancelled() or self._stopping.is_set():
+            return
+        error = task.exception()
+        log.error("event=telegram_poll_stopped error=%s", type(error).__name__ if error else "none", exc_info=error)
+        self._report(False, f"the polling loop stopped ({type(error).__name__ if error else 'ended'}); restart the bridge")
 
     async def _on_webhook_update(self, data: dict) -> None:
         """Answered 200 only after this returns, so Telegram redelivers what was not committed."""
         update = Update.de_json(data, self.bot)
         if update is None:
             raise ValueError("not an update")
-        await self._handle_update(update)
+        try:
+            await self._handle_update(update)
+        except Exception as e:
+            self._report(False, f"a webhook update could not be committed ({type(e).__name__}); Telegram delivers it again")
+            raise
+        self._report(True)
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -157,20 +224,32 @@ class TelegramConnector(InviteLinks):
                     offset=self._confirmable(), timeout=timeout, allowed_updates=ALLOWED_UPDATES
                 )
                 backoff = 1.0
+                self._report(True)
             except RetryAfter as e:
                 await self._pause(seconds(e.retry_after))
                 continue
             except InvalidToken:
                 log.error("event=telegram_token_rejected action=retrying_in=60s fix='check networks.telegram.bot_token'")
+                self._report(False, "Telegram rejected the bot token (check networks.telegram.bot_token)")
                 await self._pause(60)
                 continue
             except Conflict:
                 log.warning("event=telegram_conflict reason='another poller or a webhook uses this bot'")
+                self._report(False, "another poller or a webhook takes this bot's updates (Conflict)")
                 await self._pause(backoff)
                 backoff = min(backoff * 2, 30)
                 continue
             except (TimedOut, NetworkError) as e:
                 log.warning("event=telegram_poll_error error=%s retry_in=%.1fs", type(e).__name__, backoff)
+                self._report(False, f"getUpdates failed ({type(e).__name__}: {e.message})")
+                await self._pause(backoff)
+                backoff = min(backoff * 2, 30)
+                continue
+            except TelegramError as e:
+                # Any other refusal (400, 403...) must not end the loop: that would stop capture
+                # silently. Retried with the same backoff, and reported.
+                log.warning("event=telegram_poll_error error=%s retry_in=%.1fs", type(e).__name__, backoff)
+                self._report(False, f"getUpdates was refused ({type(e).__name__}: {e.message})")
                 await self._pause(backoff)
                 backoff = min(backoff * 2, 30)
                 continue

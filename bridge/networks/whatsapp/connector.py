@@ -29,7 +29,9 @@ from typing import Any, Awaitable, Callable
 import aiohttp
 
 from bridge.events import ChatRef, Delivery, DeliveryKind, DeliveryReceipt, MediaKind, OutboundMedia
-from bridge.networks.base import DeliveryError, InboundSink, MediaUnavailable, OutreachError, TemplateOutreach
+from bridge.networks.base import (
+    CaptureListener, DeliveryError, InboundSink, MediaUnavailable, OutreachError, ReportsCapture, TemplateOutreach,
+)
 from bridge.networks.whatsapp import outreach
 from bridge.networks.whatsapp.config import WhatsAppConfig
 from bridge.networks.whatsapp.formatting import MAX_CAPTION, MAX_TEXT, matrix_to_whatsapp, split_text
@@ -74,7 +76,7 @@ LEARN_PHONES_S = 5.0
 LastInbound = Callable[[ChatRef], Awaitable[int | None]]
 
 
-class WhatsAppConnector(TemplateOutreach):
+class WhatsAppConnector(TemplateOutreach, ReportsCapture):
     network = NETWORK
     display_name = "WhatsApp"
     max_upload_bytes = MAX_UPLOAD_BYTES
@@ -98,6 +100,7 @@ class WhatsAppConnector(TemplateOutreach):
         self._learning: set[asyncio.Future[None]] = set()
         #: waba_id -> (monotonic time fetched, its templates)
         self._templates: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+        self._capture: CaptureListener | None = None
 
     @property
     def webhook_port(self) -> int | None:
@@ -140,10 +143,54 @@ class WhatsAppConnector(TemplateOutreach):
                 raise MediaUnavailable(f"WhatsApp no longer has the file ({e.details or e.message})") from e
             raise
 
+    # capture health: a webhook that arrived (signed, for one of our numbers) proves Meta reaches us
+
+    def set_capture_listener(self, listener: CaptureListener) -> None:
+        self._capture = listener
+
+    def capture_accounts(self) -> tuple[str, ...]:
+        return tuple(n.phone_number_id for n in self.config.numbers)
+
+    def capture_label(self, account: str) -> str:
+        number = self.config.number(account)
+        return f"WhatsApp number {outreach.label(number, self._phones)}" if number is not None else f"WhatsApp number {account}"
+
+    def _report(self, payload: dict[str, Any], ok: bool, detail: str = "") -> None:
+        if self._capture is None:
+            return
+        try:
+            for account in _payload_numbers(payload) & set(self.capture_accounts()):
+                self._capture(NETWORK, account, ok, detail)
+        except Exception:  # reporting must never stop receiving
+            log.exception("event=capture_report_failed")
+
+    async def account_quality(self) -> dict[str, str]:
+        """``GET /{phone_number_id}``'s ``quality_rating`` per number (Meta lowers it when
+        clients block or report the number; at RED its messaging is limited). A number Graph
+        does not answer for is left out: that says nothing about its webhooks."""
+        ratings: dict[str, str] = {}
+        for account, client in self._clients.items():
+            try:
+                facts = await client.phone_number("quality_rating")
+            except GraphError as e:
+                log.warning("event=whatsapp_quality_unknown phone_number_id=%s error=%s", account, e)
+                continue
+            if isinstance(facts.get("quality_rating"), str) and facts["quality_rating"]:
+                ratings[account] = facts["quality_rating"].upper()
+        return ratings
+
     # inbound
 
     async def _on_payload(self, payload: dict[str, Any]) -> None:
         """Answered 200 (by the webhook) only after every event in it is committed."""
+        try:
+            await self._handle_payload(payload)
+        except Exception as e:
+            self._report(payload, False, f"a webhook could not be committed ({type(e).__name__}); Meta delivers it again")
+            raise
+        self._report(payload, True)
+
+    async def _handle_payload(self, payload: dict[str, Any]) -> None:
         assert self._sink is not None
         translated = self._translator.payload(payload)
         for key, latest in translated.inbound.items():
@@ -316,6 +363,18 @@ class WhatsAppConnector(TemplateOutreach):
         digits = re.sub(r"\D", "", str(facts.get("display_phone_number") or ""))
         if digits:
             self._phones[account] = digits
+
+
+def _payload_numbers(payload: dict[str, Any]) -> set[str]:
+    """The business numbers (phone_number_id) a webhook payload is for."""
+    found: set[str] = set()
+    for entry in payload.get("entry") or []:
+        for change in (entry.get("changes") or []) if isinstance(entry, dict) else []:
+            value = change.get("value") if isinstance(change, dict) else None
+            metadata = value.get("metadata") if isinstance(value, dict) else None
+            if isinstance(metadata, dict) and metadata.get("phone_number_id"):
+                found.add(str(metadata["phone_number_id"]))
+    return found
 
 
 def _media_type(media: OutboundMedia) -> tuple[str, str, str]:

@@ -130,8 +130,7 @@ class GraphClient:
             url, params = (following, None) if same_host else (None, None)
         return found
 
-    async def phone_number(self) -> dict[str, Any]:
-        """GET /{phone-number-id}: the number's facts (its ``display_phone_number``)."""
-        return await self._call(
-            "GET", f"{self.base}/{self.phone_number_id}", params={"fields": "display_phone_number,verified_name"}
-        )
+    async def phone_number(self, fields: str = "display_phone_number,verified_name") -> dict[str, Any]:
+        """GET /{phone-number-id}: the number's facts (its ``display_phone_number``, its
+        ``quality_rating`` for capture health)."""
+        return await self._call("GET", f"{self.base}/{self.phone_number_id}", params={"fields": fields})
