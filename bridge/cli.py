@@ -201,6 +201,12 @@ def cmd_record(args: argparse.Namespace) -> int:
     if args.purge and args.record_command != "expired":
         print("record: --purge goes with 'expired'", file=sys.stderr)
         return EXIT_CONFIG
+    if args.record_command == "journal" and not args.check:
+        print("record journal: add --check (reconcile the record against what the archive accepted)", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.record_command == "journal" and config.archive is None:
+        print("record journal: archive.smtp is not configured, nothing is journaled (see config.example.yaml)", file=sys.stderr)
+        return EXIT_CONFIG
     admin_token = None
     if args.purge:
         token_file = args.admin_token_file
@@ -240,6 +246,8 @@ async def _record(config: Config, registration, args: argparse.Namespace, admin_
                     problems += len(result.problems)
                 print(f"record check: {len(portals)} conversation(s), {events} events, {problems} problem(s)")
                 return 1 if problems else 0
+            if args.record_command == "journal":
+                return await _journal_check(reader, store, args)
             now = int(time.time() * 1000)
             if args.as_of:
                 from bridge.record.export import ExportError, parse_time
@@ -272,6 +280,46 @@ async def _record(config: Config, registration, args: argparse.Namespace, admin_
             return 1 if failed else 0
     finally:
         await store.stop()
+
+
+async def _journal_check(reader, store, args: argparse.Namespace) -> int:
+    """Every message event of every portal must have the archive's receipt; the gaps are
+    listed (queued: on its way or being retried; missing: never queued)."""
+    from bridge.journal import reconcile
+    from bridge.record.export import ExportError, parse_time
+
+    try:
+        since = parse_time(args.since, "since")
+    except ExportError as e:
+        print(f"record journal: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    portals = [p for p in await store.all_portals() if not args.room or p.room_id in args.room]
+    if args.room and len(portals) != len(set(args.room)):
+        print("record journal: some --room is not a client conversation", file=sys.stderr)
+        return EXIT_CONFIG
+    result = await reconcile(reader, store.db, portals, since_ms=since)
+    now = int(time.time() * 1000)
+    for gap in result.gaps:
+        detail = ""
+        if gap.row is not None:
+            detail = f" (attempts {gap.row.attempts}" + (f", last error: {gap.row.last_error}" if gap.row.last_error else "") + ")"
+        print(f"{gap.portal.name} ({gap.portal.room_id}): {gap.event_id} {gap.status}{detail}, {_age(now - gap.ts)} old")
+    print(
+        f"record journal: {result.portals} conversation(s), {result.events} message events, {result.journaled} journaled, "
+        f"{result.count('queued')} queued, {result.count('missing')} missing"
+    )
+    return 1 if result.gaps else 0
+
+
+def _age(ms: int) -> str:
+    """'2d3h', '1h5m', '4m10s', '12s'."""
+    s = max(0, ms // 1000)
+    d, h, m = s // 86400, s % 86400 // 3600, s % 3600 // 60
+    if d:
+        return f"{d}d{h}h"
+    if h:
+        return f"{h}h{m}m"
+    return f"{m}m{s % 60}s" if m else f"{s}s"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -315,13 +363,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("words", nargs="*", metavar="verify DIR", help="recompute every hash of an export and name the first difference")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("record", help="check the record against the message map, or list/purge what is past retention")
-    p.add_argument("record_command", choices=["check", "expired"])
+    p = sub.add_parser("record", help="check the record against the message map or the archive journal, or list/purge what is past retention")
+    p.add_argument("record_command", choices=["check", "expired", "journal"])
     p.add_argument("-c", "--config", default="config.yaml")
-    p.add_argument("--room", action="append", help="check: only this portal (repeatable)")
+    p.add_argument("--room", action="append", help="check, journal: only this portal (repeatable)")
     p.add_argument("--purge", action="store_true", help="expired: delete them through the homeserver's admin API")
     p.add_argument("--admin-token-file", help="expired --purge: a file holding a homeserver admin's access token")
     p.add_argument("--as-of", help="expired: judge ages as of this date instead of now (e.g. to plan a purge)")
+    p.add_argument("--check", action="store_true", help="journal: every message event must have the archive's receipt; lists the gaps")
+    p.add_argument("--since", help="journal: only events from this date/time on (when journaling was switched on)")
     p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("demo", help="local homeserver + sandbox Telegram + bridge, ready to try")

@@ -81,6 +81,44 @@ def build_message(room: ExportRoom, reading: Reading, event: ExportEvent, identi
     return msg
 
 
+def render_event(room: ExportRoom, event: ExportEvent, identities: dict[str, str] | None = None) -> EmailMessage:
+    """One event as its own email, for the archive journal: the journal renders each message
+    when it is due, with a window of the room around it in ``room.events`` rather than the
+    whole history, through the same ``build_message`` as the export (same headers, bodies,
+    Message-ID and MIME boundaries). ``identities`` adds client addresses the window may not
+    show (the export finds them anywhere in the room); a redaction, which the export shows as a
+    note on the redacted message, becomes a message of its own."""
+    found = {**(identities or {}), **client_identities(room)}
+    if event.type == "m.room.redaction":
+        return build_redaction(room, event, found)
+    return build_message(room, read_room(room), event, found)
+
+
+def build_redaction(room: ExportRoom, event: ExportEvent, identities: dict[str, str]) -> EmailMessage:
+    """'Alice redacted $x': its own Message-ID and In-Reply-To the redacted event's, so an
+    archive threads it under the message and never takes it for a new version of it."""
+    target = event.event.get("redacts") or event.content.get("redacts")
+    target = target if isinstance(target, str) else ""
+    msg = EmailMessage(policy=policy.SMTP)
+    _addressing(msg, room, event, identities)
+    if target:
+        msg["In-Reply-To"] = message_id(target, room)
+        msg["References"] = message_id(target, room)
+    for name, value in (
+        ("X-Houseline-Room", room.room_id), ("X-Houseline-Portal", room.name), ("X-Houseline-Event-Id", event.event_id),
+        ("X-Houseline-Sender", event.sender), ("X-Houseline-Timestamp", str(event.ts)), ("X-Houseline-Network", room.network),
+        ("X-Houseline-Kind", "redaction"), ("X-Houseline-Redacts", target),
+    ):
+        msg[name] = _one_line(value)
+    reason = str(event.content.get("reason") or "")
+    original = next((e for e in room.events if e.event_id == target), None)
+    what = f" ({original.type or 'an event'} by {room.name_of(original.sender)}, {utc_text(original.ts)})" if original is not None else ""
+    text = f"[{room.name_of(event.sender)} ({event.sender}) redacted {target or 'an event'}{what} at {utc_text(event.ts)}{': ' + reason if reason else ''}.]"
+    msg["Subject"] = _one_line(f"{room.name}: [redaction]")
+    msg.set_content(text + "\n", charset="utf-8")
+    return msg
+
+
 # --------------------------------------------------------------------------------------------
 # Headers
 
