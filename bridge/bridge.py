@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 from mautrix.errors import MatrixError
@@ -18,7 +19,9 @@ from bridge.catchup import Catchup, HomeserverWatch
 from bridge.clock import Clock
 from bridge.commands import Commands
 from bridge.config import Config, ConfigError, load_config
+from bridge.health import CaptureHealth, CaptureMonitor, stored_status_room
 from bridge.inbound import Inbound
+from bridge.journal import Journal
 from bridge.networks.base import Connector
 from bridge.outbound import Outbound
 from bridge.outbox import Outbox
@@ -26,8 +29,13 @@ from bridge.outreach import OutreachDesk
 from bridge.policy_bot import PolicyBot
 from bridge.portals import Portals
 from bridge.reminders import Reminders
+from bridge.status_room import StatusRoom
 from bridge.store import Store
+from bridge.webhooks import WebhookDispatcher
 from puppets.ghosts import Ghosts
+
+if TYPE_CHECKING:
+    from bridge.metrics import Metrics, MetricsServer
 
 log = logging.getLogger("houseline.bridge")
 
@@ -60,9 +68,20 @@ class Bridge:
             # The record knows when each client last wrote: the 24-hour window survives restarts.
             self.connectors["whatsapp"] = WhatsAppConnector(config.whatsapp, last_inbound=self.store.last_inbound_at)
         self.inbound: Inbound | None = None
+        #: The archive journal (archive.smtp in the config), None when not configured.
+        self.journal: Journal | None = None
         self.outbound: Outbound | None = None
         self.clock = Clock.from_env()
+        # Capture health is always on (the status room's notices); metrics only when configured.
+        stale_minutes = config.metrics.capture_stale_minutes if config.metrics is not None else 10
+        self.health = CaptureHealth(stale_minutes * 60, clock=self.clock.now)
+        #: GET /metrics (bridge.metrics.Metrics), None unless ``metrics:`` is configured; served on
+        #: its own listener (metrics.listen_port) or else by the HTTP API.
+        self.metrics: Metrics | None = None
+        self._metrics_server: MetricsServer | None = None
         self._timers: asyncio.Task[None] | None = None
+        #: None unless the config names webhook receivers.
+        self.webhooks: WebhookDispatcher | None = None
         self._started: list[str] = []
 
     async def start(self, *, homeserver_timeout: float = 120.0) -> None:
@@ -86,6 +105,15 @@ class Bridge:
             config=self.config, az=self.az, store=self.store, portals=portals, ghosts=ghosts,
             audit=self.audit, connectors=self.connectors, policy=self.config.policy,
         )
+        # Where the bridge tells the observers about its own health (webhooks, capture).
+        self.status_room = StatusRoom(self.store, bot, lambda: tuple(sorted(self.policy_bot.policy.observers)))
+        if self.config.webhooks:
+            self.webhooks = WebhookDispatcher(self.store, self.config.webhooks, self.clock, report=self.status_room.post)
+            self.policy_bot.notify.sinks.append(self.webhooks.sink())
+        self.capture = CaptureMonitor(
+            self.health, self.connectors, self.clock, self.status_room.post, bot=bot, existing_room=lambda: stored_status_room(self.store),
+        )
+        self.capture.attach()  # before the connectors start: their first reports count
         portals.initial_state = self.policy_bot.initial_state
         portals.on_created = self.policy_bot.portal_created
         self.portals = portals
@@ -99,22 +127,35 @@ class Bridge:
         self.reminders = Reminders(self.policy_bot, self.clock)
         self.outreach = OutreachDesk(self.policy_bot, ghosts, self.outbox.enqueue, self.clock)
         self.commands = Commands(
-            self.policy_bot, self._reload_policy, self._export,
+            self.policy_bot, self._reload_policy, self.export_portal,
             absences=self.absences, outreach=self.outreach, reminders=self.reminders,
         )
         self.inbound = Inbound(
             self.store, portals, ghosts, {n: c.display_name for n, c in self.connectors.items()},
             after_message=self._after_client_message, claim_invite=self.outreach.claim, notifier=self.policy_bot.notify,
+            on_account=self.capture.account_changed,
         )
+        if self.config.metrics is not None:
+            self._setup_metrics()
         await self.outbox.start()
         self._started.append("outbox")
+        if self.config.archive is not None:
+            self.journal = Journal(
+                self.config.archive, db=self.store.db, intent=bot, bot=self.az.bot_mxid, is_ghost=ghosts.is_ghost,
+                portal_of=portals.by_room, clock=self.clock,
+            )
+            await self.journal.start()
+            self._started.append("journal")
+        if self.webhooks is not None:
+            await self.webhooks.start()
+            self._started.append("webhooks")
         self.az.events_handler = self._on_events
         self.az.ephemeral_handler = self.outbound.handle_ephemeral
         self.watch = HomeserverWatch(
             intent=bot,
             catchup=Catchup(
                 intent=bot, store=self.store, handle=self._on_events, is_ours=self.policy_bot.is_ours,
-                rooms=self._portal_rooms, remember=self.az.remember_state,
+                rooms=self._portal_rooms, remember=self._read_back,
             ),
             pause=self.outbox.pause, resume=self.outbox.resume, requeue=self.outbox.requeue,
         )
@@ -123,14 +164,43 @@ class Bridge:
         for name, connector in self.connectors.items():
             await connector.start(self.inbound.handle)
             self._started.append(f"connector:{name}")
+        await self.capture.start([(a.network, a.account_id, a.owner_name) for a in await self.store.disabled_accounts()])
+        self._started.append("capture")
+        if self.config.metrics is not None and self.config.metrics.listen_port is not None:
+            from bridge.metrics import MetricsServer
+
+            self._metrics_server = MetricsServer(self.config.metrics, self.metrics)
+            await self._metrics_server.start()
+            self._started.append("metrics")
+        elif self.config.metrics is not None and self.config.api is None:
+            log.warning("event=metrics_not_served reason='metrics.listen_port is not set and the api is off' fix='set metrics.listen_port or enable api'")
         self._timers = asyncio.create_task(self._run_timers(), name="timers")
         self._started.append("timers")
+        if self.config.api is not None:
+            from bridge.api.server import ApiServer
+
+            on_api = self.config.metrics is not None and self.config.metrics.listen_port is None
+            self.api = ApiServer(self.config.api, self, metrics=self.metrics if on_api else None)
+            await self.api.start()
+            self._started.append("api")
         self.az.ready = True
         log.info(
             "event=ready homeserver=%s listen=%s:%d networks=%s portals=%d startup_ms=%d",
             self.config.homeserver.url, self.config.appservice.host, self.config.appservice.port,
             ",".join(self.connectors) or "none", await self.store.count_portals(), (time.monotonic() - t0) * 1000,
         )
+
+    def _setup_metrics(self) -> None:
+        from bridge.metrics import Metrics
+
+        webhooks = self.webhooks
+        self.metrics = Metrics(
+            self.store, self.clock, token=self.config.metrics.token, networks=self.connectors, health=self.health,
+            reminders=self.reminders, webhook_queue_depth=webhooks.queue_depth if webhooks is not None else None,
+            webhook_receivers=(lambda: webhooks.health) if webhooks is not None else None,
+        )
+        self.policy_bot.notify.sinks.append(self.metrics.sink)
+        self.outbound.on_retry = self.metrics.retried
 
     async def _after_client_message(self, portal, event) -> None:
         """What follows a client's message once it is recorded, in this order: the disclaimer
@@ -157,6 +227,14 @@ class Bridge:
                     log.exception("event=timers_failed job=%s", job.__name__)
             await asyncio.sleep(tick)
 
+    async def _read_back(self, raw: dict) -> None:
+        """Every event the catch-up reads back. It hands on only others' events; the bridge's
+        own messages (ghosts', the bot's) that a homeserver outage kept from it are queued for
+        the journal here, so the archive misses none of them either."""
+        await self.az.remember_state(raw)
+        if self.journal is not None and self.policy_bot.is_ours(str(raw.get("sender"))) and await self.portals.by_room(str(raw.get("room_id"))):
+            await self.journal.capture([raw])
+
     async def _portal_rooms(self) -> list[str]:
         return [p.room_id for p in await self.store.all_portals()]
 
@@ -174,8 +252,9 @@ class Bridge:
         log.info("event=policy_reloaded")
         return fresh.policy, []
 
-    async def _export(self, portal, fmt: str) -> str:
-        """An admin's ``!hl export``: written under exports/ next to the config."""
+    async def export_portal(self, portal, fmt: str, *, actor: str) -> str:
+        """An admin's ``!hl export`` or the API's: written under exports/ next to the config,
+        audited with who asked."""
         from bridge.record.export import ExportScope, run_export
 
         base = self.config.path.parent if self.config.path else Path.cwd()
@@ -186,6 +265,7 @@ class Bridge:
             scope=ExportScope(rooms=(portal.room_id,)), fmt=fmt, out_dir=out, audit=self.audit,
         )
         log.info("event=export_written room=%s events=%d path=%s", portal.room_id, result.events, out)
+        await self.audit.record(actor=actor, action="export", subject=portal.room_id, verdict="allow", rule="commands.admin", format=fmt, path=str(out))
         return str(out)
 
     async def _on_events(self, events: list[dict]) -> None:
@@ -196,11 +276,14 @@ class Bridge:
             seen = await self.store.seen_events(ids)
             events = [e for e in events if e.get("event_id") not in seen]
         outgoing: list[dict] = []
+        journaled: list[dict] = []
         for raw in events:
             room_id = raw.get("room_id")
             if not isinstance(room_id, str) or not isinstance(raw.get("sender"), str):
                 continue
             portal = await self.portals.by_room(room_id)
+            if portal is not None:
+                journaled.append(raw)
             if raw.get("type") == "m.room.member":
                 if raw.get("state_key") == self.az.bot_mxid and (raw.get("content") or {}).get("membership") == "invite" and portal is None:
                     await self.commands.on_invite(raw)
@@ -215,6 +298,10 @@ class Bridge:
                 continue
             if portal is not None and not self.policy_bot.is_ours(raw["sender"]) and "state_key" not in raw:
                 outgoing.append(raw)  # the bridge's own events never go back out
+        # For the archive journal: every portal message, in one commit, before anything is
+        # marked seen (a seen event always has its journal row or its receipt).
+        if self.journal is not None:
+            await self.journal.capture(journaled)
         # Durably queued before the homeserver is answered; delivered by the outbox's workers.
         await self.outbox.enqueue(outgoing)  # marks the queued events seen in the same commit
         queued = {e.get("event_id") for e in outgoing}
@@ -250,8 +337,18 @@ class Bridge:
                     await self.az.stop()
                 elif name == "outbox":
                     await self.outbox.stop()
+                elif name == "journal" and self.journal is not None:
+                    await self.journal.stop()
+                elif name == "webhooks" and self.webhooks is not None:
+                    await self.webhooks.stop()
                 elif name == "watch":
                     await self.watch.stop()
+                elif name == "api":
+                    await self.api.stop()
+                elif name == "capture":
+                    await self.capture.stop()
+                elif name == "metrics" and self._metrics_server is not None:
+                    await self._metrics_server.stop()
                 elif name == "timers" and self._timers is not None:
                     self._timers.cancel()
                     await asyncio.gather(self._timers, return_exceptions=True)

@@ -65,7 +65,7 @@ class Commands:
         self,
         policy_bot: PolicyBot,
         reload_policy: Callable[[], Awaitable[tuple[Policy | None, list[str]]]],
-        export: Callable[[PortalRow, str], Awaitable[str]] | None = None,
+        export: Callable[..., Awaitable[str]] | None = None,
         *,
         absences: Absences | None = None,
         outreach: OutreachDesk | None = None,
@@ -201,7 +201,26 @@ class Commands:
             f"assignee: {portal.assignee or 'none'}"
             + (f"; started by {portal.initiated_by} on {when(portal.initiated_at or 0)} (outreach)" if portal.initiated_by else "") + "\n"
             f"employees present: {', '.join(people) or 'none'}"
+            + await self._profile_lines(portal)
         )
+
+    async def _profile_lines(self, portal: PortalRow) -> str:
+        """What the company records about the client (edited through the API)."""
+        from bridge.store.profiles import get_profile
+
+        profile = await get_profile(self.pb.store.db, portal.network, portal.chat_id)
+        if profile is None:
+            return ""
+        facts = [
+            f"{label} {value}" for label, value in (
+                ("CRM id", profile.crm_id), ("KYC", profile.kyc_status), ("language", profile.language), ("region", profile.region),
+            ) if value
+        ]
+        if profile.tags:
+            facts.append("tags " + ", ".join(profile.tags))
+        if profile.consent:
+            facts.append("consent " + ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in sorted(profile.consent.items())))
+        return "\nclient profile: " + ("; ".join(facts) or "no details") + f" (updated by {profile.updated_by})"
 
     async def cmd_assign(self, ctx: CommandContext, args: list[str]) -> str:
         if len(args) != 2:
@@ -268,10 +287,8 @@ class Commands:
         if self.export is None:
             return "Exports are not available in this bridge."
         await self.reply(ctx, f"Exporting {portal.name} as {fmt}…")
-        where = await self.export(portal, fmt)
-        await self.pb.audit.record(actor=ctx.sender, action="export", subject=portal.room_id, verdict="allow", rule="commands.admin", format=fmt, path=where)
+        where = await self.export(portal, fmt, actor=ctx.sender)
         return f"Exported {portal.name} ({fmt}) to {where} on the bridge's machine. Check it with: houseline export verify {where}"
-
 
     # outreach, absences, the waiting list
 

@@ -11,11 +11,14 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import yaml
 
 import policies
 from bridge.bridge import Bridge
@@ -23,7 +26,8 @@ from bridge.clock import CLOCK_FILE_ENV
 from bridge.devstack import WHATSAPP_NUMBER, DevStack, start_dev_stack
 from bridge.logs import setup_logging
 from sandbox.client import SandboxClient
-from sandbox.homeserver import RegisteredUser
+from sandbox.homeserver import RegisteredUser, free_port
+from sandbox.receivers import SmtpArchive, WebhookReceiver
 from sandbox.whatsapp.client import WhatsAppClient, text_of
 
 CLIENT_ID = 4242001
@@ -59,6 +63,7 @@ async def run_demo(*, once: bool, workdir: Path | None) -> int:
     clock = stack.workdir / "clock"
     clock.write_text("0")
     os.environ[CLOCK_FILE_ENV] = str(clock)
+    systems = await _company_systems(stack)
     bridge = Bridge(stack.config, stack.registration)
     try:
         setup_logging(
@@ -68,7 +73,7 @@ async def run_demo(*, once: bool, workdir: Path | None) -> int:
         await bridge.start()
         await stack.connect_whatsapp()
         await demo_client(stack).say(HELLO)
-        ready = ready_line(stack)
+        ready = {**ready_line(stack), **systems.ready()}
         print(json.dumps(ready), flush=True)
         if once:
             return await _round_trip(stack, t0)
@@ -77,6 +82,7 @@ async def run_demo(*, once: bool, workdir: Path | None) -> int:
         return 0
     finally:
         await bridge.stop()
+        await systems.stop()
         await stack.stop()
         if tmp is not None:
             tmp.cleanup()
@@ -139,6 +145,52 @@ def demo_accounts(stack: DevStack) -> dict[str, RegisteredUser]:
     users = {"employee": stack.employee, **stack.extra_employees}
     order = [name for name in ACCOUNTS if name in users] + [name for name in users if name not in ACCOUNTS]
     return {name: users[name] for name in order}
+
+
+class CompanySystems:
+    """The demo's stand-ins for a company's CRM and archive, and the API they are reached by."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.token = secrets.token_urlsafe(32)
+        self.api_port = free_port()
+        self.receiver = WebhookReceiver(workdir / "webhooks", secrets.token_urlsafe(32))
+        self.archive = SmtpArchive(workdir / "archive")
+
+    async def start(self) -> None:
+        await self.receiver.start()
+        await self.archive.start()
+
+    async def stop(self) -> None:
+        await self.receiver.stop()
+        await self.archive.stop()
+
+    def sections(self) -> dict:
+        return {
+            "api": {"enabled": True, "listen_port": self.api_port, "tokens": [{"name": "demo", "token": self.token, "scopes": ["admin"]}]},
+            "metrics": {"enabled": True},
+            "webhooks": [{"name": "demo-crm", "url": self.receiver.url, "secret": self.receiver.secret, "events": ["*"]}],
+            "archive": {"smtp": {"host": "127.0.0.1", "port": self.archive.port, "security": "none",
+                                 "journal_address": "journal@archive.localhost", "sender": "houseline@localhost"}},
+        }  # fmt: skip
+
+    def ready(self) -> dict:
+        base = f"http://127.0.0.1:{self.api_port}"
+        return {
+            "api": {"url": f"{base}/api/v1", "token": self.token},
+            "metrics": f"{base}/metrics",
+            "webhooks": str(self.receiver.folder),
+            "archive": str(self.archive.folder),
+        }
+
+
+async def _company_systems(stack: DevStack) -> CompanySystems:
+    """Starts the receivers and turns the bridge's integrations on in the demo's config."""
+    systems = CompanySystems(stack.workdir)
+    await systems.start()
+    data = yaml.safe_load(stack.config_path.read_text())
+    data.update(systems.sections())
+    stack.config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return systems
 
 
 def ready_line(stack: DevStack) -> dict:
@@ -217,12 +269,27 @@ Start a conversation (as an adviser, in a direct chat with @houseline:localhost)
 An absence: "!hl away --until <YYYY-MM-DD> --cover {adviser2}" as {employee}: new clients
 skip them, {adviser2} covers their conversations and gets their reminders; "!hl back" reverts.
 
+The company's other systems:{_systems(ready)}
+
 Be the admin: log in as {admin}, start a direct chat with @houseline:localhost and send
 "!hl help". The example policy ({EXAMPLE_POLICY}) is active: try sending the client a card
 number as the employee, or "!hl offboard {employee} --to {adviser2}" as the admin.
 The audit trail:
   houseline audit show -c {ready["config"]}
 """
+
+
+def _systems(ready: dict) -> str:
+    """The API, metrics, webhook receiver and archive lines of the instructions."""
+    if "api" not in ready:
+        return " (not started)"
+    api = ready["api"]
+    return f"""
+  the HTTP API ({api["url"]}, token {api["token"]}; document: docs/openapi.yaml):
+    curl -s -H 'Authorization: Bearer {api["token"]}' {api["url"]}/conversations
+  Prometheus metrics: curl -s -H 'Authorization: Bearer {api["token"]}' {ready["metrics"]}
+  a CRM receiving signed webhooks, one file per event:  ls {ready["webhooks"]}
+  an SMTP archive receiving every message as EML:       ls {ready["archive"]}"""
 
 
 async def _wait_for_signal() -> None:

@@ -60,6 +60,10 @@ AfterMessage = Callable[[PortalRow, RemoteEvent], Awaitable[None]]
 #: Claims the invitation code a client's first message carries: the employee it names, or None.
 ClaimInvite = Callable[[RemoteEvent], Awaitable[str | None]]
 
+#: Told when a company account is switched on or off on the network's side: (network, account,
+#: enabled, owner's name). Capture health announces a disconnected Telegram Business account.
+OnAccount = Callable[[str, str, bool, str], None]
+
 #: Kinds of client event that leave the client waiting for an answer (the reminder clock).
 _WAITS = (RemoteEventKind.MESSAGE, RemoteEventKind.UNSUPPORTED)
 
@@ -68,7 +72,7 @@ class Inbound:
     def __init__(
         self, store: Store, portals: Portals, ghosts: Ghosts, network_names: dict[str, str], *,
         after_message: AfterMessage | None = None, claim_invite: ClaimInvite | None = None,
-        notifier: Notifier | None = None,
+        notifier: Notifier | None = None, on_account: OnAccount | None = None,
     ) -> None:
         self.store = store
         self.portals = portals
@@ -77,6 +81,7 @@ class Inbound:
         self.after_message = after_message
         self.claim_invite = claim_invite
         self.notifier = notifier
+        self.on_account = on_account
         #: Per chat, the bookkeeping still being committed for a message already in its room.
         #: The chat's next message may be sent meanwhile (see ``on_sent``); whatever looks up an
         #: earlier message of the chat (replies, edits, deletions, reactions) waits for it.
@@ -370,6 +375,8 @@ class Inbound:
             AccountRow(info.network, info.id, info.owner.id, info.owner.display_name, info.enabled, info.can_reply)
         )
         log.info("event=account_updated network=%s account=%s enabled=%s can_reply=%s", info.network, info.id, info.enabled, info.can_reply)
+        if self.on_account is not None:
+            self.on_account(info.network, info.id, info.enabled, info.owner.display_name)
         if previous is None or previous.enabled == info.enabled:
             return
         network_name = self.network_names.get(info.network, info.network)

@@ -13,7 +13,7 @@ import random
 import time
 from collections import defaultdict
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import aiohttp
 from mautrix.appservice import AppService
@@ -89,6 +89,8 @@ class Outbound:
         self._room_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._typing_sent: dict[str, float] = {}
         self._background: set[asyncio.Task[None]] = set()
+        #: Told the network of each temporary failure that is retried (the metrics count them).
+        self.on_retry: Callable[[str], None] | None = None
 
     async def handle_ephemeral(self, edus: list[dict[str, Any]]) -> None:
         """An employee typing in a portal shows as "typing..." to the client (best effort)."""
@@ -178,7 +180,7 @@ class Outbound:
                 if decision.verdict is not Verdict.ALLOW:
                     await self.policy.refuse(portal, raw, decision)
                     return
-            await self._deliver(portal, delivery, fresh)
+            await self._deliver(portal, delivery, fresh, origin_ts=raw.get("origin_server_ts"))
         except Refused as e:
             await self._notice(portal, raw["event_id"], str(e))
         except (MatrixError, aiohttp.ClientError, asyncio.TimeoutError):
@@ -335,7 +337,9 @@ class Outbound:
 
     # sending
 
-    async def _deliver(self, portal: PortalRow, delivery: Delivery, fresh: bool = False) -> None:
+    async def _deliver(self, portal: PortalRow, delivery: Delivery, fresh: bool = False, origin_ts: int | None = None) -> None:
+        """``origin_ts``: the employee's event's origin_server_ts, passed on with message.outbound
+        (the delivery latency metric measures from it)."""
         connector = self.connectors.get(portal.network)
         if connector is None:
             await self._notice(portal, delivery.event_id, f"Not delivered: the {portal.network} connection is not enabled in this bridge.")
@@ -365,6 +369,8 @@ class Outbound:
                     await self._notice(portal, delivery.event_id, f"Delivery delayed: {e.reason}. Houseline keeps trying; later messages in this conversation wait their turn.")
                 wait = e.retry_after if e.retry_after is not None else backoff + random.random() * 0.2
                 log.info("event=outbound_retry room=%s event_id=%s attempt=%d wait=%.1fs", delivery.room_id, delivery.event_id, attempt, wait)
+                if self.on_retry is not None:
+                    self.on_retry(portal.network)
                 await asyncio.sleep(wait)
                 backoff = min(backoff * 2, self.retry.max_backoff)
         has_media = delivery.media is not None
@@ -382,7 +388,7 @@ class Outbound:
                 "message.outbound", delivery.room_id, event_id=delivery.event_id, kind=delivery.kind.value,
                 network=portal.network, account=portal.account, chat_id=portal.chat_id, remote_ids=list(receipt.message_ids),
                 text=delivery.text.body if delivery.text else None, template=delivery.template or None,
-                media=delivery.media.kind.value if delivery.media else None,
+                media=delivery.media.kind.value if delivery.media else None, origin_server_ts=origin_ts,
             )
         log.info(
             "event=outbound_delivered room=%s event_id=%s network=%s chat=%s kind=%s remote_ids=%s",

@@ -88,7 +88,7 @@ class OutreachDesk:
         )
         if not decision.allowed:
             await self._audit(actor, action, subject, decision, **details)
-            raise OutreachError(f"{decision.reason} (rule {decision.rule})")
+            raise OutreachError(f"{decision.reason} (rule {decision.rule})", rule=decision.rule)
         return decision
 
     async def _audit(self, actor: str, action: str, subject: str, decision: Decision, **details: Any) -> None:

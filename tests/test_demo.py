@@ -74,6 +74,18 @@ async def test_demo_once_round_trips_on_both_networks() -> None:
             assert ready["employee"] == {k: accounts["employee"][k] for k in ("user_id", "password")}
             assert len({a["password"] for a in accounts.values()}) == len(accounts)
 
+            # The company's systems are on: the API answers its printed token, metrics too.
+            api = ready["api"]
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+                auth = {"Authorization": f"Bearer {api['token']}"}
+                async with http.get(f"{api['url']}/conversations", headers=auth) as resp:
+                    assert resp.status == 200 and "conversations" in await resp.json()
+                async with http.get(ready["metrics"], headers=auth) as resp:
+                    assert resp.status == 200 and "houseline_messages_bridged_total" in await resp.text()
+                async with http.get(ready["metrics"]) as resp:
+                    assert resp.status == 401
+            assert Path(ready["webhooks"]).is_dir() and Path(ready["archive"]).is_dir()
+
             # Hold the demo (not its Synapse, which runs in its own process group) while we log
             # in, so the round trip cannot finish and stop the homeserver under us.
             proc.send_signal(signal.SIGSTOP)

@@ -210,6 +210,13 @@ class Store:
         )
         self._accounts[(account.network, account.account_id)] = account
 
+    async def disabled_accounts(self) -> list[AccountRow]:
+        """Company accounts switched off on the network's side (capture health at start-up)."""
+        rows = await self.db.fetch(
+            "SELECT network, account_id, owner_id, owner_name, enabled, can_reply FROM account WHERE enabled=false ORDER BY network, account_id"
+        )
+        return [AccountRow(r["network"], r["account_id"], r["owner_id"], r["owner_name"], False, bool(r["can_reply"])) for r in rows]
+
     # audit trail (hash-chained; see policies.audit)
 
     async def last_audit(self) -> tuple[int, str] | None:
@@ -246,6 +253,10 @@ class Store:
             "INSERT INTO held (room_id, event_id, event, held_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
             room_id, event_id, json.dumps(event), _now_ms(),
         )
+
+    async def held_count(self) -> int:
+        """Messages held back by policy in all rooms (the metrics)."""
+        return int(await self.db.fetchval("SELECT COUNT(*) FROM held"))
 
     async def held_events(self, room_id: str) -> list[dict]:
         rows = await self.db.fetch("SELECT event FROM held WHERE room_id=$1 ORDER BY held_at, event_id", room_id)
