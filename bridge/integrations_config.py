@@ -253,6 +253,8 @@ def _archive(r: _Reader) -> SmtpArchiveConfig | None:
         r.problems.append(f"archive.smtp.security: none would send the record unencrypted to {host}; use starttls or tls (none only for loopback)")
     username = r.string("archive.smtp.username", None) if smtp.get("username") is not None else None
     password = r.string("archive.smtp.password", None) if smtp.get("password") is not None else None
+    if password is not None and "REPLACE" in password:
+        r.problems.append("archive.smtp.password: still the placeholder from config.example.yaml; set the archive account's password")
     if (username is None) != (password is None):
         r.problems.append("archive.smtp.password: username and password go together; set both or neither")
     journal = r.string("archive.smtp.journal_address")
