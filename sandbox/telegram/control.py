@@ -1,6 +1,6 @@
 """The client side of the sandbox: what a person's phone would do in a private chat with the bot
 (write, attach files, edit, react, delete, read, block) plus a few knobs for tests (redelivery,
-injected faults, the clock, a state dump). See the README's "Sandbox Telegram reference" for every endpoint.
+injected faults, the clock, a state dump). See sandbox/telegram/README.md for every endpoint.
 """
 
 from __future__ import annotations

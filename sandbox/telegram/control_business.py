@@ -1,7 +1,7 @@
 """Control endpoints for Telegram Business: a person connects the bot to their business account,
 their clients write to them, and they answer, edit and delete from the Telegram app.
 
-Routes live under ``/business``; see the README's "Sandbox Telegram reference".
+Routes live under ``/business``; see sandbox/telegram/README.md.
 """
 
 from __future__ import annotations

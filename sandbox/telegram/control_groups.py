@@ -1,7 +1,7 @@
 """Control endpoints for groups: create one with the bot in it, let members write, join, leave,
 edit and react, promote the bot, and upgrade the group to a supergroup.
 
-Routes live under ``/groups``; see the README's "Sandbox Telegram reference".
+Routes live under ``/groups``; see sandbox/telegram/README.md.
 """
 
 from __future__ import annotations

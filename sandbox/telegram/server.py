@@ -1,6 +1,6 @@
 """The sandbox HTTP server: the Bot API at ``/bot<token>/<method>``, file downloads at
 ``/file/bot<token>/<path>``, and the control API (``/client/...``, ``/business/...``,
-``/groups/...``, ``/sandbox/...``; see the README's "Sandbox Telegram reference").
+``/groups/...``, ``/sandbox/...``; see sandbox/telegram/README.md).
 
 The bridge talks to it through python-telegram-bot's real HTTP stack
 (``telegram.Bot(token, base_url=f"{url}/bot", base_file_url=f"{url}/file/bot")``), so what is

@@ -1,6 +1,6 @@
 """The control API: plays the client's phone (``/client/{wa_id}/...``) and offers test knobs
 (``/control/...``): webhook subscription, injected faults, the clock, redelivery and the
-delivery log. See the README's "Sandbox WhatsApp reference" for every endpoint.
+delivery log. See sandbox/whatsapp/README.md for every endpoint.
 
 It has no authentication because it stands for people's own devices and the test harness; it
 answers loopback callers only, whatever address the server is bound to.

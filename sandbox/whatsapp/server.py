@@ -1,6 +1,6 @@
 """The sandbox server: Meta's Graph API for the WhatsApp Cloud API at ``/{version}/...``, media
 downloads at ``/media-download/...``, and the control API at ``/client/...`` and
-``/control/...`` (see the README's "Sandbox WhatsApp reference").
+``/control/...`` (see sandbox/whatsapp/README.md).
 
 The bridge talks to it with the same HTTP calls it makes to ``graph.facebook.com`` — only the
 base URL differs — and receives webhooks signed with the app secret, so what is tested is the
