@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-once test faults bench install clean
+.PHONY: demo demo-once test lint format faults bench install clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Houseline needs Python 3.11 or newer: set PYTHON=python3.11")'
@@ -32,6 +32,14 @@ demo-once: $(VENV)/.installed
 
 test: $(VENV)/.installed-postgres
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# ruff, configured in pyproject.toml: lint, and the formatting the tree keeps.
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff format .
 
 # Throughput, latency, limits, policy speed and memory, against the homeserver's own ceiling
 # measured in the same run; also written to bench/results.json. Then the throughput/latency set

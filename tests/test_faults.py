@@ -178,10 +178,10 @@ async def test_fault_suite(stack: DevStack, bridge: BridgeProcess, employee: Emp
     lost = duplicated = reordered = 0
     for c in range(CHATS):
         for direction, expected, seen in (("in", ledger.inbound.get(c, []), inbound[c]), ("out", ledger.outbound.get(c, []), outbound[c])):
-            l, d, r = tally(expected, seen)
-            if l or d or r:
-                print(f"chat {c} {direction}: lost={l} duplicated={d} reordered={r}\n  expected={expected}\n  seen={seen}")
-            lost, duplicated, reordered = lost + l, duplicated + d, reordered + r
+            gone, twice, moved = tally(expected, seen)
+            if gone or twice or moved:
+                print(f"chat {c} {direction}: lost={gone} duplicated={twice} reordered={moved}\n  expected={expected}\n  seen={seen}")
+            lost, duplicated, reordered = lost + gone, duplicated + twice, reordered + moved
     sent = sum(len(v) for v in ledger.inbound.values()) + sum(len(v) for v in ledger.outbound.values())
     print(f"\nfaults: scenarios={scenarios} messages={sent} lost={lost} duplicated={duplicated} reordered={reordered}")
     assert (lost, duplicated, reordered) == (0, 0, 0), f"lost={lost} duplicated={duplicated} reordered={reordered}"
