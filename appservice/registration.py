@@ -105,7 +105,13 @@ def load_registration(path: Path) -> Registration:
     ]
     for key in ("as_token", "hs_token"):
         token = data.get(key)
-        if isinstance(token, str) and ("REPLACE" in token or len(token) < 32 or not token.isascii() or not token.isprintable() or " " in token):
+        if isinstance(token, str) and (
+            "REPLACE" in token
+            or len(token) < 32
+            or not token.isascii()
+            or not token.isprintable()
+            or " " in token
+        ):
             problems.append(
                 f"{path}: {key} is a placeholder or too weak (at least 32 printable ASCII characters); "
                 "delete the file and run 'houseline generate-registration' for new random tokens"

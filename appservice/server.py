@@ -52,7 +52,9 @@ def _matrix_error(status: int, errcode: str, error: str) -> web.Response:
 
 def token_matches(given: str, expected: str) -> bool:
     """Constant-time comparison, so response timing leaks nothing about the token."""
-    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
 
 
 def _token_from(request: web.Request) -> str | None:
@@ -116,7 +118,9 @@ class HouselineAppService(AppService):
             # aiohttp's own refusals (too large, unknown route, wrong method) in the Matrix shape.
             if e.status < 400:
                 raise
-            errcode = {413: "M_TOO_LARGE", 404: "M_UNRECOGNIZED", 405: "M_UNRECOGNIZED"}.get(e.status, "M_UNKNOWN")
+            errcode = {413: "M_TOO_LARGE", 404: "M_UNRECOGNIZED", 405: "M_UNRECOGNIZED"}.get(
+                e.status, "M_UNKNOWN"
+            )
             log.warning("event=as_request_refused status=%d path=%s", e.status, request.path)
             return _matrix_error(e.status, errcode, e.reason)
 
@@ -144,7 +148,9 @@ class HouselineAppService(AppService):
         if task is None:
             ephemeral = body.get("ephemeral", body.get("de.sorunome.msc2409.ephemeral", []))
             task = asyncio.ensure_future(
-                self._handle_transaction(txn_id, body.get("events", []), ephemeral if isinstance(ephemeral, list) else [])
+                self._handle_transaction(
+                    txn_id, body.get("events", []), ephemeral if isinstance(ephemeral, list) else []
+                )
             )
             self._running_txns[txn_id] = task
             task.add_done_callback(lambda _t: self._running_txns.pop(txn_id, None))
@@ -191,7 +197,11 @@ class HouselineAppService(AppService):
             if not await self.remember_state(raw):
                 # One undecodable event must not hold up the transaction (the homeserver would
                 # retry it forever): it is skipped, with a line in the log.
-                log.warning("event=as_event_skipped txn=%s reason=undecodable type=%r", txn_id, str(raw.get("type"))[:100])
+                log.warning(
+                    "event=as_event_skipped txn=%s reason=undecodable type=%r",
+                    txn_id,
+                    str(raw.get("type"))[:100],
+                )
                 continue
             events.append(raw)
         log.debug("event=as_txn txn=%s events=%d", txn_id, len(events))

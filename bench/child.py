@@ -62,10 +62,17 @@ class BridgeChild:
         bridge restarted over a store with recent rooms reads them back first)."""
         self.base = await self.db_counts()
         exe = Path(sys.executable).parent / "houseline"
-        cmd = [str(exe), "run", "-c", str(self.config_path)] if exe.exists() else [sys.executable, "-m", "bridge", "run", "-c", str(self.config_path)]
+        cmd = (
+            [str(exe), "run", "-c", str(self.config_path)]
+            if exe.exists()
+            else [sys.executable, "-m", "bridge", "run", "-c", str(self.config_path)]
+        )
         t0 = time.perf_counter()
         self.proc = await asyncio.create_subprocess_exec(
-            *cmd, cwd=self.config_path.parent, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            *cmd,
+            cwd=self.config_path.parent,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
             limit=1 << 20,
         )
         self._reader = asyncio.create_task(self._read(), name="bridge-child-log")
@@ -111,7 +118,9 @@ class BridgeChild:
         if event == "inbound_bridged":
             keys = [("in", pairs.get("chat", ""), pairs.get("message_id", ""))]
         else:
-            keys = [("out", pairs.get("chat", ""), rid) for rid in pairs.get("remote_ids", "").split(",") if rid]
+            keys = [
+                ("out", pairs.get("chat", ""), rid) for rid in pairs.get("remote_ids", "").split(",") if rid
+            ]
         for direction, chat, remote in keys:
             seen = self.rows[direction]
             if (chat, remote) not in seen:
@@ -140,15 +149,21 @@ class BridgeChild:
 
     async def wait_count(self, direction: str, target: int, limit: float) -> float:
         """perf_counter when the ``target``-th message of ``direction`` was committed."""
-        await self._until(lambda: self.count(direction) >= target or None, limit,
-                          lambda: f"{direction}: {self.count(direction)} of {target} after {limit}s")
+        await self._until(
+            lambda: self.count(direction) >= target or None,
+            limit,
+            lambda: f"{direction}: {self.count(direction)} of {target} after {limit}s",
+        )
         index = target - self.base[direction] - 1
         return self.times[direction][index] if index >= 0 else time.perf_counter()
 
     async def wait_row(self, direction: str, chat_id: str, remote_id: str, limit: float) -> float:
         """perf_counter when that message was committed."""
-        return await self._until(lambda: self.rows[direction].get((chat_id, remote_id)), limit,
-                                 lambda: f"{direction} message {chat_id}/{remote_id} not committed after {limit}s")
+        return await self._until(
+            lambda: self.rows[direction].get((chat_id, remote_id)),
+            limit,
+            lambda: f"{direction} message {chat_id}/{remote_id} not committed after {limit}s",
+        )
 
     async def _until(self, found: Callable[[], Any], limit: float, failure: Callable[[], str]) -> Any:
         """``found()`` once it is not None, woken by each committed message; TimeoutError (with
@@ -172,7 +187,10 @@ class BridgeChild:
         """Rows of the message map by direction, read from the database itself."""
         async with self._database() as db:
             try:
-                return {d: int(await db.fetchval("SELECT COUNT(*) FROM message WHERE direction=$1", d) or 0) for d in ("in", "out")}
+                return {
+                    d: int(await db.fetchval("SELECT COUNT(*) FROM message WHERE direction=$1", d) or 0)
+                    for d in ("in", "out")
+                }
             except Exception as e:  # noqa: BLE001 - a store not created yet has no rows
                 if "no such table" in str(e) or "does not exist" in str(e):
                     return {"in": 0, "out": 0}
@@ -201,11 +219,15 @@ class BridgeChild:
         actual = await self.db_counts()
         for d in ("in", "out"):
             if actual[d] != self.count(d):
-                problems.append(f"{what}: {self.count(d)} '{d}' messages seen committed but {actual[d]} in the store")
+                problems.append(
+                    f"{what}: {self.count(d)} '{d}' messages seen committed but {actual[d]} in the store"
+                )
         for line in self.errors:
             problems.append(f"{what}: the bridge logged an error: {line[:300]}")
         if self.warnings:
-            problems.append(f"{what}: the bridge logged warnings: " + ", ".join(f"{k} x{n}" for k, n in sorted(self.warnings.items())))
+            problems.append(
+                f"{what}: the bridge logged warnings: "
+                + ", ".join(f"{k} x{n}" for k, n in sorted(self.warnings.items()))
+            )
         self.errors.clear()
         self.warnings.clear()
-

@@ -43,7 +43,9 @@ async def main(messages: int = 600, chats: int = 6) -> dict:
             config = stack.config
             t0 = time.monotonic()
             raw_events = 0
-            async with HomeserverReader(config.homeserver.url, stack.registration.as_token, config.bot_mxid) as reader:
+            async with HomeserverReader(
+                config.homeserver.url, stack.registration.as_token, config.bot_mxid
+            ) as reader:
                 for p in portals:
                     async for _ in reader.events(p.room_id):
                         raw_events += 1
@@ -51,11 +53,17 @@ async def main(messages: int = 600, chats: int = 6) -> dict:
             results = {"events": raw_events, "raw_read_events_per_s": raw_events / raw_s}
             for fmt in ("jsonl", "eml", "html"):
                 result = await run_export(
-                    config, as_token=stack.registration.as_token, store=bridge.store,
-                    scope=ExportScope(everything=True), fmt=fmt, out_dir=Path(tmp) / f"out-{fmt}",
+                    config,
+                    as_token=stack.registration.as_token,
+                    store=bridge.store,
+                    scope=ExportScope(everything=True),
+                    fmt=fmt,
+                    out_dir=Path(tmp) / f"out-{fmt}",
                 )
                 results[f"export_{fmt}_events_per_s"] = result.events / result.seconds
-                results[f"export_{fmt}_ratio_to_raw"] = (result.events / result.seconds) / results["raw_read_events_per_s"]
+                results[f"export_{fmt}_ratio_to_raw"] = (result.events / result.seconds) / results[
+                    "raw_read_events_per_s"
+                ]
             return results
         finally:
             await bridge.stop()

@@ -64,13 +64,25 @@ def table(figures: list[Figure]) -> str:
     for f in figures:
         j = f.as_json()
         met = {True: "met", False: "NOT MET", None: "-"}[j["met"]]
-        rows.append((
-            f.name, _fmt(j["value"]), f.unit, _fmt(j["min"]), _fmt(j["max"]), f.target or "-", met,
-        ))
+        rows.append(
+            (
+                f.name,
+                _fmt(j["value"]),
+                f.unit,
+                _fmt(j["min"]),
+                _fmt(j["max"]),
+                f.target or "-",
+                met,
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for n, r in enumerate(rows):
-        lines.append("  ".join(c.ljust(w) if i in (0, 2, 5, 6) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        lines.append(
+            "  ".join(
+                c.ljust(w) if i in (0, 2, 5, 6) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
+            )
+        )
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -116,9 +128,11 @@ def environment(repo: Path) -> dict[str, Any]:
         env["git_commit"] = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=5
         ).stdout.strip()
-        env["git_dirty"] = bool(subprocess.run(
-            ["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True, timeout=5
-        ).stdout.strip())
+        env["git_dirty"] = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+        )
     except (OSError, subprocess.SubprocessError):
         pass
     return env

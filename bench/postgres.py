@@ -43,7 +43,9 @@ from pathlib import Path
 
 __all__ = ["INSTALL_HINT", "PostgresCluster", "find_binaries", "start_postgres"]
 
-INSTALL_HINT = "apt-get install postgresql (Debian/Ubuntu) and pip install -e '.[postgres]' (make bench does the latter)"
+INSTALL_HINT = (
+    "apt-get install postgresql (Debian/Ubuntu) and pip install -e '.[postgres]' (make bench does the latter)"
+)
 #: The cluster's superuser; trusted on loopback, owns both databases.
 SUPERUSER = "houseline"
 READY_TIMEOUT_S = 30.0
@@ -135,7 +137,9 @@ def _run_as() -> tuple[int, int] | None:
         except KeyError:
             continue
         return entry.pw_uid, entry.pw_gid
-    raise RuntimeError("running as root and there is neither a 'postgres' nor a 'nobody' user to run PostgreSQL as")
+    raise RuntimeError(
+        "running as root and there is neither a 'postgres' nor a 'nobody' user to run PostgreSQL as"
+    )
 
 
 def _free_port() -> int:
@@ -166,12 +170,27 @@ async def start_postgres(databases: dict[str, bool], *, prefix: str = "houseline
     proc: subprocess.Popen[bytes] | None = None
     try:
         init = subprocess.run(
-            [str(binaries["initdb"]), "-D", str(data), "-U", SUPERUSER, "--auth=trust", "--encoding=UTF8",
-             "--locale=C", "--no-sync"],
-            cwd=workdir, env=env, capture_output=True, timeout=120, **user_kwargs,
+            [
+                str(binaries["initdb"]),
+                "-D",
+                str(data),
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+            cwd=workdir,
+            env=env,
+            capture_output=True,
+            timeout=120,
+            **user_kwargs,
         )
         if init.returncode != 0:
-            raise RuntimeError(f"initdb failed ({init.returncode}): {init.stderr.decode(errors='replace')[-2000:]}")
+            raise RuntimeError(
+                f"initdb failed ({init.returncode}): {init.stderr.decode(errors='replace')[-2000:]}"
+            )
         # Trust on the private socket and on 127.0.0.1 only; nothing else may connect at all.
         (data / "pg_hba.conf").write_text(
             "# written by bench/postgres.py: a throwaway benchmark cluster\n"
@@ -185,10 +204,26 @@ async def start_postgres(databases: dict[str, bool], *, prefix: str = "houseline
             if owner is not None:
                 os.chown(workdir / "postgres.log", *owner)
             proc = subprocess.Popen(
-                [str(binaries["postgres"]), "-D", str(data), "-p", str(port), "-k", str(sockets),
-                 "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=60"],
-                cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT,
-                start_new_session=True, **user_kwargs,
+                [
+                    str(binaries["postgres"]),
+                    "-D",
+                    str(data),
+                    "-p",
+                    str(port),
+                    "-k",
+                    str(sockets),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    "max_connections=60",
+                ],
+                cwd=workdir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=logfile,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                **user_kwargs,
             )
         _live[proc.pid] = proc
         cluster = PostgresCluster(workdir, port, proc, version)
@@ -217,7 +252,9 @@ async def _wait_ready(cluster: PostgresCluster) -> None:
             conn = await asyncpg.connect(cluster.url("postgres"), timeout=2)
         except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
             if time.monotonic() > deadline:
-                raise RuntimeError(f"postgres did not accept connections within {READY_TIMEOUT_S:.0f}s") from None
+                raise RuntimeError(
+                    f"postgres did not accept connections within {READY_TIMEOUT_S:.0f}s"
+                ) from None
             await asyncio.sleep(0.1)
             continue
         await conn.close()

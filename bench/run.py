@@ -65,10 +65,19 @@ def bench_policy() -> Figure:
     from policies.engine import RoomState, SendOut, decide
     from policies.model import parse_policy
 
-    policy = parse_policy(yaml.safe_load((REPO / "policies" / "example.yaml").read_text()), local_domain="localhost")
+    policy = parse_policy(
+        yaml.safe_load((REPO / "policies" / "example.yaml").read_text()), local_domain="localhost"
+    )
     room = RoomState(
         room_id="!portal:localhost",
-        members=frozenset({"@houseline:localhost", "@telegram_123:localhost", "@employee:localhost", "@compliance:localhost"}),
+        members=frozenset(
+            {
+                "@houseline:localhost",
+                "@telegram_123:localhost",
+                "@employee:localhost",
+                "@compliance:localhost",
+            }
+        ),
         ghosts=frozenset({"@telegram_123:localhost"}),
     )
     action = SendOut(sender="@employee:localhost", room=room, kind="text", text=TYPICAL_TEXT)
@@ -95,8 +104,14 @@ def bench_policy() -> Figure:
     finally:
         if old_affinity is not None:
             os.sched_setaffinity(0, old_affinity)
-    return Figure("policy_decisions_per_s", values, "decisions/s", ">= 100,000", lambda v: v >= 100_000,
-                  note="SendOut text, 200 chars, example policy, one pinned core")
+    return Figure(
+        "policy_decisions_per_s",
+        values,
+        "decisions/s",
+        ">= 100,000",
+        lambda v: v >= 100_000,
+        note="SendOut text, 200 chars, example policy, one pinned core",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -107,13 +122,22 @@ class Matrix:
     def __init__(self, http: aiohttp.ClientSession, base: str, as_token: str, bot: str) -> None:
         self.http, self.base, self.as_token, self.bot = http, base.rstrip("/"), as_token, bot
 
-    async def call(self, method: str, path: str, body: dict | None = None, *, user: str | None = None,
-                   token: str | None = None) -> dict[str, Any]:
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: dict | None = None,
+        *,
+        user: str | None = None,
+        token: str | None = None,
+    ) -> dict[str, Any]:
         url = f"{self.base}/_matrix/client/v3{path}"
         params = {"user_id": user} if user else None
         headers = {"Authorization": f"Bearer {token or self.as_token}"}
         for attempt in range(20):  # bounded retry on 429 only
-            async with self.http.request(method, url, json=body if body is not None else {}, params=params, headers=headers) as r:
+            async with self.http.request(
+                method, url, json=body if body is not None else {}, params=params, headers=headers
+            ) as r:
                 data = await r.json(content_type=None)
                 if r.status == 429:
                     await asyncio.sleep(min(2.0, (data.get("retry_after_ms") or 200) / 1000))
@@ -125,15 +149,22 @@ class Matrix:
 
     async def register_ghost(self, localpart: str) -> None:
         try:
-            await self.call("POST", "/register", {"type": "m.login.application_service", "username": localpart})
+            await self.call(
+                "POST", "/register", {"type": "m.login.application_service", "username": localpart}
+            )
         except RuntimeError as e:
             if "M_USER_IN_USE" not in str(e):
                 raise
 
     async def send(self, room: str, text: str, *, user: str | None = None, token: str | None = None) -> str:
         txn = uuid.uuid4().hex
-        data = await self.call("PUT", f"/rooms/{quote(room)}/send/m.room.message/{txn}",
-                               {"msgtype": "m.text", "body": text}, user=user, token=token)
+        data = await self.call(
+            "PUT",
+            f"/rooms/{quote(room)}/send/m.room.message/{txn}",
+            {"msgtype": "m.text", "body": text},
+            user=user,
+            token=token,
+        )
         return data["event_id"]
 
 
@@ -156,16 +187,28 @@ async def setup_ceiling_rooms(mx: Matrix, domain: str, count: int) -> list[tuple
         localpart = f"telegram_{8_800_000 + i}"
         ghost = f"@{localpart}:{domain}"
         await mx.register_ghost(localpart)
-        room = (await mx.call("POST", "/createRoom", {
-            "preset": "private_chat", "name": f"ceiling {i}", "invite": [ghost], "is_direct": False,
-        }, user=mx.bot))["room_id"]
+        room = (
+            await mx.call(
+                "POST",
+                "/createRoom",
+                {
+                    "preset": "private_chat",
+                    "name": f"ceiling {i}",
+                    "invite": [ghost],
+                    "is_direct": False,
+                },
+                user=mx.bot,
+            )
+        )["room_id"]
         await mx.call("POST", f"/rooms/{quote(room)}/join", {}, user=ghost)
         return room, ghost
 
     return await gather_bounded([one(i) for i in range(count)], 10)
 
 
-async def ceiling_run(mx: Matrix, rooms: list[tuple[str, str]], concurrency: int, messages: int) -> tuple[float, list[float]]:
+async def ceiling_run(
+    mx: Matrix, rooms: list[tuple[str, str]], concurrency: int, messages: int
+) -> tuple[float, list[float]]:
     per = max(1, messages // concurrency)  # BENCH_SCALE below 1 must not make a run empty
     durations: list[float] = []
 
@@ -185,14 +228,18 @@ async def ceiling_run(mx: Matrix, rooms: list[tuple[str, str]], concurrency: int
 
 
 async def client_say(http: aiohttp.ClientSession, sandbox: str, user_id: int, name: str, text: str) -> dict:
-    async with http.post(f"{sandbox}/client/{user_id}/messages", json={"text": text, "first_name": name}) as r:
+    async with http.post(
+        f"{sandbox}/client/{user_id}/messages", json={"text": text, "first_name": name}
+    ) as r:
         data = await r.json()
         if r.status != 200:
             raise RuntimeError(f"client {user_id} -> {r.status} {data}")
         return data
 
 
-async def inbound_run(http, sandbox: str, commits: BridgeChild, users: list[int], concurrency: int, messages: int) -> float:
+async def inbound_run(
+    http, sandbox: str, commits: BridgeChild, users: list[int], concurrency: int, messages: int
+) -> float:
     per = max(1, messages // concurrency)  # BENCH_SCALE below 1 must not make a run empty
     base = commits.count("in")
 
@@ -206,8 +253,15 @@ async def inbound_run(http, sandbox: str, commits: BridgeChild, users: list[int]
     return per * concurrency / (t1 - t0)
 
 
-async def latency_run(http, sandbox: str, commits: BridgeChild, users: list[int], mx: Matrix,
-                      rooms: list[tuple[str, str]], messages: int = 60) -> tuple[list[float], list[float]]:
+async def latency_run(
+    http,
+    sandbox: str,
+    commits: BridgeChild,
+    users: list[int],
+    mx: Matrix,
+    rooms: list[tuple[str, str]],
+    messages: int = 60,
+) -> tuple[list[float], list[float]]:
     """One message at a time (light load): ms from the client's POST to the bridge's commit of
     it, and, interleaved with those under the same load, ms of a ghost's own send through the
     appservice API (the homeserver's part, subtracted by the caller)."""
@@ -230,7 +284,9 @@ async def latency_run(http, sandbox: str, commits: BridgeChild, users: list[int]
 # 4. outbound
 
 
-async def outbound_run(mx: Matrix, commits: BridgeChild, rooms: list[str], token: str, concurrency: int, messages: int) -> float:
+async def outbound_run(
+    mx: Matrix, commits: BridgeChild, rooms: list[str], token: str, concurrency: int, messages: int
+) -> float:
     per = max(1, messages // concurrency)  # BENCH_SCALE below 1 must not make a run empty
     base = commits.count("out")
 
@@ -259,12 +315,16 @@ async def build_10k_db(path: Path, n: int = 10_000) -> float:
     except Exception:  # noqa: BLE001 - speed-up only
         pass
     for i in range(n):
-        await store.add_portal(PortalRow("telegram", "bench", str(10_000_000 + i), f"!fake{i:05d}:localhost", f"Client {i}"))
+        await store.add_portal(
+            PortalRow("telegram", "bench", str(10_000_000 + i), f"!fake{i:05d}:localhost", f"Client {i}")
+        )
     await store.stop()
     return time.perf_counter() - t0
 
 
-async def child_ready_run(config_src: Path, workdir: Path, db_template: Path, run: int) -> tuple[float, float]:
+async def child_ready_run(
+    config_src: Path, workdir: Path, db_template: Path, run: int
+) -> tuple[float, float]:
     from sandbox.homeserver import free_port
 
     rundir = workdir / f"child{run}"
@@ -283,9 +343,15 @@ async def child_ready_run(config_src: Path, workdir: Path, db_template: Path, ru
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     cfg_path.chmod(0o600)
     exe = Path(sys.executable).parent / "houseline"
-    cmd = [str(exe), "run", "-c", str(cfg_path)] if exe.exists() else [sys.executable, "-m", "bridge", "run", "-c", str(cfg_path)]
+    cmd = (
+        [str(exe), "run", "-c", str(cfg_path)]
+        if exe.exists()
+        else [sys.executable, "-m", "bridge", "run", "-c", str(cfg_path)]
+    )
     t0 = time.perf_counter()
-    proc = await asyncio.create_subprocess_exec(*cmd, cwd=rundir, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, cwd=rundir, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
     tail: list[str] = []
     try:
         deadline = t0 + 60
@@ -295,7 +361,9 @@ async def child_ready_run(config_src: Path, workdir: Path, db_template: Path, ru
                 raise TimeoutError("child: no event=ready within 60 s; last lines:\n" + "\n".join(tail[-10:]))
             line = await asyncio.wait_for(proc.stdout.readline(), remaining)
             if not line:
-                raise RuntimeError(f"child exited ({await proc.wait()}) before ready:\n" + "\n".join(tail[-10:]))
+                raise RuntimeError(
+                    f"child exited ({await proc.wait()}) before ready:\n" + "\n".join(tail[-10:])
+                )
             text = line.decode(errors="replace").rstrip()
             tail.append(text)
             if "event=ready" in text:
@@ -319,8 +387,9 @@ async def child_ready_run(config_src: Path, workdir: Path, db_template: Path, ru
 # --------------------------------------------------------------------------------------------
 
 
-async def stack_pass(workdir: Path, *, runs: int, suffix: str, problems: list[str], full: bool,
-                     postgres: Any | None = None) -> list[Figure]:
+async def stack_pass(
+    workdir: Path, *, runs: int, suffix: str, problems: list[str], full: bool, postgres: Any | None = None
+) -> list[Figure]:
     """One stack (Synapse, sandbox Telegram, bridge) and the throughput/latency set on it.
 
     ``full`` adds what does not depend on the database (limits) or is SQLite-only (the 10k
@@ -333,8 +402,14 @@ async def stack_pass(workdir: Path, *, runs: int, suffix: str, problems: list[st
     figures: list[Figure] = []
     urls: dict[str, str] = {}
     if postgres is not None:
-        urls = {"bridge_database_url": postgres.url("bridge"), "homeserver_database_url": postgres.url("synapse")}
-    log("starting Synapse, sandbox Telegram and the bridge (its own process)" + (" (both on PostgreSQL)" if postgres else ""))
+        urls = {
+            "bridge_database_url": postgres.url("bridge"),
+            "homeserver_database_url": postgres.url("synapse"),
+        }
+    log(
+        "starting Synapse, sandbox Telegram and the bridge (its own process)"
+        + (" (both on PostgreSQL)" if postgres else "")
+    )
     t = time.perf_counter()
     stack = await start_dev_stack(workdir / "stack", rate_limits=False, **urls)
     try:
@@ -374,7 +449,9 @@ async def stack_pass(workdir: Path, *, runs: int, suffix: str, problems: list[st
     return figures
 
 
-async def _measure(stack, commits: BridgeChild, *, runs: int, suffix: str, problems: list[str]) -> list[Figure]:
+async def _measure(
+    stack, commits: BridgeChild, *, runs: int, suffix: str, problems: list[str]
+) -> list[Figure]:
     figures: list[Figure] = []
     s = suffix
     config = stack.config
@@ -403,18 +480,24 @@ async def _measure(stack, commits: BridgeChild, *, runs: int, suffix: str, probl
             for r in range(runs):
                 ceiling[c].append((await ceiling_run(mx, ceiling_rooms, c, MESSAGES[c]))[0])
                 inbound[c].append(await inbound_run(http, sandbox, commits, users, c, MESSAGES[c]))
-            log(f"   c={c}: ceiling {statistics.median(ceiling[c]):.1f}/s  inbound {statistics.median(inbound[c]):.1f}/s")
+            log(
+                f"   c={c}: ceiling {statistics.median(ceiling[c]):.1f}/s  inbound {statistics.median(inbound[c]):.1f}/s"
+            )
         await commits.verify(problems, f"inbound{s}")
         for c in CONCURRENCY:
             figures.append(Figure(f"inbound_messages_per_s_c{c}{s}", inbound[c], "msgs/s"))
         for c in CONCURRENCY:
             ratios = [i / h for i, h in zip(inbound[c], ceiling[c])]
-            figures.append(Figure(f"inbound_ratio_to_ceiling_c{c}{s}", ratios, "ratio", ">= 0.9", lambda v: v >= 0.9))
+            figures.append(
+                Figure(f"inbound_ratio_to_ceiling_c{c}{s}", ratios, "ratio", ">= 0.9", lambda v: v >= 0.9)
+            )
 
         log("4/8 outbound: the employee joins the portals")
         portal_rooms = await commits.portal_rooms([str(u) for u in users])
         emp = stack.employee
-        await gather_bounded([mx.call("POST", f"/rooms/{quote(r)}/join", {}, token=emp.access_token) for r in portal_rooms], 10)
+        await gather_bounded(
+            [mx.call("POST", f"/rooms/{quote(r)}/join", {}, token=emp.access_token) for r in portal_rooms], 10
+        )
         await asyncio.sleep(1.0)  # let the bridge see the joins
         outbound: dict[int, list[float]] = {c: [] for c in CONCURRENCY}
         # Each outbound run is paired with a ceiling run right before it, as inbound's are: the
@@ -427,20 +510,40 @@ async def _measure(stack, commits: BridgeChild, *, runs: int, suffix: str, probl
                 continue
             for r in range(runs):
                 ceiling_out[c].append((await ceiling_run(mx, ceiling_rooms, c, OUT_MESSAGES[c]))[0])
-                outbound[c].append(await outbound_run(mx, commits, portal_rooms, emp.access_token, c, OUT_MESSAGES[c]))
-            log(f"   c={c}: ceiling {statistics.median(ceiling_out[c]):.1f}/s  outbound {statistics.median(outbound[c]):.1f}/s")
+                outbound[c].append(
+                    await outbound_run(mx, commits, portal_rooms, emp.access_token, c, OUT_MESSAGES[c])
+                )
+            log(
+                f"   c={c}: ceiling {statistics.median(ceiling_out[c]):.1f}/s  outbound {statistics.median(outbound[c]):.1f}/s"
+            )
         await commits.verify(problems, f"outbound{s}")
         for c in CONCURRENCY:
-            figures.append(Figure(f"ceiling_events_per_s_c{c}{s}", ceiling[c] + ceiling_out[c], "events/s",
-                                  note=f"{MESSAGES[c]} ghost sends per run, {c} rooms; each paired with an inbound or outbound run"))
+            figures.append(
+                Figure(
+                    f"ceiling_events_per_s_c{c}{s}",
+                    ceiling[c] + ceiling_out[c],
+                    "events/s",
+                    note=f"{MESSAGES[c]} ghost sends per run, {c} rooms; each paired with an inbound or outbound run",
+                )
+            )
         for c in CONCURRENCY:
             if outbound[c]:
-                figures.append(Figure(f"outbound_messages_per_s_c{c}{s}", outbound[c], "msgs/s",
-                                      note=f"{OUT_MESSAGES[c]} msgs per run; sandbox limits and the bridge's pacing off (see limits_*)"))
+                figures.append(
+                    Figure(
+                        f"outbound_messages_per_s_c{c}{s}",
+                        outbound[c],
+                        "msgs/s",
+                        note=f"{OUT_MESSAGES[c]} msgs per run; sandbox limits and the bridge's pacing off (see limits_*)",
+                    )
+                )
         for c in CONCURRENCY:
             if outbound[c]:
                 ratios = [o / h for o, h in zip(outbound[c], ceiling_out[c])]
-                figures.append(Figure(f"outbound_ratio_to_ceiling_c{c}{s}", ratios, "ratio", ">= 0.9", lambda v: v >= 0.9))
+                figures.append(
+                    Figure(
+                        f"outbound_ratio_to_ceiling_c{c}{s}", ratios, "ratio", ">= 0.9", lambda v: v >= 0.9
+                    )
+                )
 
         log("5/8 latency added by the bridge (paced inbound, 10 chats)")
         p: dict[int, list[float]] = {50: [], 95: [], 99: []}
@@ -452,9 +555,16 @@ async def _measure(stack, commits: BridgeChild, *, runs: int, suffix: str, probl
             for q in p:
                 p[q].append(percentile(end_to_end, q) - hs_ms)
         for q in p:
-            figures.append(Figure(f"latency_p{q}_ms{s}", p[q], "ms", "<= 50" if q == 99 else None,
-                                  (lambda v: v <= 50) if q == 99 else None,
-                                  note=f"client POST -> committed, minus the median of ghost sends interleaved with it ({statistics.median(hs_all):.1f} ms)"))
+            figures.append(
+                Figure(
+                    f"latency_p{q}_ms{s}",
+                    p[q],
+                    "ms",
+                    "<= 50" if q == 99 else None,
+                    (lambda v: v <= 50) if q == 99 else None,
+                    note=f"client POST -> committed, minus the median of ghost sends interleaved with it ({statistics.median(hs_all):.1f} ms)",
+                )
+            )
 
         await commits.verify(problems, f"end of pass{s}")
     return figures
@@ -468,14 +578,18 @@ async def limits_run(stack, commits: BridgeChild, runs: int, problems: list[str]
     stack.telegram.rate_limits = True
     connector = aiohttp.TCPConnector(limit=10)
     try:
-        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as http:
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(total=60)
+        ) as http:
             mx = Matrix(http, config.homeserver.url, stack.registration.as_token, config.bot_mxid)
             return await _limits(commits, mx, emp, portal_rooms, runs, problems)
     finally:
         stack.telegram.rate_limits = False
 
 
-async def _limits(commits: BridgeChild, mx: Matrix, emp: Any, portal_rooms: list[str], runs: int, problems: list[str]) -> list[Figure]:
+async def _limits(
+    commits: BridgeChild, mx: Matrix, emp: Any, portal_rooms: list[str], runs: int, problems: list[str]
+) -> list[Figure]:
     share, lost = [], []
     n_msgs = 13  # 3 burst + 10 at 1/s: an ideal sender needs 10 s
     for r in range(runs):
@@ -494,8 +608,14 @@ async def _limits(commits: BridgeChild, mx: Matrix, emp: Any, portal_rooms: list
             share.append(max(0, got - 3) / (time.perf_counter() - t0))
     await commits.verify(problems, "limits")
     return [
-        Figure("limits_share_of_allowed_rate", share, "ratio", ">= 0.95", lambda v: v >= 0.95,
-               note=f"{n_msgs} msgs to one chat, per-chat bucket 3 burst + 1/s; lost per run {lost}"),
+        Figure(
+            "limits_share_of_allowed_rate",
+            share,
+            "ratio",
+            ">= 0.95",
+            lambda v: v >= 0.95,
+            note=f"{n_msgs} msgs to one chat, per-chat bucket 3 burst + 1/s; lost per run {lost}",
+        ),
         Figure("limits_lost_messages", [float(x) for x in lost], "msgs", "== 0", lambda v: v == 0),
     ]
 
@@ -516,13 +636,17 @@ async def postgres_pass(tmp: Path, problems: list[str], env: dict[str, Any]) -> 
         return []
     missing = [m for m in ("asyncpg", "psycopg2") if importlib.util.find_spec(m) is None]
     if missing:
-        print(f"PostgreSQL part skipped: {', '.join(missing)} missing; install them with: pip install -e '.[postgres]'")
+        print(
+            f"PostgreSQL part skipped: {', '.join(missing)} missing; install them with: pip install -e '.[postgres]'"
+        )
         return []
     log(f"8/8 PostgreSQL: a throwaway cluster; the set again with {PG_RUNS} runs per figure")
     cluster = await start_postgres({"bridge": False, "synapse": True})
     try:
         env["postgres_version"] = cluster.version
-        return await stack_pass(tmp / "pg", runs=PG_RUNS, suffix="_pg", problems=problems, full=False, postgres=cluster)
+        return await stack_pass(
+            tmp / "pg", runs=PG_RUNS, suffix="_pg", problems=problems, full=False, postgres=cluster
+        )
     except Exception as e:  # noqa: BLE001 - report and keep the SQLite figures
         problems.append(f"PostgreSQL pass: {type(e).__name__}: {e}")
         return []
@@ -530,8 +654,18 @@ async def postgres_pass(tmp: Path, problems: list[str], env: dict[str, Any]) -> 
         await cluster.stop()
 
 
-ORDER = ["policy", "ceiling", "inbound_messages", "inbound_ratio", "outbound_messages", "outbound_ratio",
-         "latency", "memory", "time_to_ready", "limits"]
+ORDER = [
+    "policy",
+    "ceiling",
+    "inbound_messages",
+    "inbound_ratio",
+    "outbound_messages",
+    "outbound_ratio",
+    "latency",
+    "memory",
+    "time_to_ready",
+    "limits",
+]
 
 
 def _sorted(figures: list[Figure]) -> list[Figure]:
@@ -564,7 +698,9 @@ async def main() -> int:
     print(table(_sorted(figures)))
     if pg_figures:
         print()
-        print(f"PostgreSQL {env_extra.get('postgres_version', '')} (bridge store and Synapse; {PG_RUNS} runs per figure)")
+        print(
+            f"PostgreSQL {env_extra.get('postgres_version', '')} (bridge store and Synapse; {PG_RUNS} runs per figure)"
+        )
         print(table(_sorted(pg_figures)))
     for p_ in problems:
         print(f"problem: {p_}")
@@ -572,12 +708,21 @@ async def main() -> int:
     print(f"\nwhole run: {total:.0f}s; results in {RESULTS}")
     env = environment(REPO)
     env.update(env_extra)
-    env.update({"runs_per_figure": RUNS, "runs_per_figure_pg": PG_RUNS if pg_figures else None,
-                "messages_per_run": MESSAGES, "concurrency": list(CONCURRENCY),
-                "databases": ["sqlite"] + (["postgresql"] if pg_figures else []),
-                "total_seconds": round(total, 1), "problems": problems})
+    env.update(
+        {
+            "runs_per_figure": RUNS,
+            "runs_per_figure_pg": PG_RUNS if pg_figures else None,
+            "messages_per_run": MESSAGES,
+            "concurrency": list(CONCURRENCY),
+            "databases": ["sqlite"] + (["postgresql"] if pg_figures else []),
+            "total_seconds": round(total, 1),
+            "problems": problems,
+        }
+    )
     all_figures = _sorted(figures) + _sorted(pg_figures)
-    RESULTS.write_text(json.dumps({"figures": [f.as_json() for f in all_figures], "environment": env}, indent=2) + "\n")
+    RESULTS.write_text(
+        json.dumps({"figures": [f.as_json() for f in all_figures], "environment": env}, indent=2) + "\n"
+    )
     return 0
 
 

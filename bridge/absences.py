@@ -61,13 +61,19 @@ def parse_until(text: str, now: float, tz_name: str = "UTC") -> int:
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=zone)
     except ValueError:
-        raise AbsenceError(f"“{text}” is not a date; write it as YYYY-MM-DD (e.g. 2026-12-24) or YYYY-MM-DDTHH:MM.") from None
+        raise AbsenceError(
+            f"“{text}” is not a date; write it as YYYY-MM-DD (e.g. 2026-12-24) or YYYY-MM-DDTHH:MM."
+        ) from None
     at = moment.timestamp()
     if at > now + MAX_ABSENCE_S:
-        raise AbsenceError(f"{text} is more than a year ahead; an absence that long is an offboarding (or give a nearer date).")
+        raise AbsenceError(
+            f"{text} is more than a year ahead; an absence that long is an offboarding (or give a nearer date)."
+        )
     if at <= now:
         shown = datetime.fromtimestamp(now, zone).strftime("%Y-%m-%d %H:%M")
-        raise AbsenceError(f"{text} is in the past (it is now {shown} {tz_name}); give the day the absence ends.")
+        raise AbsenceError(
+            f"{text} is in the past (it is now {shown} {tz_name}); give the day the absence ends."
+        )
     return int(at * 1000)
 
 
@@ -106,7 +112,9 @@ class Absences:
         for portal in await self.pb.store.all_portals():
             members = await self.pb.bot.get_room_members(portal.room_id, (Membership.JOIN, Membership.INVITE))
             # Observers are in every room without looking after any: only assignments count.
-            looks_after = portal.assignee == user or (user in members and user not in self.pb.policy.observers)
+            looks_after = portal.assignee == user or (
+                user in members and user not in self.pb.policy.observers
+            )
             if not looks_after:
                 continue
             rooms += 1
@@ -114,13 +122,29 @@ class Absences:
             problems.extend(trouble)
             await self.pb.store.add_absence_room(user, portal.room_id, tuple(invited))
             who = ", ".join(covers) or "nobody (new clients go elsewhere)"
-            await self._room_notice(portal.room_id, f"Absence: {user} is away until {when(until_ms)}; covering: {who}.")
+            await self._room_notice(
+                portal.room_id, f"Absence: {user} is away until {when(until_ms)}; covering: {who}."
+            )
         await self.pb.audit.record(
-            actor=actor, action="absence.start", subject=user, verdict="allow", rule="absence",
-            until=when(until_ms), covers=list(covers), rooms=rooms,
+            actor=actor,
+            action="absence.start",
+            subject=user,
+            verdict="allow",
+            rule="absence",
+            until=when(until_ms),
+            covers=list(covers),
+            rooms=rooms,
         )
-        log.info("event=absence_started user=%s until_ms=%d covers=%s rooms=%d", user, until_ms, ",".join(covers), rooms)
-        await self.pb.notify.emit("absence.started", "", user=user, until_ms=until_ms, covers=list(covers), by=actor)
+        log.info(
+            "event=absence_started user=%s until_ms=%d covers=%s rooms=%d",
+            user,
+            until_ms,
+            ",".join(covers),
+            rooms,
+        )
+        await self.pb.notify.emit(
+            "absence.started", "", user=user, until_ms=until_ms, covers=list(covers), by=actor
+        )
         return AwayReport(user, until_ms, covers, rooms, tuple(problems))
 
     async def back(self, actor: str, user: str, *, reason: str = "back") -> int:
@@ -139,8 +163,18 @@ class Absences:
                 except MatrixRequestError as e:
                     log.info("event=cover_leave_failed room=%s user=%s error=%s", room_id, cover, e.message)
             if invited:
-                await self._room_notice(room_id, f"Absence over: {user} is back; {', '.join(invited)} no longer cover(s) here.")
-        await self.pb.audit.record(actor=actor, action="absence.end", subject=user, verdict="allow", rule="absence", reason=reason, rooms=len(rooms))
+                await self._room_notice(
+                    room_id, f"Absence over: {user} is back; {', '.join(invited)} no longer cover(s) here."
+                )
+        await self.pb.audit.record(
+            actor=actor,
+            action="absence.end",
+            subject=user,
+            verdict="allow",
+            rule="absence",
+            reason=reason,
+            rooms=len(rooms),
+        )
         log.info("event=absence_ended user=%s reason=%s rooms=%d", user, reason, len(rooms))
         await self.pb.notify.emit("absence.ended", "", user=user, reason=reason, by=actor)
         return len(rooms)
@@ -159,7 +193,11 @@ class Absences:
             return []
         members = await self.pb.bot.get_room_members(portal.room_id, (Membership.JOIN, Membership.INVITE))
         observers = self.pb.policy.observers
-        return [a for user, a in absences.items() if user == portal.assignee or (user in members and user not in observers)]
+        return [
+            a
+            for user, a in absences.items()
+            if user == portal.assignee or (user in members and user not in observers)
+        ]
 
     async def client_wrote(self, portal: PortalRow, event: RemoteEvent) -> None:
         """Once per absence and conversation, the client learns who looks after them."""
@@ -169,13 +207,22 @@ class Absences:
             text = notice_for(self.pb.policy.absence.notice, event.chat.network, event.sender.language)
             if not text or not await self.pb.store.absence_client_told(absence.user_id, portal.room_id):
                 continue
-            cover = ", ".join([await self._name(u) for u in absence.covers]) or self.pb.config.portals.company or "a colleague"
+            cover = (
+                ", ".join([await self._name(u) for u in absence.covers])
+                or self.pb.config.portals.company
+                or "a colleague"
+            )
             until = datetime.fromtimestamp(absence.until_ms / 1000, timezone.utc).strftime("%Y-%m-%d")
             try:
                 filled = text.format(cover=cover, until=until)
             except (KeyError, IndexError, ValueError):
                 filled = text
-            await self.pb.tell_client(portal, filled, key=f"absence:{absence.user_id}:{absence.until_ms}:{portal.room_id}", what="Absence notice")
+            await self.pb.tell_client(
+                portal,
+                filled,
+                key=f"absence:{absence.user_id}:{absence.until_ms}:{portal.room_id}",
+                what="Absence notice",
+            )
 
     async def _name(self, user: str) -> str:
         try:

@@ -46,17 +46,31 @@ class AuditLog:
         self, *, actor: str, action: str, subject: str, verdict: str = "", rule: str = "", **details: Any
     ) -> AuditEntry:
         done: asyncio.Future[AuditEntry] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(
-            int(time.time() * 1000),
-            {"actor": actor, "action": action, "subject": subject, "verdict": verdict, "rule": rule, "details": details},
-            done,
-        ))
+        self._pending.append(
+            _Pending(
+                int(time.time() * 1000),
+                {
+                    "actor": actor,
+                    "action": action,
+                    "subject": subject,
+                    "verdict": verdict,
+                    "rule": rule,
+                    "details": details,
+                },
+                done,
+            )
+        )
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write(), name="audit-writer")
         entry = await asyncio.shield(done)
         log.info(
             "event=audit seq=%d action=%s actor=%s subject=%s verdict=%s rule=%s",
-            entry.seq, action, actor, subject, verdict or "-", rule or "-",
+            entry.seq,
+            action,
+            actor,
+            subject,
+            verdict or "-",
+            rule or "-",
         )
         return entry
 
@@ -82,7 +96,9 @@ class AuditLog:
             # Cancelled (the bridge stopping): nobody may wait for ever on an entry never written.
             for item in batch + self._pending:
                 if not item.done.done():
-                    item.done.set_exception(RuntimeError("the audit trail was stopped before this entry was written"))
+                    item.done.set_exception(
+                        RuntimeError("the audit trail was stopped before this entry was written")
+                    )
             if batch or self._pending:
                 self._pending = []
                 self._head = None

@@ -66,7 +66,9 @@ class Bridge:
             from bridge.networks.whatsapp import WhatsAppConnector
 
             # The record knows when each client last wrote: the 24-hour window survives restarts.
-            self.connectors["whatsapp"] = WhatsAppConnector(config.whatsapp, last_inbound=self.store.last_inbound_at)
+            self.connectors["whatsapp"] = WhatsAppConnector(
+                config.whatsapp, last_inbound=self.store.last_inbound_at
+            )
         self.inbound: Inbound | None = None
         #: The archive journal (archive.smtp in the config), None when not configured.
         self.journal: Journal | None = None
@@ -102,24 +104,44 @@ class Bridge:
         self.audit = AuditLog(self.store)
         portals = Portals(self.store, bot, self._assign)
         self.policy_bot = PolicyBot(
-            config=self.config, az=self.az, store=self.store, portals=portals, ghosts=ghosts,
-            audit=self.audit, connectors=self.connectors, policy=self.config.policy,
+            config=self.config,
+            az=self.az,
+            store=self.store,
+            portals=portals,
+            ghosts=ghosts,
+            audit=self.audit,
+            connectors=self.connectors,
+            policy=self.config.policy,
         )
         # Where the bridge tells the observers about its own health (webhooks, capture).
-        self.status_room = StatusRoom(self.store, bot, lambda: tuple(sorted(self.policy_bot.policy.observers)))
+        self.status_room = StatusRoom(
+            self.store, bot, lambda: tuple(sorted(self.policy_bot.policy.observers))
+        )
         if self.config.webhooks:
-            self.webhooks = WebhookDispatcher(self.store, self.config.webhooks, self.clock, report=self.status_room.post)
+            self.webhooks = WebhookDispatcher(
+                self.store, self.config.webhooks, self.clock, report=self.status_room.post
+            )
             self.policy_bot.notify.sinks.append(self.webhooks.sink())
         self.capture = CaptureMonitor(
-            self.health, self.connectors, self.clock, self.status_room.post, bot=bot, existing_room=lambda: stored_status_room(self.store),
+            self.health,
+            self.connectors,
+            self.clock,
+            self.status_room.post,
+            bot=bot,
+            existing_room=lambda: stored_status_room(self.store),
         )
         self.capture.attach()  # before the connectors start: their first reports count
         portals.initial_state = self.policy_bot.initial_state
         portals.on_created = self.policy_bot.portal_created
         self.portals = portals
         self.outbound = Outbound(
-            az=self.az, store=self.store, portals=portals, ghosts=ghosts,
-            connectors=self.connectors, portal_config=self.config.portals, policy=self.policy_bot,
+            az=self.az,
+            store=self.store,
+            portals=portals,
+            ghosts=ghosts,
+            connectors=self.connectors,
+            portal_config=self.config.portals,
+            policy=self.policy_bot,
         )
         self.outbox = Outbox(self.store, self.outbound.handle_event)
         self.policy_bot.wake_outbox = self.outbox.wake
@@ -127,12 +149,21 @@ class Bridge:
         self.reminders = Reminders(self.policy_bot, self.clock)
         self.outreach = OutreachDesk(self.policy_bot, ghosts, self.outbox.enqueue, self.clock)
         self.commands = Commands(
-            self.policy_bot, self._reload_policy, self.export_portal,
-            absences=self.absences, outreach=self.outreach, reminders=self.reminders,
+            self.policy_bot,
+            self._reload_policy,
+            self.export_portal,
+            absences=self.absences,
+            outreach=self.outreach,
+            reminders=self.reminders,
         )
         self.inbound = Inbound(
-            self.store, portals, ghosts, {n: c.display_name for n, c in self.connectors.items()},
-            after_message=self._after_client_message, claim_invite=self.outreach.claim, notifier=self.policy_bot.notify,
+            self.store,
+            portals,
+            ghosts,
+            {n: c.display_name for n, c in self.connectors.items()},
+            after_message=self._after_client_message,
+            claim_invite=self.outreach.claim,
+            notifier=self.policy_bot.notify,
             on_account=self.capture.account_changed,
         )
         if self.config.metrics is not None:
@@ -141,8 +172,13 @@ class Bridge:
         self._started.append("outbox")
         if self.config.archive is not None:
             self.journal = Journal(
-                self.config.archive, db=self.store.db, intent=bot, bot=self.az.bot_mxid, is_ghost=ghosts.is_ghost,
-                portal_of=portals.by_room, clock=self.clock,
+                self.config.archive,
+                db=self.store.db,
+                intent=bot,
+                bot=self.az.bot_mxid,
+                is_ghost=ghosts.is_ghost,
+                portal_of=portals.by_room,
+                clock=self.clock,
             )
             await self.journal.start()
             self._started.append("journal")
@@ -154,17 +190,25 @@ class Bridge:
         self.watch = HomeserverWatch(
             intent=bot,
             catchup=Catchup(
-                intent=bot, store=self.store, handle=self._on_events, is_ours=self.policy_bot.is_ours,
-                rooms=self._portal_rooms, remember=self._read_back,
+                intent=bot,
+                store=self.store,
+                handle=self._on_events,
+                is_ours=self.policy_bot.is_ours,
+                rooms=self._portal_rooms,
+                remember=self._read_back,
             ),
-            pause=self.outbox.pause, resume=self.outbox.resume, requeue=self.outbox.requeue,
+            pause=self.outbox.pause,
+            resume=self.outbox.resume,
+            requeue=self.outbox.requeue,
         )
         await self.watch.start()
         self._started.append("watch")
         for name, connector in self.connectors.items():
             await connector.start(self.inbound.handle)
             self._started.append(f"connector:{name}")
-        await self.capture.start([(a.network, a.account_id, a.owner_name) for a in await self.store.disabled_accounts()])
+        await self.capture.start(
+            [(a.network, a.account_id, a.owner_name) for a in await self.store.disabled_accounts()]
+        )
         self._started.append("capture")
         if self.config.metrics is not None and self.config.metrics.listen_port is not None:
             from bridge.metrics import MetricsServer
@@ -173,7 +217,9 @@ class Bridge:
             await self._metrics_server.start()
             self._started.append("metrics")
         elif self.config.metrics is not None and self.config.api is None:
-            log.warning("event=metrics_not_served reason='metrics.listen_port is not set and the api is off' fix='set metrics.listen_port or enable api'")
+            log.warning(
+                "event=metrics_not_served reason='metrics.listen_port is not set and the api is off' fix='set metrics.listen_port or enable api'"
+            )
         self._timers = asyncio.create_task(self._run_timers(), name="timers")
         self._started.append("timers")
         if self.config.api is not None:
@@ -186,8 +232,12 @@ class Bridge:
         self.az.ready = True
         log.info(
             "event=ready homeserver=%s listen=%s:%d networks=%s portals=%d startup_ms=%d",
-            self.config.homeserver.url, self.config.appservice.host, self.config.appservice.port,
-            ",".join(self.connectors) or "none", await self.store.count_portals(), (time.monotonic() - t0) * 1000,
+            self.config.homeserver.url,
+            self.config.appservice.host,
+            self.config.appservice.port,
+            ",".join(self.connectors) or "none",
+            await self.store.count_portals(),
+            (time.monotonic() - t0) * 1000,
         )
 
     def _setup_metrics(self) -> None:
@@ -195,8 +245,13 @@ class Bridge:
 
         webhooks = self.webhooks
         self.metrics = Metrics(
-            self.store, self.clock, token=self.config.metrics.token, networks=self.connectors, health=self.health,
-            reminders=self.reminders, webhook_queue_depth=webhooks.queue_depth if webhooks is not None else None,
+            self.store,
+            self.clock,
+            token=self.config.metrics.token,
+            networks=self.connectors,
+            health=self.health,
+            reminders=self.reminders,
+            webhook_queue_depth=webhooks.queue_depth if webhooks is not None else None,
             webhook_receivers=(lambda: webhooks.health) if webhooks is not None else None,
         )
         self.policy_bot.notify.sinks.append(self.metrics.sink)
@@ -206,12 +261,19 @@ class Bridge:
         """What follows a client's message once it is recorded, in this order: the disclaimer
         (first contact), the outcome of an invitation link, an absence notice, an out-of-hours
         notice."""
-        for step in (self.policy_bot.ensure_disclaimer, self.outreach.after_message, self.absences.client_wrote, self.reminders.client_wrote):
+        for step in (
+            self.policy_bot.ensure_disclaimer,
+            self.outreach.after_message,
+            self.absences.client_wrote,
+            self.reminders.client_wrote,
+        ):
             try:
                 await step(portal, event)
             except MatrixError as e:
                 # The message is recorded; a notice that could not go out must not stop the next.
-                log.warning("event=after_message_failed step=%s room=%s error=%s", step.__name__, portal.room_id, e)
+                log.warning(
+                    "event=after_message_failed step=%s room=%s error=%s", step.__name__, portal.room_id, e
+                )
 
     async def _run_timers(self, tick: float = 1.0) -> None:
         """Reminders and absences that are due, once a second (the clock may be moved by the
@@ -232,7 +294,11 @@ class Bridge:
         own messages (ghosts', the bot's) that a homeserver outage kept from it are queued for
         the journal here, so the archive misses none of them either."""
         await self.az.remember_state(raw)
-        if self.journal is not None and self.policy_bot.is_ours(str(raw.get("sender"))) and await self.portals.by_room(str(raw.get("room_id"))):
+        if (
+            self.journal is not None
+            and self.policy_bot.is_ours(str(raw.get("sender")))
+            and await self.portals.by_room(str(raw.get("room_id")))
+        ):
             await self.journal.capture([raw])
 
     async def _portal_rooms(self) -> list[str]:
@@ -261,11 +327,24 @@ class Bridge:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         out = base / "exports" / f"{stamp}-{portal.network}-{portal.chat_id}-{fmt}"
         result = await run_export(
-            self.config, as_token=self.registration.as_token, store=self.store,
-            scope=ExportScope(rooms=(portal.room_id,)), fmt=fmt, out_dir=out, audit=self.audit,
+            self.config,
+            as_token=self.registration.as_token,
+            store=self.store,
+            scope=ExportScope(rooms=(portal.room_id,)),
+            fmt=fmt,
+            out_dir=out,
+            audit=self.audit,
         )
         log.info("event=export_written room=%s events=%d path=%s", portal.room_id, result.events, out)
-        await self.audit.record(actor=actor, action="export", subject=portal.room_id, verdict="allow", rule="commands.admin", format=fmt, path=str(out))
+        await self.audit.record(
+            actor=actor,
+            action="export",
+            subject=portal.room_id,
+            verdict="allow",
+            rule="commands.admin",
+            format=fmt,
+            path=str(out),
+        )
         return str(out)
 
     async def _on_events(self, events: list[dict]) -> None:
@@ -285,7 +364,11 @@ class Bridge:
             if portal is not None:
                 journaled.append(raw)
             if raw.get("type") == "m.room.member":
-                if raw.get("state_key") == self.az.bot_mxid and (raw.get("content") or {}).get("membership") == "invite" and portal is None:
+                if (
+                    raw.get("state_key") == self.az.bot_mxid
+                    and (raw.get("content") or {}).get("membership") == "invite"
+                    and portal is None
+                ):
                     await self.commands.on_invite(raw)
                 elif portal is not None:
                     await self.policy_bot.on_member(raw, portal)
@@ -305,10 +388,16 @@ class Bridge:
         # Durably queued before the homeserver is answered; delivered by the outbox's workers.
         await self.outbox.enqueue(outgoing)  # marks the queued events seen in the same commit
         queued = {e.get("event_id") for e in outgoing}
-        await self.store.mark_seen([
-            (e["event_id"], e["room_id"]) for e in events
-            if isinstance(e.get("event_id"), str) and e["event_id"] and e["event_id"] not in queued and isinstance(e.get("room_id"), str)
-        ])
+        await self.store.mark_seen(
+            [
+                (e["event_id"], e["room_id"])
+                for e in events
+                if isinstance(e.get("event_id"), str)
+                and e["event_id"]
+                and e["event_id"] not in queued
+                and isinstance(e.get("room_id"), str)
+            ]
+        )
 
     async def _wait_for_homeserver(self, timeout: float) -> None:
         """The homeserver may start after us (a reboot, a compose file): wait, saying so."""
@@ -320,8 +409,15 @@ class Bridge:
                 return
             except (aiohttp.ClientError, MatrixError, asyncio.TimeoutError, OSError) as e:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"homeserver at {self.config.homeserver.url} did not answer within {timeout:.0f}s") from e
-                log.warning("event=homeserver_unreachable url=%s error=%s retry_in=%.1fs", self.config.homeserver.url, type(e).__name__, delay)
+                    raise RuntimeError(
+                        f"homeserver at {self.config.homeserver.url} did not answer within {timeout:.0f}s"
+                    ) from e
+                log.warning(
+                    "event=homeserver_unreachable url=%s error=%s retry_in=%.1fs",
+                    self.config.homeserver.url,
+                    type(e).__name__,
+                    delay,
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5)
 

@@ -58,8 +58,14 @@ class Catchup:
     """Reads portals' recent timelines and settles what the bridge missed."""
 
     def __init__(
-        self, *, intent: IntentAPI, store: Store, handle: Handler, is_ours: Callable[[str], bool],
-        rooms: Callable[[], Awaitable[list[str]]], remember: Callable[[dict[str, Any]], Awaitable[Any]] | None = None,
+        self,
+        *,
+        intent: IntentAPI,
+        store: Store,
+        handle: Handler,
+        is_ours: Callable[[str], bool],
+        rooms: Callable[[], Awaitable[list[str]]],
+        remember: Callable[[dict[str, Any]], Awaitable[Any]] | None = None,
     ) -> None:
         self.intent = intent
         self.store = store
@@ -78,7 +84,9 @@ class Catchup:
             query = {"dir": "b", "limit": str(PAGE)}
             if token:
                 query["from"] = token
-            page = await self.intent.api.request(Method.GET, Path.v3.rooms[room_id].messages, query_params=query)
+            page = await self.intent.api.request(
+                Method.GET, Path.v3.rooms[room_id].messages, query_params=query
+            )
             chunk = [e for e in page.get("chunk") or [] if isinstance(e, dict)]
             for event in chunk:
                 if int(event.get("origin_server_ts") or 0) < since_ms:
@@ -144,8 +152,15 @@ class HomeserverWatch:
     """
 
     def __init__(
-        self, *, intent: IntentAPI, catchup: Catchup, pause: Callable[[], Awaitable[None]],
-        resume: Callable[[], None], requeue: Requeue, interval: float = 0.5, forget_after_s: float = 14 * 86400,
+        self,
+        *,
+        intent: IntentAPI,
+        catchup: Catchup,
+        pause: Callable[[], Awaitable[None]],
+        resume: Callable[[], None],
+        requeue: Requeue,
+        interval: float = 0.5,
+        forget_after_s: float = 14 * 86400,
     ) -> None:
         self.intent = intent
         self.catchup = catchup
@@ -197,8 +212,13 @@ class HomeserverWatch:
         self.catchups += 1
         log.info(
             "event=catchup_done why=%s rooms_read=%s rooms=%d events=%d recovered=%d requeued_rooms=%d ms=%d",
-            why, "all" if rooms is None else len(rooms), result.rooms, result.events, result.recovered,
-            result.requeued_rooms, (time.monotonic() - t0) * 1000,
+            why,
+            "all" if rooms is None else len(rooms),
+            result.rooms,
+            result.events,
+            result.recovered,
+            result.requeued_rooms,
+            (time.monotonic() - t0) * 1000,
         )
         self.resume()
 
@@ -258,7 +278,9 @@ class HomeserverWatch:
                     self._pending = None
                 if time.monotonic() - last_forget >= 3600:
                     last_forget = time.monotonic()
-                    forgotten = await self.catchup.store.forget_seen_before(int((time.time() - self.forget_after_s) * 1000))
+                    forgotten = await self.catchup.store.forget_seen_before(
+                        int((time.time() - self.forget_after_s) * 1000)
+                    )
                     if forgotten:
                         log.info("event=seen_events_forgotten count=%d", forgotten)
             except _HS_ERRORS as e:

@@ -10,7 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-from appservice.registration import RegistrationError, build_registration, load_registration, write_registration
+from appservice.registration import (
+    RegistrationError,
+    build_registration,
+    load_registration,
+    write_registration,
+)
 from bridge.config import Config, ConfigError, load_config
 
 EXIT_CONFIG = 2
@@ -42,7 +47,9 @@ def cmd_generate_registration(args: argparse.Namespace) -> int:
         print(f"registration: {e}", file=sys.stderr)
         return EXIT_CONFIG
     write_registration(reg, out)
-    print(f"wrote {out} (tokens {'kept' if existed else 'new'}); add it to the homeserver's app_service_config_files")
+    print(
+        f"wrote {out} (tokens {'kept' if existed else 'new'}); add it to the homeserver's app_service_config_files"
+    )
     return 0
 
 
@@ -71,7 +78,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         config.logging.level,
         config.logging.format,
         secrets=(
-            registration.as_token, registration.hs_token, config.telegram.bot_token,
+            registration.as_token,
+            registration.hs_token,
+            config.telegram.bot_token,
             *((config.telegram.webhook.secret_token,) if config.telegram.webhook else ()),
             *config.network_secrets(),
         ),
@@ -122,7 +131,10 @@ async def _audit(config: Config, what: str, limit: int | None) -> int:
         if problem is not None:
             print(f"audit trail BROKEN at entry {problem.seq}: {problem.problem}")
             return 1
-        print(f"audit trail OK: {len(entries)} entries, chain intact" + (f", last hash {entries[-1].hash}" if entries else ""))
+        print(
+            f"audit trail OK: {len(entries)} entries, chain intact"
+            + (f", last hash {entries[-1].hash}" if entries else "")
+        )
         return 0
     shown = entries[-limit:] if limit else entries
     for e in shown:
@@ -145,7 +157,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
         result = verify_export(Path(args.words[1]))
         if result.ok:
-            print(f"export OK: {result.files_checked} files and {result.events_checked} events match the manifest")
+            print(
+                f"export OK: {result.files_checked} files and {result.events_checked} events match the manifest"
+            )
             return 0
         print(f"export FAILED verification: {result.problem}")
         return 1
@@ -159,8 +173,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         registration = load_registration(config.appservice.registration)
         scope = ExportScope(
-            rooms=tuple(args.room or ()), clients=tuple(args.client or ()), everything=args.all,
-            since_ms=parse_time(args.since, "since"), until_ms=parse_time(args.until, "until"),
+            rooms=tuple(args.room or ()),
+            clients=tuple(args.client or ()),
+            everything=args.all,
+            since_ms=parse_time(args.since, "since"),
+            until_ms=parse_time(args.until, "until"),
         )
     except (RegistrationError, ExportError) as e:
         print(f"export: {e}", file=sys.stderr)
@@ -174,8 +191,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         progress = terminal_progress()
         try:
             result = await run_export(
-                config, as_token=registration.as_token, store=store, scope=scope, fmt=args.format,
-                out_dir=Path(args.output), progress=progress,
+                config,
+                as_token=registration.as_token,
+                store=store,
+                scope=scope,
+                fmt=args.format,
+                out_dir=Path(args.output),
+                progress=progress,
             )
         except ExportError as e:
             print(f"export: {e}", file=sys.stderr)
@@ -185,7 +207,9 @@ def cmd_export(args: argparse.Namespace) -> int:
             if progress:
                 sys.stderr.write("\n")
         rate = result.events / result.seconds if result.seconds else 0
-        print(f"exported {result.rooms} conversation(s), {result.events} events to {result.out_dir} in {result.seconds:.2f}s ({rate:.0f} events/s)")
+        print(
+            f"exported {result.rooms} conversation(s), {result.events} events to {result.out_dir} in {result.seconds:.2f}s ({rate:.0f} events/s)"
+        )
         return 0
 
     return asyncio.run(go())
@@ -202,16 +226,25 @@ def cmd_record(args: argparse.Namespace) -> int:
         print("record: --purge goes with 'expired'", file=sys.stderr)
         return EXIT_CONFIG
     if args.record_command == "journal" and not args.check:
-        print("record journal: add --check (reconcile the record against what the archive accepted)", file=sys.stderr)
+        print(
+            "record journal: add --check (reconcile the record against what the archive accepted)",
+            file=sys.stderr,
+        )
         return EXIT_CONFIG
     if args.record_command == "journal" and config.archive is None:
-        print("record journal: archive.smtp is not configured, nothing is journaled (see config.example.yaml)", file=sys.stderr)
+        print(
+            "record journal: archive.smtp is not configured, nothing is journaled (see config.example.yaml)",
+            file=sys.stderr,
+        )
         return EXIT_CONFIG
     admin_token = None
     if args.purge:
         token_file = args.admin_token_file
         if not token_file:
-            print("record expired --purge: give --admin-token-file, a file holding a homeserver admin's access token", file=sys.stderr)
+            print(
+                "record expired --purge: give --admin-token-file, a file holding a homeserver admin's access token",
+                file=sys.stderr,
+            )
             return EXIT_CONFIG
         try:
             admin_token = Path(token_file).read_text(encoding="utf-8").strip()
@@ -231,7 +264,9 @@ async def _record(config: Config, registration, args: argparse.Namespace, admin_
     store = Store(config.database.url)
     await store.start()
     try:
-        async with HomeserverReader(config.homeserver.url, registration.as_token, config.bot_mxid, config.homeserver.verify_tls) as reader:
+        async with HomeserverReader(
+            config.homeserver.url, registration.as_token, config.bot_mxid, config.homeserver.verify_tls
+        ) as reader:
             if args.record_command == "check":
                 portals = [p for p in await store.all_portals() if not args.room or p.room_id in args.room]
                 if args.room and len(portals) != len(set(args.room)):
@@ -239,7 +274,14 @@ async def _record(config: Config, registration, args: argparse.Namespace, admin_
                     return EXIT_CONFIG
                 problems = events = 0
                 for portal in portals:
-                    result = await check_room(reader, store, portal, bot=config.bot_mxid, is_ghost=config.ghost_namer().is_ghost, command_prefix=config.policy.commands.prefix)
+                    result = await check_room(
+                        reader,
+                        store,
+                        portal,
+                        bot=config.bot_mxid,
+                        is_ghost=config.ghost_namer().is_ghost,
+                        command_prefix=config.policy.commands.prefix,
+                    )
                     events += result.events
                     for problem in result.problems:
                         print(f"{portal.name} ({portal.room_id}): {problem}")
@@ -260,16 +302,30 @@ async def _record(config: Config, registration, args: argparse.Namespace, admin_
             found = await expired(reader, store, config.policy, now)
             for item in found:
                 age = (now - item.last_activity_ms) // DAY_MS
-                print(f"{item.portal.name} ({item.portal.room_id}): last activity {age} days ago, retention {item.retention_days} days")
+                print(
+                    f"{item.portal.name} ({item.portal.room_id}): last activity {age} days ago, retention {item.retention_days} days"
+                )
             print(f"record expired: {len(found)} conversation(s) past retention and not on legal hold")
             if not args.purge:
                 return 0
             audit = AuditLog(store)
             failed = 0
             for item in found:
-                await audit.record(actor="houseline-cli", action="record.purge", subject=item.portal.room_id, verdict="allow", rule="retention", days=item.retention_days)
+                await audit.record(
+                    actor="houseline-cli",
+                    action="record.purge",
+                    subject=item.portal.room_id,
+                    verdict="allow",
+                    rule="retention",
+                    days=item.retention_days,
+                )
                 try:
-                    delete_id = await purge_room(config.homeserver.url, admin_token or "", item.portal.room_id, verify_tls=config.homeserver.verify_tls)
+                    delete_id = await purge_room(
+                        config.homeserver.url,
+                        admin_token or "",
+                        item.portal.room_id,
+                        verify_tls=config.homeserver.verify_tls,
+                    )
                 except PurgeFailed as e:
                     # The portal stays in the store, so it is listed (and purged) again next run.
                     failed += 1
@@ -302,8 +358,14 @@ async def _journal_check(reader, store, args: argparse.Namespace) -> int:
     for gap in result.gaps:
         detail = ""
         if gap.row is not None:
-            detail = f" (attempts {gap.row.attempts}" + (f", last error: {gap.row.last_error}" if gap.row.last_error else "") + ")"
-        print(f"{gap.portal.name} ({gap.portal.room_id}): {gap.event_id} {gap.status}{detail}, {_age(now - gap.ts)} old")
+            detail = (
+                f" (attempts {gap.row.attempts}"
+                + (f", last error: {gap.row.last_error}" if gap.row.last_error else "")
+                + ")"
+            )
+        print(
+            f"{gap.portal.name} ({gap.portal.room_id}): {gap.event_id} {gap.status}{detail}, {_age(now - gap.ts)} old"
+        )
     print(
         f"record journal: {result.portals} conversation(s), {result.events} message events, {result.journaled} journaled, "
         f"{result.count('queued')} queued, {result.count('missing')} missing"
@@ -329,7 +391,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="houseline", description="Client conversations on consumer messengers, in company-owned Matrix rooms.")
+    parser = argparse.ArgumentParser(
+        prog="houseline",
+        description="Client conversations on consumer messengers, in company-owned Matrix rooms.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("generate-registration", help="write the appservice registration for the homeserver")
@@ -351,7 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="show: only the last N entries")
     p.set_defaults(func=cmd_audit)
 
-    p = sub.add_parser("export", help="export conversations (jsonl, eml, html) with a verifiable manifest; or: export verify DIR")
+    p = sub.add_parser(
+        "export",
+        help="export conversations (jsonl, eml, html) with a verifiable manifest; or: export verify DIR",
+    )
     p.add_argument("-c", "--config", default="config.yaml")
     p.add_argument("--room", action="append", help="a portal's room id (repeatable)")
     p.add_argument("--client", action="append", help="a client's chat id on its network (repeatable)")
@@ -360,18 +428,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", help="only events before this date/time")
     p.add_argument("--format", default="jsonl", choices=["jsonl", "eml", "html"])
     p.add_argument("-o", "--output", help="a new or empty directory")
-    p.add_argument("words", nargs="*", metavar="verify DIR", help="recompute every hash of an export and name the first difference")
+    p.add_argument(
+        "words",
+        nargs="*",
+        metavar="verify DIR",
+        help="recompute every hash of an export and name the first difference",
+    )
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("record", help="check the record against the message map or the archive journal, or list/purge what is past retention")
+    p = sub.add_parser(
+        "record",
+        help="check the record against the message map or the archive journal, or list/purge what is past retention",
+    )
     p.add_argument("record_command", choices=["check", "expired", "journal"])
     p.add_argument("-c", "--config", default="config.yaml")
     p.add_argument("--room", action="append", help="check, journal: only this portal (repeatable)")
-    p.add_argument("--purge", action="store_true", help="expired: delete them through the homeserver's admin API")
-    p.add_argument("--admin-token-file", help="expired --purge: a file holding a homeserver admin's access token")
-    p.add_argument("--as-of", help="expired: judge ages as of this date instead of now (e.g. to plan a purge)")
-    p.add_argument("--check", action="store_true", help="journal: every message event must have the archive's receipt; lists the gaps")
-    p.add_argument("--since", help="journal: only events from this date/time on (when journaling was switched on)")
+    p.add_argument(
+        "--purge", action="store_true", help="expired: delete them through the homeserver's admin API"
+    )
+    p.add_argument(
+        "--admin-token-file", help="expired --purge: a file holding a homeserver admin's access token"
+    )
+    p.add_argument(
+        "--as-of", help="expired: judge ages as of this date instead of now (e.g. to plan a purge)"
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="journal: every message event must have the archive's receipt; lists the gaps",
+    )
+    p.add_argument(
+        "--since", help="journal: only events from this date/time on (when journaling was switched on)"
+    )
     p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("demo", help="local homeserver + sandbox Telegram + bridge, ready to try")

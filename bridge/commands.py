@@ -86,7 +86,7 @@ class Commands:
     def is_template(self, raw: dict[str, Any]) -> bool:
         """A template command goes to the client like a message (queued, ordered, recorded),
         so any employee who may write in the conversation may use it."""
-        words = mc.split_command(raw["content"]["body"][len(self.prefix):])
+        words = mc.split_command(raw["content"]["body"][len(self.prefix) :])
         return bool(words) and words[0].lower() == "template"
 
     async def cmd_template(self, ctx: CommandContext, args: list[str]) -> str:
@@ -96,14 +96,19 @@ class Commands:
         content = raw.get("content") or {}
         body = content.get("body")
         return (
-            raw.get("type") == "m.room.message" and content.get("msgtype") in ("m.text", "m.notice")
-            and isinstance(body, str) and (body == self.prefix or body.startswith(self.prefix + " "))
+            raw.get("type") == "m.room.message"
+            and content.get("msgtype") in ("m.text", "m.notice")
+            and isinstance(body, str)
+            and (body == self.prefix or body.startswith(self.prefix + " "))
         )
 
     async def on_invite(self, raw: dict[str, Any]) -> None:
         """Employees open a direct chat with the bot to use commands: accept local users' invites."""
         sender = raw.get("sender", "")
-        if sender.rsplit(":", 1)[-1] != self.pb.config.homeserver.domain and sender.split(":", 1)[-1] != self.pb.config.homeserver.domain:
+        if (
+            sender.rsplit(":", 1)[-1] != self.pb.config.homeserver.domain
+            and sender.split(":", 1)[-1] != self.pb.config.homeserver.domain
+        ):
             log.info("event=invite_ignored room=%s inviter=%s reason=not_local", raw.get("room_id"), sender)
             return
         try:
@@ -115,7 +120,7 @@ class Commands:
 
     async def handle(self, raw: dict[str, Any], portal: PortalRow | None) -> None:
         ctx = CommandContext(raw["sender"], raw["room_id"], portal, raw.get("event_id"))
-        body = raw["content"]["body"][len(self.prefix):].strip()
+        body = raw["content"]["body"][len(self.prefix) :].strip()
         words = mc.split_command(body)
         name = words[0].lower() if words else "help"
         args = words[1:]
@@ -124,11 +129,19 @@ class Commands:
             target = args[0] if args and not args[0].startswith("--") else ctx.sender
         allowed = decide(Command(user_id=ctx.sender, name=name, target=target), self.pb.policy)
         await self.pb.audit.record(
-            actor=ctx.sender, action=f"command.{name}", subject=ctx.room_id, verdict=allowed.verdict.name.lower(),
-            rule=allowed.rule, args=" ".join(args)[:500],
+            actor=ctx.sender,
+            action=f"command.{name}",
+            subject=ctx.room_id,
+            verdict=allowed.verdict.name.lower(),
+            rule=allowed.rule,
+            args=" ".join(args)[:500],
         )
         if allowed.verdict is not Verdict.ALLOW:
-            text = f"Sorry, only Houseline admins can use this command. ({allowed.reason})" if allowed.rule == "commands.admin" else allowed.reason
+            text = (
+                f"Sorry, only Houseline admins can use this command. ({allowed.reason})"
+                if allowed.rule == "commands.admin"
+                else allowed.reason
+            )
             await self.reply(ctx, text)
             return
         handler = getattr(self, f"cmd_{name}", None)
@@ -143,7 +156,11 @@ class Commands:
             log.warning("event=command_failed command=%s error=%s", name, type(e).__name__)
             text = f"Could not complete {self.prefix} {name}: {getattr(e, 'message', None) or e}"
         except UsageError as e:
-            text = f"{e}\nUsage: {self.prefix} {USAGE[name]}" if str(e) else f"Usage: {self.prefix} {USAGE[name]}"
+            text = (
+                f"{e}\nUsage: {self.prefix} {USAGE[name]}"
+                if str(e)
+                else f"Usage: {self.prefix} {USAGE[name]}"
+            )
         await self.reply(ctx, text)
 
     async def reply(self, ctx: CommandContext, text: str) -> None:
@@ -163,7 +180,11 @@ class Commands:
             if portal is None:
                 raise UsageError(f"{arg} is not a client conversation.")
             return portal
-        matches = [p for p in await self.pb.store.all_portals() if p.chat_id == arg or arg == self.pb.ghosts.user_id(p.network, p.chat_id)]
+        matches = [
+            p
+            for p in await self.pb.store.all_portals()
+            if p.chat_id == arg or arg == self.pb.ghosts.user_id(p.network, p.chat_id)
+        ]
         if not matches:
             raise UsageError(f"No client conversation with “{arg}”.")
         return matches[0]
@@ -181,12 +202,17 @@ class Commands:
 
     async def cmd_rooms(self, ctx: CommandContext, args: list[str]) -> str:
         needle = " ".join(args).lower()
-        portals = [p for p in await self.pb.store.all_portals() if not needle or needle in p.name.lower() or needle in p.chat_id]
+        portals = [
+            p
+            for p in await self.pb.store.all_portals()
+            if not needle or needle in p.name.lower() or needle in p.chat_id
+        ]
         if not portals:
             return "No client conversations" + (f" match “{needle}”." if needle else " yet.")
         lines = [
             f"{p.name} — {p.room_id} — {p.network} chat {p.chat_id}"
-            + ("" if p.status == "active" else f" — {p.status}") + (" — legal hold" if p.legal_hold else "")
+            + ("" if p.status == "active" else f" — {p.status}")
+            + (" — legal hold" if p.legal_hold else "")
             for p in portals
         ]
         return f"{len(portals)} conversation(s):\n" + "\n".join(lines)
@@ -199,9 +225,13 @@ class Commands:
             f"{portal.name}\nroom {portal.room_id}\nnetwork {portal.network}, account {portal.account}, chat {portal.chat_id}\n"
             f"status {portal.status}; legal hold {'on' if portal.legal_hold else 'off'}; disclaimer {'sent' if portal.disclaimer_sent else 'not sent'}\n"
             f"assignee: {portal.assignee or 'none'}"
-            + (f"; started by {portal.initiated_by} on {when(portal.initiated_at or 0)} (outreach)" if portal.initiated_by else "") + "\n"
-            f"employees present: {', '.join(people) or 'none'}"
-            + await self._profile_lines(portal)
+            + (
+                f"; started by {portal.initiated_by} on {when(portal.initiated_at or 0)} (outreach)"
+                if portal.initiated_by
+                else ""
+            )
+            + "\n"
+            f"employees present: {', '.join(people) or 'none'}" + await self._profile_lines(portal)
         )
 
     async def _profile_lines(self, portal: PortalRow) -> str:
@@ -212,15 +242,25 @@ class Commands:
         if profile is None:
             return ""
         facts = [
-            f"{label} {value}" for label, value in (
-                ("CRM id", profile.crm_id), ("KYC", profile.kyc_status), ("language", profile.language), ("region", profile.region),
-            ) if value
+            f"{label} {value}"
+            for label, value in (
+                ("CRM id", profile.crm_id),
+                ("KYC", profile.kyc_status),
+                ("language", profile.language),
+                ("region", profile.region),
+            )
+            if value
         ]
         if profile.tags:
             facts.append("tags " + ", ".join(profile.tags))
         if profile.consent:
-            facts.append("consent " + ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in sorted(profile.consent.items())))
-        return "\nclient profile: " + ("; ".join(facts) or "no details") + f" (updated by {profile.updated_by})"
+            facts.append(
+                "consent "
+                + ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in sorted(profile.consent.items()))
+            )
+        return (
+            "\nclient profile: " + ("; ".join(facts) or "no details") + f" (updated by {profile.updated_by})"
+        )
 
     async def cmd_assign(self, ctx: CommandContext, args: list[str]) -> str:
         if len(args) != 2:
@@ -256,15 +296,26 @@ class Commands:
             if not text:
                 raise UsageError("Give a text to test.")
             state = await self.pb.room_state(ctx.portal.room_id, ctx.portal) if ctx.portal else None
-            room = state or RoomState(room_id=ctx.room_id, members=frozenset({ctx.sender}), ghosts=frozenset(), is_group=False)
+            room = state or RoomState(
+                room_id=ctx.room_id, members=frozenset({ctx.sender}), ghosts=frozenset(), is_group=False
+            )
             decision = decide(SendOut(sender=ctx.sender, room=room, kind="text", text=text), policy)
             return f"{decision.verdict.name.lower()}: {decision.reason or 'allowed'} (rule {decision.rule})"
         if sub == "reload":
             new, problems = await self.reload_policy()
             if new is None:
-                return "The new policy has errors and did not take effect; the old one keeps running:\n" + "\n".join(f"- {p}" for p in problems)
+                return (
+                    "The new policy has errors and did not take effect; the old one keeps running:\n"
+                    + "\n".join(f"- {p}" for p in problems)
+                )
             self.pb.policy = new
-            await self.pb.audit.record(actor=ctx.sender, action="policy.reload", subject="policy", verdict="allow", rule="commands.admin")
+            await self.pb.audit.record(
+                actor=ctx.sender,
+                action="policy.reload",
+                subject="policy",
+                verdict="allow",
+                rule="commands.admin",
+            )
             return "Policy reloaded."
         raise UsageError("")
 
@@ -307,11 +358,19 @@ class Commands:
                 raise UsageError("--from needs a company number.")
             from_account, rest = rest[1], rest[2:]
         if not rest or rest[0] != "template":
-            raise UsageError("Write the template after the number: … template <name> [--lang en] [parameters...]")
+            raise UsageError(
+                "Write the template after the number: … template <name> [--lang en] [parameters...]"
+            )
         name, params, language = _template_args(rest[1:])
         try:
             started = await self.outreach.contact(
-                ctx.sender, network, address, from_account=from_account, template=name, language=language, params=params,
+                ctx.sender,
+                network,
+                address,
+                from_account=from_account,
+                template=name,
+                language=language,
+                params=params,
                 source_event_id=ctx.event_id,
             )
         except OutreachError as e:
@@ -346,7 +405,9 @@ class Commands:
         if self.absences is None:
             return "Absences are not available in this bridge."
         user = self._user_arg(args[0]) if args and not args[0].startswith("--") else ctx.sender
-        options = _options(args[1:] if args and not args[0].startswith("--") else args, ("--until", "--cover"))
+        options = _options(
+            args[1:] if args and not args[0].startswith("--") else args, ("--until", "--cover")
+        )
         if "--until" not in options:
             raise UsageError("Until when? Give --until YYYY-MM-DD.")
         if not await self.ops.user_exists(user) and user.split(":", 1)[1] == self.pb.config.homeserver.domain:
@@ -363,8 +424,13 @@ class Commands:
         report = await self.absences.away(ctx.sender, user, until, covers)
         text = (
             f"{user} is away until {when(until)}: new clients skip them"
-            + (f"; {', '.join(covers)} cover(s) their {report.rooms} conversation(s) and get(s) their reminders" if covers else "; nobody covers")
-            + ". It ends by itself then, or with " + f"`{self.prefix} back {user}`."
+            + (
+                f"; {', '.join(covers)} cover(s) their {report.rooms} conversation(s) and get(s) their reminders"
+                if covers
+                else "; nobody covers"
+            )
+            + ". It ends by itself then, or with "
+            + f"`{self.prefix} back {user}`."
         )
         return text + ("\nProblems:\n" + "\n".join(report.problems) if report.problems else "")
 
@@ -386,7 +452,11 @@ def _options(args: list[str], names: tuple[str, ...]) -> dict[str, str]:
     i = 0
     while i < len(args):
         if args[i] not in names or i + 1 >= len(args):
-            raise UsageError(f"“{args[i]}” is not understood here." if args[i] not in names else f"{args[i]} needs a value.")
+            raise UsageError(
+                f"“{args[i]}” is not understood here."
+                if args[i] not in names
+                else f"{args[i]} needs a value."
+            )
         out[args[i]] = args[i + 1]
         i += 2
     return out
@@ -414,22 +484,51 @@ def describe_policy(policy: Policy) -> str:
     lines = [
         f"admins: {', '.join(sorted(policy.admins)) or 'none'}",
         f"compliance observers: {', '.join(sorted(policy.observers)) or 'none'}",
-        "roles: " + ("; ".join(f"{name}: {', '.join(sorted(users))}" for name, users in sorted(policy.roles.items())) or "none")
+        "roles: "
+        + (
+            "; ".join(f"{name}: {', '.join(sorted(users))}" for name, users in sorted(policy.roles.items()))
+            or "none"
+        )
         + (f" (everyone here: {policy.default_role})" if policy.default_role else ""),
-        "teams: " + ("; ".join(f"{name}: {', '.join(t.members)}" for name, t in sorted(policy.teams.items())) or "none"),
-        "join: roles " + (", ".join(sorted(join.allowed_roles)) or "any") + "; teams " + (", ".join(sorted(join.allowed_teams)) or "any")
-        + "; other servers " + (", ".join(sorted(join.allowed_servers)) or "none")
+        "teams: "
+        + (
+            "; ".join(f"{name}: {', '.join(t.members)}" for name, t in sorted(policy.teams.items())) or "none"
+        ),
+        "join: roles "
+        + (", ".join(sorted(join.allowed_roles)) or "any")
+        + "; teams "
+        + (", ".join(sorted(join.allowed_teams)) or "any")
+        + "; other servers "
+        + (", ".join(sorted(join.allowed_servers)) or "none")
         + (f"; at most {join.max_external} external" if join.max_external is not None else "")
         + (f"; senior role in group chats: {join.senior_role}" if join.senior_role else ""),
         "sharing: "
-        + (f"files up to {sharing.max_file_bytes // 1_000_000} MB" if sharing.max_file_bytes else "any file size")
-        + (f"; blocked file types {', '.join(sorted(sharing.blocked_file_types))}" if sharing.blocked_file_types else "")
-        + (f"; blocked labels {', '.join(sorted(sharing.blocked_labels.values()))}" if sharing.blocked_labels else "")
-        + ("; card numbers" if sharing.card_numbers else "") + ("; IBANs" if sharing.ibans else "")
+        + (
+            f"files up to {sharing.max_file_bytes // 1_000_000} MB"
+            if sharing.max_file_bytes
+            else "any file size"
+        )
+        + (
+            f"; blocked file types {', '.join(sorted(sharing.blocked_file_types))}"
+            if sharing.blocked_file_types
+            else ""
+        )
+        + (
+            f"; blocked labels {', '.join(sorted(sharing.blocked_labels.values()))}"
+            if sharing.blocked_labels
+            else ""
+        )
+        + ("; card numbers" if sharing.card_numbers else "")
+        + ("; IBANs" if sharing.ibans else "")
         + ("; personal contact details" if contacts.enabled else "")
-        + (f"; patterns {', '.join(p.name for p in sharing.custom_patterns)}" if sharing.custom_patterns else ""),
+        + (
+            f"; patterns {', '.join(p.name for p in sharing.custom_patterns)}"
+            if sharing.custom_patterns
+            else ""
+        ),
         "disclaimer: " + (policy.disclaimers.default or "none"),
-        f"assignment: {policy.assignment.mode}" + (f" (team {policy.assignment.team})" if policy.assignment.team else ""),
+        f"assignment: {policy.assignment.mode}"
+        + (f" (team {policy.assignment.team})" if policy.assignment.team else ""),
     ]
     return "Current policy:\n" + "\n".join(lines)
 

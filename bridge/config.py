@@ -166,7 +166,9 @@ class Config:
         return f"@{self.appservice.bot_localpart}:{self.homeserver.domain}"
 
     def ghost_namer(self) -> GhostNamer:
-        return GhostNamer(self.appservice.ghost_localpart_template, self.homeserver.domain, SUPPORTED_NETWORKS)
+        return GhostNamer(
+            self.appservice.ghost_localpart_template, self.homeserver.domain, SUPPORTED_NETWORKS
+        )
 
 
 _MISSING = object()
@@ -205,7 +207,9 @@ class _Reader:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = str(value)
         if not isinstance(value, str):
-            self.problems.append(f"{path}: expected text, got {_kind(value)}; {_HINTS.get(path, '')}".rstrip("; "))
+            self.problems.append(
+                f"{path}: expected text, got {_kind(value)}; {_HINTS.get(path, '')}".rstrip("; ")
+            )
             return None
         if not allow_empty and not value.strip():
             self.problems.append(f"{path}: is empty; {_HINTS.get(path, 'give it a value')}")
@@ -325,10 +329,16 @@ def _parse_telegram_webhook(r: _Reader, appservice_port: int | None) -> Telegram
     secret = r.string(f"{prefix}.secret_token") if enabled else r.string(f"{prefix}.secret_token", "")
     # The value is never echoed in a problem: config problems end up in terminals and logs.
     if secret and "REPLACE" in secret:
-        r.problems.append(f"{prefix}.secret_token: still the placeholder from config.example.yaml; {_SECRET_HOWTO}")
+        r.problems.append(
+            f"{prefix}.secret_token: still the placeholder from config.example.yaml; {_SECRET_HOWTO}"
+        )
         secret = None
     elif secret and not _WEBHOOK_SECRET_RE.fullmatch(secret):
-        wrong = f"is {len(secret)} characters long" if len(secret) > 256 else "has characters other than A-Z a-z 0-9 _ -"
+        wrong = (
+            f"is {len(secret)} characters long"
+            if len(secret) > 256
+            else "has characters other than A-Z a-z 0-9 _ -"
+        )
         r.problems.append(
             f"{prefix}.secret_token: {wrong}; Telegram's setWebhook accepts 1 to 256 characters "
             f"of A-Z a-z 0-9 _ - only; {_SECRET_HOWTO}"
@@ -337,7 +347,11 @@ def _parse_telegram_webhook(r: _Reader, appservice_port: int | None) -> Telegram
     if not enabled or not (public_url and listen_host and listen_port and path and secret):
         return None
     return TelegramWebhookConfig(
-        public_url=public_url, listen_host=listen_host, listen_port=listen_port, path=path, secret_token=secret
+        public_url=public_url,
+        listen_host=listen_host,
+        listen_port=listen_port,
+        path=path,
+        secret_token=secret,
     )
 
 
@@ -378,7 +392,12 @@ def parse_config(data: Any, *, path: Path | None = None) -> Config:
     """Validate a loaded YAML document and build the typed config, or raise ConfigError."""
     source = str(path) if path else "config"
     if not isinstance(data, dict):
-        raise ConfigError([f"(top level): expected a mapping of sections, got {_kind(data)}; start from config.example.yaml"], source)
+        raise ConfigError(
+            [
+                f"(top level): expected a mapping of sections, got {_kind(data)}; start from config.example.yaml"
+            ],
+            source,
+        )
     r = _Reader(data)
     base = path.parent if path else Path.cwd()
 
@@ -392,7 +411,9 @@ def parse_config(data: Any, *, path: Path | None = None) -> Config:
     verify_tls = r.boolean("homeserver.verify_tls", True)
     domain = r.string("homeserver.domain")
     if domain and not re.fullmatch(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9a-fA-F:.]+\](:[0-9]{1,5})?", domain):
-        r.problems.append(f"homeserver.domain: '{domain}' is not a server name; use a host name like example.com (no scheme, no path)")
+        r.problems.append(
+            f"homeserver.domain: '{domain}' is not a server name; use a host name like example.com (no scheme, no path)"
+        )
         domain = None
 
     host = r.string("appservice.host", "127.0.0.1")
@@ -421,7 +442,9 @@ def parse_config(data: Any, *, path: Path | None = None) -> Config:
                 f"appservice.ghost_localpart_template: the fixed text of '{template}' must use lower-case "
                 "letters, digits and . _ = - / only"
             )
-        elif bot_localpart and re.fullmatch(ghost_localpart_pattern(template, SUPPORTED_NETWORKS), bot_localpart):
+        elif bot_localpart and re.fullmatch(
+            ghost_localpart_pattern(template, SUPPORTED_NETWORKS), bot_localpart
+        ):
             r.problems.append(
                 "appservice.ghost_localpart_template: the bot's localpart would fall inside the ghost "
                 "namespace; give the template a prefix the bot's name does not have"
@@ -452,9 +475,13 @@ def parse_config(data: Any, *, path: Path | None = None) -> Config:
     if isinstance(networks, dict):
         for key in networks:
             if key not in SUPPORTED_NETWORKS:
-                r.problems.append(f"networks.{key}: unknown network; supported: {', '.join(SUPPORTED_NETWORKS)}")
+                r.problems.append(
+                    f"networks.{key}: unknown network; supported: {', '.join(SUPPORTED_NETWORKS)}"
+                )
     tg_enabled = r.boolean("networks.telegram.enabled", True)
-    bot_token = r.string("networks.telegram.bot_token") if tg_enabled else r.string("networks.telegram.bot_token", "")
+    bot_token = (
+        r.string("networks.telegram.bot_token") if tg_enabled else r.string("networks.telegram.bot_token", "")
+    )
     if tg_enabled and bot_token and "REPLACE" in bot_token:
         r.problems.append(
             "networks.telegram.bot_token: still the placeholder from config.example.yaml; "
@@ -501,7 +528,9 @@ def parse_config(data: Any, *, path: Path | None = None) -> Config:
 
     level = r.string("logging.level", "INFO")
     if level and level.upper() not in _LOG_LEVELS:
-        r.problems.append(f"logging.level: '{level}' is not a level; use one of {', '.join(sorted(_LOG_LEVELS))}")
+        r.problems.append(
+            f"logging.level: '{level}' is not a level; use one of {', '.join(sorted(_LOG_LEVELS))}"
+        )
     log_format = r.string("logging.format", "keyvalue")
     if log_format and log_format not in ("keyvalue", "json"):
         r.problems.append(f"logging.format: '{log_format}' is not a format; use keyvalue or json")
@@ -535,7 +564,8 @@ def parse_config(data: Any, *, path: Path | None = None) -> Config:
             bot_token=bot_token or "",
             polling_timeout=polling_timeout,
             base_url=tg_base_url or None,
-            base_file_url=tg_base_file_url or (f"{tg_base_url.removesuffix('/bot')}/file/bot" if tg_base_url else None),
+            base_file_url=tg_base_file_url
+            or (f"{tg_base_url.removesuffix('/bot')}/file/bot" if tg_base_url else None),
             webhook=tg_webhook,
             pacing=tg_pacing is not False,
         ),
@@ -558,15 +588,21 @@ def _policies(raw: Any, base: Path, domain: str | None, problems: list[str]) -> 
         try:
             raw = yaml.safe_load(policy_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            problems.append(f"policies.file: {policy_path} not found; give the path of the policy file, relative to the config")
+            problems.append(
+                f"policies.file: {policy_path} not found; give the path of the policy file, relative to the config"
+            )
             return None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f"line {mark.line + 1}" if mark else "somewhere"
-            problems.append(f"policies.file: {policy_path} is not valid YAML ({where}); check indentation and quoting there")
+            problems.append(
+                f"policies.file: {policy_path} is not valid YAML ({where}); check indentation and quoting there"
+            )
             return None
     if raw is not None and not isinstance(raw, dict):
-        problems.append(f"policies: expected a mapping of policy keys, got {_kind(raw)}; see policies/example.yaml")
+        problems.append(
+            f"policies: expected a mapping of policy keys, got {_kind(raw)}; see policies/example.yaml"
+        )
         return None
     try:
         return parse_policy(raw, local_domain=domain or "localhost")
@@ -580,7 +616,9 @@ def load_config(path: Path) -> Config:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError([f"file not found; copy config.example.yaml to {path} and edit it"], str(path)) from None
+        raise ConfigError(
+            [f"file not found; copy config.example.yaml to {path} and edit it"], str(path)
+        ) from None
     except OSError as e:
         raise ConfigError([f"cannot read the file: {e.strerror}"], str(path)) from None
     try:
@@ -589,5 +627,7 @@ def load_config(path: Path) -> Config:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
         problem = getattr(e, "problem", None) or str(e)
-        raise ConfigError([f"(YAML syntax) {where}: {problem}; check indentation and quoting there"], str(path)) from None
+        raise ConfigError(
+            [f"(YAML syntax) {where}: {problem}; check indentation and quoting there"], str(path)
+        ) from None
     return parse_config(data, path=path.resolve())

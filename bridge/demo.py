@@ -68,7 +68,12 @@ async def run_demo(*, once: bool, workdir: Path | None) -> int:
     try:
         setup_logging(
             "WARNING" if once else "INFO",
-            secrets=(stack.registration.as_token, stack.registration.hs_token, stack.telegram.token, *stack.config.network_secrets()),
+            secrets=(
+                stack.registration.as_token,
+                stack.registration.hs_token,
+                stack.telegram.token,
+                *stack.config.network_secrets(),
+            ),
         )
         await bridge.start()
         await stack.connect_whatsapp()
@@ -207,7 +212,8 @@ def ready_line(stack: DevStack) -> dict:
             for name, u in accounts.items()
         },
         "sandbox": {
-            "telegram": stack.telegram.url, "telegram_bot_token": stack.telegram.token,
+            "telegram": stack.telegram.url,
+            "telegram_bot_token": stack.telegram.token,
             "whatsapp": stack.whatsapp.url if stack.whatsapp else None,
         },
         "config": str(stack.config_path),
@@ -222,7 +228,11 @@ def instructions(ready: dict, *, workdir: Path, elapsed: float) -> str:
         f"  {a['user_id'] + ' / ' + a['password']:<{width}}  {ACCOUNTS.get(name, (None, 'another demo user'))[1]}"
         for name, a in accounts.items()
     )
-    employee, adviser2, admin = accounts["employee"]["user_id"], accounts["adviser2"]["user_id"], accounts["admin"]["user_id"]
+    employee, adviser2, admin = (
+        accounts["employee"]["user_id"],
+        accounts["adviser2"]["user_id"],
+        accounts["admin"]["user_id"],
+    )
     telegram, whatsapp = ready["sandbox"]["telegram"], ready["sandbox"]["whatsapp"] or ""
     return f"""
 Houseline demo is running (ready in {elapsed:.1f}s). Ctrl-C stops everything.

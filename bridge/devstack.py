@@ -71,8 +71,15 @@ EXTRA_USERS = {
 
 
 def write_bridge_config(
-    workdir: Path, *, homeserver_url: str, as_port: int, telegram: TelegramSandbox, invite: list[str], policy_file: Path | None = None,
-    database_url: str = "sqlite:houseline.db", whatsapp: WhatsAppSandbox | None = None,
+    workdir: Path,
+    *,
+    homeserver_url: str,
+    as_port: int,
+    telegram: TelegramSandbox,
+    invite: list[str],
+    policy_file: Path | None = None,
+    database_url: str = "sqlite:houseline.db",
+    whatsapp: WhatsAppSandbox | None = None,
 ) -> Path:
     config = {
         "homeserver": {"url": homeserver_url, "domain": DOMAIN},
@@ -107,7 +114,11 @@ def write_bridge_config(
             "verify_token": secrets.token_urlsafe(24),
             "webhook": {"listen_host": "127.0.0.1", "listen_port": free_port(), "path": "/whatsapp/webhook"},
             "numbers": [
-                {"phone_number_id": number, "access_token": whatsapp.access_token, "waba_id": whatsapp.waba_id}
+                {
+                    "phone_number_id": number,
+                    "access_token": whatsapp.access_token,
+                    "waba_id": whatsapp.waba_id,
+                }
                 for number in (WHATSAPP_NUMBER, WHATSAPP_SECOND_NUMBER)
             ],
         }
@@ -120,8 +131,12 @@ def write_bridge_config(
 
 
 async def start_dev_stack(
-    workdir: Path, *, rate_limits: bool = True, policy_file: Path | None = None,
-    bridge_database_url: str | None = None, homeserver_database_url: str | None = None,
+    workdir: Path,
+    *,
+    rate_limits: bool = True,
+    policy_file: Path | None = None,
+    bridge_database_url: str | None = None,
+    homeserver_database_url: str | None = None,
 ) -> DevStack:
     """The whole local stack; SQLite for both databases unless the bench's PostgreSQL pass
     passes URLs (bench/postgres.py makes them)."""
@@ -129,10 +144,19 @@ async def start_dev_stack(
     telegram = TelegramSandbox(rate_limits=rate_limits, allow_local_webhooks=True, webhook_retry_initial=0.2)
     await telegram.start()
     whatsapp = WhatsAppSandbox(
-        access_token=secrets.token_urlsafe(32), app_secret=secrets.token_urlsafe(32),
+        access_token=secrets.token_urlsafe(32),
+        app_secret=secrets.token_urlsafe(32),
         numbers=[
-            SandboxNumber(phone_number_id=WHATSAPP_NUMBER, display_phone_number=WHATSAPP_DISPLAY_NUMBER, verified_name=COMPANY),
-            SandboxNumber(phone_number_id=WHATSAPP_SECOND_NUMBER, display_phone_number=WHATSAPP_SECOND_DISPLAY_NUMBER, verified_name=COMPANY),
+            SandboxNumber(
+                phone_number_id=WHATSAPP_NUMBER,
+                display_phone_number=WHATSAPP_DISPLAY_NUMBER,
+                verified_name=COMPANY,
+            ),
+            SandboxNumber(
+                phone_number_id=WHATSAPP_SECOND_NUMBER,
+                display_phone_number=WHATSAPP_SECOND_DISPLAY_NUMBER,
+                verified_name=COMPANY,
+            ),
         ],
         throughput_limits=rate_limits,
     )
@@ -141,8 +165,14 @@ async def start_dev_stack(
         hs_port, as_port = free_port(), free_port()
         employee_id = f"@{EMPLOYEE_LOCALPART}:{DOMAIN}"
         config_path = write_bridge_config(
-            workdir, homeserver_url=f"http://127.0.0.1:{hs_port}", as_port=as_port, telegram=telegram, invite=[employee_id],
-            policy_file=policy_file, database_url=bridge_database_url or "sqlite:houseline.db", whatsapp=whatsapp,
+            workdir,
+            homeserver_url=f"http://127.0.0.1:{hs_port}",
+            as_port=as_port,
+            telegram=telegram,
+            invite=[employee_id],
+            policy_file=policy_file,
+            database_url=bridge_database_url or "sqlite:houseline.db",
+            whatsapp=whatsapp,
         )
         config = load_config(config_path)
         registration = build_registration(
@@ -155,7 +185,10 @@ async def start_dev_stack(
         )
         write_registration(registration, config.appservice.registration)
         homeserver = LocalHomeserver(
-            workdir / "synapse", server_name=DOMAIN, port=hs_port, app_service_config_files=[config.appservice.registration],
+            workdir / "synapse",
+            server_name=DOMAIN,
+            port=hs_port,
+            app_service_config_files=[config.appservice.registration],
             database_url=homeserver_database_url,
         )
         await homeserver.start()
@@ -164,7 +197,9 @@ async def start_dev_stack(
         await whatsapp.stop()
         raise
     try:
-        employee = await homeserver.register_user(EMPLOYEE_LOCALPART, secrets.token_urlsafe(12), displayname="Erin Employee")
+        employee = await homeserver.register_user(
+            EMPLOYEE_LOCALPART, secrets.token_urlsafe(12), displayname="Erin Employee"
+        )
         extra = {
             name: await homeserver.register_user(name, secrets.token_urlsafe(12), displayname=display)
             for name, display in EXTRA_USERS.items()

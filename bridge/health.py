@@ -114,8 +114,13 @@ class CaptureHealth:
     """The rules, on plain values: reports in, transitions out (each once)."""
 
     def __init__(
-        self, stale_after_s: float, *, clock: Callable[[], float] = time.time, real: Callable[[], float] = time.monotonic,
-        failures_down: int = FAILURES_DOWN, real_grace_s: float = REAL_GRACE_S,
+        self,
+        stale_after_s: float,
+        *,
+        clock: Callable[[], float] = time.time,
+        real: Callable[[], float] = time.monotonic,
+        failures_down: int = FAILURES_DOWN,
+        real_grace_s: float = REAL_GRACE_S,
     ) -> None:
         self.stale_after_s = stale_after_s
         self.clock = clock
@@ -124,11 +129,15 @@ class CaptureHealth:
         self.real_grace_s = real_grace_s
         self.accounts: dict[tuple[str, str], AccountHealth] = {}
 
-    def _account(self, network: str, account: str, *, label: str | None = None, watched: bool = True) -> AccountHealth:
+    def _account(
+        self, network: str, account: str, *, label: str | None = None, watched: bool = True
+    ) -> AccountHealth:
         key = (network, account)
         health = self.accounts.get(key)
         if health is None:
-            health = AccountHealth(network, account, label or f"{network} account {account}", watched, self.clock(), self.real())
+            health = AccountHealth(
+                network, account, label or f"{network} account {account}", watched, self.clock(), self.real()
+            )
             self.accounts[key] = health
         elif label:
             health.label = label
@@ -164,7 +173,17 @@ class CaptureHealth:
         health.quality = rating.upper()
         health.carried.discard("quality")
 
-    def carry(self, network: str, account: str, label: str, problem: str, since: float, detail: str, *, watched: bool) -> None:
+    def carry(
+        self,
+        network: str,
+        account: str,
+        label: str,
+        problem: str,
+        since: float,
+        detail: str,
+        *,
+        watched: bool,
+    ) -> None:
         """A problem announced before a restart and not announced over: it stays until the
         account shows otherwise, and then its end is announced."""
         health = self._account(network, account, label=label, watched=watched)
@@ -179,13 +198,13 @@ class CaptureHealth:
         if health.watched and (health.failures >= self.failures_down or "failing" in health.carried):
             found["failing"] = (
                 f"the last {health.failures} attempts to receive failed; the last error: {health.last_error}"
-                if health.failures else health.announced.get("failing", (0, "receiving failed"))[1]
+                if health.failures
+                else health.announced.get("failing", (0, "receiving failed"))[1]
             )
         if health.watched and (self._stale(health) or "stale" in health.carried):
             last = health.last_ok
-            found["stale"] = (
-                f"nothing received for {_minutes(self.clock() - (last or health.since))}"
-                + (f" (the last at {_when(last)})" if last is not None else " (nothing since the bridge started)")
+            found["stale"] = f"nothing received for {_minutes(self.clock() - (last or health.since))}" + (
+                f" (the last at {_when(last)})" if last is not None else " (nothing since the bridge started)"
             )
         if health.disabled:
             found["disabled"] = "its owner disconnected it from Houseline"
@@ -220,10 +239,25 @@ class CaptureHealth:
                 if problem in current and problem not in health.announced:
                     began = self._began(health, problem, now)
                     health.announced[problem] = (began, current[problem])
-                    out.append(Transition(health.network, health.account, health.label, problem, True, current[problem], now, began))
+                    out.append(
+                        Transition(
+                            health.network,
+                            health.account,
+                            health.label,
+                            problem,
+                            True,
+                            current[problem],
+                            now,
+                            began,
+                        )
+                    )
                 elif problem not in current and problem in health.announced:
                     since, detail = health.announced.pop(problem)
-                    out.append(Transition(health.network, health.account, health.label, problem, False, detail, now, since))
+                    out.append(
+                        Transition(
+                            health.network, health.account, health.label, problem, False, detail, now, since
+                        )
+                    )
         return out
 
 
@@ -270,8 +304,16 @@ class CaptureMonitor:
     order: a transition is never dropped."""
 
     def __init__(
-        self, health: CaptureHealth, connectors: dict[str, Connector], clock: Clock, post: Post, *,
-        bot: Any = None, existing_room: ExistingRoom | None = None, probe_every_s: float = PROBE_EVERY_S, tick_s: float = 1.0,
+        self,
+        health: CaptureHealth,
+        connectors: dict[str, Connector],
+        clock: Clock,
+        post: Post,
+        *,
+        bot: Any = None,
+        existing_room: ExistingRoom | None = None,
+        probe_every_s: float = PROBE_EVERY_S,
+        tick_s: float = 1.0,
     ) -> None:
         self.health = health
         self.connectors = connectors
@@ -292,7 +334,9 @@ class CaptureMonitor:
     def listener(self, network: str, account: str, ok: bool, detail: str) -> None:
         self.health.report(network, account, ok, detail)
         if not ok:
-            log.warning("event=capture_attempt_failed network=%s account=%s detail=%r", network, account, detail)
+            log.warning(
+                "event=capture_attempt_failed network=%s account=%s detail=%r", network, account, detail
+            )
 
     def account_changed(self, network: str, account: str, enabled: bool, owner: str) -> None:
         """A company account switched on or off on the network's side (Telegram Business)."""
@@ -328,7 +372,11 @@ class CaptureMonitor:
                 # Disconnected while the bridge was down or before this feature: say so once.
                 self.account_changed(network, account, False, owner)
         self._task = asyncio.create_task(self._run(), name="capture-health")
-        log.info("event=capture_health_started accounts=%d stale_after_s=%d", len(self.health.accounts), self.health.stale_after_s)
+        log.info(
+            "event=capture_health_started accounts=%d stale_after_s=%d",
+            len(self.health.accounts),
+            self.health.stale_after_s,
+        )
 
     async def stop(self) -> None:
         for task in (self._task, self._probing):
@@ -354,7 +402,11 @@ class CaptureMonitor:
         for t in self.health.transitions():
             log.warning(
                 "event=capture_%s network=%s account=%s problem=%s detail=%r",
-                "stopped" if t.active else "recovered", t.network, t.account, t.problem, t.detail,
+                "stopped" if t.active else "recovered",
+                t.network,
+                t.account,
+                t.problem,
+                t.detail,
             )
             self._unsent.append(t)
         while self._unsent:
@@ -362,7 +414,12 @@ class CaptureMonitor:
             try:
                 await self.post(notice_text(t, self.health.accounts.get((t.network, t.account))))
             except (MatrixError, aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
-                log.warning("event=capture_notice_failed problem=%s account=%s error=%s retry=next_tick", t.problem, t.account, e)
+                log.warning(
+                    "event=capture_notice_failed problem=%s account=%s error=%s retry=next_tick",
+                    t.problem,
+                    t.account,
+                    e,
+                )
                 return
             self._unsent.pop(0)
             await self._remember(t)
@@ -387,14 +444,24 @@ class CaptureMonitor:
             return
         health = self.health.accounts.get((t.network, t.account))
         content = {
-            "network": t.network, "account": t.account, "label": t.label, "problem": t.problem, "active": t.active,
+            "network": t.network,
+            "account": t.account,
+            "label": t.label,
+            "problem": t.problem,
+            "active": t.active,
             # Matrix JSON has no floats: times in ms.
-            "detail": t.detail, "since_ms": int(t.since * 1000), "watched": bool(health and health.watched),
+            "detail": t.detail,
+            "since_ms": int(t.since * 1000),
+            "watched": bool(health and health.watched),
         }
         try:
-            await self.bot.send_state_event(RoomID(room_id), STATE_TYPE, content, state_key=_state_key(t.network, t.account, t.problem))
+            await self.bot.send_state_event(
+                RoomID(room_id), STATE_TYPE, content, state_key=_state_key(t.network, t.account, t.problem)
+            )
         except MatrixError as e:
-            log.warning("event=capture_state_not_saved problem=%s account=%s error=%s", t.problem, t.account, e)
+            log.warning(
+                "event=capture_state_not_saved problem=%s account=%s error=%s", t.problem, t.account, e
+            )
 
     async def _restore(self) -> None:
         room_id = await self.existing_room() if self.existing_room is not None else None
@@ -406,18 +473,35 @@ class CaptureMonitor:
             log.warning("event=capture_state_not_read room=%s error=%s", room_id, e)
             return
         for event in events if isinstance(events, list) else []:
-            content = event.get("content") if isinstance(event, dict) and event.get("type") == str(STATE_TYPE) else None
-            if not isinstance(content, dict) or content.get("active") is not True or content.get("problem") not in PROBLEMS:
+            content = (
+                event.get("content")
+                if isinstance(event, dict) and event.get("type") == str(STATE_TYPE)
+                else None
+            )
+            if (
+                not isinstance(content, dict)
+                or content.get("active") is not True
+                or content.get("problem") not in PROBLEMS
+            ):
                 continue
             try:
                 self.health.carry(
-                    str(content["network"]), str(content["account"]), str(content.get("label") or content["account"]),
-                    str(content["problem"]), int(content.get("since_ms") or 0) / 1000, str(content.get("detail") or ""),
+                    str(content["network"]),
+                    str(content["account"]),
+                    str(content.get("label") or content["account"]),
+                    str(content["problem"]),
+                    int(content.get("since_ms") or 0) / 1000,
+                    str(content.get("detail") or ""),
                     watched=bool(content.get("watched", True)),
                 )
             except (KeyError, TypeError, ValueError):
                 continue
-            log.info("event=capture_problem_carried network=%s account=%s problem=%s", content["network"], content["account"], content["problem"])
+            log.info(
+                "event=capture_problem_carried network=%s account=%s problem=%s",
+                content["network"],
+                content["account"],
+                content["problem"],
+            )
 
 
 async def stored_status_room(store: Store) -> str | None:

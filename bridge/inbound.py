@@ -70,9 +70,16 @@ _WAITS = (RemoteEventKind.MESSAGE, RemoteEventKind.UNSUPPORTED)
 
 class Inbound:
     def __init__(
-        self, store: Store, portals: Portals, ghosts: Ghosts, network_names: dict[str, str], *,
-        after_message: AfterMessage | None = None, claim_invite: ClaimInvite | None = None,
-        notifier: Notifier | None = None, on_account: OnAccount | None = None,
+        self,
+        store: Store,
+        portals: Portals,
+        ghosts: Ghosts,
+        network_names: dict[str, str],
+        *,
+        after_message: AfterMessage | None = None,
+        claim_invite: ClaimInvite | None = None,
+        notifier: Notifier | None = None,
+        on_account: OnAccount | None = None,
     ) -> None:
         self.store = store
         self.portals = portals
@@ -108,9 +115,16 @@ class Inbound:
         if event.kind is not RemoteEventKind.REACTION:
             # Dedupe and the in-flight mark in one lookup: the mark is written only further down,
             # by the handling of this same message, so _send can use what was read here.
-            mapped, inflight_room = await self.store.inbound_state(chat.network, chat.account, chat.chat_id, event.message_id)
+            mapped, inflight_room = await self.store.inbound_state(
+                chat.network, chat.account, chat.chat_id, event.message_id
+            )
             if mapped:
-                log.info("event=inbound_duplicate network=%s chat=%s message_id=%s", chat.network, chat.chat_id, event.message_id)
+                log.info(
+                    "event=inbound_duplicate network=%s chat=%s message_id=%s",
+                    chat.network,
+                    chat.chat_id,
+                    event.message_id,
+                )
                 return
             inflight = inflight_room is not None
         network_name = self.network_names.get(chat.network, chat.network)
@@ -123,7 +137,9 @@ class Inbound:
         portal = await self._portal(event, ghost.mxid, requested)
         await ghost.ensure_joined(portal.room_id)
         if event.kind is RemoteEventKind.MEMBERSHIP:
-            log.info("event=member_joined network=%s chat=%s user=%s", chat.network, chat.chat_id, event.sender.id)
+            log.info(
+                "event=member_joined network=%s chat=%s user=%s", chat.network, chat.chat_id, event.sender.id
+            )
             return
         ctx = _Context(event, portal, ghost, ghost_name, inflight)
         handler = {
@@ -152,21 +168,42 @@ class Inbound:
             # The mapping, the end of the in-flight mark and the reminder clock: one commit.
             await self.store.record_inbound(
                 MessageLink(
-                    chat.network, chat.account, chat.chat_id, event.message_id, portal.room_id, event_id, "in",
-                    has_media=has_media, created_at=event.timestamp_ms,
+                    chat.network,
+                    chat.account,
+                    chat.chat_id,
+                    event.message_id,
+                    portal.room_id,
+                    event_id,
+                    "in",
+                    has_media=has_media,
+                    created_at=event.timestamp_ms,
                 ),
                 waits=(not event.from_account) if event.kind in _WAITS else None,
             )
             log.info(
                 "event=inbound_bridged network=%s chat=%s message_id=%s room=%s event_id=%s kind=%s",
-                chat.network, chat.chat_id, event.message_id, portal.room_id, event_id, event.kind.value,
+                chat.network,
+                chat.chat_id,
+                event.message_id,
+                portal.room_id,
+                event_id,
+                event.kind.value,
             )
             if self.notifier is not None:
                 await self.notifier.emit(
-                    "message.inbound", portal.room_id, event_id=event_id, kind=event.kind.value, network=chat.network,
-                    account=chat.account, chat_id=chat.chat_id, remote_id=event.message_id, sender=ctx.ghost.mxid,
-                    from_account=event.from_account, text=event.text.body if event.text else None,
-                    media=event.media.kind.value if event.media else None, target_id=event.target_id,
+                    "message.inbound",
+                    portal.room_id,
+                    event_id=event_id,
+                    kind=event.kind.value,
+                    network=chat.network,
+                    account=chat.account,
+                    chat_id=chat.chat_id,
+                    remote_id=event.message_id,
+                    sender=ctx.ghost.mxid,
+                    from_account=event.from_account,
+                    text=event.text.body if event.text else None,
+                    media=event.media.kind.value if event.media else None,
+                    target_id=event.target_id,
                 )
             if event.kind is RemoteEventKind.MESSAGE and self.after_message is not None:
                 await self.after_message(await self.portals.by_room(portal.room_id) or portal, event)
@@ -191,7 +228,9 @@ class Inbound:
         return portal
 
     async def _bot_notice(self, portal: PortalRow, event: RemoteEvent, text: str) -> None:
-        await self.portals.bot.send_message_event(portal.room_id, EventType.ROOM_MESSAGE, mc.notice(text), txn_id=txn_id_for(event))
+        await self.portals.bot.send_message_event(
+            portal.room_id, EventType.ROOM_MESSAGE, mc.notice(text), txn_id=txn_id_for(event)
+        )
 
     def _remote(self, event: RemoteEvent) -> dict[str, str]:
         return {
@@ -202,7 +241,9 @@ class Inbound:
             "sender_id": event.sender.id,
         }
 
-    async def _send(self, ctx: _Context, content: dict[str, Any], *, as_bot: bool = False, suffix: str = "") -> str:
+    async def _send(
+        self, ctx: _Context, content: dict[str, Any], *, as_bot: bool = False, suffix: str = ""
+    ) -> str:
         content[REMOTE_KEY] = self._remote(ctx.event)
         if ctx.event.from_account:
             content[REMOTE_KEY]["sent_by_account"] = True
@@ -213,19 +254,34 @@ class Inbound:
             # marked message comes again, look in the room before sending.
             marked = ctx.inflight
             if marked is None:
-                marked = await self.store.get_inflight(chat.network, chat.account, chat.chat_id, ctx.event.message_id) is not None
+                marked = (
+                    await self.store.get_inflight(
+                        chat.network, chat.account, chat.chat_id, ctx.event.message_id
+                    )
+                    is not None
+                )
             if marked:
                 found = await self._find_in_room(ctx.portal.room_id, content[REMOTE_KEY])
                 if found is not None:
-                    log.info("event=inbound_settled room=%s message_id=%s event_id=%s", ctx.portal.room_id, ctx.event.message_id, found)
+                    log.info(
+                        "event=inbound_settled room=%s message_id=%s event_id=%s",
+                        ctx.portal.room_id,
+                        ctx.event.message_id,
+                        found,
+                    )
                     return found
             else:
-                await self.store.set_inflight(chat.network, chat.account, chat.chat_id, ctx.event.message_id, ctx.portal.room_id)
+                await self.store.set_inflight(
+                    chat.network, chat.account, chat.chat_id, ctx.event.message_id, ctx.portal.room_id
+                )
                 ctx.inflight = True
         intent = self.portals.bot if as_bot else ctx.ghost
         return await intent.send_message_event(
-            ctx.portal.room_id, EventType.ROOM_MESSAGE, content,
-            txn_id=txn_id_for(ctx.event, suffix), timestamp=ctx.event.timestamp_ms,
+            ctx.portal.room_id,
+            EventType.ROOM_MESSAGE,
+            content,
+            txn_id=txn_id_for(ctx.event, suffix),
+            timestamp=ctx.event.timestamp_ms,
         )
 
     async def _find_in_room(self, room_id: str, remote: dict[str, Any], depth: int = 200) -> str | None:
@@ -262,9 +318,16 @@ class Inbound:
                 data = await media.fetch()
             except MediaUnavailable as e:
                 # Gone for good on the network's side: say so rather than retry for ever.
-                log.warning("event=inbound_media_unavailable network=%s chat=%s message_id=%s", event.chat.network, event.chat.chat_id, event.message_id)
+                log.warning(
+                    "event=inbound_media_unavailable network=%s chat=%s message_id=%s",
+                    event.chat.network,
+                    event.chat.chat_id,
+                    event.message_id,
+                )
                 return await self._media_unavailable(ctx, e.reason), False
-            mxc = await ctx.ghost.upload_media(data, mime_type=media.mimetype, filename=media.file_name, size=len(data))
+            mxc = await ctx.ghost.upload_media(
+                data, mime_type=media.mimetype, filename=media.file_name, size=len(data)
+            )
             content = mc.media_content(media, str(mxc), event.text)
         elif event.location is not None:
             content = mc.location_content(event.location)
@@ -305,7 +368,9 @@ class Inbound:
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(event.timestamp_ms / 1000))
         network_name = self.network_names.get(event.chat.network, event.chat.network)
         if original is None:
-            body = f"{ctx.ghost_name} deleted a message on {network_name} ({when}) that never reached this room."
+            body = (
+                f"{ctx.ghost_name} deleted a message on {network_name} ({when}) that never reached this room."
+            )
             return await self._send(ctx, mc.notice(body), as_bot=True), False
         body = f"{ctx.ghost_name} deleted this message on {network_name} ({when}). It stays here as part of the record."
         content = mc.notice(body, in_reply_to=original.event_id)
@@ -319,22 +384,44 @@ class Inbound:
         if original is None:
             log.info("event=reaction_unmapped chat=%s target=%s", chat.chat_id, event.target_id)
             return None
-        current = {r.emoji: r for r in await self.store.get_reactions(chat.network, chat.account, chat.chat_id, original.remote_id, event.sender.id)}
+        current = {
+            r.emoji: r
+            for r in await self.store.get_reactions(
+                chat.network, chat.account, chat.chat_id, original.remote_id, event.sender.id
+            )
+        }
         wanted = set(event.reactions)
         for emoji in wanted - current.keys():
             event_id = await ctx.ghost.send_message_event(
-                ctx.portal.room_id, EventType.REACTION,
+                ctx.portal.room_id,
+                EventType.REACTION,
                 {"m.relates_to": {"rel_type": "m.annotation", "event_id": original.event_id, "key": emoji}},
-                txn_id=txn_id_for(event, f".{emoji.encode().hex()}"), timestamp=event.timestamp_ms,
+                txn_id=txn_id_for(event, f".{emoji.encode().hex()}"),
+                timestamp=event.timestamp_ms,
             )
-            await self.store.add_reaction(ReactionLink(chat.network, chat.account, chat.chat_id, original.remote_id, event.sender.id, emoji, ctx.portal.room_id, event_id))
+            await self.store.add_reaction(
+                ReactionLink(
+                    chat.network,
+                    chat.account,
+                    chat.chat_id,
+                    original.remote_id,
+                    event.sender.id,
+                    emoji,
+                    ctx.portal.room_id,
+                    event_id,
+                )
+            )
         for emoji in current.keys() - wanted:
             link = current[emoji]
             # The ghost may not redact (portal power levels); the bot does, and the homeserver
             # keeps the redacted content (redaction_retention_period: null).
-            await self.portals.bot.redact(ctx.portal.room_id, link.event_id, reason="the client removed this reaction")
+            await self.portals.bot.redact(
+                ctx.portal.room_id, link.event_id, reason="the client removed this reaction"
+            )
             await self.store.delete_reaction(link)
-        log.info("event=inbound_reactions chat=%s target=%s now=%d", chat.chat_id, original.remote_id, len(wanted))
+        log.info(
+            "event=inbound_reactions chat=%s target=%s now=%d", chat.chat_id, original.remote_id, len(wanted)
+        )
         return None
 
     async def _status(self, event: RemoteEvent) -> None:
@@ -344,12 +431,23 @@ class Inbound:
         chat = event.chat
         portal = await self.store.get_portal(chat.network, chat.account, chat.chat_id)
         if portal is None or event.target_id is None:
-            log.info("event=status_ignored network=%s chat=%s kind=%s reason=no_portal", chat.network, chat.chat_id, event.kind.value)
+            log.info(
+                "event=status_ignored network=%s chat=%s kind=%s reason=no_portal",
+                chat.network,
+                chat.chat_id,
+                event.kind.value,
+            )
             return
-        link = await self.store.wait_for_message(chat.network, chat.account, chat.chat_id, event.target_id, STATUS_WAIT_S)
+        link = await self.store.wait_for_message(
+            chat.network, chat.account, chat.chat_id, event.target_id, STATUS_WAIT_S
+        )
         if event.kind is RemoteEventKind.READ:
             if link is None:
-                log.info("event=status_ignored network=%s chat=%s kind=read reason=unknown_message", chat.network, chat.chat_id)
+                log.info(
+                    "event=status_ignored network=%s chat=%s kind=read reason=unknown_message",
+                    chat.network,
+                    chat.chat_id,
+                )
                 return
             ghost = self.ghosts.intent(self.ghosts.user_id(event.sender.network, event.sender.id))
             await ghost.mark_read(portal.room_id, link.event_id)
@@ -360,10 +458,16 @@ class Inbound:
             content = mc.notice(text, in_reply_to=link.event_id)
         else:
             content = mc.notice(f"A message to the client was not delivered: {event.description}")
-        await self.portals.bot.send_message_event(portal.room_id, EventType.ROOM_MESSAGE, content, txn_id=txn_id_for(event))
+        await self.portals.bot.send_message_event(
+            portal.room_id, EventType.ROOM_MESSAGE, content, txn_id=txn_id_for(event)
+        )
         log.warning(
             "event=delivery_failed room=%s network=%s chat=%s message_id=%s event_id=%s",
-            portal.room_id, chat.network, chat.chat_id, event.target_id, link.event_id if link else "",
+            portal.room_id,
+            chat.network,
+            chat.chat_id,
+            event.target_id,
+            link.event_id if link else "",
         )
 
     async def _account(self, event: RemoteEvent) -> None:
@@ -372,9 +476,17 @@ class Inbound:
         assert info is not None
         previous = await self.store.get_account(info.network, info.id)
         await self.store.put_account(
-            AccountRow(info.network, info.id, info.owner.id, info.owner.display_name, info.enabled, info.can_reply)
+            AccountRow(
+                info.network, info.id, info.owner.id, info.owner.display_name, info.enabled, info.can_reply
+            )
         )
-        log.info("event=account_updated network=%s account=%s enabled=%s can_reply=%s", info.network, info.id, info.enabled, info.can_reply)
+        log.info(
+            "event=account_updated network=%s account=%s enabled=%s can_reply=%s",
+            info.network,
+            info.id,
+            info.enabled,
+            info.can_reply,
+        )
         if self.on_account is not None:
             self.on_account(info.network, info.id, info.enabled, info.owner.display_name)
         if previous is None or previous.enabled == info.enabled:
@@ -390,7 +502,9 @@ class Inbound:
         for portal in await self.store.portals_of_account(info.network, info.id):
             await self.portals.set_status(portal, "active" if info.enabled else "disconnected")
             await self.portals.bot.send_message_event(
-                portal.room_id, EventType.ROOM_MESSAGE, mc.notice(text),
+                portal.room_id,
+                EventType.ROOM_MESSAGE,
+                mc.notice(text),
                 txn_id=txn_id_for(event, f".{portal.room_id}".replace("!", "").replace(":", "_")),
             )
 
@@ -402,10 +516,14 @@ class Inbound:
             if not event.is_group or event.blocked:
                 return  # blocked before ever writing: there is no conversation to annotate
             # The company was added to a group: its portal exists from now on.
-            adder = await self.ghosts.ensure(event.sender.network, event.sender.id, f"{name} ({network_name})")
+            adder = await self.ghosts.ensure(
+                event.sender.network, event.sender.id, f"{name} ({network_name})"
+            )
             portal = await self._portal(event, adder.mxid)
             await adder.ensure_joined(portal.room_id)
-            await self._bot_notice(portal, event, f"{name} added the company to the {network_name} group \"{event.chat_title}\".")
+            await self._bot_notice(
+                portal, event, f'{name} added the company to the {network_name} group "{event.chat_title}".'
+            )
             return
         status = "blocked" if event.blocked else "active"
         if portal.status == status:
@@ -424,7 +542,9 @@ class Inbound:
                 else f"{name} unblocked the company on {network_name}: messages sent here reach them again."
             )
         await self._bot_notice(portal, event, text)
-        log.info("event=chat_status network=%s chat=%s status=%s", event.chat.network, event.chat.chat_id, status)
+        log.info(
+            "event=chat_status network=%s chat=%s status=%s", event.chat.network, event.chat.chat_id, status
+        )
 
     async def _left(self, event: RemoteEvent) -> None:
         portal = await self.portals.get(event.chat)
@@ -434,8 +554,18 @@ class Inbound:
         try:
             await ghost.leave_room(portal.room_id)
         except MatrixRequestError as e:  # already gone: leaving twice is not an error for the record
-            log.info("event=member_leave_skipped room=%s user=%s error=%s", portal.room_id, ghost.mxid, type(e).__name__)
-        log.info("event=member_left network=%s chat=%s user=%s", event.chat.network, event.chat.chat_id, event.sender.id)
+            log.info(
+                "event=member_leave_skipped room=%s user=%s error=%s",
+                portal.room_id,
+                ghost.mxid,
+                type(e).__name__,
+            )
+        log.info(
+            "event=member_left network=%s chat=%s user=%s",
+            event.chat.network,
+            event.chat.chat_id,
+            event.sender.id,
+        )
 
     async def _migrate(self, event: RemoteEvent) -> None:
         portal = await self.portals.get(event.chat)
@@ -443,8 +573,17 @@ class Inbound:
             return  # already moved (a redelivered update) or never bridged
         moved = await self.portals.move(portal, event.new_chat_id)
         network_name = self.network_names.get(event.chat.network, event.chat.network)
-        await self._bot_notice(moved, event, f"This {network_name} group was upgraded to a supergroup; the conversation continues here.")
-        log.info("event=portal_moved room=%s old_chat=%s new_chat=%s", portal.room_id, event.chat.chat_id, event.new_chat_id)
+        await self._bot_notice(
+            moved,
+            event,
+            f"This {network_name} group was upgraded to a supergroup; the conversation continues here.",
+        )
+        log.info(
+            "event=portal_moved room=%s old_chat=%s new_chat=%s",
+            portal.room_id,
+            event.chat.chat_id,
+            event.new_chat_id,
+        )
 
     async def _unsupported(self, ctx: _Context) -> tuple[str, bool]:
         event = ctx.event

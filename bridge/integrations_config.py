@@ -108,7 +108,9 @@ def _secret(r: _Reader, path: str, value: Any, what: str) -> str | None:
         r.problems.append(f"{path}: missing; set it to {what} ({_SECRET_HOWTO})")
         return None
     if "REPLACE" in value:
-        r.problems.append(f"{path}: still the placeholder from config.example.yaml; set it to {what} ({_SECRET_HOWTO})")
+        r.problems.append(
+            f"{path}: still the placeholder from config.example.yaml; set it to {what} ({_SECRET_HOWTO})"
+        )
         return None
     if len(value) < 24:
         r.problems.append(f"{path}: too short for {what} (at least 24 characters; {_SECRET_HOWTO})")
@@ -127,7 +129,9 @@ def _api(r: _Reader, base: Path) -> ApiConfig | None:
     if raw.get("token_file") is not None:
         entries = list(entries) + _token_file(r, base, raw["token_file"])
     if not isinstance(entries, list) or not entries:
-        r.problems.append("api.tokens: missing or empty; list at least one {name, token, scopes} (the API has no unauthenticated endpoint)")
+        r.problems.append(
+            "api.tokens: missing or empty; list at least one {name, token, scopes} (the API has no unauthenticated endpoint)"
+        )
         entries = []
     tokens: list[ApiToken] = []
     for i, entry in enumerate(entries):
@@ -137,7 +141,9 @@ def _api(r: _Reader, base: Path) -> ApiConfig | None:
             continue
         name = entry.get("name")
         if not isinstance(name, str) or not _TOKEN_NAME.match(name):
-            r.problems.append(f"{path}.name: {name!r} is not a token name; use letters, digits, '_', '.', '-', e.g. crm")
+            r.problems.append(
+                f"{path}.name: {name!r} is not a token name; use letters, digits, '_', '.', '-', e.g. crm"
+            )
             continue
         if any(t.name == name for t in tokens):
             r.problems.append(f"{path}.name: '{name}' is used by another token; give each its own name")
@@ -145,7 +151,9 @@ def _api(r: _Reader, base: Path) -> ApiConfig | None:
         secret = _secret(r, f"{path}.token", entry.get("token"), "a random bearer token")
         scopes = entry.get("scopes", ["read"])
         if not isinstance(scopes, list) or not scopes or any(s not in API_SCOPES for s in scopes):
-            r.problems.append(f"{path}.scopes: {scopes!r} is not a list of scopes; use some of {', '.join(API_SCOPES)}")
+            r.problems.append(
+                f"{path}.scopes: {scopes!r} is not a list of scopes; use some of {', '.join(API_SCOPES)}"
+            )
             continue
         if secret is not None:
             tokens.append(ApiToken(name, secret, frozenset(scopes)))
@@ -164,7 +172,9 @@ def _token_file(r: _Reader, base: Path, value: Any) -> list[Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as e:
-        r.problems.append(f"api.token_file: cannot read {path} ({type(e).__name__}); give a YAML file with a list of {{name, token, scopes}}")
+        r.problems.append(
+            f"api.token_file: cannot read {path} ({type(e).__name__}); give a YAML file with a list of {{name, token, scopes}}"
+        )
         return []
     if not isinstance(data, list):
         r.problems.append(f"api.token_file: {path} must hold a list of {{name, token, scopes}}")
@@ -177,10 +187,20 @@ def _metrics(r: _Reader) -> MetricsConfig | None:
     if raw is None or r.boolean("metrics.enabled", False) is not True:
         return None
     host = r.string("metrics.listen_host", "127.0.0.1")
-    port = r.integer("metrics.listen_port", None, low=1, high=65535) if raw.get("listen_port") is not None else None
-    token = _secret(r, "metrics.token", raw["token"], "a scraper's bearer token") if raw.get("token") is not None else None
+    port = (
+        r.integer("metrics.listen_port", None, low=1, high=65535)
+        if raw.get("listen_port") is not None
+        else None
+    )
+    token = (
+        _secret(r, "metrics.token", raw["token"], "a scraper's bearer token")
+        if raw.get("token") is not None
+        else None
+    )
     if port is not None and token is None and host not in ("127.0.0.1", "localhost", "::1"):
-        r.problems.append(f"metrics.token: missing; a metrics listener on {host} (not loopback) needs a bearer token")
+        r.problems.append(
+            f"metrics.token: missing; a metrics listener on {host} (not loopback) needs a bearer token"
+        )
     stale = r.integer("metrics.capture_stale_minutes", 10, low=1, high=10_000)
     return MetricsConfig(host or "127.0.0.1", port, token, stale or 10)
 
@@ -203,28 +223,51 @@ def _webhooks(r: _Reader) -> tuple[WebhookReceiver, ...]:
                 r.problems.append(f"{path}.{key}: unknown key; the keys are name, url, secret, events")
         name = entry.get("name")
         if not isinstance(name, str) or not _TOKEN_NAME.match(name) or any(w.name == name for w in out):
-            r.problems.append(f"{path}.name: {name!r} is not a unique receiver name; use letters, digits, '_', '.', '-', e.g. crm")
+            r.problems.append(
+                f"{path}.name: {name!r} is not a unique receiver name; use letters, digits, '_', '.', '-', e.g. crm"
+            )
             continue
         url = _url(r, f"{path}.url", entry.get("url"))
-        secret = _secret(r, f"{path}.secret", entry.get("secret"), "the shared secret the receiver verifies signatures with")
+        secret = _secret(
+            r,
+            f"{path}.secret",
+            entry.get("secret"),
+            "the shared secret the receiver verifies signatures with",
+        )
         events = entry.get("events", ["*"])
-        if not isinstance(events, list) or not events or any(e != "*" and e not in WEBHOOK_EVENTS for e in events):
-            r.problems.append(f"{path}.events: {events!r} is not a list of event types; use some of {', '.join(WEBHOOK_EVENTS)} or '*'")
+        if (
+            not isinstance(events, list)
+            or not events
+            or any(e != "*" and e not in WEBHOOK_EVENTS for e in events)
+        ):
+            r.problems.append(
+                f"{path}.events: {events!r} is not a list of event types; use some of {', '.join(WEBHOOK_EVENTS)} or '*'"
+            )
             continue
         if url and secret:
-            out.append(WebhookReceiver(name, url, secret, frozenset(WEBHOOK_EVENTS) if "*" in events else frozenset(events)))
+            out.append(
+                WebhookReceiver(
+                    name, url, secret, frozenset(WEBHOOK_EVENTS) if "*" in events else frozenset(events)
+                )
+            )
     return tuple(out)
 
 
 def _url(r: _Reader, path: str, value: Any) -> str | None:
     from urllib.parse import urlparse
 
-    if not isinstance(value, str) or urlparse(value).scheme not in ("http", "https") or not urlparse(value).netloc:
+    if (
+        not isinstance(value, str)
+        or urlparse(value).scheme not in ("http", "https")
+        or not urlparse(value).netloc
+    ):
         r.problems.append(f"{path}: {value!r} is not a URL; write it as https://host/path")
         return None
     host = urlparse(value).hostname or ""
     if urlparse(value).scheme == "http" and host not in ("127.0.0.1", "localhost", "::1"):
-        r.problems.append(f"{path}: plain http to {host} would send client messages unencrypted; use https (http only for loopback)")
+        r.problems.append(
+            f"{path}: plain http to {host} would send client messages unencrypted; use https (http only for loopback)"
+        )
         return None
     return value
 
@@ -237,7 +280,17 @@ def _archive(r: _Reader) -> SmtpArchiveConfig | None:
     if not isinstance(smtp, dict):
         r.problems.append("archive.smtp: expected a mapping with host, port, security, journal_address")
         return None
-    keys = ("enabled", "host", "port", "security", "username", "password", "journal_address", "sender", "delay_seconds")
+    keys = (
+        "enabled",
+        "host",
+        "port",
+        "security",
+        "username",
+        "password",
+        "journal_address",
+        "sender",
+        "delay_seconds",
+    )
     for key in smtp:
         if key not in keys:
             r.problems.append(f"archive.smtp.{key}: unknown key; the keys are {', '.join(keys)}")
@@ -250,16 +303,24 @@ def _archive(r: _Reader) -> SmtpArchiveConfig | None:
         security = "starttls"
     port = r.integer("archive.smtp.port", 465 if security == "tls" else 587, low=1, high=65535)
     if security == "none" and host not in ("127.0.0.1", "localhost", "::1"):
-        r.problems.append(f"archive.smtp.security: none would send the record unencrypted to {host}; use starttls or tls (none only for loopback)")
+        r.problems.append(
+            f"archive.smtp.security: none would send the record unencrypted to {host}; use starttls or tls (none only for loopback)"
+        )
     username = r.string("archive.smtp.username", None) if smtp.get("username") is not None else None
     password = r.string("archive.smtp.password", None) if smtp.get("password") is not None else None
     if password is not None and "REPLACE" in password:
-        r.problems.append("archive.smtp.password: still the placeholder from config.example.yaml; set the archive account's password")
+        r.problems.append(
+            "archive.smtp.password: still the placeholder from config.example.yaml; set the archive account's password"
+        )
     if (username is None) != (password is None):
         r.problems.append("archive.smtp.password: username and password go together; set both or neither")
     journal = r.string("archive.smtp.journal_address")
     if journal and "@" not in journal:
-        r.problems.append(f"archive.smtp.journal_address: {journal!r} is not a mail address; the archive's journal address, e.g. journal@archive.example.com")
+        r.problems.append(
+            f"archive.smtp.journal_address: {journal!r} is not a mail address; the archive's journal address, e.g. journal@archive.example.com"
+        )
     sender = r.string("archive.smtp.sender", "houseline@localhost")
     delay = r.integer("archive.smtp.delay_seconds", 0, low=0, high=86_400)
-    return SmtpArchiveConfig(host or "", port or 587, security, username, password, journal or "", sender or "", delay or 0)
+    return SmtpArchiveConfig(
+        host or "", port or 587, security, username, password, journal or "", sender or "", delay or 0
+    )

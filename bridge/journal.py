@@ -51,7 +51,9 @@ RENDER_CONCURRENCY = 4
 #: verdict on it, reactions and edits that came meanwhile), half before, half after; with the
 #: members the window shows, as the export's reader takes them from the timeline.
 CONTEXT_LIMIT = 50
-CONTEXT_FILTER = json.dumps({"types": sorted(JOURNALED_TYPES | {"m.reaction", "m.room.member"}), "lazy_load_members": False})
+CONTEXT_FILTER = json.dumps(
+    {"types": sorted(JOURNALED_TYPES | {"m.reaction", "m.room.member"}), "lazy_load_members": False}
+)
 #: How long a room's state (its members: From/To names) is reused across its messages.
 STATE_TTL_S = 2.0
 #: An employee's message still in the outbox waits this long past its due time for the
@@ -72,8 +74,11 @@ GRACEFUL_STOP_S = 10.0
 def is_journaled(raw: dict[str, Any]) -> bool:
     """A message event (not state) with an id: what goes to the archive."""
     return (
-        raw.get("type") in JOURNALED_TYPES and "state_key" not in raw
-        and isinstance(raw.get("event_id"), str) and bool(raw["event_id"]) and isinstance(raw.get("room_id"), str)
+        raw.get("type") in JOURNALED_TYPES
+        and "state_key" not in raw
+        and isinstance(raw.get("event_id"), str)
+        and bool(raw["event_id"])
+        and isinstance(raw.get("room_id"), str)
     )
 
 
@@ -111,7 +116,12 @@ class SmtpSender:
     """One SMTP session kept open across messages (throughput), reopened when it drops. Every
     call holds a lock, so a stop never closes the socket under a send in progress."""
 
-    def __init__(self, config: SmtpArchiveConfig, timeout: float = SMTP_TIMEOUT_S, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        config: SmtpArchiveConfig,
+        timeout: float = SMTP_TIMEOUT_S,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.config = config
         self.timeout = timeout
         #: The system's trust store and hostname checks; a test passes one trusting its own CA.
@@ -151,7 +161,9 @@ class SmtpSender:
             return f"{code} {_text(text)}"
         except smtplib.SMTPResponseException as e:  # DATA not answered 354, or a 421 mid-way
             self._reset(conn, e.smtp_code)
-            raise Refused(f"{e.smtp_code} {_text(e.smtp_error)}", permanent=500 <= e.smtp_code < 600, code=e.smtp_code) from None
+            raise Refused(
+                f"{e.smtp_code} {_text(e.smtp_error)}", permanent=500 <= e.smtp_code < 600, code=e.smtp_code
+            ) from None
         except (smtplib.SMTPException, OSError):
             self._drop()
             raise
@@ -186,7 +198,9 @@ class SmtpSender:
         helo = c.sender.rpartition("@")[2] or "localhost"
         try:
             if c.security == "tls":
-                conn: smtplib.SMTP = smtplib.SMTP_SSL(c.host, c.port, local_hostname=helo, timeout=self.timeout, context=self.ssl_context)
+                conn: smtplib.SMTP = smtplib.SMTP_SSL(
+                    c.host, c.port, local_hostname=helo, timeout=self.timeout, context=self.ssl_context
+                )
             else:
                 conn = smtplib.SMTP(c.host, c.port, local_hostname=helo, timeout=self.timeout)
         except (smtplib.SMTPException, OSError) as e:
@@ -196,12 +210,16 @@ class SmtpSender:
             if c.security == "starttls":
                 # Never in clear text: a server that does not offer STARTTLS is a configuration error.
                 if not conn.has_extn("starttls"):
-                    raise Unreachable("the server offers no STARTTLS (archive.smtp.security: starttls)", permanent=True)
+                    raise Unreachable(
+                        "the server offers no STARTTLS (archive.smtp.security: starttls)", permanent=True
+                    )
                 conn.starttls(context=self.ssl_context)
                 conn.ehlo()
             if c.username:
                 if not conn.has_extn("auth"):
-                    raise Unreachable("the server offers no AUTH (archive.smtp.username is set)", permanent=True)
+                    raise Unreachable(
+                        "the server offers no AUTH (archive.smtp.username is set)", permanent=True
+                    )
                 conn.login(c.username, c.password or "")
         except Unreachable:
             _close(conn)
@@ -254,7 +272,12 @@ class Renderer:
     event (``/context``) instead of its whole history: one request per message."""
 
     def __init__(
-        self, *, intent: IntentAPI, db: Database, bot: str, is_ghost: Callable[[str], bool],
+        self,
+        *,
+        intent: IntentAPI,
+        db: Database,
+        bot: str,
+        is_ghost: Callable[[str], bool],
         portal_of: Callable[[str], Awaitable[PortalRow | None]],
     ) -> None:
         self.intent = intent
@@ -268,23 +291,36 @@ class Renderer:
         portal = await self.portal_of(row.room_id)
         if portal is None:
             raise Refused("the room is no longer a portal", permanent=True)
-        context = await self._get(Path.v3.rooms[row.room_id].context[row.event_id], {"limit": str(CONTEXT_LIMIT), "filter": CONTEXT_FILTER})
+        context = await self._get(
+            Path.v3.rooms[row.room_id].context[row.event_id],
+            {"limit": str(CONTEXT_LIMIT), "filter": CONTEXT_FILTER},
+        )
         event = context.get("event") or {}
         window = [*reversed(context.get("events_before") or []), event, *(context.get("events_after") or [])]
         window = [e for e in window if isinstance(e, dict)] + await self._parents(row.room_id, event, window)
         window.sort(key=lambda e: int(e.get("origin_server_ts") or 0))
         participants = {
             e["state_key"]: (e.get("content") or {}).get("displayname") or e["state_key"]
-            for e in await self._state(row.room_id) if e.get("type") == "m.room.member" and isinstance(e.get("state_key"), str)
+            for e in await self._state(row.room_id)
+            if e.get("type") == "m.room.member" and isinstance(e.get("state_key"), str)
         }
         for e in window:  # as the export's reader: members the state no longer lists
             if e.get("type") == "m.room.member" and isinstance(e.get("state_key"), str):
-                participants.setdefault(e["state_key"], (e.get("content") or {}).get("displayname") or e["state_key"])
+                participants.setdefault(
+                    e["state_key"], (e.get("content") or {}).get("displayname") or e["state_key"]
+                )
         clients = frozenset(u for u in participants if self.is_ghost(u))
         room = ExportRoom(
-            room_id=row.room_id, name=portal.name, network=portal.network, account=portal.account, chat_id=portal.chat_id,
-            participants=participants, clients=clients, bot=self.bot,
-            events=tuple(ExportEvent(e) for e in window), media=await self._media(event),
+            room_id=row.room_id,
+            name=portal.name,
+            network=portal.network,
+            account=portal.account,
+            chat_id=portal.chat_id,
+            participants=participants,
+            clients=clients,
+            bot=self.bot,
+            events=tuple(ExportEvent(e) for e in window),
+            media=await self._media(event),
         )
         identities = await journal_store.client_identities(self.db, sorted(clients))
         msg = render_event(room, ExportEvent(event), identities)
@@ -304,10 +340,17 @@ class Renderer:
         self._states[room_id] = (now, events)
         return events
 
-    async def _parents(self, room_id: str, event: dict[str, Any], window: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def _parents(
+        self, room_id: str, event: dict[str, Any], window: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
         """What the event edits, answers, annotates or redacts, when the window misses it."""
         ev = ExportEvent(event)
-        wanted = {ev.relates_to, ev.reply_to, deleted_id(ev), str(event.get("redacts") or ev.content.get("redacts") or "")}
+        wanted = {
+            ev.relates_to,
+            ev.reply_to,
+            deleted_id(ev),
+            str(event.get("redacts") or ev.content.get("redacts") or ""),
+        }
         have = {e.get("event_id") for e in window}
         found = []
         for parent in sorted(p for p in wanted if p and p not in have):
@@ -331,16 +374,22 @@ class Renderer:
                 return {}  # as the export: the EML notes the file is not included
             raise Refused(f"media: homeserver answered {e.http_status}", permanent=False) from None
         info = content.get("info") or {}
-        return {url: MediaFile(
-            mxc=url, file_name=content.get("filename") or content.get("body") or "file",
-            mimetype=info.get("mimetype") or "application/octet-stream", data=data,
-        )}
+        return {
+            url: MediaFile(
+                mxc=url,
+                file_name=content.get("filename") or content.get("body") or "file",
+                mimetype=info.get("mimetype") or "application/octet-stream",
+                data=data,
+            )
+        }
 
     async def _get(self, path: Any, query: dict[str, str] | None = None) -> Any:
         try:
             return await self.intent.api.request(Method.GET, path, query_params=query or {})
         except MatrixRequestError as e:
-            raise Refused(f"homeserver answered {e.http_status} {e.errcode}", permanent=e.http_status in (403, 404)) from None
+            raise Refused(
+                f"homeserver answered {e.http_status} {e.errcode}", permanent=e.http_status in (403, 404)
+            ) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -349,8 +398,15 @@ class Renderer:
 
 class Journal:
     def __init__(
-        self, config: SmtpArchiveConfig, *, db: Database, intent: IntentAPI, bot: str, is_ghost: Callable[[str], bool],
-        portal_of: Callable[[str], Awaitable[PortalRow | None]], clock: Clock,
+        self,
+        config: SmtpArchiveConfig,
+        *,
+        db: Database,
+        intent: IntentAPI,
+        bot: str,
+        is_ghost: Callable[[str], bool],
+        portal_of: Callable[[str], Awaitable[PortalRow | None]],
+        clock: Clock,
     ) -> None:
         self.config = config
         self.db = db
@@ -386,7 +442,11 @@ class Journal:
         waiting = await journal_store.queue_size(self.db)
         log.info(
             "event=journal_started host=%s port=%d security=%s delay_s=%d queued=%d",
-            self.config.host, self.config.port, self.config.security, self.config.delay_s, waiting,
+            self.config.host,
+            self.config.port,
+            self.config.security,
+            self.config.delay_s,
+            waiting,
         )
         self._task = asyncio.create_task(self._run(), name="journal")
 
@@ -478,7 +538,11 @@ class Journal:
         self._unreachable = 0
         log.info(
             "event=journal_sent room=%s event_id=%s message_id=%s attempts=%d bytes=%d",
-            row.room_id, row.event_id, rendered.message_id, row.attempts + 1, len(rendered.data),
+            row.room_id,
+            row.event_id,
+            rendered.message_id,
+            row.attempts + 1,
+            len(rendered.data),
         )
         return True
 
@@ -489,20 +553,34 @@ class Journal:
             self.permanent_failures += 1
             log.warning(
                 "event=journal_refused room=%s event_id=%s attempts=%d code=%s reason=%r retry_in=%.0fs note=kept_queued",
-                row.room_id, row.event_id, row.attempts + 1, code, reason, delay,
+                row.room_id,
+                row.event_id,
+                row.attempts + 1,
+                code,
+                reason,
+                delay,
             )
         else:
             self.transient_failures += 1
             log.warning(
                 "event=journal_retry room=%s event_id=%s attempts=%d code=%s reason=%r retry_in=%.1fs",
-                row.room_id, row.event_id, row.attempts + 1, code, reason, delay,
+                row.room_id,
+                row.event_id,
+                row.attempts + 1,
+                code,
+                reason,
+                delay,
             )
 
     def _paused(self, what: str, e: Unreachable) -> None:
         """The SMTP server or the homeserver is unreachable: the whole queue waits (0.5 s
         doubling to a minute; 5 minutes for a configuration error such as AUTH refused)."""
         self._unreachable += 1
-        delay = PERMANENT_MIN_S if e.permanent else min(UNREACHABLE_MAX_S, 0.5 * 2 ** min(self._unreachable - 1, 8))
+        delay = (
+            PERMANENT_MIN_S
+            if e.permanent
+            else min(UNREACHABLE_MAX_S, 0.5 * 2 ** min(self._unreachable - 1, 8))
+        )
         self._not_before_ms = self.clock.now_ms() + int(delay * 1000)
         if e.permanent:
             self.permanent_failures += 1
@@ -511,10 +589,19 @@ class Journal:
         if what == "smtp":
             log.warning(
                 "event=journal_smtp_unreachable host=%s port=%d reason=%r failures=%d retry_in=%.1fs",
-                self.config.host, self.config.port, e.reason, self._unreachable, delay,
+                self.config.host,
+                self.config.port,
+                e.reason,
+                self._unreachable,
+                delay,
             )
         else:
-            log.warning("event=journal_homeserver_unreachable reason=%r failures=%d retry_in=%.1fs", e.reason, self._unreachable, delay)
+            log.warning(
+                "event=journal_homeserver_unreachable reason=%r failures=%d retry_in=%.1fs",
+                e.reason,
+                self._unreachable,
+                delay,
+            )
 
 
 def _backoff_s(attempts: int, permanent: bool) -> float:
@@ -552,7 +639,9 @@ class JournalCheck:
         return sum(1 for g in self.gaps if g.status == status)
 
 
-async def reconcile(reader: Any, db: Database, portals: list[PortalRow], *, since_ms: int | None = None) -> JournalCheck:
+async def reconcile(
+    reader: Any, db: Database, portals: list[PortalRow], *, since_ms: int | None = None
+) -> JournalCheck:
     """Every journaled-type event in the portals' history (read as ``record check`` reads it)
     against the receipts; ``reader`` is a ``bridge.record.reader.HomeserverReader``."""
     result = JournalCheck(portals=len(portals))

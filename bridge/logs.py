@@ -46,7 +46,11 @@ class KeyValueFormatter(logging.Formatter):
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
-        out: dict[str, object] = {"ts": record.created, "level": record.levelname.lower(), "logger": record.name}
+        out: dict[str, object] = {
+            "ts": record.created,
+            "level": record.levelname.lower(),
+            "logger": record.name,
+        }
         pairs = _PAIR.findall(message)
         if pairs and message.startswith(pairs[0][0] + "="):
             for key, value in pairs:
@@ -76,7 +80,9 @@ class ScrubbingFormatter(logging.Formatter):
 def setup_logging(level: str = "INFO", fmt: str = "keyvalue", secrets: Iterable[str] = ()) -> None:
     secrets = list(secrets)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(ScrubbingFormatter(JsonFormatter() if fmt == "json" else KeyValueFormatter(), secrets))
+    handler.setFormatter(
+        ScrubbingFormatter(JsonFormatter() if fmt == "json" else KeyValueFormatter(), secrets)
+    )
     handler.addFilter(SecretFilter(secrets))
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -85,4 +91,6 @@ def setup_logging(level: str = "INFO", fmt: str = "keyvalue", secrets: Iterable[
     root.setLevel(level)
     quiet = "INFO" if level == "DEBUG" else "WARNING"
     for name in ("httpx", "httpcore", "aiohttp.access", "mau", "telegram", "aiosqlite", "houseline.db"):
-        logging.getLogger(name).setLevel("WARNING" if name in ("httpx", "httpcore", "aiohttp.access") else quiet)
+        logging.getLogger(name).setLevel(
+            "WARNING" if name in ("httpx", "httpcore", "aiohttp.access") else quiet
+        )

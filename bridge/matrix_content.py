@@ -75,7 +75,11 @@ def media_content(media: RemoteMedia, mxc: str, caption: RichText | None) -> dic
 
 def location_content(location: RemoteLocation) -> dict[str, Any]:
     lat, lon = location.latitude, location.longitude
-    return {"msgtype": "m.location", "body": f"Location: {lat:.6f}, {lon:.6f}", "geo_uri": f"geo:{lat:.6f},{lon:.6f}"}
+    return {
+        "msgtype": "m.location",
+        "body": f"Location: {lat:.6f}, {lon:.6f}",
+        "geo_uri": f"geo:{lat:.6f},{lon:.6f}",
+    }
 
 
 def contact_content(contact: RemoteContact) -> dict[str, Any]:

@@ -74,8 +74,15 @@ class _Scraped:
 
 class Metrics:
     def __init__(
-        self, store: Store, clock: Clock, *, token: str | None = None, networks: Iterable[str] = (), health: CaptureHealth | None = None,
-        reminders: Reminders | None = None, webhook_queue_depth: QueueDepth | None = None,
+        self,
+        store: Store,
+        clock: Clock,
+        *,
+        token: str | None = None,
+        networks: Iterable[str] = (),
+        health: CaptureHealth | None = None,
+        reminders: Reminders | None = None,
+        webhook_queue_depth: QueueDepth | None = None,
         webhook_receivers: ReceiverStatsOf | None = None,
     ) -> None:
         self.store = store
@@ -89,21 +96,34 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.bridged = Counter(
-            "houseline_messages_bridged", "Client and employee events bridged (in: client to portal, out: employee to client).",
-            ["network", "direction", "kind"], registry=r,
+            "houseline_messages_bridged",
+            "Client and employee events bridged (in: client to portal, out: employee to client).",
+            ["network", "direction", "kind"],
+            registry=r,
         )
         self.denied = Counter(
-            "houseline_messages_denied", "Employee messages the policy refused (deny) or held back (hold), per rule.",
-            ["rule", "verdict"], registry=r,
+            "houseline_messages_denied",
+            "Employee messages the policy refused (deny) or held back (hold), per rule.",
+            ["rule", "verdict"],
+            registry=r,
         )
         self.created = Counter("houseline_conversations_created", "Portals created.", ["network"], registry=r)
-        self.sla = Counter("houseline_sla_breaches", "Reminder steps fired for unanswered clients.", ["step"], registry=r)
+        self.sla = Counter(
+            "houseline_sla_breaches", "Reminder steps fired for unanswered clients.", ["step"], registry=r
+        )
         self.latency = Histogram(
             "houseline_delivery_latency_seconds",
             "From an employee's event on the homeserver (origin_server_ts) to the network accepting it; includes time queued in the outbox.",
-            ["network"], buckets=LATENCY_BUCKETS, registry=r,
+            ["network"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
-        self.retries = Counter("houseline_delivery_retries", "Temporary delivery failures retried (outbound_retry).", ["network"], registry=r)
+        self.retries = Counter(
+            "houseline_delivery_retries",
+            "Temporary delivery failures retried (outbound_retry).",
+            ["network"],
+            registry=r,
+        )
         for network in networks:
             # Present from the start, so rate() and absent() alerts see zeros, not gaps.
             for direction in ("in", "out"):
@@ -120,9 +140,18 @@ class Metrics:
         data = event.data
         if event.type in ("message.inbound", "message.outbound"):
             network = str(data.get("network") or "unknown")
-            self.bridged.labels(network, "in" if event.type == "message.inbound" else "out", str(data.get("kind") or "message")).inc()
+            self.bridged.labels(
+                network,
+                "in" if event.type == "message.inbound" else "out",
+                str(data.get("kind") or "message"),
+            ).inc()
             sent = data.get("origin_server_ts")
-            if event.type == "message.outbound" and isinstance(sent, int) and not isinstance(sent, bool) and sent > 0:
+            if (
+                event.type == "message.outbound"
+                and isinstance(sent, int)
+                and not isinstance(sent, bool)
+                and sent > 0
+            ):
                 self.latency.labels(network).observe(max(0.0, (event.at_ms - sent) / 1000))
         elif event.type == "message.denied":
             self.denied.labels(str(data.get("rule") or "unknown"), str(data.get("verdict") or "deny")).inc()
@@ -145,8 +174,16 @@ class Metrics:
         """Everything read first (awaits), then swapped in at once: a concurrent scrape never
         sees half a refresh."""
         families = [
-            _gauge("houseline_outbox_depth", "Employee events queued for delivery.", await self.store.outbox_size()),
-            _gauge("houseline_held_messages", "Employee messages held back by policy until a condition is met.", await self.store.held_count()),
+            _gauge(
+                "houseline_outbox_depth",
+                "Employee events queued for delivery.",
+                await self.store.outbox_size(),
+            ),
+            _gauge(
+                "houseline_held_messages",
+                "Employee messages held back by policy until a condition is met.",
+                await self.store.held_count(),
+            ),
         ]
         families += await self._timers()
         families += await self._webhooks()
@@ -155,29 +192,57 @@ class Metrics:
 
     async def _timers(self) -> list[Metric]:
         waiting = await self.store.waiting()
-        steps_due = await reminder_steps_due(self.reminders, waiting, self.clock.now()) if self.reminders is not None else 0
+        steps_due = (
+            await reminder_steps_due(self.reminders, waiting, self.clock.now())
+            if self.reminders is not None
+            else 0
+        )
         now_ms = self.clock.now_ms()
         absences_due = sum(1 for a in (await self.store.absences()).values() if a.until_ms <= now_ms)
         due = GaugeMetricFamily(
-            "houseline_timers_due", "Timers whose time has passed and that the timer loop has not handled yet (should be 0 but for a second).",
+            "houseline_timers_due",
+            "Timers whose time has passed and that the timer loop has not handled yet (should be 0 but for a second).",
             labels=["kind"],
         )
         due.add_metric(["reminder_step"], steps_due)
         due.add_metric(["absence_end"], absences_due)
-        return [_gauge("houseline_waiting_conversations", "Conversations whose client waits for an answer.", len(waiting)), due]
+        return [
+            _gauge(
+                "houseline_waiting_conversations",
+                "Conversations whose client waits for an answer.",
+                len(waiting),
+            ),
+            due,
+        ]
 
     async def _webhooks(self) -> list[Metric]:
         out: list[Metric] = []
         if self.webhook_queue_depth is not None:
-            depth = GaugeMetricFamily("houseline_webhook_queue_depth", "Events queued for a webhook receiver, not delivered yet.", labels=["receiver"])
+            depth = GaugeMetricFamily(
+                "houseline_webhook_queue_depth",
+                "Events queued for a webhook receiver, not delivered yet.",
+                labels=["receiver"],
+            )
             for name, count in sorted((await self.webhook_queue_depth()).items()):
                 depth.add_metric([name], count)
             out.append(depth)
         if self.webhook_receivers is not None:
             stats = sorted(self.webhook_receivers().items())
-            sent = CounterMetricFamily("houseline_webhook_deliveries", "Webhook delivery attempts by outcome.", labels=["receiver", "result"])
-            failing = GaugeMetricFamily("houseline_webhook_receiver_failing", "1 while a receiver is reported failing.", labels=["receiver"])
-            last = GaugeMetricFamily("houseline_webhook_last_delivered_timestamp_seconds", "Last 2xx from a receiver (Unix seconds).", labels=["receiver"])
+            sent = CounterMetricFamily(
+                "houseline_webhook_deliveries",
+                "Webhook delivery attempts by outcome.",
+                labels=["receiver", "result"],
+            )
+            failing = GaugeMetricFamily(
+                "houseline_webhook_receiver_failing",
+                "1 while a receiver is reported failing.",
+                labels=["receiver"],
+            )
+            last = GaugeMetricFamily(
+                "houseline_webhook_last_delivered_timestamp_seconds",
+                "Last 2xx from a receiver (Unix seconds).",
+                labels=["receiver"],
+            )
             for name, s in stats:
                 sent.add_metric([name, "delivered"], s.delivered)
                 sent.add_metric([name, "failed"], s.failed)
@@ -191,11 +256,31 @@ class Metrics:
         if self.health is None:
             return []
         labels = ["network", "account"]
-        up = GaugeMetricFamily("houseline_capture_up", "1 while the account's messages reach the record; 0 while failing, stale or disconnected.", labels=labels)
-        connector = GaugeMetricFamily("houseline_connector_up", "1 if the connector's last attempt to receive for the account (poll round, webhook) succeeded.", labels=labels)
-        last = GaugeMetricFamily("houseline_capture_last_success_timestamp_seconds", "Last successful poll round or webhook (Unix seconds, bridge clock).", labels=labels)
-        problem = GaugeMetricFamily("houseline_capture_problem", "1 while the problem holds: failing, stale, disabled, quality.", labels=[*labels, "problem"])
-        quality = GaugeMetricFamily("houseline_account_quality", "1 for the network's current quality rating of the account (WhatsApp).", labels=[*labels, "rating"])
+        up = GaugeMetricFamily(
+            "houseline_capture_up",
+            "1 while the account's messages reach the record; 0 while failing, stale or disconnected.",
+            labels=labels,
+        )
+        connector = GaugeMetricFamily(
+            "houseline_connector_up",
+            "1 if the connector's last attempt to receive for the account (poll round, webhook) succeeded.",
+            labels=labels,
+        )
+        last = GaugeMetricFamily(
+            "houseline_capture_last_success_timestamp_seconds",
+            "Last successful poll round or webhook (Unix seconds, bridge clock).",
+            labels=labels,
+        )
+        problem = GaugeMetricFamily(
+            "houseline_capture_problem",
+            "1 while the problem holds: failing, stale, disabled, quality.",
+            labels=[*labels, "problem"],
+        )
+        quality = GaugeMetricFamily(
+            "houseline_account_quality",
+            "1 for the network's current quality rating of the account (WhatsApp).",
+            labels=[*labels, "rating"],
+        )
         for (network, account), h in sorted(self.health.accounts.items()):
             current = self.health.problems(h)
             up.add_metric([network, account], 1 if self.health.capture_up(h) else 0)
@@ -241,9 +326,14 @@ def metrics_handler(metrics: Metrics) -> Callable[[web.Request], Awaitable[web.R
         if expected is not None:
             given = request.headers.get("Authorization", "").encode()
             if not hmac.compare_digest(given, expected):
-                log.warning("event=metrics_refused remote=%s has_header=%s", request.remote, "Authorization" in request.headers)
+                log.warning(
+                    "event=metrics_refused remote=%s has_header=%s",
+                    request.remote,
+                    "Authorization" in request.headers,
+                )
                 return web.json_response(
-                    {"error": "unauthorized", "detail": "send Authorization: Bearer <metrics.token>"}, status=401,
+                    {"error": "unauthorized", "detail": "send Authorization: Bearer <metrics.token>"},
+                    status=401,
                     headers={"WWW-Authenticate": 'Bearer realm="houseline-metrics"'},
                 )
         try:
@@ -276,7 +366,9 @@ class MetricsServer:
         self.port = sockets[0].getsockname()[1] if sockets else self.config.listen_port
         log.info(
             "event=metrics_listening host=%s port=%s path=/metrics token=%s",
-            self.config.listen_host, self.port, "required" if self.metrics.token else "none",
+            self.config.listen_host,
+            self.port,
+            "required" if self.metrics.token else "none",
         )
 
     async def stop(self) -> None:

@@ -55,7 +55,9 @@ class Operations:
             return False
 
     async def _known_user(self, user_id: str) -> None:
-        if user_id.split(":", 1)[-1] == self.pb.config.homeserver.domain and not await self.user_exists(user_id):
+        if user_id.split(":", 1)[-1] == self.pb.config.homeserver.domain and not await self.user_exists(
+            user_id
+        ):
             raise OperationError(f"There is no user {user_id} on this homeserver.", "not_found")
 
     async def assign(self, actor: str, portal: PortalRow, user: str) -> None:
@@ -63,8 +65,17 @@ class Operations:
         await self._known_user(user)
         decision = await self.pb.join_decision(user, portal)
         if not decision.allowed:
-            await self.pb.audit.record(actor=actor, action="assign", subject=portal.room_id, verdict="deny", rule=decision.rule, user=user)
-            raise OperationError(f"Not invited: {decision.reason} (rule {decision.rule}).", "denied", decision.rule)
+            await self.pb.audit.record(
+                actor=actor,
+                action="assign",
+                subject=portal.room_id,
+                verdict="deny",
+                rule=decision.rule,
+                user=user,
+            )
+            raise OperationError(
+                f"Not invited: {decision.reason} (rule {decision.rule}).", "denied", decision.rule
+            )
         members = await self.pb.bot.get_room_members(portal.room_id, (Membership.JOIN, Membership.INVITE))
         if user not in members:
             try:
@@ -73,7 +84,14 @@ class Operations:
                 raise OperationError(f"Could not invite {user}: {e.message}", "failed") from e
         await self.pb.store.set_assignee(portal.room_id, user)
         self.pb.portals.forget(portal.room_id)
-        await self.pb.audit.record(actor=actor, action="assign", subject=portal.room_id, verdict="allow", rule=decision.rule, user=user)
+        await self.pb.audit.record(
+            actor=actor,
+            action="assign",
+            subject=portal.room_id,
+            verdict="allow",
+            rule=decision.rule,
+            user=user,
+        )
         await self.pb.notify.emit("conversation.assigned", portal.room_id, assignee=user, by=actor)
 
     async def successors_of(self, leaver: str, target: str) -> tuple[str, ...]:
@@ -113,17 +131,40 @@ class Operations:
             _, trouble = await self.pb.bring_in(portal, successors)
             problems.extend(trouble)
             await self.pb.bot.send_message_event(
-                portal.room_id, EventType.ROOM_MESSAGE,
-                mc.notice(f"Handover: {leaver} no longer looks after this client; {', '.join(successors)} take(s) over. The client sees no change."),
+                portal.room_id,
+                EventType.ROOM_MESSAGE,
+                mc.notice(
+                    f"Handover: {leaver} no longer looks after this client; {', '.join(successors)} take(s) over. The client sees no change."
+                ),
             )
-            await self.pb.audit.record(actor=actor, action="offboard.portal", subject=portal.room_id, verdict="allow", rule="offboarding", leaver=leaver, successors=list(successors))
-            await self.pb.notify.emit("conversation.offboarded", portal.room_id, leaver=leaver, successors=list(successors), by=actor)
+            await self.pb.audit.record(
+                actor=actor,
+                action="offboard.portal",
+                subject=portal.room_id,
+                verdict="allow",
+                rule="offboarding",
+                leaver=leaver,
+                successors=list(successors),
+            )
+            await self.pb.notify.emit(
+                "conversation.offboarded",
+                portal.room_id,
+                leaver=leaver,
+                successors=list(successors),
+                by=actor,
+            )
             rooms.append(portal.room_id)
         return Handover(leaver, successors, tuple(rooms), tuple(problems))
 
     async def set_legal_hold(self, actor: str, portal: PortalRow, on: bool) -> None:
         await self.pb.store.set_portal_flag(portal.room_id, "legal_hold", on)
         self.pb.portals.forget(portal.room_id)
-        await self.pb.audit.record(actor=actor, action="hold.place" if on else "hold.release", subject=portal.room_id, verdict="allow", rule="commands.admin")
+        await self.pb.audit.record(
+            actor=actor,
+            action="hold.place" if on else "hold.release",
+            subject=portal.room_id,
+            verdict="allow",
+            rule="commands.admin",
+        )
         what = f"Legal hold {'placed on' if on else 'released from'} this conversation by {actor}."
         await self.pb.bot.send_message_event(portal.room_id, EventType.ROOM_MESSAGE, mc.notice(what))

@@ -21,7 +21,16 @@ from mautrix.errors import MatrixError
 from mautrix.types import EventType
 
 from bridge.config import PortalsConfig
-from bridge.events import ChatRef, Delivery, DeliveryKind, DeliveryReceipt, MediaKind, OutboundMedia, RemoteLocation, RichText
+from bridge.events import (
+    ChatRef,
+    Delivery,
+    DeliveryKind,
+    DeliveryReceipt,
+    MediaKind,
+    OutboundMedia,
+    RemoteLocation,
+    RichText,
+)
 from bridge.matrix_content import TEMPLATE_KEY, notice, split_command
 from bridge.networks.base import Connector, DeliveryError
 from bridge.portals import Portals
@@ -43,7 +52,12 @@ _NOT_CARRIED = {
     "org.matrix.msc3401.call": "Calls",
 }
 _TEXT_TYPES = {"m.text", "m.notice", "m.emote"}
-_MEDIA_KINDS = {"m.image": MediaKind.IMAGE, "m.file": MediaKind.FILE, "m.video": MediaKind.VIDEO, "m.audio": MediaKind.AUDIO}
+_MEDIA_KINDS = {
+    "m.image": MediaKind.IMAGE,
+    "m.file": MediaKind.FILE,
+    "m.video": MediaKind.VIDEO,
+    "m.audio": MediaKind.AUDIO,
+}
 #: Telegram shows a chat action for about 5 s; refresh a little sooner while typing goes on.
 TYPING_REFRESH_S = 4.0
 #: Upload limit of a connector that states none (a connector's ``max_upload_bytes`` wins); a
@@ -110,7 +124,12 @@ class Outbound:
             if now - self._typing_sent.get(portal.room_id, 0.0) < TYPING_REFRESH_S:
                 continue
             self._typing_sent[portal.room_id] = now
-            delivery = Delivery(DeliveryKind.TYPING, ChatRef(portal.network, portal.account, portal.chat_id), portal.room_id, "")
+            delivery = Delivery(
+                DeliveryKind.TYPING,
+                ChatRef(portal.network, portal.account, portal.chat_id),
+                portal.room_id,
+                "",
+            )
             task = asyncio.create_task(self._send_best_effort(portal.network, delivery))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
@@ -127,11 +146,16 @@ class Outbound:
             readers = (kinds or {}).get("m.read") or {} if isinstance(kinds, dict) else {}
             if not any(isinstance(u, str) and not self._is_ours(u) for u in readers):
                 continue
-            links = [link for link in await self.store.get_messages_by_event(event_id) if link.direction == "in"]
+            links = [
+                link for link in await self.store.get_messages_by_event(event_id) if link.direction == "in"
+            ]
             if not links:
                 continue
             delivery = Delivery(
-                DeliveryKind.READ, ChatRef(portal.network, portal.account, portal.chat_id), portal.room_id, event_id,
+                DeliveryKind.READ,
+                ChatRef(portal.network, portal.account, portal.chat_id),
+                portal.room_id,
+                event_id,
                 targets=(links[-1].remote_id,),
             )
             task = asyncio.create_task(self._send_best_effort(portal.network, delivery))
@@ -143,7 +167,12 @@ class Outbound:
         try:
             await self.connectors[network].send(delivery)
         except DeliveryError as e:
-            log.info("event=ephemeral_not_sent room=%s kind=%s reason=%r", delivery.room_id, delivery.kind.value, e.reason)
+            log.info(
+                "event=ephemeral_not_sent room=%s kind=%s reason=%r",
+                delivery.room_id,
+                delivery.kind.value,
+                e.reason,
+            )
 
     def _is_ours(self, user_id: str) -> bool:
         return user_id == self.az.bot_mxid or self.ghosts.is_ghost(user_id)
@@ -158,13 +187,21 @@ class Outbound:
 
     async def _handle_event(self, raw: dict[str, Any], fresh: bool = False) -> None:
         etype = raw.get("type")
-        if self._is_ours(raw["sender"]) or "state_key" in raw or (etype not in _CARRIED and etype not in _NOT_CARRIED):
+        if (
+            self._is_ours(raw["sender"])
+            or "state_key" in raw
+            or (etype not in _CARRIED and etype not in _NOT_CARRIED)
+        ):
             return
         portal = await self.portals.by_room(raw["room_id"])
         if portal is None:
             return
         if etype in _NOT_CARRIED:
-            await self._notice(portal, raw["event_id"], f"{_NOT_CARRIED[etype]} are not sent to the client; the client did not see this.")
+            await self._notice(
+                portal,
+                raw["event_id"],
+                f"{_NOT_CARRIED[etype]} are not sent to the client; the client did not see this.",
+            )
             return
         if not fresh and await self.store.get_messages_by_event(raw["event_id"]):
             log.info("event=outbound_duplicate room=%s event_id=%s", raw["room_id"], raw["event_id"])
@@ -189,14 +226,20 @@ class Outbound:
             # A bug or an unexpected answer must neither block the room's later events nor
             # vanish: say so where the employee looks, with the details in the log.
             log.exception("event=outbound_error room=%s event_id=%s", raw["room_id"], raw["event_id"])
-            await self._notice(portal, raw["event_id"], f"Not delivered to the client: the bridge hit an unexpected error ({type(e).__name__}).")
+            await self._notice(
+                portal,
+                raw["event_id"],
+                f"Not delivered to the client: the bridge hit an unexpected error ({type(e).__name__}).",
+            )
 
     # Matrix event -> Delivery
 
     async def _delivery_for(self, portal: PortalRow, raw: dict[str, Any]) -> Delivery | None:
         content = raw.get("content") or {}
         if portal.status == "disconnected":
-            raise Refused("Not sent: the company account this conversation runs through is disconnected from Houseline.")
+            raise Refused(
+                "Not sent: the company account this conversation runs through is disconnected from Houseline."
+            )
         account = await self.store.get_account(portal.network, portal.account)
         if account is not None and not account.can_reply and raw["type"] != "m.room.redaction":
             raise Refused(
@@ -224,7 +267,13 @@ class Outbound:
         template = self._template_command(content)
         if template is not None:
             name, params, language = template
-            return replace(base, kind=DeliveryKind.TEMPLATE, template=name, template_params=params, template_language=language)
+            return replace(
+                base,
+                kind=DeliveryKind.TEMPLATE,
+                template=name,
+                template_params=params,
+                template_language=language,
+            )
         signature = self._signature(raw["sender"], await self._displayname(raw["room_id"], raw["sender"]))
         reply_ids = await self._remote_ids((relates.get("m.in_reply_to") or {}).get("event_id"))
         base = replace(base, signature=signature, reply_to=reply_ids[0] if reply_ids else None)
@@ -242,7 +291,10 @@ class Outbound:
             limit = getattr(connector, "max_upload_bytes", MAX_UPLOAD_BYTES)
             network_name = connector.display_name if connector is not None else portal.network
             media = await self._download(
-                content, MediaKind.IMAGE if msgtype == "m.sticker" else _MEDIA_KINDS[msgtype], limit, network_name,
+                content,
+                MediaKind.IMAGE if msgtype == "m.sticker" else _MEDIA_KINDS[msgtype],
+                limit,
+                network_name,
             )
             caption = _caption(content)
             return replace(base, media=media, text=caption)
@@ -258,9 +310,13 @@ class Outbound:
             return queued["name"], tuple(str(p) for p in params), language
         body = content.get("body")
         prefix = self.policy.policy.commands.prefix if self.policy is not None else "!hl"
-        if content.get("msgtype") not in _TEXT_TYPES or not isinstance(body, str) or not body.startswith(prefix + " "):
+        if (
+            content.get("msgtype") not in _TEXT_TYPES
+            or not isinstance(body, str)
+            or not body.startswith(prefix + " ")
+        ):
             return None
-        words = split_command(body[len(prefix):])
+        words = split_command(body[len(prefix) :])
         if not words or words[0].lower() != "template":
             return None
         args = words[1:]
@@ -268,11 +324,15 @@ class Outbound:
         if "--lang" in args:
             i = args.index("--lang")
             if i + 1 >= len(args):
-                raise Refused(f"Not sent: --lang needs a language code. Usage: {prefix} template <name> [--lang en] [parameters...]")
+                raise Refused(
+                    f"Not sent: --lang needs a language code. Usage: {prefix} template <name> [--lang en] [parameters...]"
+                )
             language = args[i + 1]
             del args[i : i + 2]
         if not args:
-            raise Refused(f"Not sent: which template? Usage: {prefix} template <name> [--lang en] [parameters...]")
+            raise Refused(
+                f"Not sent: which template? Usage: {prefix} template <name> [--lang en] [parameters...]"
+            )
         return args[0], tuple(args[1:]), language
 
     async def _edit(self, base: Delivery, raw: dict[str, Any], relates: dict[str, Any]) -> Delivery:
@@ -281,12 +341,18 @@ class Outbound:
         if not links:
             raise Refused("This edit was not sent: the client never received the original message.")
         if len(links) > 1:
-            raise Refused("This edit was not sent: the original was split into several messages for the client.")
+            raise Refused(
+                "This edit was not sent: the original was split into several messages for the client."
+            )
         new = raw["content"].get("m.new_content") or {}
         signature = self._signature(raw["sender"], await self._displayname(raw["room_id"], raw["sender"]))
         text = _caption(new) if links[0].has_media else _rich(new)
         return replace(
-            base, kind=DeliveryKind.EDIT, signature=signature, text=text, targets=(links[0].remote_id,),
+            base,
+            kind=DeliveryKind.EDIT,
+            signature=signature,
+            text=text,
+            targets=(links[0].remote_id,),
             target_has_media=links[0].has_media,
         )
 
@@ -296,11 +362,15 @@ class Outbound:
         outgoing = [link for link in links if link.direction == "out"]
         if outgoing:
             return replace(
-                base, kind=DeliveryKind.DELETE, targets=tuple(link.remote_id for link in outgoing),
+                base,
+                kind=DeliveryKind.DELETE,
+                targets=tuple(link.remote_id for link in outgoing),
                 target_timestamp_ms=outgoing[0].created_at,
             )
         if links:
-            raise Refused("The client's own message cannot be deleted for them; it stays here and on their phone.")
+            raise Refused(
+                "The client's own message cannot be deleted for them; it stays here and on their phone."
+            )
         return None
 
     async def _remote_ids(self, event_id: str | None) -> tuple[str, ...]:
@@ -308,7 +378,9 @@ class Outbound:
             return ()
         return tuple(link.remote_id for link in await self.store.get_messages_by_event(event_id))
 
-    async def _download(self, content: dict[str, Any], kind: MediaKind, limit: int, network_name: str) -> OutboundMedia:
+    async def _download(
+        self, content: dict[str, Any], kind: MediaKind, limit: int, network_name: str
+    ) -> OutboundMedia:
         info = content.get("info") or {}
         size = info.get("size")
         too_big = f"{network_name} accepts at most {limit // (1024 * 1024)} MB from the company. The client did not receive it."
@@ -316,12 +388,16 @@ class Outbound:
             raise Refused(f"This file is {size / 1e6:.1f} MB; {too_big}")
         url = content.get("url")
         if not isinstance(url, str) or not url.startswith("mxc://"):
-            raise Refused("Encrypted or linkless files cannot be sent to the client; the client did not receive it.")
+            raise Refused(
+                "Encrypted or linkless files cannot be sent to the client; the client did not receive it."
+            )
         try:
             data = await self.az.intent.download_media(url)
         except aiohttp.ClientResponseError as e:
             if 400 <= e.status < 500:
-                raise Refused(f"The file could not be fetched from the homeserver (HTTP {e.status}); the client did not receive it.") from e
+                raise Refused(
+                    f"The file could not be fetched from the homeserver (HTTP {e.status}); the client did not receive it."
+                ) from e
             raise
         if len(data) > limit:
             raise Refused(f"This file is {len(data) / 1e6:.1f} MB; {too_big}")
@@ -337,12 +413,18 @@ class Outbound:
 
     # sending
 
-    async def _deliver(self, portal: PortalRow, delivery: Delivery, fresh: bool = False, origin_ts: int | None = None) -> None:
+    async def _deliver(
+        self, portal: PortalRow, delivery: Delivery, fresh: bool = False, origin_ts: int | None = None
+    ) -> None:
         """``origin_ts``: the employee's event's origin_server_ts, passed on with message.outbound
         (the delivery latency metric measures from it)."""
         connector = self.connectors.get(portal.network)
         if connector is None:
-            await self._notice(portal, delivery.event_id, f"Not delivered: the {portal.network} connection is not enabled in this bridge.")
+            await self._notice(
+                portal,
+                delivery.event_id,
+                f"Not delivered: the {portal.network} connection is not enabled in this bridge.",
+            )
             return
         receipt = None if fresh else await self._already_delivered(connector, delivery)
         if receipt is None:
@@ -359,16 +441,31 @@ class Outbound:
                 if e.permanent:
                     log.warning(
                         "event=outbound_failed room=%s event_id=%s network=%s kind=%s attempts=%d reason=%r",
-                        delivery.room_id, delivery.event_id, portal.network, delivery.kind.value, attempt, e.reason,
+                        delivery.room_id,
+                        delivery.event_id,
+                        portal.network,
+                        delivery.kind.value,
+                        attempt,
+                        e.reason,
                     )
                     await self.store.clear_outflight(delivery.event_id)
                     await self._notice(portal, delivery.event_id, f"Not delivered to the client: {e.reason}.")
                     return
                 if attempt == self.retry.notice_after:
                     # Temporary trouble is retried until it passes; the employee is told once.
-                    await self._notice(portal, delivery.event_id, f"Delivery delayed: {e.reason}. Houseline keeps trying; later messages in this conversation wait their turn.")
+                    await self._notice(
+                        portal,
+                        delivery.event_id,
+                        f"Delivery delayed: {e.reason}. Houseline keeps trying; later messages in this conversation wait their turn.",
+                    )
                 wait = e.retry_after if e.retry_after is not None else backoff + random.random() * 0.2
-                log.info("event=outbound_retry room=%s event_id=%s attempt=%d wait=%.1fs", delivery.room_id, delivery.event_id, attempt, wait)
+                log.info(
+                    "event=outbound_retry room=%s event_id=%s attempt=%d wait=%.1fs",
+                    delivery.room_id,
+                    delivery.event_id,
+                    attempt,
+                    wait,
+                )
                 if self.on_retry is not None:
                     self.on_retry(portal.network)
                 await asyncio.sleep(wait)
@@ -376,23 +473,48 @@ class Outbound:
         has_media = delivery.media is not None
         # The mapping, the end of the in-flight mark and the outbox entry: one commit.
         answered = delivery.kind in (DeliveryKind.MESSAGE, DeliveryKind.TEMPLATE)
-        await self.store.record_delivery(delivery.event_id, [
-            MessageLink(portal.network, portal.account, portal.chat_id, remote_id, delivery.room_id, delivery.event_id, "out",
-                        has_media=has_media and i == 0)
-            for i, remote_id in enumerate(receipt.message_ids)
-        ], answered=answered)
+        await self.store.record_delivery(
+            delivery.event_id,
+            [
+                MessageLink(
+                    portal.network,
+                    portal.account,
+                    portal.chat_id,
+                    remote_id,
+                    delivery.room_id,
+                    delivery.event_id,
+                    "out",
+                    has_media=has_media and i == 0,
+                )
+                for i, remote_id in enumerate(receipt.message_ids)
+            ],
+            answered=answered,
+        )
         if receipt.note:
             await self._notice(portal, delivery.event_id, receipt.note)
         if self.policy is not None:
             await self.policy.notify.emit(
-                "message.outbound", delivery.room_id, event_id=delivery.event_id, kind=delivery.kind.value,
-                network=portal.network, account=portal.account, chat_id=portal.chat_id, remote_ids=list(receipt.message_ids),
-                text=delivery.text.body if delivery.text else None, template=delivery.template or None,
-                media=delivery.media.kind.value if delivery.media else None, origin_server_ts=origin_ts,
+                "message.outbound",
+                delivery.room_id,
+                event_id=delivery.event_id,
+                kind=delivery.kind.value,
+                network=portal.network,
+                account=portal.account,
+                chat_id=portal.chat_id,
+                remote_ids=list(receipt.message_ids),
+                text=delivery.text.body if delivery.text else None,
+                template=delivery.template or None,
+                media=delivery.media.kind.value if delivery.media else None,
+                origin_server_ts=origin_ts,
             )
         log.info(
             "event=outbound_delivered room=%s event_id=%s network=%s chat=%s kind=%s remote_ids=%s",
-            delivery.room_id, delivery.event_id, portal.network, portal.chat_id, delivery.kind.value, ",".join(receipt.message_ids),
+            delivery.room_id,
+            delivery.event_id,
+            portal.network,
+            portal.chat_id,
+            delivery.kind.value,
+            ",".join(receipt.message_ids),
         )
 
     async def _already_delivered(self, connector: Connector, delivery: Delivery) -> DeliveryReceipt | None:
@@ -401,10 +523,17 @@ class Outbound:
         since = await self.store.get_outflight(delivery.event_id)
         if since is None or delivery.kind is not DeliveryKind.MESSAGE:
             return None
-        known = await self.store.remote_ids_of_chat(delivery.chat.network, delivery.chat.account, delivery.chat.chat_id)
+        known = await self.store.remote_ids_of_chat(
+            delivery.chat.network, delivery.chat.account, delivery.chat.chat_id
+        )
         found = await connector.find_delivered(delivery, since, known)
         if found is not None:
-            log.info("event=outbound_settled room=%s event_id=%s remote_ids=%s", delivery.room_id, delivery.event_id, ",".join(found.message_ids))
+            log.info(
+                "event=outbound_settled room=%s event_id=%s remote_ids=%s",
+                delivery.room_id,
+                delivery.event_id,
+                ",".join(found.message_ids),
+            )
         return found
 
     def _signature(self, user_id: str, displayname: str) -> str:
@@ -432,7 +561,10 @@ class Outbound:
 
     async def _notice(self, portal: PortalRow, event_id: str, text: str) -> None:
         await self.az.intent.send_message_event(
-            portal.room_id, EventType.ROOM_MESSAGE, notice(text, in_reply_to=event_id), txn_id=f"hl.notice.{event_id}"
+            portal.room_id,
+            EventType.ROOM_MESSAGE,
+            notice(text, in_reply_to=event_id),
+            txn_id=f"hl.notice.{event_id}",
         )
         log.info("event=notice_posted room=%s about=%s", portal.room_id, event_id)
 

@@ -124,7 +124,11 @@ class Outbox:
                 delay = min(MAX_BACKOFF_S, 0.5 * 2 ** min(attempts, 7)) + random.random() * 0.2
                 log.warning(
                     "event=outbox_retry room=%s event_id=%s attempts=%d error=%s retry_in=%.1fs",
-                    room_id, event["event_id"], attempts + 1, type(e).__name__, delay,
+                    room_id,
+                    event["event_id"],
+                    attempts + 1,
+                    type(e).__name__,
+                    delay,
                 )
             else:
                 # Usually a no-op: a delivery removes its entry in the commit that records it.

@@ -28,7 +28,19 @@ from bridge.notify import Notifier
 from bridge.portals import Portals
 from bridge.store import MessageLink, PortalRow, Store
 from bridge.portals import Assigned
-from policies.engine import Decision, FileInfo, Join, RoomState, SendOut, Verdict, choose_assignees, decide, disclaimer_for, roles_of, stand_ins
+from policies.engine import (
+    Decision,
+    FileInfo,
+    Join,
+    RoomState,
+    SendOut,
+    Verdict,
+    choose_assignees,
+    decide,
+    disclaimer_for,
+    roles_of,
+    stand_ins,
+)
 from policies.model import Policy
 from puppets.ghosts import Ghosts
 
@@ -108,14 +120,20 @@ class PolicyBot:
         )
         note = ""
         if chosen.replaced:
-            note = "; ".join(f"{u} is unavailable, " + (f"{', '.join(by)} stand(s) in" if by else "nobody stands in") for u, by in chosen.replaced)
+            note = "; ".join(
+                f"{u} is unavailable, " + (f"{', '.join(by)} stand(s) in" if by else "nobody stands in")
+                for u, by in chosen.replaced
+            )
         if chosen.fallback:
             note = (note + "; " if note else "") + (
                 f"nobody the assignment rule names is available, so the absence fallback ({', '.join(chosen.users)}) takes it"
-                if chosen.users else "nobody the assignment rule names is available and the policy names no absence fallback: nobody was invited"
+                if chosen.users
+                else "nobody the assignment rule names is available and the policy names no absence fallback: nobody was invited"
             )
         invite = tuple(dict.fromkeys((*chosen.users, *observers)))
-        return Assigned(invite, chosen.users[0] if chosen.users else None, note, tell_observers=chosen.fallback)
+        return Assigned(
+            invite, chosen.users[0] if chosen.users else None, note, tell_observers=chosen.fallback
+        )
 
     def initial_state(self) -> list[dict[str, Any]]:
         """Server ACL: the company's homeserver and the allowlisted partners, nobody else."""
@@ -124,25 +142,45 @@ class PolicyBot:
         names = [self.config.homeserver.domain, *sorted(self.policy.join.allowed_servers)]
         allowed = list(dict.fromkeys(form for name in names for form in (name, _host(name))))
         ip_literals = any(_is_ip_literal(s) for s in allowed)
-        return [{
-            "type": "m.room.server_acl",
-            "state_key": "",
-            "content": {"allow": allowed, "deny": [], "allow_ip_literals": ip_literals},
-        }]
+        return [
+            {
+                "type": "m.room.server_acl",
+                "state_key": "",
+                "content": {"allow": allowed, "deny": [], "allow_ip_literals": ip_literals},
+            }
+        ]
 
     async def portal_created(self, portal: PortalRow, assigned: Assigned) -> None:
         await self.audit.record(
-            actor=self.az.bot_mxid, action="portal.created", subject=portal.room_id, verdict="allow",
-            rule="outreach" if portal.initiated_by else "assignment." + self.policy.assignment.mode, invited=list(assigned.invite),
-            assignee=assigned.assignee, note=assigned.note, chat=f"{portal.network}:{portal.account}:{portal.chat_id}",
+            actor=self.az.bot_mxid,
+            action="portal.created",
+            subject=portal.room_id,
+            verdict="allow",
+            rule="outreach" if portal.initiated_by else "assignment." + self.policy.assignment.mode,
+            invited=list(assigned.invite),
+            assignee=assigned.assignee,
+            note=assigned.note,
+            chat=f"{portal.network}:{portal.account}:{portal.chat_id}",
         )
         await self.notify.emit(
-            "conversation.created", portal.room_id, network=portal.network, account=portal.account, chat_id=portal.chat_id,
-            name=portal.name, assignee=assigned.assignee, invited=list(assigned.invite), initiated_by=portal.initiated_by,
+            "conversation.created",
+            portal.room_id,
+            network=portal.network,
+            account=portal.account,
+            chat_id=portal.chat_id,
+            name=portal.name,
+            assignee=assigned.assignee,
+            invited=list(assigned.invite),
+            initiated_by=portal.initiated_by,
         )
         if assigned.note:
             mention = tuple(sorted(self.policy.observers)) if assigned.tell_observers else ()
-            await self._notice(portal.room_id, f"Assignment: {assigned.note}.", mention=mention, txn=f"hl.assigned.{portal.room_id}")
+            await self._notice(
+                portal.room_id,
+                f"Assignment: {assigned.note}.",
+                mention=mention,
+                txn=f"hl.assigned.{portal.room_id}",
+            )
 
     async def ensure_disclaimer(self, portal: PortalRow, event: RemoteEvent) -> None:
         """Sent to the client on first contact and recorded in the portal; never twice."""
@@ -151,33 +189,69 @@ class PolicyBot:
         text = disclaimer_for(self.policy, event.chat.network, event.sender.language)
         if not text:
             return
-        if not await self.tell_client(portal, text, key=f"disclaimer:{portal.room_id}", what="Disclaimer", retry_note="it will be tried again with the client's next message"):
+        if not await self.tell_client(
+            portal,
+            text,
+            key=f"disclaimer:{portal.room_id}",
+            what="Disclaimer",
+            retry_note="it will be tried again with the client's next message",
+        ):
             return
         await self.store.set_portal_flag(portal.room_id, "disclaimer_sent", True)
         self.portals.forget(portal.room_id)
-        await self.audit.record(actor=self.az.bot_mxid, action="disclaimer.sent", subject=portal.room_id, verdict="allow", rule="disclaimers")
+        await self.audit.record(
+            actor=self.az.bot_mxid,
+            action="disclaimer.sent",
+            subject=portal.room_id,
+            verdict="allow",
+            rule="disclaimers",
+        )
 
-    async def tell_client(self, portal: PortalRow, text: str, *, key: str, what: str, retry_note: str = "") -> bool:
+    async def tell_client(
+        self, portal: PortalRow, text: str, *, key: str, what: str, retry_note: str = ""
+    ) -> bool:
         """A notice from the company to the client (disclaimer, out-of-hours, absence): sent,
         then recorded in the room and in the message map. A failure is said in the room."""
         connector = self.connectors.get(portal.network)
         if connector is None:
             return False
         delivery = Delivery(
-            kind=DeliveryKind.MESSAGE, chat=ChatRef(portal.network, portal.account, portal.chat_id),
-            room_id=portal.room_id, event_id=key, text=RichText(text),
+            kind=DeliveryKind.MESSAGE,
+            chat=ChatRef(portal.network, portal.account, portal.chat_id),
+            room_id=portal.room_id,
+            event_id=key,
+            text=RichText(text),
         )
         try:
             receipt = await connector.send(delivery)
         except DeliveryError as e:
-            await self._notice(portal.room_id, f"The {what.lower()} notice could not be sent to the client ({e.reason}){'; ' + retry_note if retry_note else ''}.")
+            await self._notice(
+                portal.room_id,
+                f"The {what.lower()} notice could not be sent to the client ({e.reason}){'; ' + retry_note if retry_note else ''}.",
+            )
             return False
-        notice_id = await self._notice(portal.room_id, f"{what} sent to the client: “{text}”", txn=f"hl.told.{key}".replace(":", "_"))
+        notice_id = await self._notice(
+            portal.room_id, f"{what} sent to the client: “{text}”", txn=f"hl.told.{key}".replace(":", "_")
+        )
         for remote_id in receipt.message_ids:
-            await self.store.add_message(MessageLink(portal.network, portal.account, portal.chat_id, remote_id, portal.room_id, notice_id, "out"))
+            await self.store.add_message(
+                MessageLink(
+                    portal.network,
+                    portal.account,
+                    portal.chat_id,
+                    remote_id,
+                    portal.room_id,
+                    notice_id,
+                    "out",
+                )
+            )
         log.info(
             "event=client_told what=%s room=%s network=%s chat=%s remote_ids=%s",
-            what.lower().replace(" ", "_"), portal.room_id, portal.network, portal.chat_id, ",".join(receipt.message_ids),
+            what.lower().replace(" ", "_"),
+            portal.room_id,
+            portal.network,
+            portal.chat_id,
+            ",".join(receipt.message_ids),
         )
         return True
 
@@ -193,18 +267,28 @@ class PolicyBot:
         else:
             members = frozenset(await self.bot.get_joined_members(room_id))
         ghosts = frozenset(m for m in members if self.ghosts.is_ghost(m))
-        return RoomState(room_id=room_id, members=members, ghosts=ghosts, is_group=portal.chat_id.startswith("-"))
+        return RoomState(
+            room_id=room_id, members=members, ghosts=ghosts, is_group=portal.chat_id.startswith("-")
+        )
 
     async def join_decision(self, user: str, portal: PortalRow | None) -> Decision:
         """May ``user`` be in this portal (None: a portal not created yet)? Offboarded
         employees never; otherwise the join rules."""
         offboarded = await self.store.offboarded()
         if user in offboarded:
-            return Decision(Verdict.DENY, "offboarding", f"{user} was offboarded (handed over to {offboarded[user]})")
-        state = await self.room_state(portal.room_id, portal) if portal is not None else RoomState(room_id="", members=frozenset())
+            return Decision(
+                Verdict.DENY, "offboarding", f"{user} was offboarded (handed over to {offboarded[user]})"
+            )
+        state = (
+            await self.room_state(portal.room_id, portal)
+            if portal is not None
+            else RoomState(room_id="", members=frozenset())
+        )
         return decide(Join(user_id=user, room=state, local_domain=self.config.homeserver.domain), self.policy)
 
-    async def bring_in(self, portal: PortalRow, users: tuple[str, ...] | list[str]) -> tuple[list[str], list[str]]:
+    async def bring_in(
+        self, portal: PortalRow, users: tuple[str, ...] | list[str]
+    ) -> tuple[list[str], list[str]]:
         """Invites whoever of ``users`` is not in the room yet and may be (the join rules, the
         offboarded refused). Returns (invited, problems in words for a report)."""
         members = await self.bot.get_room_members(portal.room_id, (Membership.JOIN, Membership.INVITE))
@@ -232,14 +316,23 @@ class PolicyBot:
             return
         decision = await self.join_decision(user, portal)
         await self.audit.record(
-            actor=user, action="join", subject=portal.room_id, verdict=decision.verdict.name.lower(), rule=decision.rule, reason=decision.reason,
+            actor=user,
+            action="join",
+            subject=portal.room_id,
+            verdict=decision.verdict.name.lower(),
+            rule=decision.rule,
+            reason=decision.reason,
         )
         if decision.verdict is Verdict.DENY:
             try:
                 await self.bot.kick_user(portal.room_id, user, reason=f"{decision.rule}: {decision.reason}")
             except MatrixRequestError as e:
                 log.warning("event=kick_failed room=%s user=%s error=%s", portal.room_id, user, e)
-            await self._notice(portal.room_id, f"{user} was removed. {decision.reason} (rule {decision.rule})", mention=tuple(sorted(self.policy.observers)))
+            await self._notice(
+                portal.room_id,
+                f"{user} was removed. {decision.reason} (rule {decision.rule})",
+                mention=tuple(sorted(self.policy.observers)),
+            )
             log.info("event=join_denied room=%s user=%s rule=%s", portal.room_id, user, decision.rule)
             return
         if self.policy.join.senior_role and self.policy.join.senior_role in roles_of(user, self.policy):
@@ -261,14 +354,21 @@ class PolicyBot:
 
     async def check_send(self, portal: PortalRow, raw: dict[str, Any], delivery: Delivery) -> Decision:
         """The engine's decision for an employee's event about to leave, audited."""
-        if delivery.kind not in (DeliveryKind.MESSAGE, DeliveryKind.EDIT, DeliveryKind.REACTION, DeliveryKind.TEMPLATE):
+        if delivery.kind not in (
+            DeliveryKind.MESSAGE,
+            DeliveryKind.EDIT,
+            DeliveryKind.REACTION,
+            DeliveryKind.TEMPLATE,
+        ):
             return Decision(Verdict.ALLOW, "sharing.not_content", "")
         content = raw.get("content") or {}
         labels = content.get(LABELS_KEY) if isinstance(content.get(LABELS_KEY), list) else []
         previous = None
         kind = {
-            DeliveryKind.MESSAGE: "file" if delivery.media else "text", DeliveryKind.EDIT: "edit",
-            DeliveryKind.REACTION: "reaction", DeliveryKind.TEMPLATE: "text",
+            DeliveryKind.MESSAGE: "file" if delivery.media else "text",
+            DeliveryKind.EDIT: "edit",
+            DeliveryKind.REACTION: "reaction",
+            DeliveryKind.TEMPLATE: "text",
         }[delivery.kind]
         if delivery.kind is DeliveryKind.EDIT:
             previous = await self._original_text(raw)
@@ -278,16 +378,27 @@ class PolicyBot:
             room=await self.room_state(portal.room_id, portal),
             kind=kind,
             # A template's parameters are what reaches the client besides the approved wording.
-            text=delivery.text.body if delivery.text else (delivery.reaction or " ".join(delivery.template_params)),
+            text=delivery.text.body
+            if delivery.text
+            else (delivery.reaction or " ".join(delivery.template_params)),
             html=delivery.text.html if delivery.text else None,
-            file=FileInfo(name=media.file_name, mimetype=media.mimetype, size=len(media.data), head=media.data[:512]) if media else None,
+            file=FileInfo(
+                name=media.file_name, mimetype=media.mimetype, size=len(media.data), head=media.data[:512]
+            )
+            if media
+            else None,
             labels=frozenset(str(label) for label in labels),
             previous_text=previous,
         )
         decision = decide(action, self.policy)
         await self.audit.record(
-            actor=raw["sender"], action=f"send.{kind}", subject=raw["event_id"], verdict=decision.verdict.name.lower(),
-            rule=decision.rule, reason=decision.reason, room=portal.room_id,
+            actor=raw["sender"],
+            action=f"send.{kind}",
+            subject=raw["event_id"],
+            verdict=decision.verdict.name.lower(),
+            rule=decision.rule,
+            reason=decision.reason,
+            room=portal.room_id,
         )
         return decision
 
@@ -298,10 +409,17 @@ class PolicyBot:
             text = f"{decision.reason} (rule {decision.rule}) Nothing was sent to the client yet."
         else:
             text = f"{decision.reason} (rule {decision.rule}) Nothing was sent to the client; the message stays here as part of the record."
-        await self._notice(portal.room_id, text, in_reply_to=raw["event_id"], mention=tuple(sorted(self.policy.observers)))
+        await self._notice(
+            portal.room_id, text, in_reply_to=raw["event_id"], mention=tuple(sorted(self.policy.observers))
+        )
         await self.notify.emit(
-            "message.denied", portal.room_id, event_id=raw["event_id"], sender=raw.get("sender"),
-            verdict=decision.verdict.name.lower(), rule=decision.rule, reason=decision.reason,
+            "message.denied",
+            portal.room_id,
+            event_id=raw["event_id"],
+            sender=raw.get("sender"),
+            verdict=decision.verdict.name.lower(),
+            rule=decision.rule,
+            reason=decision.reason,
         )
 
     async def _original_text(self, raw: dict[str, Any]) -> str | None:
@@ -318,7 +436,13 @@ class PolicyBot:
     # helpers
 
     async def _notice(
-        self, room_id: str, text: str, *, in_reply_to: str | None = None, mention: tuple[str, ...] = (), txn: str | None = None
+        self,
+        room_id: str,
+        text: str,
+        *,
+        in_reply_to: str | None = None,
+        mention: tuple[str, ...] = (),
+        txn: str | None = None,
     ) -> str:
         content = mc.notice(text, in_reply_to=in_reply_to)
         if mention:

@@ -99,8 +99,14 @@ class Portals:
         self._by_room[row.room_id] = row
 
     async def get_or_create(
-        self, chat: ChatRef, *, name: str, network_name: str, ghost: UserID,
-        requested: str | None = None, initiated_at: int | None = None,
+        self,
+        chat: ChatRef,
+        *,
+        name: str,
+        network_name: str,
+        ghost: UserID,
+        requested: str | None = None,
+        initiated_at: int | None = None,
     ) -> tuple[PortalRow, bool]:
         """The chat's portal, created on first contact. Returns (portal, created).
 
@@ -130,20 +136,38 @@ class Portals:
                         chat_id=chat.chat_id,
                         chat_name=name,
                     ),
-                    {"type": "m.room.history_visibility", "state_key": "", "content": {"history_visibility": "shared"}},
-                    {"type": "m.room.guest_access", "state_key": "", "content": {"guest_access": "forbidden"}},
+                    {
+                        "type": "m.room.history_visibility",
+                        "state_key": "",
+                        "content": {"history_visibility": "shared"},
+                    },
+                    {
+                        "type": "m.room.guest_access",
+                        "state_key": "",
+                        "content": {"guest_access": "forbidden"},
+                    },
                 ],
                 power_level_override=portal_power_levels(),
             )
             row = PortalRow(
-                chat.network, chat.account, chat.chat_id, str(room_id), name, assignee=assigned.assignee,
-                initiated_by=requested if initiated_at is not None else None, initiated_at=initiated_at,
+                chat.network,
+                chat.account,
+                chat.chat_id,
+                str(room_id),
+                name,
+                assignee=assigned.assignee,
+                initiated_by=requested if initiated_at is not None else None,
+                initiated_at=initiated_at,
             )
             await self.store.add_portal(row)
             self._remember(row)
             log.info(
                 "event=portal_created network=%s account=%s chat=%s room=%s invited=%d",
-                chat.network, chat.account, chat.chat_id, room_id, len(invite),
+                chat.network,
+                chat.account,
+                chat.chat_id,
+                room_id,
+                len(invite),
             )
             if self.on_created is not None:
                 await self.on_created(row, assigned)

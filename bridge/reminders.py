@@ -78,7 +78,9 @@ class Reminders:
             return
         text = notice_for(texts, event.chat.network, event.sender.language)
         if text and await self.pb.store.waiting_closed_told(portal.room_id):
-            await self.pb.tell_client(portal, text, key=f"closed:{portal.room_id}:{event.message_id}", what="Out-of-hours notice")
+            await self.pb.tell_client(
+                portal, text, key=f"closed:{portal.room_id}:{event.message_id}", what="Out-of-hours notice"
+            )
 
     # the tick
 
@@ -105,7 +107,11 @@ class Reminders:
     async def _fire(self, portal: PortalRow, row: WaitingRow, step: str, seconds: int) -> None:
         if row not in await self.pb.store.waiting():
             return  # answered (or counted) since the rows were read
-        whom = {"remind": self._targets_remind, "escalate": self._targets_escalate, "supervisor": self._targets_supervisor}[step]
+        whom = {
+            "remind": self._targets_remind,
+            "escalate": self._targets_escalate,
+            "supervisor": self._targets_supervisor,
+        }[step]
         targets, invited = await whom(portal)
         waited = duration_words(seconds)
         since = datetime.fromtimestamp(row.since_ms / 1000, timezone.utc).strftime("%H:%M UTC")
@@ -122,11 +128,24 @@ class Reminders:
         if not await self.pb.store.waiting_step(row.room_id, row.since_ms, row.steps):
             return  # answered or counted meanwhile: the notice was the step's one notice
         await self.pb.audit.record(
-            actor=self.pb.az.bot_mxid, action=f"sla.{step}", subject=row.room_id, verdict="allow", rule=f"sla.{step}_after",
-            waited_s=seconds, told=list(targets), invited=invited,
+            actor=self.pb.az.bot_mxid,
+            action=f"sla.{step}",
+            subject=row.room_id,
+            verdict="allow",
+            rule=f"sla.{step}_after",
+            waited_s=seconds,
+            told=list(targets),
+            invited=invited,
         )
         log.info("event=sla_%s room=%s waited_s=%d told=%s", step, row.room_id, seconds, ",".join(targets))
-        await self.pb.notify.emit("sla.breached", row.room_id, step=step, waited_s=seconds, since_ms=row.since_ms, told=list(targets))
+        await self.pb.notify.emit(
+            "sla.breached",
+            row.room_id,
+            step=step,
+            waited_s=seconds,
+            since_ms=row.since_ms,
+            told=list(targets),
+        )
 
     async def _available(self, users: tuple[str, ...]) -> tuple[str, ...]:
         unavailable = await self.pb.unavailable()
@@ -175,15 +194,24 @@ class Reminders:
             portal = await self.pb.portals.by_room(row.room_id)
             if portal is None:
                 continue
-            if not everything and viewer != portal.assignee and viewer not in await self._employees_in(portal):
+            if (
+                not everything
+                and viewer != portal.assignee
+                and viewer not in await self._employees_in(portal)
+            ):
                 continue
             since = datetime.fromtimestamp(row.since_ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
             lines.append(
                 f"{portal.name} — waiting {duration_words(max(0.0, now - row.since_ms / 1000))} (since {since}) — "
-                f"{portal.assignee or 'no assignee'} — {row.room_id}" + (f" — {row.steps} reminder step(s) sent" if row.steps else "")
+                f"{portal.assignee or 'no assignee'} — {row.room_id}"
+                + (f" — {row.steps} reminder step(s) sent" if row.steps else "")
             )
         if not lines:
-            return "Nobody is waiting for an answer." if everything else "None of your conversations is waiting for an answer."
+            return (
+                "Nobody is waiting for an answer."
+                if everything
+                else "None of your conversations is waiting for an answer."
+            )
         return f"{len(lines)} conversation(s) waiting for an answer, oldest first:\n" + "\n".join(lines)
 
 

@@ -61,12 +61,15 @@ class StatusRoom:
 
     async def _create(self) -> str:
         room_id = await self.bot.create_room(
-            name=ROOM_NAME, topic=ROOM_TOPIC, preset=RoomCreatePreset.PRIVATE,
+            name=ROOM_NAME,
+            topic=ROOM_TOPIC,
+            preset=RoomCreatePreset.PRIVATE,
             invitees=[UserID(u) for u in self.observers()],
         )
         await self.store.db.execute(
             "INSERT INTO bridge_room (name, room_id) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET room_id=excluded.room_id",
-            ROOM_KEY, str(room_id),
+            ROOM_KEY,
+            str(room_id),
         )
         log.info("event=status_room_created room=%s invited=%d", room_id, len(self.observers()))
         return str(room_id)
@@ -75,7 +78,9 @@ class StatusRoom:
         if not observers:
             return
         try:
-            present = set(await self.bot.get_room_members(RoomID(room_id), (Membership.JOIN, Membership.INVITE)))
+            present = set(
+                await self.bot.get_room_members(RoomID(room_id), (Membership.JOIN, Membership.INVITE))
+            )
         except MatrixRequestError as e:
             log.warning("event=status_room_members_failed room=%s error=%s", room_id, e.errcode)
             return
@@ -86,4 +91,6 @@ class StatusRoom:
                 await self.bot.invite_user(RoomID(room_id), UserID(user))
             except MatrixRequestError as e:
                 # Banned, or unknown to the homeserver: the notice still goes to the others.
-                log.warning("event=status_room_invite_failed room=%s user=%s error=%s", room_id, user, e.errcode)
+                log.warning(
+                    "event=status_room_invite_failed room=%s user=%s error=%s", room_id, user, e.errcode
+                )

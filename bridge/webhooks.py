@@ -72,7 +72,11 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 def event_body(event: HouseEvent) -> str:
     """The JSON a receiver gets: ``id``, ``type``, ``room_id``, ``at`` (ISO 8601, UTC) and
     ``data`` (the event's own fields)."""
-    at = datetime.fromtimestamp(event.at_ms / 1000, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    at = (
+        datetime.fromtimestamp(event.at_ms / 1000, timezone.utc)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
     payload = {"id": event.id, "type": event.type, "room_id": event.room_id, "at": at, "data": event.data}
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str)
 
@@ -90,7 +94,13 @@ def backoff(attempts: int, retry_after: float | None = None) -> float:
 class WebhookSink:
     """Durably queues every event for the receivers subscribed to its type."""
 
-    def __init__(self, store: Store, receivers: Iterable[WebhookReceiver], clock: Clock, on_queued: Callable[[list[str]], None]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        receivers: Iterable[WebhookReceiver],
+        clock: Clock,
+        on_queued: Callable[[list[str]], None],
+    ) -> None:
         self.store = store
         self.receivers = tuple(receivers)
         self.clock = clock
@@ -106,12 +116,23 @@ class WebhookSink:
         body = event_body(event)
         async with self._lock:
             seq = await hooks.enqueue(
-                self.store, event_id=event.id, type=event.type, room_id=event.room_id, body=body,
-                created_at=self.clock.now_ms(), receivers=names,
+                self.store,
+                event_id=event.id,
+                type=event.type,
+                room_id=event.room_id,
+                body=body,
+                created_at=self.clock.now_ms(),
+                receivers=names,
             )
         if seq is None:
             return
-        log.info("event=webhook_queued event_id=%s type=%s room=%s receivers=%s", event.id, event.type, event.room_id or "-", ",".join(names))
+        log.info(
+            "event=webhook_queued event_id=%s type=%s room=%s receivers=%s",
+            event.id,
+            event.type,
+            event.room_id or "-",
+            ",".join(names),
+        )
         self.on_queued(names)
 
 
@@ -144,7 +165,9 @@ class ReceiverHealth:
 
 
 class WebhookDispatcher:
-    def __init__(self, store: Store, receivers: Iterable[WebhookReceiver], clock: Clock, report: Report | None = None) -> None:
+    def __init__(
+        self, store: Store, receivers: Iterable[WebhookReceiver], clock: Clock, report: Report | None = None
+    ) -> None:
         self.store = store
         self.receivers = {r.name: r for r in receivers}
         self.clock = clock
@@ -187,7 +210,8 @@ class WebhookDispatcher:
 
     async def start(self) -> None:
         self._http = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S), headers={"User-Agent": "Houseline-Webhooks/1"},
+            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
+            headers={"User-Agent": "Houseline-Webhooks/1"},
         )
         depth = await hooks.queue_depth(self.store)
         for name, count in depth.items():
@@ -196,7 +220,11 @@ class WebhookDispatcher:
                 log.warning("event=webhook_orphaned receiver=%s queued=%d note=not_in_config", name, count)
         for name in self.receivers:
             self._workers.append(asyncio.create_task(self._run(name), name=f"webhooks-{name}"))
-        log.info("event=webhooks_started receivers=%d queued=%d", len(self.receivers), sum(depth.get(n, 0) for n in self.receivers))
+        log.info(
+            "event=webhooks_started receivers=%d queued=%d",
+            len(self.receivers),
+            sum(depth.get(n, 0) for n in self.receivers),
+        )
 
     async def stop(self) -> None:
         """Deliveries in flight are abandoned and sent again at the next start (same id)."""
@@ -262,13 +290,21 @@ class WebhookDispatcher:
                 self._succeeded(item, outcome)
                 return True
             delay = backoff(item.attempts, outcome.retry_after)
-            await hooks.failed(self.store, receiver.name, item.seq, next_at=self.clock.now_ms() + int(delay * 1000), status=outcome.status)
+            await hooks.failed(
+                self.store,
+                receiver.name,
+                item.seq,
+                next_at=self.clock.now_ms() + int(delay * 1000),
+                status=outcome.status,
+            )
             self._failed(item, outcome, delay)
         except asyncio.CancelledError:
             raise
         except Exception:
             # The store failed: the delivery stays as it was and is offered again (at least once).
-            log.exception("event=webhook_bookkeeping_failed receiver=%s event_id=%s", receiver.name, item.event_id)
+            log.exception(
+                "event=webhook_bookkeeping_failed receiver=%s event_id=%s", receiver.name, item.event_id
+            )
             await asyncio.sleep(TICK_S)
         return False
 
@@ -286,7 +322,9 @@ class WebhookDispatcher:
         try:
             # No redirects: following one would turn the POST into a GET or send the event
             # somewhere the config does not name.
-            async with self._http.post(receiver.url, data=body, headers=headers, allow_redirects=False) as resp:
+            async with self._http.post(
+                receiver.url, data=body, headers=headers, allow_redirects=False
+            ) as resp:
                 status = resp.status
                 retry_after = _seconds(resp.headers.get("Retry-After"))
         except asyncio.TimeoutError:
@@ -295,7 +333,12 @@ class WebhookDispatcher:
             return Outcome(False, type(e).__name__)
         if 200 <= status < 300:
             return Outcome(True, str(status))
-        return Outcome(False, str(status), refused=400 <= status < 500 and status not in RETRYABLE_4XX, retry_after=retry_after)
+        return Outcome(
+            False,
+            str(status),
+            refused=400 <= status < 500 and status not in RETRYABLE_4XX,
+            retry_after=retry_after,
+        )
 
     # health and reporting
 
@@ -308,12 +351,22 @@ class WebhookDispatcher:
         self._stuck[item.receiver].discard(item.seq)
         log.info(
             "event=webhook_delivered receiver=%s event_id=%s type=%s room=%s attempts=%d status=%s",
-            item.receiver, item.event_id, item.type, item.room_id or "-", item.attempts + 1, outcome.status,
+            item.receiver,
+            item.event_id,
+            item.type,
+            item.room_id or "-",
+            item.attempts + 1,
+            outcome.status,
         )
         if health.failing:
             health.failing = False
             log.info("event=webhook_receiver_recovered receiver=%s", item.receiver)
-            self._tell(item.receiver, lambda depth: f"Webhook receiver {item.receiver} is accepting deliveries again; {depth} event(s) still queued for it.")
+            self._tell(
+                item.receiver,
+                lambda depth: (
+                    f"Webhook receiver {item.receiver} is accepting deliveries again; {depth} event(s) still queued for it."
+                ),
+            )
 
     def _failed(self, item: hooks.HookItem, outcome: Outcome, delay: float) -> None:
         health = self.health[item.receiver]
@@ -323,33 +376,66 @@ class WebhookDispatcher:
         health.last_status = outcome.status
         log.warning(
             "event=webhook_retry receiver=%s event_id=%s type=%s room=%s attempts=%d status=%s retry_in=%.1fs",
-            item.receiver, item.event_id, item.type, item.room_id or "-", item.attempts + 1, outcome.status, delay,
+            item.receiver,
+            item.event_id,
+            item.type,
+            item.room_id or "-",
+            item.attempts + 1,
+            outcome.status,
+            delay,
         )
-        if not health.failing and (health.consecutive_failures >= FAILURES_TO_REPORT or health.consecutive_refusals >= REFUSALS_TO_REPORT):
+        if not health.failing and (
+            health.consecutive_failures >= FAILURES_TO_REPORT
+            or health.consecutive_refusals >= REFUSALS_TO_REPORT
+        ):
             health.failing = True
             health.reports += 1
             self._stuck[item.receiver].add(item.seq)
             log.warning(
                 "event=webhook_receiver_failing receiver=%s consecutive_failures=%d consecutive_refusals=%d last_status=%s",
-                item.receiver, health.consecutive_failures, health.consecutive_refusals, outcome.status,
+                item.receiver,
+                health.consecutive_failures,
+                health.consecutive_refusals,
+                outcome.status,
             )
-            why = (f"{health.consecutive_refusals} deliveries in a row were refused with HTTP {outcome.status} (check its URL, "
-                   "and that it verifies signatures with the secret in the config)") if outcome.refused else (
-                   f"{health.consecutive_failures} deliveries in a row failed (last: {outcome.status})")
-            self._tell(item.receiver, lambda depth: (
-                f"Webhook receiver {item.receiver} is failing: {why}. Its events are kept and retried at least every "
-                f"{int(MAX_BACKOFF_S // 60)} minutes; {depth} event(s) are waiting. Other receivers are not affected."
-            ))
-        elif not health.failing and item.attempts + 1 >= FAILURES_TO_REPORT and item.seq not in self._stuck[item.receiver]:
+            why = (
+                (
+                    f"{health.consecutive_refusals} deliveries in a row were refused with HTTP {outcome.status} (check its URL, "
+                    "and that it verifies signatures with the secret in the config)"
+                )
+                if outcome.refused
+                else (f"{health.consecutive_failures} deliveries in a row failed (last: {outcome.status})")
+            )
+            self._tell(
+                item.receiver,
+                lambda depth: (
+                    f"Webhook receiver {item.receiver} is failing: {why}. Its events are kept and retried at least every "
+                    f"{int(MAX_BACKOFF_S // 60)} minutes; {depth} event(s) are waiting. Other receivers are not affected."
+                ),
+            )
+        elif (
+            not health.failing
+            and item.attempts + 1 >= FAILURES_TO_REPORT
+            and item.seq not in self._stuck[item.receiver]
+        ):
             # The receiver takes other rooms' events but keeps failing this one: the room waits.
             health.reports += 1
             self._stuck[item.receiver].add(item.seq)
-            log.warning("event=webhook_delivery_stuck receiver=%s event_id=%s room=%s attempts=%d status=%s",
-                        item.receiver, item.event_id, item.room_id or "-", item.attempts + 1, outcome.status)
-            self._tell(item.receiver, lambda depth: (
-                f"Webhook receiver {item.receiver} failed event {item.event_id} ({item.type}) {item.attempts + 1} times "
-                f"(last: {outcome.status}); later events of {item.room_id or 'its conversation'} wait behind it."
-            ))
+            log.warning(
+                "event=webhook_delivery_stuck receiver=%s event_id=%s room=%s attempts=%d status=%s",
+                item.receiver,
+                item.event_id,
+                item.room_id or "-",
+                item.attempts + 1,
+                outcome.status,
+            )
+            self._tell(
+                item.receiver,
+                lambda depth: (
+                    f"Webhook receiver {item.receiver} failed event {item.event_id} ({item.type}) {item.attempts + 1} times "
+                    f"(last: {outcome.status}); later events of {item.room_id or 'its conversation'} wait behind it."
+                ),
+            )
 
     def _tell(self, name: str, text: Callable[[int], str]) -> None:
         """Posted in the background: a homeserver that is down must not hold up deliveries."""
@@ -365,7 +451,12 @@ class WebhookDispatcher:
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:
-                    log.warning("event=webhook_report_failed receiver=%s attempt=%d error=%s", name, attempt + 1, type(e).__name__)
+                    log.warning(
+                        "event=webhook_report_failed receiver=%s attempt=%d error=%s",
+                        name,
+                        attempt + 1,
+                        type(e).__name__,
+                    )
                     await asyncio.sleep(min(60.0, 2.0 * 2**attempt))
 
         task = asyncio.create_task(post(), name=f"webhook-report-{name}")

@@ -34,11 +34,19 @@ class AuditEntry:
         """Canonical bytes: sorted keys, no whitespace, UTF-8 — the same on every platform."""
         return json.dumps(
             {
-                "seq": self.seq, "ts_ms": self.ts_ms, "actor": self.actor, "action": self.action,
-                "subject": self.subject, "verdict": self.verdict, "rule": self.rule,
-                "details": self.details, "prev_hash": self.prev_hash,
+                "seq": self.seq,
+                "ts_ms": self.ts_ms,
+                "actor": self.actor,
+                "action": self.action,
+                "subject": self.subject,
+                "verdict": self.verdict,
+                "rule": self.rule,
+                "details": self.details,
+                "prev_hash": self.prev_hash,
             },
-            sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
         ).encode("utf-8")
 
 
@@ -59,9 +67,15 @@ def verify_chain(entries: Iterable[AuditEntry]) -> ChainProblem | None:
     expected_seq: int | None = None
     for entry in entries:
         if expected_seq is not None and entry.seq != expected_seq:
-            return ChainProblem(entry.seq, f"sequence jumps from {expected_seq - 1} to {entry.seq}: entries were removed or inserted")
+            return ChainProblem(
+                entry.seq,
+                f"sequence jumps from {expected_seq - 1} to {entry.seq}: entries were removed or inserted",
+            )
         if entry.prev_hash != expected_prev:
-            return ChainProblem(entry.seq, "does not link to the entry before it: an entry before it was altered, removed or inserted")
+            return ChainProblem(
+                entry.seq,
+                "does not link to the entry before it: an entry before it was altered, removed or inserted",
+            )
         if hashlib.sha256(entry.payload()).hexdigest() != entry.hash:
             return ChainProblem(entry.seq, "its content does not match its hash: the entry was altered")
         expected_prev = entry.hash

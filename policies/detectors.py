@@ -150,8 +150,12 @@ def _is_card(digits: str) -> bool:
     return 13 <= len(digits) <= 19 and digits[0] != "0" and luhn_valid(digits)
 
 
-_DATE_GROUPS = re.compile(r"(?<![0-9])(?:19|20)\d\d([.\-/])(?:0?[1-9]|1[0-2])\1(?:0?[1-9]|[12]\d|3[01])(?![0-9])")
-_DATE_GROUPS_DMY = re.compile(r"(?<![0-9])(?:0?[1-9]|[12]\d|3[01])([.\-/])(?:0?[1-9]|1[0-2])\1(?:19|20)\d\d(?![0-9])")
+_DATE_GROUPS = re.compile(
+    r"(?<![0-9])(?:19|20)\d\d([.\-/])(?:0?[1-9]|1[0-2])\1(?:0?[1-9]|[12]\d|3[01])(?![0-9])"
+)
+_DATE_GROUPS_DMY = re.compile(
+    r"(?<![0-9])(?:0?[1-9]|[12]\d|3[01])([.\-/])(?:0?[1-9]|1[0-2])\1(?:19|20)\d\d(?![0-9])"
+)
 
 
 def _date_breaks(run: str, groups: list[re.Match[str]]) -> set[int]:
@@ -736,7 +740,9 @@ def _sniff_zip(head: bytes) -> str:
                 if kind.startswith(prefix):
                     return ext
         return "zip"
-    if first == b"[Content_Types].xml" or first.startswith((b"word/", b"xl/", b"ppt/", b"_rels/", b"docProps/")):
+    if first == b"[Content_Types].xml" or first.startswith(
+        (b"word/", b"xl/", b"ppt/", b"_rels/", b"docProps/")
+    ):
         for marker, ext in ((b"word/", "docx"), (b"xl/", "xlsx"), (b"ppt/", "pptx")):
             if marker in head:
                 return ext
@@ -755,7 +761,9 @@ def sniff_file_type(head: bytes) -> str | None:
         return "macho" if int.from_bytes(head[4:8], "big") < 40 else "class"
     if head[4:8] == b"ftyp":
         brand = head[8:12]
-        return {b"qt  ": "mov", b"M4A ": "m4a", b"heic": "heic", b"heix": "heic", b"mif1": "heif"}.get(brand, "mp4")
+        return {b"qt  ": "mov", b"M4A ": "m4a", b"heic": "heic", b"heix": "heic", b"mif1": "heif"}.get(
+            brand, "mp4"
+        )
     if head.startswith(b"RIFF") and len(head) >= 12:
         return {b"WEBP": "webp", b"WAVE": "wav", b"AVI ": "avi"}.get(head[8:12])
     for magic, kind in _MAGIC:
@@ -837,7 +845,11 @@ def html_to_text(html: str) -> str:
 def _may_have_labels(text: str) -> bool:
     """A leading tag or a classification line could be there: three cheap tests, because most
     messages have neither."""
-    return text.lstrip()[:1] in ("[", "(", "#", "［", "（", "＃") or "lassification" in text or "LASSIFICATION" in text
+    return (
+        text.lstrip()[:1] in ("[", "(", "#", "［", "（", "＃")
+        or "lassification" in text
+        or "LASSIFICATION" in text
+    )
 
 
 def _labels_in_text(text: str, found: set[str]) -> None:

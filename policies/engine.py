@@ -214,14 +214,18 @@ def _decide_join(action: Join, policy: Policy) -> Decision:
             f"{user} may not join: users of {server} are not allowed in client conversations.",
         )
     if rules.max_external is not None:
-        others = sum(1 for m in action.room.members if m != user and m not in policy.observers and _server(m) != local)
+        others = sum(
+            1 for m in action.room.members if m != user and m not in policy.observers and _server(m) != local
+        )
         if others + 1 > rules.max_external:
             return Decision(
                 Verdict.DENY,
                 "join.max_external",
                 f"{user} may not join: at most {rules.max_external} people from other organisations may be in a conversation.",
             )
-    return Decision(Verdict.ALLOW, "join.servers", f"{user} may join as a member of the partner server {server}.")
+    return Decision(
+        Verdict.ALLOW, "join.servers", f"{user} may join as a member of the partner server {server}."
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,7 +262,9 @@ def _check_file(action: SendOut, policy: Policy) -> Decision | None:
                 if disguised
                 else f"is a file of type {sorted(hit)[0]}"
             )
-            return _deny("sharing.blocked_file_types", action, finding, "this file type may not be sent to clients")
+            return _deny(
+                "sharing.blocked_file_types", action, finding, "this file type may not be sent to clients"
+            )
     return None
 
 
@@ -270,10 +276,21 @@ def _check_labels(action: SendOut, policy: Policy) -> Decision | None:
     if not hit:
         return None
     label = blocked[sorted(hit)[0]]
-    return _deny("sharing.blocked_labels", action, f"is labelled '{label}'", "labelled content may not leave the company")
+    return _deny(
+        "sharing.blocked_labels",
+        action,
+        f"is labelled '{label}'",
+        "labelled content may not leave the company",
+    )
 
 
-_MESSENGERS = {"t.me": "Telegram", "wa.me": "WhatsApp", "signal.me": "Signal", "instagram.com": "Instagram", "m.me": "Messenger"}
+_MESSENGERS = {
+    "t.me": "Telegram",
+    "wa.me": "WhatsApp",
+    "signal.me": "Signal",
+    "instagram.com": "Instagram",
+    "m.me": "Messenger",
+}
 
 
 def _describe_contact(m: Match) -> str:
@@ -367,7 +384,11 @@ def _decide_command(action: Command, policy: Policy) -> Decision:
         return Decision(Verdict.ALLOW, "commands.admin", f"{action.user_id} is an administrator.")
     if action.name in EMPLOYEE_COMMANDS:
         if action.name not in _SELF_COMMANDS or action.target in (None, action.user_id):
-            return Decision(Verdict.ALLOW, "commands.employee", f"{policy.commands.prefix} {action.name} is open to employees.")
+            return Decision(
+                Verdict.ALLOW,
+                "commands.employee",
+                f"{policy.commands.prefix} {action.name} is open to employees.",
+            )
         return Decision(
             Verdict.DENY,
             "commands.employee",
@@ -389,26 +410,47 @@ def _decide_command(action: Command, policy: Policy) -> Decision:
 def _decide_outreach(action: Outreach, policy: Policy) -> Decision:
     user = action.user_id
     if user in policy.observers:
-        return Decision(Verdict.DENY, "outreach.allowed_roles", "Compliance observers do not start conversations with clients.")
+        return Decision(
+            Verdict.DENY,
+            "outreach.allowed_roles",
+            "Compliance observers do not start conversations with clients.",
+        )
     if action.offboarded:
-        return Decision(Verdict.DENY, "offboarding", f"{user} was offboarded and no longer starts conversations with clients.")
+        return Decision(
+            Verdict.DENY,
+            "offboarding",
+            f"{user} was offboarded and no longer starts conversations with clients.",
+        )
     rules = policy.outreach
     if rules.restricted:
         allowed = user in rules.allowed_users or (
             policy.default_role in rules.allowed_roles and _server(user) == action.local_domain.lower()
         )
         if allowed:
-            return Decision(Verdict.ALLOW, "outreach.allowed_roles", f"{user} may start conversations with clients.")
+            return Decision(
+                Verdict.ALLOW, "outreach.allowed_roles", f"{user} may start conversations with clients."
+            )
         who = ", ".join(sorted(rules.allowed_roles | {f"team {t}" for t in rules.allowed_teams}))
         return Decision(
             Verdict.DENY, "outreach.allowed_roles",
             f"{user} may not start conversations with clients: that needs one of {who}.",
         )  # fmt: skip
     # Unrestricted: whoever may take part in client conversations may also start one.
-    joined = _decide_join(Join(user_id=user, room=RoomState(room_id="", members=frozenset()), local_domain=action.local_domain), policy)
+    joined = _decide_join(
+        Join(user_id=user, room=RoomState(room_id="", members=frozenset()), local_domain=action.local_domain),
+        policy,
+    )
     if joined.allowed:
-        return Decision(Verdict.ALLOW, "outreach.allowed_roles", f"{user} may start conversations with clients.")
-    return Decision(Verdict.DENY, "outreach.allowed_roles", joined.reason.replace("may not join client conversations", "may not start conversations with clients"))
+        return Decision(
+            Verdict.ALLOW, "outreach.allowed_roles", f"{user} may start conversations with clients."
+        )
+    return Decision(
+        Verdict.DENY,
+        "outreach.allowed_roles",
+        joined.reason.replace(
+            "may not join client conversations", "may not start conversations with clients"
+        ),
+    )
 
 
 def decide(action: Action, policy: Policy) -> Decision:
@@ -527,10 +569,17 @@ def choose_assignees(
     """:func:`pick_assignees`, skipping whoever is ``unavailable`` (offboarded: their
     successors; away: their cover, or () when they have none). In a round-robin an absent
     member without cover passes the turn on; when nobody is left, ``absence.fallback``."""
-    picked = pick_assignees(policy, network=network, account_key=account_key, invite_list=invite_list, counter=counter)
+    picked = pick_assignees(
+        policy, network=network, account_key=account_key, invite_list=invite_list, counter=counter
+    )
     users, replaced = _resolve(picked, unavailable)
     team = policy.teams.get(policy.assignment.team or "")
-    if not users and policy.assignment.mode in ("round_robin", "account_owner") and team is not None and team.members:
+    if (
+        not users
+        and policy.assignment.mode in ("round_robin", "account_owner")
+        and team is not None
+        and team.members
+    ):
         # The turn passes to the next member (in rotation order) who is there.
         for step in range(1, len(team.members)):
             users, more = _resolve((team.members[(counter + step) % len(team.members)],), unavailable)
@@ -543,7 +592,9 @@ def choose_assignees(
     return Assignees(fallback, replaced + more, fallback=True)
 
 
-def _resolve(users: tuple[str, ...], unavailable: Mapping[str, tuple[str, ...]]) -> tuple[tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]]:
+def _resolve(
+    users: tuple[str, ...], unavailable: Mapping[str, tuple[str, ...]]
+) -> tuple[tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]]:
     out: list[str] = []
     replaced: list[tuple[str, tuple[str, ...]]] = []
     for user in users:

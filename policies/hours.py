@@ -133,7 +133,9 @@ class BusinessHours:
     def __post_init__(self) -> None:
         # The loops below rely on some open time every week.
         if not self.always and (len(self.week) != 7 or not any(self.week)):
-            raise ValueError("business hours need seven days (Monday first) with at least one range, or always")
+            raise ValueError(
+                "business hours need seven days (Monday first) with at least one range, or always"
+            )
 
     @property
     def zone(self) -> ZoneInfo:
@@ -161,7 +163,9 @@ _TOKEN = re.compile(
     r"|(?P<sep>[\s,;]+)"
     r"|(?P<other>[^\s,;]+)",
 )
-_DASHES = str.maketrans({"\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-", "\u2212": "-"})
+_DASHES = str.maketrans(
+    {"\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-", "\u2212": "-"}
+)
 
 
 def parse_hours(text: str, tz_name: str) -> BusinessHours:
@@ -203,13 +207,17 @@ def _groups(spec: str) -> list[tuple[list[int], list[Range]]]:
             groups[-1][0].extend(_days(m["d1"], m["d2"]))
         elif m["times"]:
             if not groups:
-                raise ValueError(f"'{m['times']}' comes before any day; start with the days, e.g. Mon-Fri {m['times']}")
+                raise ValueError(
+                    f"'{m['times']}' comes before any day; start with the days, e.g. Mon-Fri {m['times']}"
+                )
             groups[-1][1].append(_range(m["t1"], m["t2"], groups[-1][0]))
     if not groups:
         raise ValueError(f"no days or hours in '{spec}'; {_HOURS_HOW}")
     if not groups[-1][1]:
         label = _day_label(groups[-1][0])
-        raise ValueError(f"{label} has no hours; add them, e.g. {label} 08:00-18:00 (days not named are closed)")
+        raise ValueError(
+            f"{label} has no hours; add them, e.g. {label} 08:00-18:00 (days not named are closed)"
+        )
     return groups
 
 
@@ -237,7 +245,9 @@ def _day(word: str) -> int:
     if lowered in names:
         return names.index(lowered)
     if lowered[:3] in names:
-        raise ValueError(f"'{word}' is not a day name here; write its three letters, {DAY_NAMES[names.index(lowered[:3])]}")
+        raise ValueError(
+            f"'{word}' is not a day name here; write its three letters, {DAY_NAMES[names.index(lowered[:3])]}"
+        )
     raise ValueError(f"'{word}' is not a day; {_DAY_HOW}")
 
 
@@ -248,15 +258,19 @@ def _range(start_text: str, end_text: str, days: Sequence[int]) -> Range:
         raise ValueError(f"'{shown}' is empty; the end must come after the start, e.g. 08:00-18:00")
     if start > end:
         today, tomorrow = _day_label(days), _day_label([(d + 1) % 7 for d in days])
-        raise ValueError(f"'{shown}' runs past midnight; split it into two days, "
-                         f"e.g. {today} {start_text}-24:00, {tomorrow} 00:00-{end_text}")
+        raise ValueError(
+            f"'{shown}' runs past midnight; split it into two days, "
+            f"e.g. {today} {start_text}-24:00, {tomorrow} 00:00-{end_text}"
+        )
     return start, end
 
 
 def _minute(text: str, *, end: bool) -> int:
     hour, minute = (int(part) for part in text.split(":"))
     if minute > 59 or hour > 24 or (hour == 24 and minute):
-        raise ValueError(f"'{text}' is not a time of day; use 00:00 to 23:59, and 24:00 for the end of the day")
+        raise ValueError(
+            f"'{text}' is not a time of day; use 00:00 to 23:59, and 24:00 for the end of the day"
+        )
     if hour == 24 and not end:
         raise ValueError(f"'{text}' cannot start a range; 24:00 only ends one (start the next day at 00:00)")
     return hour * 60 + minute
@@ -268,8 +282,10 @@ def _merged(day: str, ranges: Iterable[Range]) -> tuple[Range, ...]:
     out: list[Range] = []
     for start, end in sorted(ranges):
         if out and start < out[-1][1]:
-            raise ValueError(f"{day} has overlapping hours {_range_text(out[-1])} and {_range_text((start, end))}; "
-                             "give each day its hours once, e.g. Mon-Thu 08:00-18:00, Fri 08:00-14:00")
+            raise ValueError(
+                f"{day} has overlapping hours {_range_text(out[-1])} and {_range_text((start, end))}; "
+                "give each day its hours once, e.g. Mon-Thu 08:00-18:00, Fri 08:00-14:00"
+            )
         if out and start == out[-1][1]:
             out[-1] = (out[-1][0], end)
         else:
@@ -279,8 +295,10 @@ def _merged(day: str, ranges: Iterable[Range]) -> tuple[Range, ...]:
 
 def _check_zone(tz_name: str) -> None:
     if not isinstance(tz_name, str) or tz_name.strip() in ("", "localtime"):
-        raise ValueError(f"{_kind(tz_name) if not isinstance(tz_name, str) else repr(tz_name)} is not a time zone; "
-                         "name one from the IANA database, e.g. Europe/Berlin, America/New_York or UTC")
+        raise ValueError(
+            f"{_kind(tz_name) if not isinstance(tz_name, str) else repr(tz_name)} is not a time zone; "
+            "name one from the IANA database, e.g. Europe/Berlin, America/New_York or UTC"
+        )
     try:
         ZoneInfo(tz_name)
     except (LookupError, ValueError, OSError):
@@ -291,8 +309,10 @@ def _unknown_zone(tz_name: str) -> str:
     """Only on the error path: list the installed zones to suggest the nearest name."""
     known = available_timezones()
     if not known:
-        return (f"unknown time zone '{tz_name}': this system has no time zone database; "
-                "install the tzdata package (pip install tzdata)")
+        return (
+            f"unknown time zone '{tz_name}': this system has no time zone database; "
+            "install the tzdata package (pip install tzdata)"
+        )
     by_lower = {name.lower(): name for name in known}
     close = difflib.get_close_matches(tz_name.lower(), by_lower, n=1, cutoff=0.75)
     hint = f"did you mean {by_lower[close[0]]}? " if close else ""
@@ -376,7 +396,9 @@ def _spans(hours: BusinessHours, ts: float) -> Iterator[tuple[float, float]]:
         yield from spans
         closed = 0 if spans else closed + 1
         day += timedelta(days=1)
-    raise ValueError(f"these business hours ({hours.describe()}) have no open time in {_MAX_CLOSED_DAYS} days")
+    raise ValueError(
+        f"these business hours ({hours.describe()}) have no open time in {_MAX_CLOSED_DAYS} days"
+    )
 
 
 def _instant(zone: ZoneInfo, day: date, minute: int) -> float:

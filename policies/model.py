@@ -73,7 +73,15 @@ _TOP_KEYS = ("admins", "observers", "roles", "teams", "default_role", "join", "s
 _RETENTION_KEYS = ("default", "networks")
 _TEAM_KEYS = ("members", "roles", "hours", "tz")
 _OUTREACH_KEYS = ("allowed_roles", "allowed_teams", "link_expiry")
-_SLA_KEYS = ("remind_after", "escalate_after", "supervisor_after", "supervisor_role", "hours", "tz", "out_of_hours")
+_SLA_KEYS = (
+    "remind_after",
+    "escalate_after",
+    "supervisor_after",
+    "supervisor_role",
+    "hours",
+    "tz",
+    "out_of_hours",
+)
 _ABSENCE_KEYS = ("notice", "fallback")
 _NOTICE_KEYS = ("default", "networks", "regions")
 _DEFAULT_LINK_EXPIRY_S = 7 * 86400
@@ -107,7 +115,9 @@ class PolicyError(Exception):
         super().__init__(self.render())
 
     def render(self) -> str:
-        return "\n".join([f"policies: {len(self.problems)} problem(s):"] + [f"  - {p}" for p in self.problems])
+        return "\n".join(
+            [f"policies: {len(self.problems)} problem(s):"] + [f"  - {p}" for p in self.problems]
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,11 +234,17 @@ class ServiceLevels:
 
     @property
     def enabled(self) -> bool:
-        return any(s is not None for s in (self.remind_after_s, self.escalate_after_s, self.supervisor_after_s))
+        return any(
+            s is not None for s in (self.remind_after_s, self.escalate_after_s, self.supervisor_after_s)
+        )
 
     def steps(self) -> tuple[tuple[str, int], ...]:
         """(step, seconds) in the order they fire."""
-        named = (("remind", self.remind_after_s), ("escalate", self.escalate_after_s), ("supervisor", self.supervisor_after_s))
+        named = (
+            ("remind", self.remind_after_s),
+            ("escalate", self.escalate_after_s),
+            ("supervisor", self.supervisor_after_s),
+        )
         return tuple(sorted(((n, v) for n, v in named if v is not None), key=lambda step: step[1]))
 
 
@@ -321,7 +337,10 @@ class _Reader:
         if value is None:
             return []
         if not isinstance(value, list):
-            self.bad(path, f"expected a list of {what}, got {_kind(value)}; write it as [first, second] or one '- item' per line")
+            self.bad(
+                path,
+                f"expected a list of {what}, got {_kind(value)}; write it as [first, second] or one '- item' per line",
+            )
             return []
         return [(f"{path}[{i}]", item) for i, item in enumerate(value)]
 
@@ -339,10 +358,17 @@ class _Reader:
     def user(self, path: str, value: Any) -> str | None:
         how = f"write it as @localpart:server, e.g. @alice:{self.local_domain}"
         if not isinstance(value, str):
-            self.bad(path, f"expected a Matrix user id, got {_kind(value)}; {how} (in quotes: '@' starts no YAML value)")
+            self.bad(
+                path,
+                f"expected a Matrix user id, got {_kind(value)}; {how} (in quotes: '@' starts no YAML value)",
+            )
             return None
         if not _USER_ID.match(value):
-            extra = " (localparts are lower case)" if value.lower() != value and _USER_ID.match(value.lower()) else ""
+            extra = (
+                " (localparts are lower case)"
+                if value.lower() != value and _USER_ID.match(value.lower())
+                else ""
+            )
             self.bad(path, f"'{value}' is not a Matrix user id{extra}; {how}")
             return None
         return value
@@ -372,20 +398,30 @@ class _Reader:
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int):
-            self.bad(path, f"expected a whole number from {low} to {high}, got {_kind(value)}; write a number without quotes")
+            self.bad(
+                path,
+                f"expected a whole number from {low} to {high}, got {_kind(value)}; write a number without quotes",
+            )
             return None
         if not low <= value <= high:
             self.bad(path, f"{value} is out of range; use a number from {low} to {high}")
             return None
         return value
 
-    def reference(self, path: str, value: Any, known: Mapping[str, Any], what: str, section: str) -> str | None:
+    def reference(
+        self, path: str, value: Any, known: Mapping[str, Any], what: str, section: str
+    ) -> str | None:
         name = self.name(path, value, what)
         if name is None:
             return None
         if name not in known:
-            choices = f"the {what}s are {', '.join(sorted(known))}" if known else f"no {what}s are defined yet"
-            self.bad(path, f"'{name}' is not a {what} defined under {section}; {choices}; define it there or fix the name")
+            choices = (
+                f"the {what}s are {', '.join(sorted(known))}" if known else f"no {what}s are defined yet"
+            )
+            self.bad(
+                path,
+                f"'{name}' is not a {what} defined under {section}; {choices}; define it there or fix the name",
+            )
             return None
         return name
 
@@ -396,7 +432,9 @@ class _Reader:
 
 def _parse_roles(r: _Reader, value: Any) -> dict[str, tuple[str, ...]]:
     roles: dict[str, tuple[str, ...]] = {}
-    for key, members in r.mapping("roles", value, None, "write it as 'role: [\"@user:server\", ...]'").items():
+    for key, members in r.mapping(
+        "roles", value, None, "write it as 'role: [\"@user:server\", ...]'"
+    ).items():
         name = r.name(f"roles.{key}", key, "role")
         users = r.users(f"roles.{key}", members)
         if name is not None:
@@ -406,7 +444,9 @@ def _parse_roles(r: _Reader, value: Any) -> dict[str, tuple[str, ...]]:
 
 def _parse_teams(r: _Reader, value: Any, roles: Mapping[str, Any]) -> dict[str, Team]:
     teams: dict[str, Team] = {}
-    for key, body in r.mapping("teams", value, None, "write it as 'team: {members: [\"@user:server\", ...]}'").items():
+    for key, body in r.mapping(
+        "teams", value, None, "write it as 'team: {members: [\"@user:server\", ...]}'"
+    ).items():
         path = f"teams.{key}"
         name = r.name(path, key, "team")
         if isinstance(body, list):
@@ -433,7 +473,10 @@ def _parse_join(r: _Reader, value: Any, roles: Mapping[str, Any], teams: Mapping
     servers: set[str] = set()
     for p, v in r.items("join.allowed_servers", body.get("allowed_servers"), "server names"):
         if not isinstance(v, str) or not _SERVER.match(v):
-            r.bad(p, f"{_kind(v)} is not a server name; write the part after ':' in user ids, e.g. partner.example")
+            r.bad(
+                p,
+                f"{_kind(v)} is not a server name; write the part after ':' in user ids, e.g. partner.example",
+            )
         elif v.lower() == r.local_domain.lower():
             r.bad(p, f"'{v}' is the company's own homeserver, whose users are governed by roles; remove it")
         else:
@@ -481,7 +524,10 @@ def _parse_labels(r: _Reader, value: Any) -> Mapping[str, str]:
         if not key:
             r.bad(p, f"'{label}' has no letters or digits; write a label like 'restricted'")
         elif key in labels:
-            r.bad(p, f"'{label}' is the same label as '{labels[key]}' (case, spaces, '-' and '_' do not count); remove one")
+            r.bad(
+                p,
+                f"'{label}' is the same label as '{labels[key]}' (case, spaces, '-' and '_' do not count); remove one",
+            )
         else:
             labels[key] = label.strip()
     return MappingProxyType(labels)
@@ -491,7 +537,9 @@ def _parse_contacts(r: _Reader, value: Any) -> ContactRules:
     path = "sharing.personal_contacts"
     if isinstance(value, bool) or value is None:
         return ContactRules(enabled=bool(value))
-    body = r.mapping(path, value, _CONTACT_KEYS, "write true, false, or a mapping with enabled and the company_* lists")
+    body = r.mapping(
+        path, value, _CONTACT_KEYS, "write true, false, or a mapping with enabled and the company_* lists"
+    )
     enabled = r.boolean(f"{path}.enabled", body.get("enabled"))
     domains: set[str] = set()
     for p, v in r.items(f"{path}.company_domains", body.get("company_domains"), "domains"):
@@ -505,7 +553,10 @@ def _parse_contacts(r: _Reader, value: Any) -> ContactRules:
     for p, v in r.items(f"{path}.company_phones", body.get("company_phones"), "phone numbers"):
         digits = normalize_phone(v) if isinstance(v, str) and _PHONE_TEXT.match(v.strip()) else ""
         if not 7 <= len(digits) <= 15:
-            r.bad(p, f"{_kind(v)} is not a phone number; write it in quotes with the country code, e.g. '+49 30 1234567'")
+            r.bad(
+                p,
+                f"{_kind(v)} is not a phone number; write it in quotes with the country code, e.g. '+49 30 1234567'",
+            )
         else:
             phones.add(digits)
     handles: set[str] = set()
@@ -516,7 +567,10 @@ def _parse_contacts(r: _Reader, value: Any) -> ContactRules:
         except ValueError:
             handle = None
         if handle is None:
-            r.bad(p, f"{_kind(v)} is not a handle or messenger link; write '@name' or a link like t.me/name or wa.me/4930123456")
+            r.bad(
+                p,
+                f"{_kind(v)} is not a handle or messenger link; write '@name' or a link like t.me/name or wa.me/4930123456",
+            )
         elif isinstance(handle, tuple):
             links.add(handle)
         else:
@@ -551,12 +605,22 @@ def _parse_patterns(r: _Reader, value: Any) -> tuple[CustomPattern, ...]:
     names: set[str] = set()
     for p, item in r.items("sharing.custom_patterns", value, "patterns"):
         if not isinstance(item, dict):
-            r.bad(p, f"expected a mapping with name and regex, got {_kind(item)}; write {{name: \"...\", regex: \"...\"}}")
+            r.bad(
+                p,
+                f'expected a mapping with name and regex, got {_kind(item)}; write {{name: "...", regex: "..."}}',
+            )
             continue
         body = r.mapping(p, item, _PATTERN_KEYS, "")
-        name = r.text(f"{p}.name", body.get("name"), "give the pattern a name that the notice can show, e.g. 'project codename'")
+        name = r.text(
+            f"{p}.name",
+            body.get("name"),
+            "give the pattern a name that the notice can show, e.g. 'project codename'",
+        )
         if body.get("name") is None:
-            r.bad(f"{p}.name", "missing; give the pattern a name that the notice can show, e.g. 'project codename'")
+            r.bad(
+                f"{p}.name",
+                "missing; give the pattern a name that the notice can show, e.g. 'project codename'",
+            )
         elif name is not None and name in names:
             r.bad(f"{p}.name", f"'{name}' is used by another pattern; give each pattern its own name")
         regex = r.text(f"{p}.regex", body.get("regex"), _REGEX_HOWTO)
@@ -577,7 +641,10 @@ def _parse_sharing(r: _Reader, value: Any) -> SharingRules:
         if isinstance(mb, bool) or not isinstance(mb, (int, float)):
             r.bad("sharing.max_file_mb", f"expected a number of megabytes, got {_kind(mb)}; write e.g. 20")
         elif not 0 < mb <= _MAX_FILE_MB:
-            r.bad("sharing.max_file_mb", f"{mb} is out of range; use a number above 0 and at most {_MAX_FILE_MB}")
+            r.bad(
+                "sharing.max_file_mb",
+                f"{mb} is out of range; use a number above 0 and at most {_MAX_FILE_MB}",
+            )
         else:
             max_bytes = int(mb * 1024 * 1024)
     return SharingRules(
@@ -597,13 +664,17 @@ def _parse_notices(r: _Reader, path: str, value: Any) -> Disclaimers:
     how = "write the notice text in quotes"
     body = r.mapping(path, value, _NOTICE_KEYS, f"write it as '{path}:' with default, networks, regions")
     networks: dict[str, str] = {}
-    for key, text in r.mapping(f"{path}.networks", body.get("networks"), None, "write it as 'telegram: \"...\"'").items():
+    for key, text in r.mapping(
+        f"{path}.networks", body.get("networks"), None, "write it as 'telegram: \"...\"'"
+    ).items():
         if key not in KNOWN_NETWORKS:
             r._unknown(f"{path}.networks.{key}", str(key), KNOWN_NETWORKS)
         elif (t := r.text(f"{path}.networks.{key}", text, how)) is not None:
             networks[key] = t
     regions: dict[str, str] = {}
-    for key, text in r.mapping(f"{path}.regions", body.get("regions"), None, "write it as 'de: \"...\"'").items():
+    for key, text in r.mapping(
+        f"{path}.regions", body.get("regions"), None, "write it as 'de: \"...\"'"
+    ).items():
         if not isinstance(key, str) or not _REGION.match(key):
             r.bad(f"{path}.regions.{key}", "not a language/region code; write a code like de, en-gb or pt-BR")
         elif (t := r.text(f"{path}.regions.{key}", text, how)) is not None:
@@ -620,7 +691,9 @@ def _parse_disclaimers(r: _Reader, value: Any) -> Disclaimers:
 
 
 def _parse_assignment(r: _Reader, value: Any, teams: Mapping[str, Team]) -> Assignment:
-    body = r.mapping("assignment", value, _ASSIGNMENT_KEYS, "write it as 'assignment:' followed by indented keys")
+    body = r.mapping(
+        "assignment", value, _ASSIGNMENT_KEYS, "write it as 'assignment:' followed by indented keys"
+    )
     mode = body.get("mode", "invite")
     if mode not in ASSIGNMENT_MODES:
         r.bad("assignment.mode", f"{_kind(mode)} is not a mode; use one of {', '.join(ASSIGNMENT_MODES)}")
@@ -629,12 +702,21 @@ def _parse_assignment(r: _Reader, value: Any, teams: Mapping[str, Team]) -> Assi
     if body.get("team") is not None:
         team = r.reference("assignment.team", body["team"], teams, "team", "teams")
         if team is not None and not teams[team].members:
-            r.bad("assignment.team", f"team '{team}' has no members to assign portals to; add members under teams.{team}")
+            r.bad(
+                "assignment.team",
+                f"team '{team}' has no members to assign portals to; add members under teams.{team}",
+            )
     elif mode == "round_robin":
-        r.bad("assignment.team", "missing; round_robin needs the team whose members take turns, e.g. team: wealth")
+        r.bad(
+            "assignment.team",
+            "missing; round_robin needs the team whose members take turns, e.g. team: wealth",
+        )
     desk = r.users("assignment.desk", body.get("desk"))
     if mode == "desk" and not body.get("desk"):
-        r.bad("assignment.desk", "missing or empty; desk mode invites everyone listed here, so list at least one user")
+        r.bad(
+            "assignment.desk",
+            "missing or empty; desk mode invites everyone listed here, so list at least one user",
+        )
     owners: dict[str, str] = {}
     for key, owner in r.mapping("assignment.account_owners", body.get("account_owners"), None,
                                 "write it as '\"telegram:business:abc\": \"@alice:server\"'").items():  # fmt: skip
@@ -645,8 +727,11 @@ def _parse_assignment(r: _Reader, value: Any, teams: Mapping[str, Team]) -> Assi
         elif (user := r.user(path, owner)) is not None:
             owners[key] = user
     if mode == "account_owner" and not body.get("account_owners"):
-        r.bad("assignment.account_owners", "missing or empty; account_owner mode needs the company accounts and their owners, "
-                                            "e.g. \"telegram:business:abc\": \"@alice:server\"")
+        r.bad(
+            "assignment.account_owners",
+            "missing or empty; account_owner mode needs the company accounts and their owners, "
+            'e.g. "telegram:business:abc": "@alice:server"',
+        )
     return Assignment(mode=mode, team=team, desk=desk, account_owners=MappingProxyType(owners))
 
 
@@ -656,10 +741,10 @@ def _parse_hours(r: _Reader, path: str, body: Mapping[str, Any]) -> BusinessHour
     if hours is None and tz is None:
         return None
     if hours is None:
-        r.bad(f"{path}.hours", "missing; a time zone needs business hours, e.g. hours: \"Mon-Fri 08:00-18:00\"")
+        r.bad(f"{path}.hours", 'missing; a time zone needs business hours, e.g. hours: "Mon-Fri 08:00-18:00"')
         return None
     if not isinstance(hours, str) or (tz is not None and not isinstance(tz, str)):
-        r.bad(f"{path}.hours", "expected text like \"Mon-Fri 08:00-18:00\" and tz like Europe/Berlin")
+        r.bad(f"{path}.hours", 'expected text like "Mon-Fri 08:00-18:00" and tz like Europe/Berlin')
         return None
     try:
         return parse_hours(hours, tz or "UTC")
@@ -674,7 +759,12 @@ def _duration(r: _Reader, path: str, value: Any) -> int | None:
     try:
         return parse_duration(value)
     except (ValueError, TypeError) as e:
-        r.bad(path, str(e) if isinstance(e, ValueError) else f"{_kind(value)} is not a duration; write e.g. 15m, 1h or 2h30m")
+        r.bad(
+            path,
+            str(e)
+            if isinstance(e, ValueError)
+            else f"{_kind(value)} is not a duration; write e.g. 15m, 1h or 2h30m",
+        )
         return None
 
 
@@ -698,7 +788,10 @@ def _parse_outreach(r: _Reader, value: Any, roles: Mapping[str, Any], teams: Map
                      for p, v in r.items("outreach.allowed_teams", body.get("allowed_teams"), "team names")}  # fmt: skip
     expiry = _duration(r, "outreach.link_expiry", body.get("link_expiry"))
     if expiry is not None and expiry > _MAX_LINK_EXPIRY_S:
-        r.bad("outreach.link_expiry", "at most 365d; a link that never expires is a standing invitation to anyone who finds it")
+        r.bad(
+            "outreach.link_expiry",
+            "at most 365d; a link that never expires is a standing invitation to anyone who finds it",
+        )
         expiry = None
     return Outreach(
         allowed_roles=frozenset(x for x in allowed_roles if x),
@@ -713,17 +806,26 @@ def _parse_sla(r: _Reader, value: Any, roles: Mapping[str, Any]) -> ServiceLevel
     supervisor = None
     if body.get("supervisor_role") is not None:
         supervisor = r.reference("sla.supervisor_role", body["supervisor_role"], roles, "role", "roles")
-    after = {key: _duration(r, f"sla.{key}", body.get(key)) for key in ("remind_after", "escalate_after", "supervisor_after")}
+    after = {
+        key: _duration(r, f"sla.{key}", body.get(key))
+        for key in ("remind_after", "escalate_after", "supervisor_after")
+    }
     if after["supervisor_after"] is not None and body.get("supervisor_role") is None:
-        r.bad("sla.supervisor_role", "missing; supervisor_after needs the role whose members are told, e.g. supervisor_role: senior")
+        r.bad(
+            "sla.supervisor_role",
+            "missing; supervisor_after needs the role whose members are told, e.g. supervisor_role: senior",
+        )
     named = [(k, v) for k, v in after.items() if v is not None]
     for (k1, v1), (k2, v2) in zip(named, named[1:]):
         if v2 <= v1:
             r.bad(f"sla.{k2}", f"must be longer than {k1} ({v1 // 60} min): the steps come one after another")
     return ServiceLevels(
-        remind_after_s=after["remind_after"], escalate_after_s=after["escalate_after"],
-        supervisor_after_s=after["supervisor_after"], supervisor_role=supervisor,
-        hours=_parse_hours(r, "sla", body), out_of_hours=_parse_notices(r, "sla.out_of_hours", body.get("out_of_hours")),
+        remind_after_s=after["remind_after"],
+        escalate_after_s=after["escalate_after"],
+        supervisor_after_s=after["supervisor_after"],
+        supervisor_role=supervisor,
+        hours=_parse_hours(r, "sla", body),
+        out_of_hours=_parse_notices(r, "sla.out_of_hours", body.get("out_of_hours")),
     )
 
 
@@ -745,15 +847,25 @@ def _period_days(r: _Reader, path: str, value: Any) -> int | None:
         return value
     match = _PERIOD.match(value) if isinstance(value, str) else None
     if match is None or int(match.group(1)) == 0:
-        r.bad(path, f"{_kind(value)} is not a retention period; write a number of days (e.g. 2555) or years (e.g. \"7y\")")
+        r.bad(
+            path,
+            f'{_kind(value)} is not a retention period; write a number of days (e.g. 2555) or years (e.g. "7y")',
+        )
         return None
     amount = int(match.group(1))
     return amount * 366 if match.group(2).lower().startswith("y") else amount
 
 
 def _parse_retention(r: _Reader, value: Any) -> Retention:
-    body = r.mapping("retention", value, _RETENTION_KEYS, "write it as 'retention: {default: 7y, networks: {telegram: 6y}}'")
-    default = _period_days(r, "retention.default", body["default"]) if body.get("default") is not None else None
+    body = r.mapping(
+        "retention",
+        value,
+        _RETENTION_KEYS,
+        "write it as 'retention: {default: 7y, networks: {telegram: 6y}}'",
+    )
+    default = (
+        _period_days(r, "retention.default", body["default"]) if body.get("default") is not None else None
+    )
     networks: dict[str, int] = {}
     raw = body.get("networks") or {}
     if not isinstance(raw, dict):
@@ -774,7 +886,10 @@ def _parse_commands(r: _Reader, value: Any) -> Commands:
     body = r.mapping("commands", value, _COMMAND_KEYS, "write it as 'commands: {prefix: \"!hl\"}'")
     prefix = body.get("prefix", "!hl")
     if not isinstance(prefix, str) or not _PREFIX.match(prefix):
-        r.bad("commands.prefix", f"{_kind(prefix)} is not a command prefix; use 1 to 16 characters without spaces, e.g. !hl")
+        r.bad(
+            "commands.prefix",
+            f"{_kind(prefix)} is not a command prefix; use 1 to 16 characters without spaces, e.g. !hl",
+        )
         prefix = "!hl"
     return Commands(prefix=prefix)
 
@@ -786,7 +901,9 @@ def _parse_commands(r: _Reader, value: Any) -> Commands:
 _Memberships = dict[str, frozenset[str]]
 
 
-def _memberships(roles: Mapping[str, tuple[str, ...]], teams: Mapping[str, Team]) -> tuple[_Memberships, _Memberships]:
+def _memberships(
+    roles: Mapping[str, tuple[str, ...]], teams: Mapping[str, Team]
+) -> tuple[_Memberships, _Memberships]:
     """user → roles (explicit and via teams) and user → teams."""
     user_roles: dict[str, set[str]] = {}
     user_teams: dict[str, set[str]] = {}
@@ -797,7 +914,10 @@ def _memberships(roles: Mapping[str, tuple[str, ...]], teams: Mapping[str, Team]
         for user in team.members:
             user_teams.setdefault(user, set()).add(team.name)
             user_roles.setdefault(user, set()).update(team.roles)
-    return ({u: frozenset(rs) for u, rs in user_roles.items()}, {u: frozenset(ts) for u, ts in user_teams.items()})
+    return (
+        {u: frozenset(rs) for u, rs in user_roles.items()},
+        {u: frozenset(ts) for u, ts in user_teams.items()},
+    )
 
 
 def _with_lookups(join: JoinRules, user_roles: Mapping[str, frozenset[str]], user_teams: Mapping[str, frozenset[str]],
@@ -808,7 +928,11 @@ def _with_lookups(join: JoinRules, user_roles: Mapping[str, frozenset[str]], use
         u for u in set(user_roles) | set(user_teams)
         if user_roles.get(u, frozenset()) & join.allowed_roles or user_teams.get(u, frozenset()) & join.allowed_teams
     )  # fmt: skip
-    seniors = frozenset(u for u, rs in user_roles.items() if join.senior_role in rs) if join.senior_role else frozenset()
+    seniors = (
+        frozenset(u for u, rs in user_roles.items() if join.senior_role in rs)
+        if join.senior_role
+        else frozenset()
+    )
     return replace(
         join,
         allowed_users=allowed,
@@ -832,7 +956,9 @@ def parse_policy(data: dict[str, Any] | None, *, local_domain: str) -> Policy:
     r = _Reader(local_domain)
     if data is not None and not isinstance(data, dict):
         allowed = ", ".join(_TOP_KEYS)
-        raise PolicyError([f"policies: expected a mapping of keys, got {_kind(data)}; the allowed keys are {allowed}"])
+        raise PolicyError(
+            [f"policies: expected a mapping of keys, got {_kind(data)}; the allowed keys are {allowed}"]
+        )
     data = r.mapping("", data or {}, _TOP_KEYS, "")
     admins = r.users("admins", data.get("admins"))
     observers = r.users("observers", data.get("observers"))
@@ -858,7 +984,9 @@ def parse_policy(data: dict[str, Any] | None, *, local_domain: str) -> Policy:
         local_domain=local_domain,
         admins=frozenset(admins),
         observers=frozenset(observers),
-        roles=MappingProxyType({role: frozenset(u for u, rs in user_roles.items() if role in rs) for role in roles}),
+        roles=MappingProxyType(
+            {role: frozenset(u for u, rs in user_roles.items() if role in rs) for role in roles}
+        ),
         teams=MappingProxyType(teams),
         default_role=default_role,
         join=_with_lookups(join, user_roles, user_teams, default_role),

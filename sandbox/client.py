@@ -37,7 +37,9 @@ class SandboxClient:
             body["language_code"] = self.language_code
         return body
 
-    async def say(self, text: str, *, entities: list[dict[str, Any]] | None = None, reply_to: int | None = None) -> dict[str, Any]:
+    async def say(
+        self, text: str, *, entities: list[dict[str, Any]] | None = None, reply_to: int | None = None
+    ) -> dict[str, Any]:
         """The client writes to the company's bot; returns {"message_id", "chat_id"}."""
         body: dict[str, Any] = {"text": text, **self._profile()}
         if entities is not None:
@@ -50,7 +52,9 @@ class SandboxClient:
         """A location or contact: ``share(location={...})`` / ``share(contact={...})``."""
         return await self._request("POST", f"/client/{self.user_id}/messages", {**fields, **self._profile()})
 
-    async def send_file(self, kind: str, data: bytes, file_name: str, *, caption: str | None = None, **fields: Any) -> dict[str, Any]:
+    async def send_file(
+        self, kind: str, data: bytes, file_name: str, *, caption: str | None = None, **fields: Any
+    ) -> dict[str, Any]:
         """A photo, document, voice note... as a multipart upload from the client's phone."""
         form = aiohttp.FormData()
         for key, value in {**self._profile(), "kind": kind, **fields}.items():
@@ -66,10 +70,14 @@ class SandboxClient:
                 return answer
 
     async def edit(self, message_id: int, text: str) -> dict[str, Any]:
-        return await self._request("POST", f"/client/{self.user_id}/messages/{message_id}/edit", {"text": text})
+        return await self._request(
+            "POST", f"/client/{self.user_id}/messages/{message_id}/edit", {"text": text}
+        )
 
     async def react(self, message_id: int, emoji: list[str]) -> dict[str, Any]:
-        return await self._request("POST", f"/client/{self.user_id}/messages/{message_id}/react", {"emoji": emoji})
+        return await self._request(
+            "POST", f"/client/{self.user_id}/messages/{message_id}/react", {"emoji": emoji}
+        )
 
     async def history(self) -> list[dict[str, Any]]:
         """Both directions as the client's phone shows them (with reactions and deletions)."""

@@ -63,7 +63,9 @@ class Employee:
     async def _sync_forever(self) -> None:
         while True:
             try:
-                resp = await self.client.sync(timeout=1000, since=self._next_batch, full_state=self._next_batch is None)
+                resp = await self.client.sync(
+                    timeout=1000, since=self._next_batch, full_state=self._next_batch is None
+                )
             except (OSError, asyncio.TimeoutError, aiohttp.ClientError):
                 # The homeserver restarting (a fault test does that): try again shortly.
                 self.sync_errors += 1
@@ -98,6 +100,7 @@ class Employee:
 
     async def wait_for(self, condition: Callable[[], Any], timeout: float, what: str) -> Any:
         """Wait until ``condition()`` is truthy (checked after each sync); return its value."""
+
         async def _wait() -> Any:
             async with self._changed:
                 while True:
@@ -122,10 +125,16 @@ class Employee:
             raise AssertionError(f"join {room_id} failed: {resp}")
 
     def messages(
-        self, room_id: str | None = None, *, sender: str | None = None, msgtype: str | None = None, body: str | None = None
+        self,
+        room_id: str | None = None,
+        *,
+        sender: str | None = None,
+        msgtype: str | None = None,
+        body: str | None = None,
     ) -> list[SeenEvent]:
         return [
-            e for e in self.events
+            e
+            for e in self.events
             if e.type == "m.room.message"
             and (room_id is None or e.room_id == room_id)
             and (sender is None or e.sender == sender)
@@ -139,14 +148,22 @@ class Employee:
         return await self.wait_for(
             lambda: next(iter(self.messages(room_id, sender=sender, body=body)), None),
             timeout,
-            f"message {body!r}" + (f" in {room_id}" if room_id else "") + (f" from {sender}" if sender else ""),
+            f"message {body!r}"
+            + (f" in {room_id}" if room_id else "")
+            + (f" from {sender}" if sender else ""),
         )
 
-    async def wait_for_event(self, predicate: Callable[[SeenEvent], bool], timeout: float, what: str) -> SeenEvent:
-        return await self.wait_for(lambda: next((e for e in self.events if predicate(e)), None), timeout, what)
+    async def wait_for_event(
+        self, predicate: Callable[[SeenEvent], bool], timeout: float, what: str
+    ) -> SeenEvent:
+        return await self.wait_for(
+            lambda: next((e for e in self.events if predicate(e)), None), timeout, what
+        )
 
     async def send_text(self, room_id: str, body: str, *, txn_id: str | None = None, **extra: Any) -> str:
-        resp = await self.client.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": body, **extra}, tx_id=txn_id)
+        resp = await self.client.room_send(
+            room_id, "m.room.message", {"msgtype": "m.text", "body": body, **extra}, tx_id=txn_id
+        )
         event_id = getattr(resp, "event_id", None)
         if not event_id:
             raise AssertionError(f"send to {room_id} failed: {resp}")

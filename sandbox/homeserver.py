@@ -324,9 +324,7 @@ def _write_self_signed_cert(cert_path: Path, key_path: Path, address: str) -> da
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(public_key), critical=False
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public_key), critical=False)
         .sign(key, hashes.SHA256())
     )
     # The private key is written 0600 before any byte of it exists on disk.
@@ -412,9 +410,7 @@ class LocalHomeserver:
         self._database = _synapse_database(database_url) if database_url is not None else None
         if federation_address is not None and server_name != "localhost":
             # A custom name would need .well-known or SRV delegation to be reachable.
-            raise ValueError(
-                "server_name is derived from federation_address and the port; do not pass both"
-            )
+            raise ValueError("server_name is derived from federation_address and the port; do not pass both")
         self._federation_address = (
             _federation_address(federation_address) if federation_address is not None else None
         )
@@ -646,14 +642,9 @@ class LocalHomeserver:
             loaded = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
             previous = loaded if isinstance(loaded, dict) else {}
             old_name = previous.get("server_name")
-            if (
-                self._federation_address is None
-                and old_name is not None
-                and old_name != self._server_name
-            ):
+            if self._federation_address is None and old_name is not None and old_name != self._server_name:
                 raise HomeserverError(
-                    f"data dir {self.data_dir} belongs to server_name={old_name!r},"
-                    f" not {self._server_name!r}"
+                    f"data dir {self.data_dir} belongs to server_name={old_name!r}, not {self._server_name!r}"
                 )
         port = self._port
         if port is None:
@@ -668,8 +659,7 @@ class LocalHomeserver:
             old_name = previous.get("server_name")
             if old_name is not None and old_name != new_name:
                 raise HomeserverError(
-                    f"data dir {self.data_dir} belongs to server_name={old_name!r},"
-                    f" not {new_name!r}"
+                    f"data dir {self.data_dir} belongs to server_name={old_name!r}, not {new_name!r}"
                 )
         self._port = port
         self._secrets = {
@@ -697,8 +687,7 @@ class LocalHomeserver:
         )
         self._config_written = True
         log.info(
-            "homeserver_config_written data_dir=%s server_name=%s port=%d appservices=%d"
-            " federating=%s",
+            "homeserver_config_written data_dir=%s server_name=%s port=%d appservices=%d federating=%s",
             self.data_dir,
             self.server_name,
             self._port,
@@ -741,14 +730,11 @@ class LocalHomeserver:
             # Checked up front: a leftover server on our port would answer the readiness
             # probe while our own Synapse dies on bind.
             raise HomeserverError(
-                f"port {self.port} is already in use (an orphaned synapse? see"
-                f" {self.data_dir / PID_FILE})"
+                f"port {self.port} is already in use (an orphaned synapse? see {self.data_dir / PID_FILE})"
             )
 
         log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        console_offset = (
-            self.console_log_path.stat().st_size if self.console_log_path.exists() else 0
-        )
+        console_offset = self.console_log_path.stat().st_size if self.console_log_path.exists() else 0
         began = time.monotonic()
         with self.console_log_path.open("ab") as console:
             proc = subprocess.Popen(
@@ -806,14 +792,11 @@ class LocalHomeserver:
                 if _leader_exited(proc):
                     proc.wait()
                     raise HomeserverError(
-                        f"synapse exited during start-up rc={proc.returncode}"
-                        f" data_dir={self.data_dir}"
+                        f"synapse exited during start-up rc={proc.returncode} data_dir={self.data_dir}"
                     )
                 remaining = deadline - loop.time()
                 if remaining <= 0:
-                    raise HomeserverError(
-                        f"synapse did not answer {versions} within {timeout:.0f}s"
-                    )
+                    raise HomeserverError(f"synapse did not answer {versions} within {timeout:.0f}s")
                 try:
                     request_timeout = aiohttp.ClientTimeout(total=min(2.0, remaining))
                     async with session.get(versions, timeout=request_timeout) as resp:

@@ -49,7 +49,10 @@ class WebhookReceiver:
         signature = request.headers.get("X-Houseline-Signature", "")
         if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > 300:
             return False
-        expected = "sha256=" + hmac.new(self.secret.encode(), f"{timestamp}.".encode() + raw, hashlib.sha256).hexdigest()
+        expected = (
+            "sha256="
+            + hmac.new(self.secret.encode(), f"{timestamp}.".encode() + raw, hashlib.sha256).hexdigest()
+        )
         return hmac.compare_digest(expected, signature)
 
     async def _receive(self, request: web.Request) -> web.Response:
@@ -60,9 +63,19 @@ class WebhookReceiver:
         except ValueError:
             return web.json_response({"error": "not json"}, status=400)
         kind = str(event.get("type", "unknown")).replace("/", "_")
-        record = {"signature_valid": valid, "delivery": request.headers.get("X-Houseline-Delivery"), "event": event}
-        (self.folder / f"{next(self._count):04d}-{kind}.json").write_text(json.dumps(record, indent=2, ensure_ascii=False))
-        return web.json_response({"ok": True}) if valid else web.json_response({"error": "bad signature"}, status=403)
+        record = {
+            "signature_valid": valid,
+            "delivery": request.headers.get("X-Houseline-Delivery"),
+            "event": event,
+        }
+        (self.folder / f"{next(self._count):04d}-{kind}.json").write_text(
+            json.dumps(record, indent=2, ensure_ascii=False)
+        )
+        return (
+            web.json_response({"ok": True})
+            if valid
+            else web.json_response({"error": "bad signature"}, status=403)
+        )
 
 
 class SmtpArchive:
@@ -89,5 +102,7 @@ class SmtpArchive:
             self._controller.stop()
 
     async def handle_DATA(self, server, session, envelope) -> str:  # aiosmtpd's handler hook
-        (self.folder / f"{next(self._count):04d}.eml").write_bytes(envelope.original_content or envelope.content)
+        (self.folder / f"{next(self._count):04d}.eml").write_bytes(
+            envelope.original_content or envelope.content
+        )
         return "250 Message accepted for delivery"

@@ -35,8 +35,15 @@ class BridgeProcess:
     async def start(self, timeout: float = 60) -> None:
         self.lines.clear()
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bridge", "run", "-c", str(self.config_path),
-            cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            sys.executable,
+            "-m",
+            "bridge",
+            "run",
+            "-c",
+            str(self.config_path),
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
             env={**os.environ, **self.env} if self.env else None,
         )
         self._reader = asyncio.create_task(self._read())
@@ -59,10 +66,14 @@ class BridgeProcess:
                 if needle in line:
                     return line
             if self.proc is not None and self.proc.returncode is not None:
-                raise AssertionError(f"bridge exited ({self.proc.returncode}) before logging {needle!r}:\n{self.output[-4000:]}")
+                raise AssertionError(
+                    f"bridge exited ({self.proc.returncode}) before logging {needle!r}:\n{self.output[-4000:]}"
+                )
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"bridge did not log {needle!r} within {timeout}s:\n{self.output[-4000:]}")
+                raise AssertionError(
+                    f"bridge did not log {needle!r} within {timeout}s:\n{self.output[-4000:]}"
+                )
             self._new_line.clear()
             try:
                 await asyncio.wait_for(self._new_line.wait(), min(remaining, 0.5))
@@ -109,7 +120,12 @@ async def bridge(stack: DevStack) -> BridgeProcess:
     if proc.proc is not None and proc.proc.returncode is None:
         code = await proc.stop()
         assert code == 0, f"bridge exited with {code} on SIGTERM:\n{proc.output[-4000:]}"
-    secrets = (stack.registration.as_token, stack.registration.hs_token, stack.telegram.token, *stack.config.network_secrets())
+    secrets = (
+        stack.registration.as_token,
+        stack.registration.hs_token,
+        stack.telegram.token,
+        *stack.config.network_secrets(),
+    )
     leaked = [s for s in secrets if s in proc.output]
     assert not leaked, "a secret appeared in the bridge's log output"
 

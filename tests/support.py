@@ -24,7 +24,9 @@ def ghost_of(client) -> str:
     return ghost(client.user_id)
 
 
-async def control(stack: DevStack, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+async def control(
+    stack: DevStack, method: str, path: str, body: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """A call to the sandbox's control API that must succeed."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
         async with http.request(method, f"{stack.telegram.url}{path}", json=body) as resp:
@@ -48,7 +50,8 @@ async def eventually(check: Callable[[], Awaitable[Any]], what: str, timeout: fl
 def bot_notice_about(room_id: str, event_id: str) -> Callable[[Any], bool]:
     """Matches the bot's notice replying to ``event_id``."""
     return lambda e: (
-        e.room_id == room_id and e.sender == BOT
+        e.room_id == room_id
+        and e.sender == BOT
         and e.content.get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id") == event_id
     )
 
@@ -75,7 +78,9 @@ async def open_dm(person) -> str:
 async def upload(employee: Employee, data: bytes, mime: str, name: str) -> str:
     async with aiohttp.ClientSession() as http:
         async with http.post(
-            f"{employee.homeserver_url}/_matrix/media/v3/upload", params={"filename": name}, data=data,
+            f"{employee.homeserver_url}/_matrix/media/v3/upload",
+            params={"filename": name},
+            data=data,
             headers={"Authorization": f"Bearer {employee.access_token}", "Content-Type": mime},
         ) as resp:
             assert resp.status == 200, await resp.text()

@@ -26,9 +26,14 @@ async def test_concurrent_entries_form_one_chain_and_each_caller_gets_its_own(tm
     store = await _store(tmp_path / "a.db")
     try:
         audit = AuditLog(store)
-        entries = await asyncio.gather(*(
-            audit.record(actor=f"@u{i}:l", action="send.text", subject=f"$e{i}", verdict="allow", rule="r", n=i) for i in range(300)
-        ))
+        entries = await asyncio.gather(
+            *(
+                audit.record(
+                    actor=f"@u{i}:l", action="send.text", subject=f"$e{i}", verdict="allow", rule="r", n=i
+                )
+                for i in range(300)
+            )
+        )
         assert sorted(e.seq for e in entries) == list(range(1, 301))
         # Each answer is the caller's own entry, as committed.
         assert all(e.subject == f"$e{e.details['n']}" for e in entries)
@@ -48,7 +53,12 @@ async def test_a_second_writer_on_the_same_database_is_linked_in_not_forked(tmp_
         for round_ in range(5):
             # The bridge's cached chain head is stale after each CLI append: its next append
             # meets the taken sequence number and links to the CLI's entry instead.
-            await asyncio.gather(*(bridge.record(actor="@b:l", action="send.text", subject=f"$b{round_}.{i}") for i in range(20)))
+            await asyncio.gather(
+                *(
+                    bridge.record(actor="@b:l", action="send.text", subject=f"$b{round_}.{i}")
+                    for i in range(20)
+                )
+            )
             await cli.record(actor="houseline-cli", action="record.purge", subject=f"!r{round_}:l")
         stored = await bridge_store.audit_entries()
         assert len(stored) == 105 and verify_chain(stored) is None
@@ -67,7 +77,8 @@ async def test_an_entry_written_behind_the_bridges_back_is_linked_to(tmp_path: P
         # the append meets the unique check, re-reads the head and links to that row.
         await store.db.execute(
             "INSERT INTO audit (seq, ts_ms, actor, action, subject, verdict, rule, details, prev_hash, hash)"
-            " VALUES (2, 0, 'other', 'y', 's2', '', '', '{}', $1, 'h')", (await store.last_audit())[1],
+            " VALUES (2, 0, 'other', 'y', 's2', '', '', '{}', $1, 'h')",
+            (await store.last_audit())[1],
         )
         entry = await audit.record(actor="@a:l", action="x", subject="s3")
         assert entry.seq == 3 and entry.prev_hash == "h"

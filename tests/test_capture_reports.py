@@ -61,11 +61,20 @@ class Sink:
         self.events.append(event)
 
 
-def telegram_connector(sandbox: TelegramSandbox, webhook: TelegramWebhookConfig | None = None) -> TelegramConnector:
-    return TelegramConnector(TelegramConfig(
-        enabled=True, bot_token=sandbox.token, polling_timeout=1, base_url=f"{sandbox.url}/bot",
-        base_file_url=f"{sandbox.url}/file/bot", webhook=webhook, pacing=False,
-    ))
+def telegram_connector(
+    sandbox: TelegramSandbox, webhook: TelegramWebhookConfig | None = None
+) -> TelegramConnector:
+    return TelegramConnector(
+        TelegramConfig(
+            enabled=True,
+            bot_token=sandbox.token,
+            polling_timeout=1,
+            base_url=f"{sandbox.url}/bot",
+            base_file_url=f"{sandbox.url}/file/bot",
+            webhook=webhook,
+            pacing=False,
+        )
+    )
 
 
 async def faults(sandbox: TelegramSandbox, body: dict) -> None:
@@ -83,7 +92,10 @@ async def test_telegram_polling_reports_every_round_and_survives_refusals() -> N
         await connector.start(Sink())
         try:
             assert connector.capture_accounts() == (str(sandbox.bot_id),)
-            assert connector.capture_label(str(sandbox.bot_id)) == f"Telegram bot @{sandbox.bot_username} ({sandbox.bot_id})"
+            assert (
+                connector.capture_label(str(sandbox.bot_id))
+                == f"Telegram bot @{sandbox.bot_username} ({sandbox.bot_id})"
+            )
             await reports.until(lambda: any(ok for *_, ok, _ in reports.seen))
             # A 500 (NetworkError), then a 403 (Forbidden: not a NetworkError, it used to end the loop).
             await faults(sandbox, {"fail_next": 1, "status": 500, "methods": ["getUpdates"]})
@@ -93,8 +105,13 @@ async def test_telegram_polling_reports_every_round_and_survives_refusals() -> N
             seen = len(reports.seen)
             await reports.until(lambda: any(ok for *_, ok, _ in reports.seen[seen:]))  # still polling
             first, second = reports.failures()[:2]
-            assert first.startswith("getUpdates failed (NetworkError") and second.startswith("getUpdates was refused (Forbidden")
-            assert all(network == "telegram" and account == str(sandbox.bot_id) for network, account, *_ in reports.seen)
+            assert first.startswith("getUpdates failed (NetworkError") and second.startswith(
+                "getUpdates was refused (Forbidden"
+            )
+            assert all(
+                network == "telegram" and account == str(sandbox.bot_id)
+                for network, account, *_ in reports.seen
+            )
             assert not any(sandbox.token in d or sandbox.token.split(":")[1] in d for d in reports.failures())
             assert await connector.account_quality() == {}
         finally:
@@ -102,11 +119,16 @@ async def test_telegram_polling_reports_every_round_and_survives_refusals() -> N
 
 
 async def test_telegram_webhook_mode_reports_deliveries_and_probes_the_webhook_info() -> None:
-    async with TelegramSandbox(rate_limits=False, allow_local_webhooks=True, webhook_retry_initial=0.05) as sandbox:
+    async with TelegramSandbox(
+        rate_limits=False, allow_local_webhooks=True, webhook_retry_initial=0.05
+    ) as sandbox:
         port = free_port()
         webhook = TelegramWebhookConfig(
-            public_url=f"http://127.0.0.1:{port}/telegram/webhook", listen_host="127.0.0.1", listen_port=port,
-            path="/telegram/webhook", secret_token="Zq3_-secretTOKEN-for-the-capture-tests_01",
+            public_url=f"http://127.0.0.1:{port}/telegram/webhook",
+            listen_host="127.0.0.1",
+            listen_port=port,
+            path="/telegram/webhook",
+            secret_token="Zq3_-secretTOKEN-for-the-capture-tests_01",
         )
         reports = Reports()
         sink = Sink()
@@ -148,13 +170,25 @@ def _webhook_error(sandbox: TelegramSandbox) -> bool:
 
 
 async def test_whatsapp_reports_the_number_a_webhook_was_for_and_its_quality() -> None:
-    token, secret, verify = "EAAcapture-token-0123456789abc", "capture-app-secret-0123456789", "capture-verify-0123456789"
+    token, secret, verify = (
+        "EAAcapture-token-0123456789abc",
+        "capture-app-secret-0123456789",
+        "capture-verify-0123456789",
+    )
     numbers = [SandboxNumber("1001", "+1 555 0100", "Sales"), SandboxNumber("1002", "+1 555 0200", "Support")]
     async with WhatsAppSandbox(token, secret, numbers, waba_id="2001") as sandbox:
         config = WhatsAppConfig(
-            graph_url=sandbox.graph_url, app_secret=secret, verify_token=verify, listen_host="127.0.0.1", listen_port=0,
-            path="/whatsapp/webhook", public_url="",
-            numbers=(WhatsAppNumber("1001", token, "2001", "Sales"), WhatsAppNumber("1002", token, "2001", "")),
+            graph_url=sandbox.graph_url,
+            app_secret=secret,
+            verify_token=verify,
+            listen_host="127.0.0.1",
+            listen_port=0,
+            path="/whatsapp/webhook",
+            public_url="",
+            numbers=(
+                WhatsAppNumber("1001", token, "2001", "Sales"),
+                WhatsAppNumber("1002", token, "2001", ""),
+            ),
         )
         reports = Reports()
         connector = WhatsAppConnector(config)
@@ -171,11 +205,17 @@ async def test_whatsapp_reports_the_number_a_webhook_was_for_and_its_quality() -
 
             assert await connector.account_quality() == {"1001": "GREEN", "1002": "GREEN"}
             async with aiohttp.ClientSession() as http:
-                async with http.post(f"{sandbox.url}/control/numbers/1001/quality", json={"quality_rating": "YELLOW"}) as resp:
+                async with http.post(
+                    f"{sandbox.url}/control/numbers/1001/quality", json={"quality_rating": "YELLOW"}
+                ) as resp:
                     assert resp.status == 200 and (await resp.json())["quality_rating"] == "YELLOW"
-                async with http.post(f"{sandbox.url}/control/numbers/1001/quality", json={"quality_rating": "PURPLE"}) as resp:
+                async with http.post(
+                    f"{sandbox.url}/control/numbers/1001/quality", json={"quality_rating": "PURPLE"}
+                ) as resp:
                     assert resp.status == 400 and "quality_rating" in (await resp.json())["error"]
-                async with http.post(f"{sandbox.url}/control/numbers/9999/quality", json={"quality_rating": "RED"}) as resp:
+                async with http.post(
+                    f"{sandbox.url}/control/numbers/9999/quality", json={"quality_rating": "RED"}
+                ) as resp:
                     assert resp.status == 404
             assert await connector.account_quality() == {"1001": "YELLOW", "1002": "GREEN"}
         finally:

@@ -55,20 +55,53 @@ def test_example_config_is_complete_and_only_the_placeholder_token_is_wrong() ->
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        (lambda d: d["homeserver"].pop("url"), "homeserver.url: missing; set it to the client-server API URL"),
-        (lambda d: d["homeserver"].update(url="localhost:8008"), "homeserver.url: 'localhost:8008' is not a valid URL"),
-        (lambda d: d["homeserver"].update(domain="https://example.com"), "homeserver.domain: 'https://example.com' is not a server name"),
+        (
+            lambda d: d["homeserver"].pop("url"),
+            "homeserver.url: missing; set it to the client-server API URL",
+        ),
+        (
+            lambda d: d["homeserver"].update(url="localhost:8008"),
+            "homeserver.url: 'localhost:8008' is not a valid URL",
+        ),
+        (
+            lambda d: d["homeserver"].update(domain="https://example.com"),
+            "homeserver.domain: 'https://example.com' is not a server name",
+        ),
         (lambda d: d.update(appservice={"port": 70000}), "appservice.port: 70000 is out of range"),
         (lambda d: d.update(appservice={"port": "80"}), "appservice.port: expected a whole number"),
-        (lambda d: d.update(appservice={"bot_localpart": "Bot"}), "appservice.bot_localpart: 'Bot' is not a valid Matrix localpart"),
-        (lambda d: d.update(appservice={"ghost_localpart_template": "tg_{user}"}), "appservice.ghost_localpart_template: 'tg_{user}' must contain {id}"),
-        (lambda d: d.update(appservice={"ghost_localpart_template": "{id}", "bot_localpart": "houseline"}), "appservice.ghost_localpart_template: the bot's localpart would fall inside"),
-        (lambda d: d["networks"]["telegram"].update(bot_token="nope"), "networks.telegram.bot_token: does not look like a bot token"),
-        (lambda d: d["networks"]["telegram"].pop("bot_token"), "networks.telegram.bot_token: missing; set it to the token @BotFather"),
-        (lambda d: d["networks"]["telegram"].update(polling={"timeout": 99}), "networks.telegram.polling.timeout: 99 is out of range"),
-        (lambda d: d["networks"]["telegram"].update(pacing="off"), "networks.telegram.pacing: expected true or false, got str 'off'"),
+        (
+            lambda d: d.update(appservice={"bot_localpart": "Bot"}),
+            "appservice.bot_localpart: 'Bot' is not a valid Matrix localpart",
+        ),
+        (
+            lambda d: d.update(appservice={"ghost_localpart_template": "tg_{user}"}),
+            "appservice.ghost_localpart_template: 'tg_{user}' must contain {id}",
+        ),
+        (
+            lambda d: d.update(appservice={"ghost_localpart_template": "{id}", "bot_localpart": "houseline"}),
+            "appservice.ghost_localpart_template: the bot's localpart would fall inside",
+        ),
+        (
+            lambda d: d["networks"]["telegram"].update(bot_token="nope"),
+            "networks.telegram.bot_token: does not look like a bot token",
+        ),
+        (
+            lambda d: d["networks"]["telegram"].pop("bot_token"),
+            "networks.telegram.bot_token: missing; set it to the token @BotFather",
+        ),
+        (
+            lambda d: d["networks"]["telegram"].update(polling={"timeout": 99}),
+            "networks.telegram.polling.timeout: 99 is out of range",
+        ),
+        (
+            lambda d: d["networks"]["telegram"].update(pacing="off"),
+            "networks.telegram.pacing: expected true or false, got str 'off'",
+        ),
         (lambda d: d["networks"].update(signal={}), "networks.signal: unknown network; supported: telegram"),
-        (lambda d: d["portals"].update(invite=["alice"]), "portals.invite[0]: 'alice' is not a Matrix user id"),
+        (
+            lambda d: d["portals"].update(invite=["alice"]),
+            "portals.invite[0]: 'alice' is not a Matrix user id",
+        ),
         (lambda d: d["portals"].update(signature="{name}"), "portals.signature: '{name}' may use only"),
         (lambda d: d["portals"].pop("company"), "portals.company: missing"),
         (lambda d: d.update(database={"url": "mysql://x"}), "database.url: unsupported scheme 'mysql'"),
@@ -90,7 +123,11 @@ def test_all_problems_are_reported_at_once() -> None:
     data["networks"]["telegram"]["bot_token"] = "x"
     data["portals"]["invite"] = ["bob"]
     problems = problems_for(data)
-    assert [p.split(":")[0] for p in problems] == ["homeserver.domain", "networks.telegram.bot_token", "portals.invite[0]"]
+    assert [p.split(":")[0] for p in problems] == [
+        "homeserver.domain",
+        "networks.telegram.bot_token",
+        "portals.invite[0]",
+    ]
 
 
 def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
@@ -159,7 +196,11 @@ def test_webhook_takes_documented_defaults_and_hides_the_secret() -> None:
     webhook = parse_config(with_webhook()).telegram.webhook
     assert webhook is not None
     assert webhook.public_url == "https://bridge.example.com/telegram/webhook"
-    assert (webhook.listen_host, webhook.listen_port, webhook.path) == ("127.0.0.1", 29341, "/telegram/webhook")
+    assert (webhook.listen_host, webhook.listen_port, webhook.path) == (
+        "127.0.0.1",
+        29341,
+        "/telegram/webhook",
+    )
     assert webhook.secret_token == SECRET
     assert SECRET not in repr(webhook) and SECRET not in repr(parse_config(with_webhook()))
 
@@ -179,9 +220,12 @@ def test_webhook_accepts_https_and_local_http(url: str) -> None:
 
 
 def test_webhook_keys_are_checked_even_when_disabled() -> None:
-    problems = problems_for(with_webhook(enabled=False, path="hook", public_url="http://bridge.example.com/x"))
+    problems = problems_for(
+        with_webhook(enabled=False, path="hook", public_url="http://bridge.example.com/x")
+    )
     assert [p.split(":")[0] for p in problems] == [
-        "networks.telegram.webhook.public_url", "networks.telegram.webhook.path",
+        "networks.telegram.webhook.public_url",
+        "networks.telegram.webhook.path",
     ]
 
 
@@ -192,23 +236,53 @@ SECRET_FIX = 'generate one with: python -c "import secrets; print(secrets.token_
 @pytest.mark.parametrize(
     ("keys", "expected"),
     [
-        ({"secret_token": None}, f"{W}.secret_token: missing; it is required with enabled: true; {SECRET_FIX}"),
+        (
+            {"secret_token": None},
+            f"{W}.secret_token: missing; it is required with enabled: true; {SECRET_FIX}",
+        ),
         ({"secret_token": "not a secret!"}, f"{W}.secret_token: has characters other than A-Z a-z 0-9 _ -"),
-        ({"secret_token": "a" * 257}, f"{W}.secret_token: is 257 characters long; Telegram's setWebhook accepts 1 to 256"),
+        (
+            {"secret_token": "a" * 257},
+            f"{W}.secret_token: is 257 characters long; Telegram's setWebhook accepts 1 to 256",
+        ),
         ({"secret_token": "REPLACE-WITH-A-GENERATED-SECRET"}, f"{W}.secret_token: still the placeholder"),
-        ({"public_url": None}, f"{W}.public_url: missing; set it to the https URL Telegram should POST updates to"),
-        ({"public_url": "http://bridge.example.com/telegram/webhook"}, f"{W}.public_url: 'http://bridge.example.com/telegram/webhook' is plain http; Telegram only POSTs to https"),
-        ({"public_url": "https://bridge.example.com:8080/telegram/webhook"}, f"{W}.public_url: port 8080 is not one Telegram delivers to; use 443, 80, 88 or 8443"),
-        ({"public_url": "https://bridge.example.com:99999/x"}, f"{W}.public_url: 'https://bridge.example.com:99999/x' has an invalid port"),
-        ({"public_url": "bridge.example.com/telegram/webhook"}, f"{W}.public_url: 'bridge.example.com/telegram/webhook' is not a valid URL; write it as https://"),
-        ({"public_url": "ftp://bridge.example.com/x"}, f"{W}.public_url: 'ftp://bridge.example.com/x' is not a valid URL"),
-        ({"listen_port": 29340}, f"{W}.listen_port: 29340 is also appservice.port; the webhook needs a port of its own, e.g. 29341"),
+        (
+            {"public_url": None},
+            f"{W}.public_url: missing; set it to the https URL Telegram should POST updates to",
+        ),
+        (
+            {"public_url": "http://bridge.example.com/telegram/webhook"},
+            f"{W}.public_url: 'http://bridge.example.com/telegram/webhook' is plain http; Telegram only POSTs to https",
+        ),
+        (
+            {"public_url": "https://bridge.example.com:8080/telegram/webhook"},
+            f"{W}.public_url: port 8080 is not one Telegram delivers to; use 443, 80, 88 or 8443",
+        ),
+        (
+            {"public_url": "https://bridge.example.com:99999/x"},
+            f"{W}.public_url: 'https://bridge.example.com:99999/x' has an invalid port",
+        ),
+        (
+            {"public_url": "bridge.example.com/telegram/webhook"},
+            f"{W}.public_url: 'bridge.example.com/telegram/webhook' is not a valid URL; write it as https://",
+        ),
+        (
+            {"public_url": "ftp://bridge.example.com/x"},
+            f"{W}.public_url: 'ftp://bridge.example.com/x' is not a valid URL",
+        ),
+        (
+            {"listen_port": 29340},
+            f"{W}.listen_port: 29340 is also appservice.port; the webhook needs a port of its own, e.g. 29341",
+        ),
         ({"listen_port": 0}, f"{W}.listen_port: 0 is out of range"),
         ({"listen_port": "29341"}, f"{W}.listen_port: expected a whole number"),
         ({"path": "telegram/webhook"}, f"{W}.path: 'telegram/webhook' must start with '/'"),
         ({"path": "/hook/{id}"}, f"{W}.path: '/hook/{{id}}' may use only letters, digits and / . _ ~ -"),
         ({"enabled": "yes"}, f"{W}.enabled: expected true or false"),
-        ({"secret": SECRET}, f"{W}.secret: unknown key; the keys are enabled, public_url, listen_host, listen_port, path, secret_token"),
+        (
+            {"secret": SECRET},
+            f"{W}.secret: unknown key; the keys are enabled, public_url, listen_host, listen_port, path, secret_token",
+        ),
     ],
 )
 def test_each_webhook_problem_names_key_path_and_fix(keys: dict, expected: str) -> None:
@@ -245,13 +319,15 @@ def test_example_webhook_block_documents_the_defaults() -> None:
     for line in lines[start:]:
         if not line.startswith("    # "):
             break
-        block.append(line[len("    # "):])
+        block.append(line[len("    # ") :])
     documented = yaml.safe_load("\n".join(block))["webhook"]
     assert set(documented) == {"enabled", "public_url", "listen_host", "listen_port", "path", "secret_token"}
     assert documented["enabled"] is False
     data = minimal()
     data["networks"]["telegram"]["webhook"] = dict(documented, enabled=True)
-    assert problems_for(data) == [f"{W}.secret_token: still the placeholder from config.example.yaml; {SECRET_FIX}"]
+    assert problems_for(data) == [
+        f"{W}.secret_token: still the placeholder from config.example.yaml; {SECRET_FIX}"
+    ]
     documented.update(enabled=True, secret_token=SECRET)
     data["networks"]["telegram"]["webhook"] = documented
     webhook = parse_config(data).telegram.webhook
@@ -279,7 +355,10 @@ def test_config_example_documents_every_policy_key_of_the_example_policy() -> No
 
 def test_policy_problems_name_their_path_under_policies(tmp_path: Path) -> None:
     data = minimal()
-    data["policies"] = {"sharing": {"custom_patterns": [{"name": "x", "regex": "(unclosed"}]}, "admins": ["bob"]}
+    data["policies"] = {
+        "sharing": {"custom_patterns": [{"name": "x", "regex": "(unclosed"}]},
+        "admins": ["bob"],
+    }
     problems = problems_for(data)
     assert any(p.startswith("policies.sharing.custom_patterns[0].regex:") for p in problems), problems
     assert any(p.startswith("policies.admins[0]:") for p in problems), problems

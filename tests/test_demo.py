@@ -17,13 +17,26 @@ from bridge.demo import instructions
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The accounts a newcomer needs (the example policy names them all), and what each is there.
-ROLES = {"employee": "adviser", "adviser2": "adviser", "senior": "senior", "admin": "admin", "compliance": "observer"}
+ROLES = {
+    "employee": "adviser",
+    "adviser2": "adviser",
+    "senior": "senior",
+    "admin": "admin",
+    "compliance": "observer",
+}
 
 
-async def _login(session: aiohttp.ClientSession, homeserver: str, user_id: str, password: str) -> tuple[int, dict]:
-    async with session.post(f"{homeserver}/_matrix/client/v3/login", json={
-        "type": "m.login.password", "identifier": {"type": "m.id.user", "user": user_id}, "password": password,
-    }) as resp:
+async def _login(
+    session: aiohttp.ClientSession, homeserver: str, user_id: str, password: str
+) -> tuple[int, dict]:
+    async with session.post(
+        f"{homeserver}/_matrix/client/v3/login",
+        json={
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": user_id},
+            "password": password,
+        },
+    ) as resp:
         return resp.status, await resp.json()
 
 
@@ -32,7 +45,9 @@ async def _check_logins(ready: dict) -> None:
     hs = ready["homeserver"]
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         accounts = list(ready["accounts"].items())
-        results = await asyncio.gather(*(_login(session, hs, a["user_id"], a["password"]) for _, a in accounts))
+        results = await asyncio.gather(
+            *(_login(session, hs, a["user_id"], a["password"]) for _, a in accounts)
+        )
         for (name, account), (status, body) in zip(accounts, results):
             assert status == 200, f"{name}: login answered {status} {body.get('errcode')}"
             assert body["user_id"] == account["user_id"] and body["access_token"]
@@ -44,8 +59,14 @@ async def _check_logins(ready: dict) -> None:
 
 async def test_demo_once_round_trips_on_both_networks() -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", "demo", "--once", cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "bridge",
+        "demo",
+        "--once",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     assert proc.stdout is not None and proc.stderr is not None
     stderr = asyncio.create_task(proc.stderr.read())
@@ -60,7 +81,9 @@ async def test_demo_once_round_trips_on_both_networks() -> None:
                 lines.append(raw.decode(errors="replace").rstrip("\n"))
                 if lines[-1].startswith('{"event": "ready"'):
                     ready = json.loads(lines[-1])
-            assert ready is not None, "\n".join(lines)[-3000:] + (await stderr).decode(errors="replace")[-3000:]
+            assert ready is not None, (
+                "\n".join(lines)[-3000:] + (await stderr).decode(errors="replace")[-3000:]
+            )
             assert ready["sandbox"]["telegram"].startswith("http://127.0.0.1:")
             assert ready["sandbox"]["whatsapp"].startswith("http://127.0.0.1:")
 
@@ -98,7 +121,7 @@ async def test_demo_once_round_trips_on_both_networks() -> None:
             text = instructions(ready, workdir=Path(ready["config"]).parent, elapsed=1.0)
             for name, account in accounts.items():
                 assert f"{account['user_id']} / {account['password']}" in text, name
-            new_client = text[text.index("A new client:"):].split("\n\n")[0]
+            new_client = text[text.index("A new client:") :].split("\n\n")[0]
             assert "@adviser2:localhost" in new_client and "@employee:localhost" in new_client
 
             lines += (await proc.stdout.read()).decode(errors="replace").splitlines()
@@ -115,6 +138,12 @@ async def test_demo_once_round_trips_on_both_networks() -> None:
                 proc.kill()
                 await proc.wait()
         stderr.cancel()
-    assert any(line.startswith("client   <- company bot :") and "Erin Employee (Example Advisers)" in line for line in lines)
-    assert any(line.startswith("client   <- WhatsApp 1001:") and "*Alex Adviser (Example Advisers)*" in line for line in lines)
+    assert any(
+        line.startswith("client   <- company bot :") and "Erin Employee (Example Advisers)" in line
+        for line in lines
+    )
+    assert any(
+        line.startswith("client   <- WhatsApp 1001:") and "*Alex Adviser (Example Advisers)*" in line
+        for line in lines
+    )
     assert lines[-1].startswith("round trip OK")

@@ -48,8 +48,13 @@ class ContinuityBridge(BridgeProcess):
 
     def audit(self, action: str) -> list[dict[str, Any]]:
         with sqlite3.connect(self.db_path) as db:
-            rows = db.execute("SELECT actor, subject, verdict, rule, details FROM audit WHERE action=? ORDER BY seq", (action,)).fetchall()
-        return [{"actor": a, "subject": s, "verdict": v, "rule": r, **json.loads(d)} for a, s, v, r, d in rows]
+            rows = db.execute(
+                "SELECT actor, subject, verdict, rule, details FROM audit WHERE action=? ORDER BY seq",
+                (action,),
+            ).fetchall()
+        return [
+            {"actor": a, "subject": s, "verdict": v, "rule": r, **json.loads(d)} for a, s, v, r, d in rows
+        ]
 
 
 @pytest.fixture
@@ -96,8 +101,14 @@ _seen_replies: set[str] = set()
 async def command(person: Employee, dm: str, text: str, expect: str) -> str:
     await person.send_text(dm, text)
     reply = await person.wait_for_event(
-        lambda e: e.room_id == dm and e.sender == BOT and expect in e.content.get("body", "") and e.event_id not in _seen_replies,
-        30, f"a reply containing {expect!r} to {text!r}",
+        lambda e: (
+            e.room_id == dm
+            and e.sender == BOT
+            and expect in e.content.get("body", "")
+            and e.event_id not in _seen_replies
+        ),
+        30,
+        f"a reply containing {expect!r} to {text!r}",
     )
     _seen_replies.add(reply.event_id)
     return reply.content["body"]
@@ -120,7 +131,9 @@ def future_day(days: int = 3) -> str:
 # The two continuity bugs
 
 
-async def test_offboarded_and_absent_employees_get_no_new_clients(stack: DevStack, make_bridge, employee: Employee, staff, new_client) -> None:
+async def test_offboarded_and_absent_employees_get_no_new_clients(
+    stack: DevStack, make_bridge, employee: Employee, staff, new_client
+) -> None:
     proc = await make_bridge(round_robin)
     admin = staff["admin"]
     dm = await open_dm(admin)
@@ -157,13 +170,24 @@ async def test_offboarded_and_absent_employees_get_no_new_clients(stack: DevStac
     assert room not in staff["adviser2"].invites and room not in employee.invites
 
 
-async def test_released_message_survives_a_crash_and_arrives_once(stack: DevStack, make_bridge, employee: Employee, staff) -> None:
+async def test_released_message_survives_a_crash_and_arrives_once(
+    stack: DevStack, make_bridge, employee: Employee, staff
+) -> None:
     proc = await make_bridge()
-    alice, bob = 9_300_000_001 + int(time.time()) % 100_000 * 10, 9_300_000_002 + int(time.time()) % 100_000 * 10
-    group = await control(stack, "POST", "/groups", {
-        "title": "Held family", "members": [{"id": alice, "first_name": "Alice"}, {"id": bob, "first_name": "Bob"}],
-        "bot_status": "administrator",
-    })
+    alice, bob = (
+        9_300_000_001 + int(time.time()) % 100_000 * 10,
+        9_300_000_002 + int(time.time()) % 100_000 * 10,
+    )
+    group = await control(
+        stack,
+        "POST",
+        "/groups",
+        {
+            "title": "Held family",
+            "members": [{"id": alice, "first_name": "Alice"}, {"id": bob, "first_name": "Bob"}],
+            "bot_status": "administrator",
+        },
+    )
     gid = group["chat_id"]
     room = await room_of(proc, gid)
     await control(stack, "POST", f"/groups/{gid}/messages", {"from": alice, "text": "Alice asks"})
@@ -175,7 +199,9 @@ async def test_released_message_survives_a_crash_and_arrives_once(stack: DevStac
 
     # Telegram fails every send from now on; the senior's join releases the held message,
     # and the bridge is killed while that delivery is being retried.
-    await control(stack, "POST", "/sandbox/faults", {"fail_next": 10_000, "status": 500, "methods": ["sendMessage"]})
+    await control(
+        stack, "POST", "/sandbox/faults", {"fail_next": 10_000, "status": 500, "methods": ["sendMessage"]}
+    )
     try:
         admin, senior = staff["admin"], staff["senior"]
         dm = await open_dm(admin)
@@ -211,10 +237,14 @@ async def test_released_message_survives_a_crash_and_arrives_once(stack: DevStac
 
 async def open_link(stack: DevStack, client, link: str) -> dict[str, Any]:
     """The client taps the link and presses START, as the Telegram app does."""
-    return await client._request("POST", f"/client/{client.user_id}/start", {"url": link, **client._profile()})
+    return await client._request(
+        "POST", f"/client/{client.user_id}/start", {"url": link, **client._profile()}
+    )
 
 
-async def test_telegram_invitation_link_assigns_the_client_to_its_maker(stack: DevStack, make_bridge, employee: Employee, staff, new_client) -> None:
+async def test_telegram_invitation_link_assigns_the_client_to_its_maker(
+    stack: DevStack, make_bridge, employee: Employee, staff, new_client
+) -> None:
     # Round robin would give the next new client to the test employee; the link wins.
     proc = await make_bridge(round_robin)
     adviser2, outsider = staff["adviser2"], staff["outsider"]
@@ -232,11 +262,17 @@ async def test_telegram_invitation_link_assigns_the_client_to_its_maker(stack: D
     await open_link(stack, client, link)
     room = await room_of(proc, client.user_id)
     created = (await proc.audited("portal.created", 1))[-1]
-    assert created["invited"] == [ADVISER2, COMPLIANCE] and created["assignee"] == ADVISER2 and created["rule"] == "outreach"
+    assert (
+        created["invited"] == [ADVISER2, COMPLIANCE]
+        and created["assignee"] == ADVISER2
+        and created["rule"] == "outreach"
+    )
     await adviser2.wait_for(lambda: room in adviser2.invites, 30, "the link maker's invite")
     assert room not in employee.invites
     await adviser2.join(room)
-    started = await adviser2.wait_for_event(bot_notice_in(room, "opened the invitation link"), 30, "the outreach record")
+    started = await adviser2.wait_for_event(
+        bot_notice_in(room, "opened the invitation link"), 30, "the outreach record"
+    )
     assert ADVISER2 in started.content["body"]
     await client.wait_for_text("recorded")  # the disclaimer, recorded as before
     assert (await proc.audited("outreach.link_used", 1))[0]["actor"] == ADVISER2
@@ -266,7 +302,9 @@ async def test_telegram_invitation_link_assigns_the_client_to_its_maker(stack: D
     assert (await proc.audited("outreach.invite", 3))[-1]["verdict"] == "deny"
 
 
-async def test_whatsapp_outreach_sends_a_template_through_the_outbox(stack: DevStack, make_bridge, employee: Employee, staff) -> None:
+async def test_whatsapp_outreach_sends_a_template_through_the_outbox(
+    stack: DevStack, make_bridge, employee: Employee, staff
+) -> None:
     from sandbox.whatsapp.client import WhatsAppClient
 
     assert stack.whatsapp is not None
@@ -276,20 +314,30 @@ async def test_whatsapp_outreach_sends_a_template_through_the_outbox(stack: DevS
     spaced = f"+49 155 {number[5:9]} {number[9:]}"
 
     # Bad input gets a clear answer and creates nothing.
-    assert "not a phone number" in await command(employee, dm, "!hl contact whatsapp 0155-12ab template follow_up Wendy", "Not started")
-    assert "no_such" in await command(employee, dm, f"!hl contact whatsapp {spaced} template no_such Wendy", "Not started")
+    assert "not a phone number" in await command(
+        employee, dm, "!hl contact whatsapp 0155-12ab template follow_up Wendy", "Not started"
+    )
+    assert "no_such" in await command(
+        employee, dm, f"!hl contact whatsapp {spaced} template no_such Wendy", "Not started"
+    )
     assert "Usage" in await command(employee, dm, f"!hl contact whatsapp {spaced}", "Usage")
-    assert "invite telegram" in await command(employee, dm, "!hl contact telegram 123 template x", "Not started")
+    assert "invite telegram" in await command(
+        employee, dm, "!hl contact telegram 123 template x", "Not started"
+    )
     assert not proc.audit("portal.created")
 
-    reply = await command(employee, dm, f'!hl contact whatsapp {spaced} template follow_up "Wendy W"', "Started")
+    reply = await command(
+        employee, dm, f'!hl contact whatsapp {spaced} template follow_up "Wendy W"', "Started"
+    )
     room = re.search(r"(!\S+) \(you are invited\)", reply).group(1)
     client = WhatsAppClient(stack.whatsapp.url, number, "Wendy", WHATSAPP_NUMBER)
     got = await client.wait_for(lambda m: m.get("type") == "template", "the template")
     assert got["template"]["name"] == "follow_up" and got["template"]["parameters"] == ["Wendy W"]
     created = (await proc.audited("portal.created", 1))[-1]
     assert created["assignee"] == EMPLOYEE and created["rule"] == "outreach"
-    record = await employee.wait_for_event(bot_notice_in(room, f"Outreach: {EMPLOYEE} started this conversation"), 30, "the outreach record")
+    record = await employee.wait_for_event(
+        bot_notice_in(room, f"Outreach: {EMPLOYEE} started this conversation"), 30, "the outreach record"
+    )
     assert "follow_up" in record.content["body"]
     assert [e["verdict"] for e in await proc.audited("outreach.contact", 1)][-1] == "allow"
     sent = [e for e in await proc.audited("send.text", 1) if e["subject"] == record.event_id]
@@ -308,7 +356,9 @@ async def test_whatsapp_outreach_sends_a_template_through_the_outbox(stack: DevS
     # Someone the policy does not allow is refused, and audited.
     outsider = staff["outsider"]
     outsider_dm = await open_dm(outsider)
-    refused_text = await command(outsider, outsider_dm, "!hl contact whatsapp +4915550009999 template follow_up X", "Not started")
+    refused_text = await command(
+        outsider, outsider_dm, "!hl contact whatsapp +4915550009999 template follow_up X", "Not started"
+    )
     assert "rule outreach.allowed_roles" in refused_text
     assert (await proc.audited("outreach.contact", 2))[-1]["verdict"] == "deny"
 
@@ -318,10 +368,16 @@ async def test_whatsapp_outreach_sends_a_template_through_the_outbox(stack: DevS
 
 
 def reminders_in(person: Employee, room: str, lead: str) -> list[Any]:
-    return [e for e in person.events if e.room_id == room and e.sender == BOT and e.content.get("body", "").startswith(lead)]
+    return [
+        e
+        for e in person.events
+        if e.room_id == room and e.sender == BOT and e.content.get("body", "").startswith(lead)
+    ]
 
 
-async def test_reminders_escalate_survive_a_restart_and_stop_at_an_answer(stack: DevStack, make_bridge, employee: Employee, staff, new_client) -> None:
+async def test_reminders_escalate_survive_a_restart_and_stop_at_an_answer(
+    stack: DevStack, make_bridge, employee: Employee, staff, new_client
+) -> None:
     proc = await make_bridge(round_robin)  # the first new client goes to the test employee
     client = new_client("Wai", "Ting")
     await client.say("I need an answer please")
@@ -334,14 +390,18 @@ async def test_reminders_escalate_survive_a_restart_and_stop_at_an_answer(stack:
 
     # 16 minutes later: the assignee is reminded, with a mention.
     proc.advance(16 * 60)
-    reminder = await employee.wait_for_event(bot_notice_in(room, "Reminder: the client has waited 15 min"), 30, "the reminder")
+    reminder = await employee.wait_for_event(
+        bot_notice_in(room, "Reminder: the client has waited 15 min"), 30, "the reminder"
+    )
     assert reminder.content["m.mentions"]["user_ids"] == [EMPLOYEE]
 
     # The bridge restarts in the middle of the wait; after an hour the team is called in, once.
     assert await proc.stop() == 0
     proc.advance(45 * 60)
     proc = await make_bridge()
-    escalation = await employee.wait_for_event(bot_notice_in(room, "Escalation: the client has waited"), 30, "the escalation")
+    escalation = await employee.wait_for_event(
+        bot_notice_in(room, "Escalation: the client has waited"), 30, "the escalation"
+    )
     assert set(escalation.content["m.mentions"]["user_ids"]) == {EMPLOYEE, ADVISER2}
     adviser2 = staff["adviser2"]
     await adviser2.wait_for(lambda: room in adviser2.invites, 30, "the team's invite")
@@ -363,15 +423,22 @@ async def test_reminders_escalate_survive_a_restart_and_stop_at_an_answer(stack:
 
 async def _no_waiting(proc: ContinuityBridge) -> bool:
     with sqlite3.connect(proc.db_path) as db:
-        return db.execute("SELECT COUNT(*) FROM waiting WHERE event_id IN (SELECT event_id FROM message WHERE direction='in')"
-                          " AND room_id IN (SELECT room_id FROM portal WHERE name LIKE 'Wai Ting%')").fetchone()[0] == 0
+        return (
+            db.execute(
+                "SELECT COUNT(*) FROM waiting WHERE event_id IN (SELECT event_id FROM message WHERE direction='in')"
+                " AND room_id IN (SELECT room_id FROM portal WHERE name LIKE 'Wai Ting%')"
+            ).fetchone()[0]
+            == 0
+        )
 
 
 # --------------------------------------------------------------------------------------------
 # Absences
 
 
-async def test_absence_covers_notices_clients_and_reverts(stack: DevStack, make_bridge, employee: Employee, staff, new_client) -> None:
+async def test_absence_covers_notices_clients_and_reverts(
+    stack: DevStack, make_bridge, employee: Employee, staff, new_client
+) -> None:
     proc = await make_bridge(round_robin)
     admin, adviser2 = staff["admin"], staff["adviser2"]
     client = new_client("Abby", "Sent")
@@ -381,16 +448,24 @@ async def test_absence_covers_notices_clients_and_reverts(stack: DevStack, make_
     dm = await open_dm(admin)
 
     # Bad input gets a clear answer.
-    assert "in the past" in await command(admin, dm, f"!hl away {EMPLOYEE} --until 2020-01-01", "Not recorded")
+    assert "in the past" in await command(
+        admin, dm, f"!hl away {EMPLOYEE} --until 2020-01-01", "Not recorded"
+    )
     assert "not a date" in await command(admin, dm, f"!hl away {EMPLOYEE} --until tomorrow", "Not recorded")
     employee_dm = await open_dm(employee)
-    assert "only for themselves" in await command(employee, employee_dm, f"!hl away {ADVISER2} --until {future_day()}", "Sorry")
+    assert "only for themselves" in await command(
+        employee, employee_dm, f"!hl away {ADVISER2} --until {future_day()}", "Sorry"
+    )
 
     until = future_day()
-    reply = await command(employee, employee_dm, f"!hl away --until {until} --cover {ADVISER2}", "is away until")
+    reply = await command(
+        employee, employee_dm, f"!hl away --until {until} --cover {ADVISER2}", "is away until"
+    )
     assert ADVISER2 in reply and "1 conversation" in reply
     await adviser2.wait_for(lambda: room in adviser2.invites, 30, "the cover's invite")
-    await employee.wait_for_event(bot_notice_in(room, f"Absence: {EMPLOYEE} is away until"), 30, "the room notice")
+    await employee.wait_for_event(
+        bot_notice_in(room, f"Absence: {EMPLOYEE} is away until"), 30, "the room notice"
+    )
 
     # New clients skip the absent employee (round robin would have given this one to them).
     for i in range(2):
@@ -407,7 +482,9 @@ async def test_absence_covers_notices_clients_and_reverts(stack: DevStack, make_
     await employee.wait_for_message("hello again", room)
     assert sum("is away until" in m.get("text", "") for m in await client.inbox()) == 1
     proc.advance(16 * 60)
-    reminder = await employee.wait_for_event(bot_notice_in(room, "Reminder: the client has waited"), 30, "the reminder")
+    reminder = await employee.wait_for_event(
+        bot_notice_in(room, "Reminder: the client has waited"), 30, "the reminder"
+    )
     assert reminder.content["m.mentions"]["user_ids"] == [ADVISER2]
 
     # Back: everything reverts, audited.
@@ -416,7 +493,12 @@ async def test_absence_covers_notices_clients_and_reverts(stack: DevStack, make_
 
     async def cover_left() -> bool:
         state = await employee.client.room_get_state(room)
-        return any(e["type"] == "m.room.member" and e["state_key"] == ADVISER2 and e["content"].get("membership") == "leave" for e in state.events)
+        return any(
+            e["type"] == "m.room.member"
+            and e["state_key"] == ADVISER2
+            and e["content"].get("membership") == "leave"
+            for e in state.events
+        )
 
     await eventually(cover_left, "the cover to leave the room")
     assert [e["actor"] for e in await proc.audited("absence.end", 1)] == [EMPLOYEE]
@@ -427,9 +509,13 @@ async def test_absence_covers_notices_clients_and_reverts(stack: DevStack, make_
     assert EMPLOYEE in {e["assignee"] for e in (await proc.audited("portal.created", 5))[3:]}
 
 
-async def test_outside_business_hours_the_client_is_told_and_the_clock_pauses(stack: DevStack, make_bridge, employee: Employee, staff, new_client) -> None:
+async def test_outside_business_hours_the_client_is_told_and_the_clock_pauses(
+    stack: DevStack, make_bridge, employee: Employee, staff, new_client
+) -> None:
     # The wealth team works one day a week, three days from now: it is closed now.
-    opening_day = datetime.now(timezone.utc).replace(hour=8, minute=0, second=0, microsecond=0) + timedelta(days=3)
+    opening_day = datetime.now(timezone.utc).replace(hour=8, minute=0, second=0, microsecond=0) + timedelta(
+        days=3
+    )
     day = opening_day.strftime("%a")
 
     def closed_team(data: dict) -> None:
@@ -460,4 +546,6 @@ async def test_outside_business_hours_the_client_is_told_and_the_clock_pauses(st
 
     # Past the opening plus 15 minutes of open time, the reminder fires.
     proc.advance((opening_day - datetime.now(timezone.utc)).total_seconds() + 16 * 60)
-    await employee.wait_for_event(bot_notice_in(room, "Reminder: the client has waited 15 min"), 30, "the reminder after opening")
+    await employee.wait_for_event(
+        bot_notice_in(room, "Reminder: the client has waited 15 min"), 30, "the reminder after opening"
+    )

@@ -21,7 +21,6 @@ from tests.conftest import ROOT, BridgeProcess
 from tests.support import eventually
 
 
-
 @pytest.fixture(scope="module")
 async def federation(tmp_path_factory: pytest.TempPathFactory):
     work = tmp_path_factory.mktemp("federation")
@@ -40,32 +39,59 @@ async def federation(tmp_path_factory: pytest.TempPathFactory):
     policy_path.write_text(yaml.safe_dump(policy))
 
     config_path = write_bridge_config(
-        work, homeserver_url=f"https://{company}", as_port=as_port, telegram=telegram,
-        invite=[f"@employee:{company}"], policy_file=policy_path,
+        work,
+        homeserver_url=f"https://{company}",
+        as_port=as_port,
+        telegram=telegram,
+        invite=[f"@employee:{company}"],
+        policy_file=policy_path,
     )
     raw = yaml.safe_load(config_path.read_text())
     raw["homeserver"].update(domain=company, verify_tls=False)
     config_path.write_text(yaml.safe_dump(raw))
     config = load_config(config_path)
     registration = build_registration(
-        as_id=config.appservice.id, url=config.appservice.address, bot_localpart=config.appservice.bot_localpart,
-        domain=company, ghost_regex=config.ghost_namer().namespace_regex,
+        as_id=config.appservice.id,
+        url=config.appservice.address,
+        bot_localpart=config.appservice.bot_localpart,
+        domain=company,
+        ghost_regex=config.ghost_namer().namespace_regex,
     )
     write_registration(registration, config.appservice.registration)
 
-    a = LocalHomeserver(work / "a", port=a_port, federation_address="127.0.0.1", app_service_config_files=[config.appservice.registration])
+    a = LocalHomeserver(
+        work / "a",
+        port=a_port,
+        federation_address="127.0.0.1",
+        app_service_config_files=[config.appservice.registration],
+    )
     b = LocalHomeserver(work / "b", port=b_port, federation_address="127.0.0.2")
     await a.start()
     await b.start()
     people = {}
     for name, hs in (("employee", a), ("admin", a), ("partner", b), ("partner2", b)):
         user = await hs.register_user(name, secrets.token_urlsafe(12))
-        person = Employee(hs.url, user.user_id, user.access_token, user.device_id, auto_join=name == "employee", ssl=hs.client_ssl)
+        person = Employee(
+            hs.url,
+            user.user_id,
+            user.access_token,
+            user.device_id,
+            auto_join=name == "employee",
+            ssl=hs.client_ssl,
+        )
         await person.start()
         people[name] = person
     bridge = BridgeProcess(config_path)
     await bridge.start()
-    yield {"telegram": telegram, "a": a, "b": b, "people": people, "bridge": bridge, "company": company, "partner_server": partner_server}
+    yield {
+        "telegram": telegram,
+        "a": a,
+        "b": b,
+        "people": people,
+        "bridge": bridge,
+        "company": company,
+        "partner_server": partner_server,
+    }
     print(f"--- bridge output ---\n{bridge.output}")
     assert await bridge.stop() == 0
     for person in people.values():
@@ -77,7 +103,12 @@ async def federation(tmp_path_factory: pytest.TempPathFactory):
 
 async def test_partner_server_allowed_up_to_the_limit_others_refused(federation) -> None:
     people, company = federation["people"], federation["company"]
-    employee, admin, partner, partner2 = people["employee"], people["admin"], people["partner"], people["partner2"]
+    employee, admin, partner, partner2 = (
+        people["employee"],
+        people["admin"],
+        people["partner"],
+        people["partner2"],
+    )
     bot = f"@houseline:{company}"
     client = SandboxClient(federation["telegram"].url, 7_900_000_001, "Fed", "Client")
     await client.say("hello across servers")
@@ -94,13 +125,21 @@ async def test_partner_server_allowed_up_to_the_limit_others_refused(federation)
     async def bot_in_dm() -> bool:
         members = await admin.client.joined_members(dm)
         return any(m.user_id == bot for m in getattr(members, "members", []))
+
     await eventually(bot_in_dm, "the bot to join the admin's chat")
 
     async def ask(text: str, expect: str) -> str:
         before = {e.event_id for e in admin.events}
         await admin.send_text(dm, text)
         reply = await admin.wait_for_event(
-            lambda e: e.room_id == dm and e.sender == bot and e.event_id not in before and expect in e.content.get("body", ""), 30, expect
+            lambda e: (
+                e.room_id == dm
+                and e.sender == bot
+                and e.event_id not in before
+                and expect in e.content.get("body", "")
+            ),
+            30,
+            expect,
         )
         return reply.content["body"]
 
@@ -114,6 +153,7 @@ async def test_partner_server_allowed_up_to_the_limit_others_refused(federation)
     async def partner_joined() -> bool:
         members = await employee.client.joined_members(room)
         return partner.user_id in {m.user_id for m in getattr(members, "members", [])}
+
     await eventually(partner_joined, "the partner to be in the portal")
     assert "rule join.max_external" in await ask(f"!hl assign {room} {partner2.user_id}", "Not invited")
 

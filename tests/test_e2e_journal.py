@@ -97,7 +97,9 @@ class Archive:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._session, "127.0.0.1", self.port, reuse_address=True, ssl=self.server_tls)
+        self._server = await loop.create_server(
+            self._session, "127.0.0.1", self.port, reuse_address=True, ssl=self.server_tls
+        )
 
     def _session(self) -> SMTP:
         session = SMTP(self, hostname="archive.test", **self.smtp_options)
@@ -193,6 +195,7 @@ class JournalBridge(BridgeProcess):
 
     async def journaled(self, event_ids: list[str], timeout: float = 60) -> None:
         """Until the archive's receipt of each is in the store (its last copy was accepted)."""
+
         async def done() -> bool:
             return set(event_ids) <= set(self.receipts())
 
@@ -214,10 +217,16 @@ async def make_bridge(stack: DevStack, tmp_path: Path, archive: Archive):
         config = yaml.safe_load(stack.config_path.read_text())
         config["policies"] = {"file": str(policy)}
         config["database"] = {"url": f"sqlite:{tmp_path / 'bridge.db'}"}
-        config["archive"] = {"smtp": {
-            "host": "127.0.0.1", "port": archive.port, "security": "none",
-            "journal_address": JOURNAL, "sender": SENDER, **smtp,
-        }}
+        config["archive"] = {
+            "smtp": {
+                "host": "127.0.0.1",
+                "port": archive.port,
+                "security": "none",
+                "journal_address": JOURNAL,
+                "sender": SENDER,
+                **smtp,
+            }
+        }
         path.write_text(yaml.safe_dump(config))
         proc = JournalBridge(path, env={"HOUSELINE_CLOCK_FILE": str(clock)})
         proc.db_path, proc.clock_path = tmp_path / "bridge.db", clock
@@ -232,13 +241,21 @@ async def make_bridge(stack: DevStack, tmp_path: Path, archive: Archive):
         if proc.proc is not None and proc.proc.returncode is None:
             assert await proc.stop() == 0
         journal_lines = [line for line in proc.lines if "event=journal" in line]
-        assert not [line for line in journal_lines if "4111" in line], "a message body reached the journal's log lines"
+        assert not [line for line in journal_lines if "4111" in line], (
+            "a message body reached the journal's log lines"
+        )
 
 
 async def houseline(*args: str) -> tuple[int, str]:
     """The CLI as an operator runs it, without blocking this loop (the archive runs on it)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", *args, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "bridge",
+        *args,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await asyncio.wait_for(proc.communicate(), 120)
     return proc.returncode or 0, out.decode(errors="replace")
@@ -266,14 +283,26 @@ async def no_gaps(proc: JournalBridge, timeout: float = 60) -> str:
 def expected_id(event_id: str, room_id: str) -> str:
     """The export's Message-ID of the event (scoped by the room's server, 'unknown' for room
     ids that name none, as from room version 12)."""
-    return message_id(event_id, SimpleNamespace(server=ExportRoom.server.fget(SimpleNamespace(room_id=room_id))))
+    return message_id(
+        event_id, SimpleNamespace(server=ExportRoom.server.fget(SimpleNamespace(room_id=room_id)))
+    )
 
 
 async def messages_from(employee: Employee, room: str, sender: str, bodies: list[str]) -> list[str]:
     """The event ids of ``bodies`` once the employee has seen them all in ``room``."""
     found = await employee.wait_for(
-        lambda: (ids if len(ids := [e.event_id for b in bodies for e in employee.messages(room, sender=sender, body=b)[:1]]) == len(bodies) else None),
-        60, f"{len(bodies)} messages in {room}",
+        lambda: (
+            ids
+            if len(
+                ids := [
+                    e.event_id for b in bodies for e in employee.messages(room, sender=sender, body=b)[:1]
+                ]
+            )
+            == len(bodies)
+            else None
+        ),
+        60,
+        f"{len(bodies)} messages in {room}",
     )
     return found
 
@@ -287,14 +316,21 @@ def is_edit(room: str) -> Callable[[Any], bool]:
 
 
 async def test_every_kind_of_message_reaches_the_archive_as_the_exports_eml(
-    stack: DevStack, make_bridge, archive: Archive, employee: Employee, new_client, tmp_path: Path,
+    stack: DevStack,
+    make_bridge,
+    archive: Archive,
+    employee: Employee,
+    new_client,
+    tmp_path: Path,
 ) -> None:
     proc = await make_bridge()
     client = new_client("Jo", "Urnal")
     first = await client.say("I'd like to move my pension")
     question = await employee.wait_for_message("I'd like to move my pension", sender=ghost_of(client))
     room = question.room_id
-    answer = await employee.send_text(room, "Happy to help", **{"m.relates_to": {"m.in_reply_to": {"event_id": question.event_id}}})
+    answer = await employee.send_text(
+        room, "Happy to help", **{"m.relates_to": {"m.in_reply_to": {"event_id": question.event_id}}}
+    )
     denied = await employee.send_text(room, "pay with 4111 1111 1111 1111")
     notice = await employee.wait_for_event(bot_notice_about(room, denied), 30, "the denial")
     await client.edit(first["message_id"], "I'd like to move my pension to you")
@@ -302,16 +338,31 @@ async def test_every_kind_of_message_reaches_the_archive_as_the_exports_eml(
     await client.say("Grüße aus Köln 👋")
     greeting = await employee.wait_for_message("Grüße aus Köln 👋", room)
     await client.send_file("document", PDF, "Vertrag.pdf", caption="signed", mime_type="application/pdf")
-    document = await employee.wait_for_event(lambda e: e.room_id == room and e.content.get("msgtype") == "m.file", 30, "the document")
+    document = await employee.wait_for_event(
+        lambda e: e.room_id == room and e.content.get("msgtype") == "m.file", 30, "the document"
+    )
 
-    got = await archive.wait_for({question.event_id, answer, denied, notice.event_id, edit.event_id, greeting.event_id, document.event_id})
+    got = await archive.wait_for(
+        {
+            question.event_id,
+            answer,
+            denied,
+            notice.event_id,
+            edit.event_id,
+            greeting.event_id,
+            document.event_id,
+        }
+    )
     mail = {event_id: copies[0].message for event_id, copies in got.items()}
     client_address = f"telegram-{client.user_id}@houseline.invalid"
     employee_address = "employee@localhost.matrix.invalid"
 
     q = mail[question.event_id]
     assert q["Message-ID"] == expected_id(question.event_id, room)
-    assert q["From"].addresses[0].addr_spec == client_address and q["From"].addresses[0].display_name == "Jo Urnal (Telegram)"
+    assert (
+        q["From"].addresses[0].addr_spec == client_address
+        and q["From"].addresses[0].display_name == "Jo Urnal (Telegram)"
+    )
     assert employee_address in {a.addr_spec for a in q["To"].addresses}
     assert parsedate_to_datetime(q["Date"]).timestamp() == question.origin_server_ts // 1000
     assert q["X-Houseline-Kind"] == "message" and q["X-Houseline-Room"] == room
@@ -346,27 +397,45 @@ async def test_every_kind_of_message_reaches_the_archive_as_the_exports_eml(
     # The bot's disclaimer went too, and nothing went twice.
     out = await no_gaps(proc)
     assert "0 queued, 0 missing" in out, out
-    bodies = [r.message.get_body(("plain",)).get_content() for r in archive.received if r.message["X-Houseline-Room"] == room]
+    bodies = [
+        r.message.get_body(("plain",)).get_content()
+        for r in archive.received
+        if r.message["X-Houseline-Room"] == room
+    ]
     assert any("recorded for regulatory purposes" in b for b in bodies)
     assert all(len(copies) == 1 for copies in archive.by_event().values())
     archive.assert_consistent()
     receipts = proc.receipts()
-    assert receipts[answer][0] == a["Message-ID"] and receipts[answer][1].startswith("250 2.0.0 Ok: queued as J")
+    assert receipts[answer][0] == a["Message-ID"] and receipts[answer][1].startswith(
+        "250 2.0.0 Ok: queued as J"
+    )
 
     # The same EML as the export: messages nothing happened to later are identical bytes; the
     # others (edited, refused later) differ only in what the export adds about their later life.
-    code, text = await houseline("export", "-c", str(proc.config_path), "--room", room, "--format", "eml", "-o", str(tmp_path / "eml"))
+    code, text = await houseline(
+        "export", "-c", str(proc.config_path), "--room", room, "--format", "eml", "-o", str(tmp_path / "eml")
+    )
     assert code == 0, text
     exported = {}
     for path in (tmp_path / "eml").rglob("*.eml"):
         msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
         exported[str(msg["X-Houseline-Event-Id"])] = (path.read_bytes(), msg)
-    assert set(exported) == {event_id for event_id in archive.by_event() if mail_room(archive, event_id) == room}
+    assert set(exported) == {
+        event_id for event_id in archive.by_event() if mail_room(archive, event_id) == room
+    }
     for event_id, copies in archive.by_event().items():
         if event_id not in exported:
             continue
         data, msg = exported[event_id]
-        for header in ("Message-ID", "From", "Date", "Subject", "In-Reply-To", "X-Houseline-Kind", "X-Houseline-Sender"):
+        for header in (
+            "Message-ID",
+            "From",
+            "Date",
+            "Subject",
+            "In-Reply-To",
+            "X-Houseline-Kind",
+            "X-Houseline-Sender",
+        ):
             assert copies[0].message[header] == msg[header], (event_id, header)
     assert exported[answer][0] == got[answer][0].data
     assert exported[notice.event_id][0] == got[notice.event_id][0].data
@@ -382,7 +451,9 @@ async def test_journal_tables_behave_alike_on_sqlite_and_postgresql(tmp_path: Pa
     """The queue's and receipts' queries (bridge.store.journal) on both stores."""
     await _exercise_store(f"sqlite:{tmp_path / 'journal.db'}")
     if find_binaries() is None or importlib.util.find_spec("asyncpg") is None:
-        pytest.skip("PostgreSQL (apt-get install postgresql) or asyncpg (pip install -e '.[postgres]') not installed")
+        pytest.skip(
+            "PostgreSQL (apt-get install postgresql) or asyncpg (pip install -e '.[postgres]') not installed"
+        )
     cluster = await start_postgres({"bridge": False})
     try:
         await _exercise_store(cluster.url("bridge"))
@@ -397,14 +468,21 @@ async def _exercise_store(url: str) -> None:
         db = store.db
         await journal_store.enqueue(db, [("$a", "!r"), ("$b", "!r")], 100)
         await journal_store.enqueue(db, [("$a", "!r")], 999)  # already queued: keeps its due time
-        assert [(r.event_id, r.due_at) for r in await journal_store.due(db, 150, verdict_wait_ms=1000, limit=10)] == [("$a", 100), ("$b", 100)]
+        assert [
+            (r.event_id, r.due_at) for r in await journal_store.due(db, 150, verdict_wait_ms=1000, limit=10)
+        ] == [("$a", 100), ("$b", 100)]
         # An employee's message still in the outbox waits for its verdict, but not forever.
         await store.outbox_add([{"event_id": "$b", "room_id": "!r"}])
         rows = await journal_store.due(db, 150, verdict_wait_ms=1000, limit=10)
         assert [r.event_id for r in rows] == ["$a"]
-        assert [r.event_id for r in await journal_store.due(db, 2000, verdict_wait_ms=1000, limit=10)] == ["$a", "$b"]
+        assert [r.event_id for r in await journal_store.due(db, 2000, verdict_wait_ms=1000, limit=10)] == [
+            "$a",
+            "$b",
+        ]
         await journal_store.accepted(db, rows[0], "<a@x>", 160, "250 ok")
-        await journal_store.accepted(db, rows[0], "<a@x>", 170, "250 again")  # sent twice: the first receipt stays
+        await journal_store.accepted(
+            db, rows[0], "<a@x>", 170, "250 again"
+        )  # sent twice: the first receipt stays
         await journal_store.enqueue(db, [("$a", "!r")], 100)  # a resent transaction: not queued again
         assert await journal_store.queue_size(db) == 1
         b = (await journal_store.queued(db, "!r"))["$b"]
@@ -414,12 +492,16 @@ async def _exercise_store(url: str) -> None:
         receipt = (await journal_store.receipts(db, "!r"))["$a"]
         assert (receipt.message_id, receipt.accepted_at, receipt.response) == ("<a@x>", 160, "250 ok")
         await store.put_ghost("@telegram_1:l", "telegram", "1", "D")
-        assert await journal_store.client_identities(db, ["@telegram_1:l", "@x:l"]) == {"@telegram_1:l": "telegram-1"}
+        assert await journal_store.client_identities(db, ["@telegram_1:l", "@x:l"]) == {
+            "@telegram_1:l": "telegram-1"
+        }
     finally:
         await store.stop()
 
 
-@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")  # the implicit-TLS archive is TLS
+@pytest.mark.filterwarnings(
+    "ignore:Requiring AUTH while not requiring TLS:UserWarning"
+)  # the implicit-TLS archive is TLS
 async def test_smtp_sessions_use_starttls_implicit_tls_and_auth_as_configured(tmp_path: Path) -> None:
     """The SMTP side alone: STARTTLS and implicit TLS with AUTH reach the archive; a server
     that offers no STARTTLS, or refuses the credentials, is a configuration error (nothing is
@@ -438,9 +520,13 @@ async def test_smtp_sessions_use_starttls_implicit_tls_and_auth_as_configured(tm
         return SmtpArchiveConfig("127.0.0.1", port, security, "journal", password, JOURNAL, SENDER)
 
     data = b"Message-ID: <x@test>\r\nFrom: a@b\r\nSubject: t\r\n\r\nhello\r\n"
-    starttls = Archive(tls_context=server_tls, require_starttls=True, auth_required=True, authenticator=accounts)
+    starttls = Archive(
+        tls_context=server_tls, require_starttls=True, auth_required=True, authenticator=accounts
+    )
     # aiosmtpd cannot tell an implicit-TLS session from a plain one: it offers AUTH only when told.
-    implicit = Archive(server_tls=server_tls, auth_required=True, auth_require_tls=False, authenticator=accounts)
+    implicit = Archive(
+        server_tls=server_tls, auth_required=True, auth_require_tls=False, authenticator=accounts
+    )
     plain = Archive()
     for archive in (starttls, implicit, plain):
         await archive.start()
@@ -449,16 +535,23 @@ async def test_smtp_sessions_use_starttls_implicit_tls_and_auth_as_configured(tm
             sender = SmtpSender(config(archive.port, security), ssl_context=trust)
             answer = await asyncio.to_thread(sender.send, data)
             assert answer.startswith("250 2.0.0 Ok"), answer
-            assert [(r.mail_from, r.rcpt_tos, r.data) for r in archive.received] == [(SENDER, [JOURNAL], data)]
+            assert [(r.mail_from, r.rcpt_tos, r.data) for r in archive.received] == [
+                (SENDER, [JOURNAL], data)
+            ]
             await asyncio.to_thread(sender.close)
 
         with pytest.raises(Unreachable) as refused:
-            await asyncio.to_thread(SmtpSender(config(starttls.port, "starttls", "wrong-password-here"), ssl_context=trust).send, data)
+            await asyncio.to_thread(
+                SmtpSender(config(starttls.port, "starttls", "wrong-password-here"), ssl_context=trust).send,
+                data,
+            )
         assert refused.value.permanent and "AUTH refused (535)" in refused.value.reason
         with pytest.raises(Unreachable) as clear:
             await asyncio.to_thread(SmtpSender(config(plain.port, "starttls"), ssl_context=trust).send, data)
         assert clear.value.permanent and "no STARTTLS" in clear.value.reason
-        with pytest.raises(Unreachable) as untrusted:  # the system's trust store: a self-signed archive is refused
+        with pytest.raises(
+            Unreachable
+        ) as untrusted:  # the system's trust store: a self-signed archive is refused
             await asyncio.to_thread(SmtpSender(config(implicit.port, "tls")).send, data)
         assert not plain.received and len(implicit.received) == 1, untrusted.value.reason
     finally:
@@ -471,7 +564,11 @@ def mail_room(archive: Archive, event_id: str) -> str:
 
 
 async def test_4xx_bursts_drops_and_an_archive_restart_lose_nothing(
-    stack: DevStack, make_bridge, archive: Archive, employee: Employee, new_client,
+    stack: DevStack,
+    make_bridge,
+    archive: Archive,
+    employee: Employee,
+    new_client,
 ) -> None:
     proc = await make_bridge()
     client = new_client("Fay", "Ult")
@@ -527,7 +624,10 @@ async def test_4xx_bursts_drops_and_an_archive_restart_lose_nothing(
     await proc.wait_for_log(f"event=journal_refused room={room} event_id={refused}", 30)
     assert proc.queued().get(refused) == 1
     code, out = await journal_check(proc)
-    assert code == 1 and f"{refused} queued (attempts 1, last error: DATA 554 5.7.1 Journal mailbox disabled)" in out, out
+    assert (
+        code == 1
+        and f"{refused} queued (attempts 1, last error: DATA 554 5.7.1 Journal mailbox disabled)" in out
+    ), out
     proc.advance(3600)
     await proc.journaled([refused])
 
@@ -539,7 +639,11 @@ async def test_4xx_bursts_drops_and_an_archive_restart_lose_nothing(
 
 
 async def test_a_bridge_killed_mid_journal_loses_nothing_and_resends_with_the_same_message_id(
-    stack: DevStack, make_bridge, archive: Archive, employee: Employee, new_client,
+    stack: DevStack,
+    make_bridge,
+    archive: Archive,
+    employee: Employee,
+    new_client,
 ) -> None:
     proc = await make_bridge()
     client = new_client("Kil", "Led")
@@ -563,9 +667,13 @@ async def test_a_bridge_killed_mid_journal_loses_nothing_and_resends_with_the_sa
 
     restarted = await make_bridge()
     found = await archive.wait_for(set(ids) | {held.event_id})
-    await eventually(lambda: _true(len(archive.by_event()[held.event_id]) >= 2), "the unanswered message sent again")
+    await eventually(
+        lambda: _true(len(archive.by_event()[held.event_id]) >= 2), "the unanswered message sent again"
+    )
     copies = found[held.event_id]
-    assert len({c.message_id for c in copies}) == 1 and copies[0].message_id == expected_id(held.event_id, room)
+    assert len({c.message_id for c in copies}) == 1 and copies[0].message_id == expected_id(
+        held.event_id, room
+    )
     out = await no_gaps(restarted)
     assert "0 queued, 0 missing" in out, out
     archive.assert_consistent()
@@ -575,7 +683,9 @@ async def _true(value: Any) -> Any:
     return value
 
 
-async def test_journal_throughput(stack: DevStack, make_bridge, archive: Archive, employee: Employee, new_client) -> None:
+async def test_journal_throughput(
+    stack: DevStack, make_bridge, archive: Archive, employee: Employee, new_client
+) -> None:
     """100 client messages queued behind a one-hour delay, then the clock moved past it: how
     fast the journal empties its queue into a healthy archive."""
     proc = await make_bridge(delay_seconds=3600)

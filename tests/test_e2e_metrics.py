@@ -57,7 +57,8 @@ class MetricsBridge(BridgeProcess):
         assert status == 200 and content_type.startswith("text/plain"), (status, content_type, text[:500])
         return {
             (s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
         }
 
     def status_room(self) -> str | None:
@@ -101,7 +102,9 @@ async def make_bridge(stack: DevStack, tmp_path: Path):
         if proc.proc is not None and proc.proc.returncode is None:
             assert await proc.stop() == 0
     secrets_ = [stack.registration.as_token, stack.telegram.token, *stack.config.network_secrets()]
-    assert not any(s in proc.output for proc in procs for s in secrets_), "a secret appeared in the bridge's log"
+    assert not any(s in proc.output for proc in procs for s in secrets_), (
+        "a secret appeared in the bridge's log"
+    )
 
 
 async def status_notices(person: Employee, room: str) -> list[dict[str, Any]]:
@@ -109,7 +112,8 @@ async def status_notices(person: Employee, room: str) -> list[dict[str, Any]]:
     history, not only what their sync happened to bring)."""
     async with aiohttp.ClientSession() as http:
         async with http.get(
-            f"{person.homeserver_url}/_matrix/client/v3/rooms/{room}/messages", params={"dir": "b", "limit": "200"},
+            f"{person.homeserver_url}/_matrix/client/v3/rooms/{room}/messages",
+            params={"dir": "b", "limit": "200"},
             headers={"Authorization": f"Bearer {person.access_token}"},
         ) as resp:
             assert resp.status == 200, await resp.text()
@@ -148,13 +152,24 @@ async def gauge(proc: MetricsBridge, name: str, expected: float, **labels: str) 
 
 
 def bridged(samples: Samples, direction: str) -> float:
-    return value(samples, "houseline_messages_bridged_total", network="telegram", direction=direction, kind="message") or 0
+    return (
+        value(
+            samples,
+            "houseline_messages_bridged_total",
+            network="telegram",
+            direction=direction,
+            kind="message",
+        )
+        or 0
+    )
 
 
 # --------------------------------------------------------------------------------------------
 
 
-async def test_metrics_count_a_conversation_and_need_the_token(stack: DevStack, make_bridge, employee: Employee, new_client) -> None:
+async def test_metrics_count_a_conversation_and_need_the_token(
+    stack: DevStack, make_bridge, employee: Employee, new_client
+) -> None:
     token = secrets.token_urlsafe(32)
     proc = await make_bridge(token=token)
 
@@ -166,7 +181,10 @@ async def test_metrics_count_a_conversation_and_need_the_token(stack: DevStack, 
     before = await proc.samples()
     assert value(before, "houseline_outbox_depth") == 0
     # Present from the start (rate() sees zeros, not gaps).
-    assert value(before, "houseline_messages_bridged_total", network="telegram", direction="out", kind="message") == 0
+    assert (
+        value(before, "houseline_messages_bridged_total", network="telegram", direction="out", kind="message")
+        == 0
+    )
 
     # A client writes, an employee answers, then tries to send a card number.
     client = new_client("Met", "Rics")
@@ -175,11 +193,18 @@ async def test_metrics_count_a_conversation_and_need_the_token(stack: DevStack, 
     await employee.send_text(room, "Very well, thank you")
     await client.wait_for_text("Very well, thank you")
     denied = await employee.send_text(room, "Please pay with 4111 1111 1111 1111")
-    assert "rule sharing.card_numbers" in (await employee.wait_for_event(bot_notice_about(room, denied), 30, "the refusal")).content["body"]
+    assert (
+        "rule sharing.card_numbers"
+        in (await employee.wait_for_event(bot_notice_about(room, denied), 30, "the refusal")).content["body"]
+    )
 
     async def counted() -> Samples | None:
         s = await proc.samples()
-        return s if value(s, "houseline_messages_denied_total", rule="sharing.card_numbers", verdict="deny") == 1 else None
+        return (
+            s
+            if value(s, "houseline_messages_denied_total", rule="sharing.card_numbers", verdict="deny") == 1
+            else None
+        )
 
     after = await eventually(counted, "the denial to be counted")
     assert bridged(after, "in") - bridged(before, "in") == 1
@@ -197,29 +222,44 @@ async def test_metrics_count_a_conversation_and_need_the_token(stack: DevStack, 
     assert value(after, "houseline_capture_up", network="telegram", account=bot_account) == 1
     assert value(after, "houseline_connector_up", network="telegram", account=bot_account) == 1
     assert value(after, "houseline_capture_up", network="whatsapp", account=WHATSAPP_NUMBER) == 1
-    last = value(after, "houseline_capture_last_success_timestamp_seconds", network="telegram", account=bot_account)
+    last = value(
+        after, "houseline_capture_last_success_timestamp_seconds", network="telegram", account=bot_account
+    )
     assert last is not None and abs(last - time.time()) < 60
     assert proc.status_room() is None  # nothing went wrong: no status room was made
     assert token not in proc.output
 
 
-async def test_telegram_capture_stops_and_recovers_in_the_status_room(stack: DevStack, make_bridge, staff, new_client) -> None:
+async def test_telegram_capture_stops_and_recovers_in_the_status_room(
+    stack: DevStack, make_bridge, staff, new_client
+) -> None:
     proc = await make_bridge()  # loopback without a token
     observer = staff["compliance"]
     bot_account = stack.telegram.token.split(":", 1)[0]
 
     # Telegram answers every getUpdates with 500: after three failures in a row, capture stopped.
-    await control(stack, "POST", "/sandbox/faults", {"fail_next": 1000, "status": 500, "methods": ["getUpdates"]})
+    await control(
+        stack, "POST", "/sandbox/faults", {"fail_next": 1000, "status": 500, "methods": ["getUpdates"]}
+    )
     try:
         down = await gauge(proc, "houseline_capture_up", 0, network="telegram", account=bot_account)
         assert value(down, "houseline_connector_up", network="telegram", account=bot_account) == 0
-        assert value(down, "houseline_capture_problem", network="telegram", account=bot_account, problem="failing") == 1
+        assert (
+            value(
+                down, "houseline_capture_problem", network="telegram", account=bot_account, problem="failing"
+            )
+            == 1
+        )
         room = await observer_joins_status_room(proc, observer)
-        stopped = await notice(observer, room, "Capture stopped: Telegram bot @", f"({bot_account})", "Internal Server Error")
+        stopped = await notice(
+            observer, room, "Capture stopped: Telegram bot @", f"({bot_account})", "Internal Server Error"
+        )
         assert "not reaching the record" in stopped["body"]
     finally:
         await control(stack, "POST", "/sandbox/faults", {"fail_next": 0})
-    recovered = await notice(observer, room, "Capture recovered: Telegram bot @", f"({bot_account}) is receiving again")
+    recovered = await notice(
+        observer, room, "Capture recovered: Telegram bot @", f"({bot_account}) is receiving again"
+    )
     assert "it had stopped from" in recovered["body"] and "Telegram still holds them" in recovered["body"]
     await gauge(proc, "houseline_capture_up", 1, network="telegram", account=bot_account)
     client = new_client("After", "Outage")  # and messages flow again
@@ -228,26 +268,46 @@ async def test_telegram_capture_stops_and_recovers_in_the_status_room(stack: Dev
 
     # A Telegram Business owner disconnects the bot: that account's capture stopped; reconnected: recovered.
     owner_id = next(_owner_ids)
-    conn = await control(stack, "POST", "/business/connect", {"owner_id": owner_id, "owner_first_name": "Mia", "owner_last_name": "Metric"})
+    conn = await control(
+        stack,
+        "POST",
+        "/business/connect",
+        {"owner_id": owner_id, "owner_first_name": "Mia", "owner_last_name": "Metric"},
+    )
     account = f"business:{conn['id']}"
     await proc.wait_for_log(f"event=account_updated network=telegram account={account} enabled=True")
     await control(stack, "POST", f"/business/{conn['id']}/disconnect", {})
-    await notice(observer, room, "Capture stopped: the Telegram Business account of Mia Metric", account, "disconnected it")
+    await notice(
+        observer,
+        room,
+        "Capture stopped: the Telegram Business account of Mia Metric",
+        account,
+        "disconnected it",
+    )
     await gauge(proc, "houseline_capture_up", 0, network="telegram", account=account)
     await control(stack, "POST", "/business/connect", {"owner_id": owner_id})
-    await notice(observer, room, "Capture recovered: the Telegram Business account of Mia Metric", "is connected again")
+    await notice(
+        observer, room, "Capture recovered: the Telegram Business account of Mia Metric", "is connected again"
+    )
     samples = await gauge(proc, "houseline_capture_up", 1, network="telegram", account=account)
     assert value(samples, "houseline_capture_up", network="telegram", account=bot_account) == 1
 
     # Each transition was said once.
     bodies = [c["body"] for c in await status_notices(observer, room)]
     print("status room:", *bodies, sep="\n  ")
-    assert sum(b.startswith("Capture stopped: Telegram bot @") and f"({bot_account})" in b for b in bodies) == 1
-    assert sum(b.startswith("Capture recovered: Telegram bot @") and f"({bot_account})" in b for b in bodies) == 1
+    assert (
+        sum(b.startswith("Capture stopped: Telegram bot @") and f"({bot_account})" in b for b in bodies) == 1
+    )
+    assert (
+        sum(b.startswith("Capture recovered: Telegram bot @") and f"({bot_account})" in b for b in bodies)
+        == 1
+    )
     assert sum("Capture stopped: the Telegram Business account of Mia Metric" in b for b in bodies) == 1
 
 
-async def test_silent_whatsapp_numbers_and_a_quality_drop_are_announced_across_a_restart(stack: DevStack, make_bridge, staff) -> None:
+async def test_silent_whatsapp_numbers_and_a_quality_drop_are_announced_across_a_restart(
+    stack: DevStack, make_bridge, staff
+) -> None:
     assert stack.whatsapp is not None
     proc = await make_bridge(capture_stale_minutes=10)
     observer = staff["compliance"]
@@ -259,43 +319,122 @@ async def test_silent_whatsapp_numbers_and_a_quality_drop_are_announced_across_a
                 assert resp.status == 200, (path, resp.status, data)
                 return data
 
-    assert (await wa("POST", f"/control/numbers/{WHATSAPP_SECOND_NUMBER}/quality", {"quality_rating": "RED"}))["quality_rating"] == "RED"
+    assert (
+        await wa("POST", f"/control/numbers/{WHATSAPP_SECOND_NUMBER}/quality", {"quality_rating": "RED"})
+    )["quality_rating"] == "RED"
     try:
         # Eleven minutes later (the bridge's clock) no webhook came for either number, and the
         # probe finds the second number rated RED. Telegram polled meanwhile: it stays up.
         proc.advance(11 * 60)
         room = await observer_joins_status_room(proc, observer)
         for number in (WHATSAPP_NUMBER, WHATSAPP_SECOND_NUMBER):
-            await notice(observer, room, "Capture stopped: WhatsApp number", f"id {number})", "nothing received for 1")
-        await notice(observer, room, "Capture at risk: WhatsApp number +15550102", f"id {WHATSAPP_SECOND_NUMBER})", "quality RED")
+            await notice(
+                observer, room, "Capture stopped: WhatsApp number", f"id {number})", "nothing received for 1"
+            )
+        await notice(
+            observer,
+            room,
+            "Capture at risk: WhatsApp number +15550102",
+            f"id {WHATSAPP_SECOND_NUMBER})",
+            "quality RED",
+        )
         samples = await gauge(proc, "houseline_capture_up", 0, network="whatsapp", account=WHATSAPP_NUMBER)
-        assert value(samples, "houseline_capture_problem", network="whatsapp", account=WHATSAPP_NUMBER, problem="stale") == 1
-        assert value(samples, "houseline_account_quality", network="whatsapp", account=WHATSAPP_SECOND_NUMBER, rating="RED") == 1
-        assert value(samples, "houseline_capture_problem", network="whatsapp", account=WHATSAPP_SECOND_NUMBER, problem="quality") == 1
-        assert value(samples, "houseline_capture_up", network="telegram", account=stack.telegram.token.split(":", 1)[0]) == 1
+        assert (
+            value(
+                samples,
+                "houseline_capture_problem",
+                network="whatsapp",
+                account=WHATSAPP_NUMBER,
+                problem="stale",
+            )
+            == 1
+        )
+        assert (
+            value(
+                samples,
+                "houseline_account_quality",
+                network="whatsapp",
+                account=WHATSAPP_SECOND_NUMBER,
+                rating="RED",
+            )
+            == 1
+        )
+        assert (
+            value(
+                samples,
+                "houseline_capture_problem",
+                network="whatsapp",
+                account=WHATSAPP_SECOND_NUMBER,
+                problem="quality",
+            )
+            == 1
+        )
+        assert (
+            value(
+                samples,
+                "houseline_capture_up",
+                network="telegram",
+                account=stack.telegram.token.split(":", 1)[0],
+            )
+            == 1
+        )
 
         # A client writes to the first number: its webhook arrives, capture recovered.
-        await WhatsAppClient(stack.whatsapp.url, str(next(_wa_ids)), "Wanda Webhook", WHATSAPP_NUMBER).say("hello there")
-        recovered = await notice(observer, room, "Capture recovered: WhatsApp number", f"id {WHATSAPP_NUMBER}) is receiving again")
-        assert "11 min" in recovered["body"] and "WhatsApp still holds them" in recovered["body"]  # since the bridge started
+        await WhatsAppClient(stack.whatsapp.url, str(next(_wa_ids)), "Wanda Webhook", WHATSAPP_NUMBER).say(
+            "hello there"
+        )
+        recovered = await notice(
+            observer, room, "Capture recovered: WhatsApp number", f"id {WHATSAPP_NUMBER}) is receiving again"
+        )
+        assert (
+            "11 min" in recovered["body"] and "WhatsApp still holds them" in recovered["body"]
+        )  # since the bridge started
         samples = await gauge(proc, "houseline_capture_up", 1, network="whatsapp", account=WHATSAPP_NUMBER)
-        assert value(samples, "houseline_capture_last_success_timestamp_seconds", network="whatsapp", account=WHATSAPP_NUMBER)
+        assert value(
+            samples,
+            "houseline_capture_last_success_timestamp_seconds",
+            network="whatsapp",
+            account=WHATSAPP_NUMBER,
+        )
 
         # A restart while the second number is still silent and RED: nothing is announced twice,
         # and the ends are announced after it.
         assert await proc.stop() == 0
         proc = await make_bridge(capture_stale_minutes=10)
-        await proc.wait_for_log(f"event=capture_problem_carried network=whatsapp account={WHATSAPP_SECOND_NUMBER} problem=quality")
+        await proc.wait_for_log(
+            f"event=capture_problem_carried network=whatsapp account={WHATSAPP_SECOND_NUMBER} problem=quality"
+        )
         await gauge(proc, "houseline_capture_up", 0, network="whatsapp", account=WHATSAPP_SECOND_NUMBER)
     finally:
         await wa("POST", f"/control/numbers/{WHATSAPP_SECOND_NUMBER}/quality", {"quality_rating": "GREEN"})
     proc.advance(6 * 60)  # the next probe (every 5 minutes)
-    await notice(observer, room, "Capture recovered: WhatsApp number", f"id {WHATSAPP_SECOND_NUMBER}):", "quality GREEN again")
-    await WhatsAppClient(stack.whatsapp.url, str(next(_wa_ids)), "Walt Webhook", WHATSAPP_SECOND_NUMBER).say("anyone?")
-    await notice(observer, room, "Capture recovered: WhatsApp number", f"id {WHATSAPP_SECOND_NUMBER}) is receiving again")
+    await notice(
+        observer,
+        room,
+        "Capture recovered: WhatsApp number",
+        f"id {WHATSAPP_SECOND_NUMBER}):",
+        "quality GREEN again",
+    )
+    await WhatsAppClient(stack.whatsapp.url, str(next(_wa_ids)), "Walt Webhook", WHATSAPP_SECOND_NUMBER).say(
+        "anyone?"
+    )
+    await notice(
+        observer,
+        room,
+        "Capture recovered: WhatsApp number",
+        f"id {WHATSAPP_SECOND_NUMBER}) is receiving again",
+    )
     await gauge(proc, "houseline_capture_up", 1, network="whatsapp", account=WHATSAPP_SECOND_NUMBER)
     bodies = [c["body"] for c in await status_notices(observer, room)]
     print("status room:", *bodies, sep="\n  ")
-    for lead, number in (("Capture stopped", WHATSAPP_SECOND_NUMBER), ("Capture at risk", WHATSAPP_SECOND_NUMBER),
-                         ("Capture stopped", WHATSAPP_NUMBER), ("Capture recovered", WHATSAPP_NUMBER)):
-        assert sum(b.startswith(f"{lead}: WhatsApp number") and f"id {number})" in b for b in bodies) == 1, (lead, number, bodies)
+    for lead, number in (
+        ("Capture stopped", WHATSAPP_SECOND_NUMBER),
+        ("Capture at risk", WHATSAPP_SECOND_NUMBER),
+        ("Capture stopped", WHATSAPP_NUMBER),
+        ("Capture recovered", WHATSAPP_NUMBER),
+    ):
+        assert sum(b.startswith(f"{lead}: WhatsApp number") and f"id {number})" in b for b in bodies) == 1, (
+            lead,
+            number,
+            bodies,
+        )

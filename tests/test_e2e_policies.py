@@ -48,14 +48,24 @@ async def portal_for(client, employee: Employee, text: str = "hello") -> str:
 
 async def refused(employee: Employee, room: str, event_id: str) -> dict:
     notice = await employee.wait_for_event(bot_notice_about(room, event_id), 30, f"the refusal of {event_id}")
-    assert "not sent" in notice.content["body"].lower() and "Nothing was sent to the client" in notice.content["body"]
+    assert (
+        "not sent" in notice.content["body"].lower()
+        and "Nothing was sent to the client" in notice.content["body"]
+    )
     return notice.content
 
 
 async def command(person: Employee, dm: str, text: str, expect: str) -> str:
     await person.send_text(dm, text)
     reply = await person.wait_for_event(
-        lambda e: e.room_id == dm and e.sender == BOT and expect in e.content.get("body", "") and e.event_id not in seen, 30, f"a reply containing {expect!r}"
+        lambda e: (
+            e.room_id == dm
+            and e.sender == BOT
+            and expect in e.content.get("body", "")
+            and e.event_id not in seen
+        ),
+        30,
+        f"a reply containing {expect!r}",
     )
     seen.add(reply.event_id)
     return reply.content["body"]
@@ -64,7 +74,9 @@ async def command(person: Employee, dm: str, text: str, expect: str) -> str:
 seen: set[str] = set()
 
 
-async def test_sharing_rules_stop_what_must_not_leave(stack: DevStack, policy_bridge: BridgeProcess, employee: Employee, staff, new_client) -> None:
+async def test_sharing_rules_stop_what_must_not_leave(
+    stack: DevStack, policy_bridge: BridgeProcess, employee: Employee, staff, new_client
+) -> None:
     client = new_client("Sha", "Ring")
     room = await portal_for(client, employee)
     attempts = {
@@ -86,23 +98,38 @@ async def test_sharing_rules_stop_what_must_not_leave(stack: DevStack, policy_br
     mz = b"MZ\x90\x00" + b"\x00" * 60 + b"This program cannot be run in DOS mode" + b"\x00" * 200
     async with aiohttp.ClientSession() as http:
         async with http.post(
-            f"{stack.homeserver.url}/_matrix/media/v3/upload", params={"filename": "report.pdf"}, data=mz,
+            f"{stack.homeserver.url}/_matrix/media/v3/upload",
+            params={"filename": "report.pdf"},
+            data=mz,
             headers={"Authorization": f"Bearer {employee.access_token}", "Content-Type": "application/pdf"},
         ) as resp:
             mxc = (await resp.json())["content_uri"]
-    file_event = await employee.send_event(room, "m.room.message", {
-        "msgtype": "m.file", "body": "report.pdf", "filename": "report.pdf", "url": mxc, "info": {"mimetype": "application/pdf", "size": len(mz)},
-    })
+    file_event = await employee.send_event(
+        room,
+        "m.room.message",
+        {
+            "msgtype": "m.file",
+            "body": "report.pdf",
+            "filename": "report.pdf",
+            "url": mxc,
+            "info": {"mimetype": "application/pdf", "size": len(mz)},
+        },
+    )
     assert "rule sharing.blocked_file_types" in (await refused(employee, room, file_event))["body"]
 
     # An allowed message goes; an edit that smuggles a card number into it does not.
     allowed = await employee.send_text(room, "Call our office on +49 30 1234567 tomorrow")
     await client.wait_for_text("Call our office on +49 30 1234567 tomorrow")
-    edit = await employee.send_event(room, "m.room.message", {
-        "msgtype": "m.text", "body": "* Call our office, or pay with 4111111111111111",
-        "m.new_content": {"msgtype": "m.text", "body": "Call our office, or pay with 4111111111111111"},
-        "m.relates_to": {"rel_type": "m.replace", "event_id": allowed},
-    })
+    edit = await employee.send_event(
+        room,
+        "m.room.message",
+        {
+            "msgtype": "m.text",
+            "body": "* Call our office, or pay with 4111111111111111",
+            "m.new_content": {"msgtype": "m.text", "body": "Call our office, or pay with 4111111111111111"},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": allowed},
+        },
+    )
     assert (await refused(employee, room, edit))["body"].startswith("Edit not sent")
 
     # A compliance observer reads but never sends.
@@ -112,14 +139,18 @@ async def test_sharing_rules_stop_what_must_not_leave(stack: DevStack, policy_br
     spoken = await observer.send_text(room, "observer speaking")
     assert "rule join.observer_read_only" in (await refused(employee, room, spoken))["body"]
 
-    received = " ".join(m.get("text", "") + m.get("caption", "") for m in await client.history() if m.get("sender") == "bot")
+    received = " ".join(
+        m.get("text", "") + m.get("caption", "") for m in await client.history() if m.get("sender") == "bot"
+    )
     for leaked in ("4111", "DE89", "151", "gmail", "restricted", "Falcon", "observer speaking"):
         assert leaked not in received, leaked
     assert not any("document" in m for m in await client.history())
     assert "Call our office on +49 30 1234567 tomorrow" in received  # nothing else was held back
 
 
-async def test_join_rules_commands_and_reload(stack: DevStack, policy_bridge: BridgeProcess, employee: Employee, staff, new_client) -> None:
+async def test_join_rules_commands_and_reload(
+    stack: DevStack, policy_bridge: BridgeProcess, employee: Employee, staff, new_client
+) -> None:
     client = new_client("Jo", "In")
     room = await portal_for(client, employee)
     admin, adviser2 = staff["admin"], staff["adviser2"]
@@ -130,13 +161,21 @@ async def test_join_rules_commands_and_reload(stack: DevStack, policy_bridge: Br
     assert "only Houseline admins" in await command(employee, employee_dm, "!hl rooms", "Sorry")
 
     assert "usage" in (await command(admin, dm, "!hl assign", "Usage")).lower()
-    assert "rule join.roles" in await command(admin, dm, f"!hl assign {room} @outsider:localhost", "Not invited")
-    assert "no user @ghost-of-nobody:localhost" in await command(admin, dm, f"!hl assign {room} @ghost-of-nobody:localhost", "There is no user")
-    assert "Invited @adviser2:localhost" in await command(admin, dm, f"!hl assign {room} @adviser2:localhost", "Invited")
+    assert "rule join.roles" in await command(
+        admin, dm, f"!hl assign {room} @outsider:localhost", "Not invited"
+    )
+    assert "no user @ghost-of-nobody:localhost" in await command(
+        admin, dm, f"!hl assign {room} @ghost-of-nobody:localhost", "There is no user"
+    )
+    assert "Invited @adviser2:localhost" in await command(
+        admin, dm, f"!hl assign {room} @adviser2:localhost", "Invited"
+    )
 
     # The company changes its policy before adviser2 accepts: an invalid policy never takes effect...
     policy = yaml.safe_load(policy_bridge.policy_path.read_text())
-    broken = dict(policy, sharing={**policy["sharing"], "custom_patterns": [{"name": "bad", "regex": "(unclosed"}]})
+    broken = dict(
+        policy, sharing={**policy["sharing"], "custom_patterns": [{"name": "bad", "regex": "(unclosed"}]}
+    )
     policy_bridge.policy_path.write_text(yaml.safe_dump(broken))
     reply = await command(admin, dm, "!hl policy reload", "did not take effect")
     assert "custom_patterns[0].regex" in reply
@@ -147,20 +186,27 @@ async def test_join_rules_commands_and_reload(stack: DevStack, policy_bridge: Br
     assert "Policy reloaded." in await command(admin, dm, "!hl policy reload", "reloaded")
     await adviser2.wait_for(lambda: room in adviser2.invites, 30, "adviser2's invite")
     await adviser2.join(room)
-    removed = await employee.wait_for_event(bot_notice_in(room, "@adviser2:localhost was removed"), 30, "the removal notice")
+    removed = await employee.wait_for_event(
+        bot_notice_in(room, "@adviser2:localhost was removed"), 30, "the removal notice"
+    )
     assert "rule join.roles" in removed.content["body"]
 
     async def adviser2_gone() -> bool:
         members = await employee.client.joined_members(room)
         return all(m.user_id != adviser2.user_id for m in members.members)
+
     await eventually(adviser2_gone, "adviser2 to be removed")
 
     assert "Current policy" in await command(admin, dm, "!hl policy show", "Current policy")
-    assert "deny" in await command(admin, dm, "!hl policy test my card 4111 1111 1111 1111", "sharing.card_numbers")
+    assert "deny" in await command(
+        admin, dm, "!hl policy test my card 4111 1111 1111 1111", "sharing.card_numbers"
+    )
     assert "Unknown command" in await command(admin, dm, "!hl frobnicate", "Unknown command")
 
 
-async def test_offboarding_hands_every_conversation_over(stack: DevStack, policy_bridge: BridgeProcess, employee: Employee, staff, new_client) -> None:
+async def test_offboarding_hands_every_conversation_over(
+    stack: DevStack, policy_bridge: BridgeProcess, employee: Employee, staff, new_client
+) -> None:
     client = new_client("Off", "Board")
     room = await portal_for(client, employee)
     admin, adviser2, senior = staff["admin"], staff["adviser2"], staff["senior"]
@@ -168,12 +214,18 @@ async def test_offboarding_hands_every_conversation_over(stack: DevStack, policy
     await command(admin, dm, f"!hl assign {room} @adviser2:localhost", "Invited")
     await adviser2.wait_for(lambda: room in adviser2.invites, 30, "adviser2's invite")
     await adviser2.join(room)
-    await employee.wait_for_event(lambda e: e.room_id == room and e.type == "m.room.member" and e.sender == adviser2.user_id, 30, "adviser2 in the room")
+    await employee.wait_for_event(
+        lambda e: e.room_id == room and e.type == "m.room.member" and e.sender == adviser2.user_id,
+        30,
+        "adviser2 in the room",
+    )
     before = await client.inbox()
 
     report = await command(admin, dm, "!hl offboard @adviser2:localhost --to @senior:localhost", "Offboarded")
     assert "handed 1 conversation(s) to @senior:localhost" in report
-    await employee.wait_for_event(bot_notice_in(room, "Handover: @adviser2:localhost"), 30, "the handover note")
+    await employee.wait_for_event(
+        bot_notice_in(room, "Handover: @adviser2:localhost"), 30, "the handover note"
+    )
     await senior.wait_for(lambda: room in senior.invites, 30, "the successor's invite")
     members = await employee.client.joined_members(room)
     assert adviser2.user_id not in {m.user_id for m in members.members}
@@ -181,12 +233,18 @@ async def test_offboarding_hands_every_conversation_over(stack: DevStack, policy
     assert await client.inbox() == before  # the client notices nothing
 
 
-async def test_disclaimer_once_in_the_clients_language(stack: DevStack, policy_bridge: BridgeProcess, employee: Employee, new_client) -> None:
+async def test_disclaimer_once_in_the_clients_language(
+    stack: DevStack, policy_bridge: BridgeProcess, employee: Employee, new_client
+) -> None:
     client = new_client("Dora", "Deutsch")
     client.language_code = "de"
     room = await portal_for(client, employee, "Guten Tag")
-    await client.wait_for_text("Dieses Gespräch mit Example Advisers wird aus regulatorischen Gründen aufgezeichnet.")
-    await employee.wait_for_event(bot_notice_in(room, "Disclaimer sent to the client"), 30, "the recorded disclaimer")
+    await client.wait_for_text(
+        "Dieses Gespräch mit Example Advisers wird aus regulatorischen Gründen aufgezeichnet."
+    )
+    await employee.wait_for_event(
+        bot_notice_in(room, "Disclaimer sent to the client"), 30, "the recorded disclaimer"
+    )
     await client.say("noch eine Frage")
     await employee.wait_for_message("noch eine Frage", sender=ghost_of(client))
     await employee.send_text(room, "Gerne")
@@ -194,7 +252,9 @@ async def test_disclaimer_once_in_the_clients_language(stack: DevStack, policy_b
     assert sum("aufgezeichnet" in m.get("text", "") for m in await client.inbox()) == 1
 
 
-async def test_audit_trail_verifies_and_detects_tampering(stack: DevStack, policy_bridge: BridgeProcess, employee: Employee, new_client) -> None:
+async def test_audit_trail_verifies_and_detects_tampering(
+    stack: DevStack, policy_bridge: BridgeProcess, employee: Employee, new_client
+) -> None:
     client = new_client("Au", "Dit")
     room = await portal_for(client, employee)
     denied = await employee.send_text(room, "card 4111 1111 1111 1111")
@@ -214,7 +274,9 @@ async def test_audit_trail_verifies_and_detects_tampering(stack: DevStack, polic
     assert f"BROKEN at entry {seq}" in broken.stdout
 
 
-async def test_round_robin_assignment_takes_turns(stack: DevStack, policy_bridge: BridgeProcess, employee: Employee, staff, new_client) -> None:
+async def test_round_robin_assignment_takes_turns(
+    stack: DevStack, policy_bridge: BridgeProcess, employee: Employee, staff, new_client
+) -> None:
     admin, adviser2 = staff["admin"], staff["adviser2"]
     policy = yaml.safe_load(policy_bridge.policy_path.read_text())
     policy["assignment"]["mode"] = "round_robin"
@@ -232,7 +294,9 @@ async def test_round_robin_assignment_takes_turns(stack: DevStack, policy_bridge
         rooms.append(next(line.split()[1] for line in reply.splitlines() if line.startswith("room !")))
 
     def invitees(room: str) -> set[str]:
-        return {who for who, person in (("employee", employee), ("adviser2", adviser2)) if room in person.invites}
+        return {
+            who for who, person in (("employee", employee), ("adviser2", adviser2)) if room in person.invites
+        }
 
     async def everyone_invited() -> bool:
         return all(invitees(r) for r in rooms)

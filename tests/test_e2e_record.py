@@ -25,16 +25,29 @@ _owners = itertools.count(8_500_000_001)
 
 
 def houseline(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bridge", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", *args], capture_output=True, text=True, timeout=120
+    )
 
 
-async def business_file(stack: DevStack, conn: str, client_id: int, data: bytes, name: str, caption: str) -> dict:
+async def business_file(
+    stack: DevStack, conn: str, client_id: int, data: bytes, name: str, caption: str
+) -> dict:
     form = aiohttp.FormData()
-    for key, value in {"kind": "photo", "caption": caption, "first_name": "Rec", "last_name": "Ord", "width": "4", "height": "4"}.items():
+    for key, value in {
+        "kind": "photo",
+        "caption": caption,
+        "first_name": "Rec",
+        "last_name": "Ord",
+        "width": "4",
+        "height": "4",
+    }.items():
         form.add_field(key, value)
     form.add_field("file", data, filename=name)
     async with aiohttp.ClientSession() as http:
-        async with http.post(f"{stack.telegram.url}/business/{conn}/clients/{client_id}/messages", data=form) as resp:
+        async with http.post(
+            f"{stack.telegram.url}/business/{conn}/clients/{client_id}/messages", data=form
+        ) as resp:
             assert resp.status == 200, await resp.text()
             return await resp.json()
 
@@ -52,23 +65,42 @@ class _Tags(HTMLParser):
         self.text.append(data)
 
 
-async def test_conversation_exports_in_every_format_and_verifies(stack: DevStack, bridge: BridgeProcess, employee: Employee, tmp_path: Path) -> None:
+async def test_conversation_exports_in_every_format_and_verifies(
+    stack: DevStack, bridge: BridgeProcess, employee: Employee, tmp_path: Path
+) -> None:
     from tests.test_e2e_telegram_fidelity import png
 
     owner = next(_owners)
-    conn = (await control(stack, "POST", "/business/connect", {"owner_id": owner, "owner_first_name": "Rhea"}))["id"]
+    conn = (
+        await control(stack, "POST", "/business/connect", {"owner_id": owner, "owner_first_name": "Rhea"})
+    )["id"]
     client_id = next(_owners)
     biz = f"/business/{conn}/clients/{client_id}/messages"
-    first = await control(stack, "POST", biz, {"text": "I'd like to invest <script>alert(1)</script>", "first_name": "Rec", "last_name": "Ord"})
-    question = await employee.wait_for_message("I'd like to invest <script>alert(1)</script>", sender=ghost(client_id))
+    first = await control(
+        stack,
+        "POST",
+        biz,
+        {"text": "I'd like to invest <script>alert(1)</script>", "first_name": "Rec", "last_name": "Ord"},
+    )
+    question = await employee.wait_for_message(
+        "I'd like to invest <script>alert(1)</script>", sender=ghost(client_id)
+    )
     room = question.room_id
     photo = await business_file(stack, conn, client_id, png(4, 4), "id.png", "my ID")
-    await employee.wait_for_event(lambda e: e.room_id == room and e.content.get("msgtype") == "m.image", 30, "the photo")
-    await employee.send_text(room, "Happy to help", **{"m.relates_to": {"m.in_reply_to": {"event_id": question.event_id}}})
+    await employee.wait_for_event(
+        lambda e: e.room_id == room and e.content.get("msgtype") == "m.image", 30, "the photo"
+    )
+    await employee.send_text(
+        room, "Happy to help", **{"m.relates_to": {"m.in_reply_to": {"event_id": question.event_id}}}
+    )
     denied = await employee.send_text(room, "pay with 4111 1111 1111 1111")
     await employee.wait_for_event(bot_notice_about(room, denied), 30, "the denial")
     await control(stack, "POST", f"{biz}/{first['message_id']}/edit", {"text": "I'd like to invest 10k"})
-    await employee.wait_for_event(lambda e: e.room_id == room and e.content.get("m.relates_to", {}).get("rel_type") == "m.replace", 30, "the edit")
+    await employee.wait_for_event(
+        lambda e: e.room_id == room and e.content.get("m.relates_to", {}).get("rel_type") == "m.replace",
+        30,
+        "the edit",
+    )
     await control(stack, "POST", f"{biz}/{photo['message_id']}/delete", {})
     await employee.wait_for_event(bot_notice_in(room, "deleted this message"), 30, "the deletion annotation")
     in_room = {e.event_id for e in employee.events if e.room_id == room}
@@ -94,7 +126,10 @@ async def test_conversation_exports_in_every_format_and_verifies(stack: DevStack
     assert manifest["events"]["count"] == len(lines) and len(manifest["events"]["chain"]) == 64
 
     # EML: parsed back with the email package.
-    messages = [email.message_from_bytes(p.read_bytes(), policy=email.policy.default) for p in sorted((out["eml"] / "eml").rglob("*.eml"))]
+    messages = [
+        email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
+        for p in sorted((out["eml"] / "eml").rglob("*.eml"))
+    ]
     kinds = [m["X-Houseline-Kind"] for m in messages]
     assert {"message", "edit", "client-deleted", "denied"} <= set(kinds), kinds
     original = next(m for m in messages if m["X-Houseline-Event-Id"] == question.event_id)
@@ -105,7 +140,10 @@ async def test_conversation_exports_in_every_format_and_verifies(stack: DevStack
     image = next(m for m in messages if any(True for _ in m.iter_attachments()))
     attachment = next(iter(image.iter_attachments()))
     assert attachment.get_content_type() == "image/jpeg"
-    assert attachment.get_content() == (out["jsonl"] / next(line["media_file"] for line in lines if "media_file" in line)).read_bytes()
+    assert (
+        attachment.get_content()
+        == (out["jsonl"] / next(line["media_file"] for line in lines if "media_file" in line)).read_bytes()
+    )
 
     # HTML: a readable transcript, nothing live in it.
     page = next(p for p in (out["html"] / "html").glob("*.html") if p.name != "index.html")
@@ -124,7 +162,10 @@ async def test_conversation_exports_in_every_format_and_verifies(stack: DevStack
     blob[-1] ^= 0x01
     media.write_bytes(bytes(blob))
     changed = houseline("export", "verify", str(out["jsonl"]))
-    assert changed.returncode == 1 and f"file {media.relative_to(out['jsonl']).as_posix()} was altered" in changed.stdout
+    assert (
+        changed.returncode == 1
+        and f"file {media.relative_to(out['jsonl']).as_posix()} was altered" in changed.stdout
+    )
 
     events_file = out["eml"] / "events.jsonl"
     raw = events_file.read_text().splitlines(keepends=True)
@@ -145,23 +186,33 @@ async def test_conversation_exports_in_every_format_and_verifies(stack: DevStack
     assert "0 problem(s)" in check.stdout
 
 
-async def test_admin_exports_from_the_bot(stack: DevStack, bridge: BridgeProcess, employee: Employee, staff, new_client) -> None:
+async def test_admin_exports_from_the_bot(
+    stack: DevStack, bridge: BridgeProcess, employee: Employee, staff, new_client
+) -> None:
     from tests.support import open_dm
 
     client = new_client("Ex", "Port")
     await client.say("please keep this")
-    room = (await employee.wait_for_message("please keep this", sender=f"@telegram_{client.user_id}:localhost")).room_id
+    room = (
+        await employee.wait_for_message("please keep this", sender=f"@telegram_{client.user_id}:localhost")
+    ).room_id
     admin = staff["admin"]
     dm = await open_dm(admin)
     await admin.send_text(dm, f"!hl export {room} jsonl")
-    reply = await admin.wait_for_event(lambda e: e.room_id == dm and e.sender == BOT and "Exported" in e.content.get("body", ""), 60, "the export reply")
+    reply = await admin.wait_for_event(
+        lambda e: e.room_id == dm and e.sender == BOT and "Exported" in e.content.get("body", ""),
+        60,
+        "the export reply",
+    )
     where = reply.content["body"].split(" to ", 1)[1].split(" on the bridge")[0]
     assert houseline("export", "verify", where).returncode == 0
     lines = (Path(where) / "events.jsonl").read_text()
     assert "please keep this" in lines
 
 
-async def test_retention_lists_and_purges_only_what_is_expired_and_not_held(stack: DevStack, employee: Employee, staff, new_client, tmp_path: Path) -> None:
+async def test_retention_lists_and_purges_only_what_is_expired_and_not_held(
+    stack: DevStack, employee: Employee, staff, new_client, tmp_path: Path
+) -> None:
     """Its own bridge and store (so the purge touches only its portals)."""
     import yaml
 
@@ -178,11 +229,21 @@ async def test_retention_lists_and_purges_only_what_is_expired_and_not_held(stac
         for name in ("Old", "Held"):
             client = new_client(name, "Timer")
             await client.say(f"{name} conversation")
-            rooms.append((await employee.wait_for_message(f"{name} conversation", sender=f"@telegram_{client.user_id}:localhost")).room_id)
+            rooms.append(
+                (
+                    await employee.wait_for_message(
+                        f"{name} conversation", sender=f"@telegram_{client.user_id}:localhost"
+                    )
+                ).room_id
+            )
         admin = staff["admin"]
         dm = await open_dm(admin)
         await admin.send_text(dm, f"!hl hold {rooms[1]}")
-        await admin.wait_for_event(lambda e: e.room_id == dm and e.sender == BOT and "Legal hold on" in e.content.get("body", ""), 30, "the hold")
+        await admin.wait_for_event(
+            lambda e: e.room_id == dm and e.sender == BOT and "Legal hold on" in e.content.get("body", ""),
+            30,
+            "the hold",
+        )
     finally:
         assert await bridge.stop() == 0
 
@@ -190,9 +251,15 @@ async def test_retention_lists_and_purges_only_what_is_expired_and_not_held(stac
     today = houseline(*args)
     assert today.returncode == 0 and "0 conversation(s) past retention" in today.stdout
     later = houseline(*args, "--as-of", "2040-01-01")  # beyond the test policy's 6-7 years
-    assert "1 conversation(s) past retention" in later.stdout and rooms[0] in later.stdout and rooms[1] not in later.stdout
+    assert (
+        "1 conversation(s) past retention" in later.stdout
+        and rooms[0] in later.stdout
+        and rooms[1] not in later.stdout
+    )
 
-    hs_admin = await stack.homeserver.register_user(f"hsadmin{tmp_path.name[-6:]}".lower().replace("_", ""), "pw-" + tmp_path.name, admin=True)
+    hs_admin = await stack.homeserver.register_user(
+        f"hsadmin{tmp_path.name[-6:]}".lower().replace("_", ""), "pw-" + tmp_path.name, admin=True
+    )
     token_file = tmp_path / "admin-token"
     token_file.write_text(hs_admin.access_token)
     purged = houseline(*args, "--as-of", "2040-01-01", "--purge", "--admin-token-file", str(token_file))
@@ -203,9 +270,15 @@ async def test_retention_lists_and_purges_only_what_is_expired_and_not_held(stac
     # Synapse fails, element-hq/synapse#19822): the room is gone by then.
     async with aiohttp.ClientSession() as http:
         async with http.get(
-            f"{stack.homeserver.url}/_synapse/admin/v1/rooms/{rooms[0]}", headers={"Authorization": f"Bearer {hs_admin.access_token}"}
+            f"{stack.homeserver.url}/_synapse/admin/v1/rooms/{rooms[0]}",
+            headers={"Authorization": f"Bearer {hs_admin.access_token}"},
         ) as resp:
             assert resp.status == 404, await resp.text()
     shown = houseline("audit", "show", "-c", str(path)).stdout
     assert f"record.purge allow [retention] by houseline-cli on {rooms[0]}" in shown
-    assert houseline("record", "expired", "-c", str(path), "--as-of", "2040-01-01").stdout.count("past retention") == 1
+    assert (
+        houseline("record", "expired", "-c", str(path), "--as-of", "2040-01-01").stdout.count(
+            "past retention"
+        )
+        == 1
+    )

@@ -13,6 +13,7 @@ from sandbox.homeserver import free_port
 from tests.conftest import BridgeProcess
 from tests.support import bot_notice_in, ghost_of
 
+
 async def room_state(employee: Employee, room_id: str) -> dict[tuple[str, str], dict]:
     """Current state as {(type, state_key): event}."""
     resp = await employee.client.room_get_state(room_id)
@@ -20,7 +21,9 @@ async def room_state(employee: Employee, room_id: str) -> dict[tuple[str, str], 
     return {(e["type"], e.get("state_key", "")): e for e in resp.events}
 
 
-async def test_first_contact_creates_portal_and_ghost(stack: DevStack, bridge: BridgeProcess, employee: Employee, new_client) -> None:
+async def test_first_contact_creates_portal_and_ghost(
+    stack: DevStack, bridge: BridgeProcess, employee: Employee, new_client
+) -> None:
     client = new_client("Dana", "Client")
     await client.say("Hello, is anyone there?")
     msg = await employee.wait_for_message("Hello, is anyone there?", sender=ghost_of(client))
@@ -55,7 +58,9 @@ async def test_first_contact_creates_portal_and_ghost(stack: DevStack, bridge: B
     assert len(employee.invites) == invites_before
 
 
-async def test_employee_answer_reaches_client_signed(stack: DevStack, bridge: BridgeProcess, employee: Employee, new_client) -> None:
+async def test_employee_answer_reaches_client_signed(
+    stack: DevStack, bridge: BridgeProcess, employee: Employee, new_client
+) -> None:
     client = new_client("Émile", "Zoë")
     await client.say("Can you call me? 📞")
     msg = await employee.wait_for_message("Can you call me? 📞", sender=ghost_of(client))
@@ -63,12 +68,16 @@ async def test_employee_answer_reaches_client_signed(stack: DevStack, bridge: Br
     got = await client.wait_for_text("Of course — at 3 pm 🙂")
     signature = f"Erin Employee ({COMPANY})"
     assert got["text"] == f"{signature}\nOf course — at 3 pm 🙂"
-    assert got["entities"] == [{"type": "bold", "offset": 0, "length": len(signature.encode("utf-16-le")) // 2}]
+    assert got["entities"] == [
+        {"type": "bold", "offset": 0, "length": len(signature.encode("utf-16-le")) // 2}
+    ]
     # The employee's personal account is nowhere in what the client sees.
     assert employee.user_id not in got["text"]
 
 
-async def test_redelivered_update_posts_once(stack: DevStack, bridge: BridgeProcess, employee: Employee, new_client) -> None:
+async def test_redelivered_update_posts_once(
+    stack: DevStack, bridge: BridgeProcess, employee: Employee, new_client
+) -> None:
     client = new_client("Red", "Elivery")
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{stack.telegram.url}/sandbox/state") as resp:
@@ -76,10 +85,14 @@ async def test_redelivered_update_posts_once(stack: DevStack, bridge: BridgeProc
         await client.say("only once please")
         first = await employee.wait_for_message("only once please", sender=ghost_of(client))
         # First contact ends with the disclaimer; once it is recorded, the update is committed.
-        await employee.wait_for_event(bot_notice_in(first.room_id, "Disclaimer sent to the client"), 30, "the disclaimer")
+        await employee.wait_for_event(
+            bot_notice_in(first.room_id, "Disclaimer sent to the client"), 30, "the disclaimer"
+        )
         assert await bridge.stop() == 0
         # As if the confirmation never reached Telegram: the update comes back on the next poll.
-        async with http.post(f"{stack.telegram.url}/sandbox/redeliver", json={"from_update_id": update_id}) as resp:
+        async with http.post(
+            f"{stack.telegram.url}/sandbox/redeliver", json={"from_update_id": update_id}
+        ) as resp:
             assert resp.status == 200
             assert (await resp.json())["redelivered"] == 1
     await bridge.start()
@@ -89,7 +102,9 @@ async def test_redelivered_update_posts_once(stack: DevStack, bridge: BridgeProc
     assert "event=inbound_duplicate" in bridge.output
 
 
-async def test_restart_keeps_portals_and_mapping(stack: DevStack, bridge: BridgeProcess, employee: Employee, new_client) -> None:
+async def test_restart_keeps_portals_and_mapping(
+    stack: DevStack, bridge: BridgeProcess, employee: Employee, new_client
+) -> None:
     client = new_client("Rey", "Start")
     await client.say("before restart")
     first = await employee.wait_for_message("before restart", sender=ghost_of(client))
@@ -104,15 +119,25 @@ async def test_restart_keeps_portals_and_mapping(stack: DevStack, bridge: Bridge
     await client.wait_for_text("welcome back")
 
 
-async def test_wrong_hs_token_is_refused_and_changes_nothing(stack: DevStack, bridge: BridgeProcess, employee: Employee, new_client) -> None:
+async def test_wrong_hs_token_is_refused_and_changes_nothing(
+    stack: DevStack, bridge: BridgeProcess, employee: Employee, new_client
+) -> None:
     client = new_client("Tok", "En")
     await client.say("token test")
     msg = await employee.wait_for_message("token test", sender=ghost_of(client))
     url = f"{stack.config.appservice.address}/_matrix/app/v1/transactions/forged-1"
-    forged = {"events": [{
-        "type": "m.room.message", "room_id": msg.room_id, "sender": employee.user_id,
-        "event_id": "$forged-event", "origin_server_ts": 1, "content": {"msgtype": "m.text", "body": "FORGED"},
-    }]}
+    forged = {
+        "events": [
+            {
+                "type": "m.room.message",
+                "room_id": msg.room_id,
+                "sender": employee.user_id,
+                "event_id": "$forged-event",
+                "origin_server_ts": 1,
+                "content": {"msgtype": "m.text", "body": "FORGED"},
+            }
+        ]
+    }
     async with aiohttp.ClientSession() as http:
         async with http.put(url, json=forged) as resp:
             assert resp.status == 401
@@ -133,22 +158,45 @@ async def test_wrong_hs_token_is_refused_and_changes_nothing(stack: DevStack, br
     assert "event=as_auth_refused reason=wrong_token" in bridge.output
 
 
-async def test_unsupported_kind_gets_a_notice(stack: DevStack, bridge: BridgeProcess, employee: Employee, new_client) -> None:
+async def test_unsupported_kind_gets_a_notice(
+    stack: DevStack, bridge: BridgeProcess, employee: Employee, new_client
+) -> None:
     client = new_client("Pol", "Ling")
     await client.say("what do you all think?")
     msg = await employee.wait_for_message("what do you all think?", sender=ghost_of(client))
-    poll = await employee.send_event(msg.room_id, "org.matrix.msc3381.poll.start", {
-        "org.matrix.msc3381.poll.start": {"question": {"org.matrix.msc1767.text": "Lunch?"}, "answers": []},
-        "org.matrix.msc1767.text": "Lunch?",
-    })
-    missing = await employee.send_event(msg.room_id, "m.room.message", {
-        "msgtype": "m.image", "body": "brochure.png", "url": "mxc://localhost/doesnotexist", "info": {"mimetype": "image/png"},
-    })
-    for event_id, words in ((poll, "Polls are not sent to the client"), (missing, "could not be fetched from the homeserver (HTTP 404)")):
+    poll = await employee.send_event(
+        msg.room_id,
+        "org.matrix.msc3381.poll.start",
+        {
+            "org.matrix.msc3381.poll.start": {
+                "question": {"org.matrix.msc1767.text": "Lunch?"},
+                "answers": [],
+            },
+            "org.matrix.msc1767.text": "Lunch?",
+        },
+    )
+    missing = await employee.send_event(
+        msg.room_id,
+        "m.room.message",
+        {
+            "msgtype": "m.image",
+            "body": "brochure.png",
+            "url": "mxc://localhost/doesnotexist",
+            "info": {"mimetype": "image/png"},
+        },
+    )
+    for event_id, words in (
+        (poll, "Polls are not sent to the client"),
+        (missing, "could not be fetched from the homeserver (HTTP 404)"),
+    ):
         notice = await employee.wait_for_event(
-            lambda e: e.room_id == msg.room_id and e.sender == "@houseline:localhost"
-            and e.content.get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id") == event_id,
-            30, f"a notice about {event_id}",
+            lambda e: (
+                e.room_id == msg.room_id
+                and e.sender == "@houseline:localhost"
+                and e.content.get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id") == event_id
+            ),
+            30,
+            f"a notice about {event_id}",
         )
         assert notice.content["msgtype"] == "m.notice"
         assert words in notice.content["body"]
@@ -158,18 +206,26 @@ async def test_unsupported_kind_gets_a_notice(stack: DevStack, bridge: BridgePro
     assert all("Lunch" not in m.get("text", "") for m in await client.inbox())
 
 
-async def test_failed_send_is_reported_in_the_room(stack: DevStack, bridge: BridgeProcess, employee: Employee, new_client) -> None:
+async def test_failed_send_is_reported_in_the_room(
+    stack: DevStack, bridge: BridgeProcess, employee: Employee, new_client
+) -> None:
     client = new_client("Block", "Er")
     await client.say("I will block you")
     msg = await employee.wait_for_message("I will block you", sender=ghost_of(client))
     await client.block()
     sent = await employee.send_text(msg.room_id, "are you still there?")
     notice = await employee.wait_for_event(
-        lambda e: e.room_id == msg.room_id and e.sender == "@houseline:localhost"
-        and e.content.get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id") == sent,
-        30, "a delivery failure notice",
+        lambda e: (
+            e.room_id == msg.room_id
+            and e.sender == "@houseline:localhost"
+            and e.content.get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id") == sent
+        ),
+        30,
+        "a delivery failure notice",
     )
-    assert notice.content["body"].startswith("Not delivered to the client: the client blocked the company's bot")
+    assert notice.content["body"].startswith(
+        "Not delivered to the client: the client blocked the company's bot"
+    )
     assert all("are you still there" not in m.get("text", "") for m in await client.inbox())
 
 
@@ -184,7 +240,10 @@ async def test_webhook_mode_round_trip(stack: DevStack, employee: Employee, new_
     port = free_port()
     secret = secrets.token_urlsafe(32)
     config["networks"]["telegram"]["webhook"] = {
-        "enabled": True, "public_url": f"http://127.0.0.1:{port}/telegram/webhook", "listen_port": port, "secret_token": secret,
+        "enabled": True,
+        "public_url": f"http://127.0.0.1:{port}/telegram/webhook",
+        "listen_port": port,
+        "secret_token": secret,
     }
     path = stack.config_path.with_name("config-webhook.yaml")
     path.write_text(yaml.safe_dump(config))
@@ -200,7 +259,9 @@ async def test_webhook_mode_round_trip(stack: DevStack, employee: Employee, new_
         async with aiohttp.ClientSession() as http:
             async with http.post(f"{stack.telegram.url}/bot{stack.telegram.token}/getWebhookInfo") as resp:
                 info = (await resp.json())["result"]
-        assert info["url"] == f"http://127.0.0.1:{port}/telegram/webhook" and info["pending_update_count"] == 0
+        assert (
+            info["url"] == f"http://127.0.0.1:{port}/telegram/webhook" and info["pending_update_count"] == 0
+        )
     finally:
         assert await proc.stop() == 0
     assert secret not in proc.output

@@ -48,7 +48,9 @@ def verify(secret: str, headers: Any, raw: bytes, tolerance_s: int = 300) -> boo
     signature = headers.get("X-Houseline-Signature", "")
     if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > tolerance_s:
         return False  # missing, or too old: a replay
-    expected = "sha256=" + hmac.new(secret.encode(), f"{timestamp}.".encode() + raw, hashlib.sha256).hexdigest()
+    expected = (
+        "sha256=" + hmac.new(secret.encode(), f"{timestamp}.".encode() + raw, hashlib.sha256).hexdigest()
+    )
     return hmac.compare_digest(expected, signature)
 
 
@@ -99,7 +101,8 @@ class Receiver:
 
     def config(self, *names: str, events: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
         return [
-            {"name": n, "url": self.url(n), "secret": SECRETS[n], "events": (events or {}).get(n, ["*"])} for n in names
+            {"name": n, "url": self.url(n), "secret": SECRETS[n], "events": (events or {}).get(n, ["*"])}
+            for n in names
         ]
 
     async def _handle(self, request: web.Request) -> web.Response:
@@ -107,7 +110,16 @@ class Receiver:
         raw = await request.read()
         body = json.loads(raw)
         answer = self.answers.get(name, 200)
-        got = Got(name, body["id"], body["type"], body["room_id"], raw, dict(request.headers), verify(SECRETS[name], request.headers, raw), answer)
+        got = Got(
+            name,
+            body["id"],
+            body["type"],
+            body["room_id"],
+            raw,
+            dict(request.headers),
+            verify(SECRETS[name], request.headers, raw),
+            answer,
+        )
         self.got.append(got)
         if answer == "hang":
             await self.release.wait()
@@ -150,7 +162,9 @@ class HookBridge(BridgeProcess):
 
     def pending(self) -> dict[str, int]:
         with sqlite3.connect(self.db_path) as db:
-            return dict(db.execute("SELECT receiver, COUNT(*) FROM hook_delivery GROUP BY receiver").fetchall())
+            return dict(
+                db.execute("SELECT receiver, COUNT(*) FROM hook_delivery GROUP BY receiver").fetchall()
+            )
 
     def status_room(self) -> str | None:
         with sqlite3.connect(self.db_path) as db:
@@ -208,8 +222,11 @@ def by_room(items: list[tuple[str, str, str]] | list[Got]) -> dict[str, list[str
     return out
 
 
-async def all_accepted(receiver: Receiver, name: str, procs: list[HookBridge], timeout: float = 60) -> list[Got]:
+async def all_accepted(
+    receiver: Receiver, name: str, procs: list[HookBridge], timeout: float = 60
+) -> list[Got]:
     """Waits until the receiver accepted every event the bridge(s) queued for it."""
+
     async def done() -> list[Got] | None:
         want = {q[0] for p in procs for q in p.queued(name)}
         got = receiver.accepted(name)
@@ -234,7 +251,9 @@ def test_backoff_starts_at_a_second_doubles_and_stops_at_ten_minutes() -> None:
     assert backoff(0, retry_after=30) == 30 and backoff(0, retry_after=10_000) == MAX_BACKOFF_S == 600
 
 
-async def test_events_arrive_signed_typed_and_in_order(stack: DevStack, make_bridge, receiver: Receiver, employee: Employee, new_client) -> None:
+async def test_events_arrive_signed_typed_and_in_order(
+    stack: DevStack, make_bridge, receiver: Receiver, employee: Employee, new_client
+) -> None:
     proc = await make_bridge(receiver.config("crm", "denials", events={"denials": ["message.denied"]}))
     client = new_client("Hook", "Client")
     await client.say("Hello, webhooks")
@@ -251,7 +270,12 @@ async def test_events_arrive_signed_typed_and_in_order(stack: DevStack, make_bri
     await eventually(crm_has_all, "the denial at the crm receiver")
     got = await all_accepted(receiver, "crm", [proc])
     in_room = [g for g in got if g.room_id == room]
-    assert [g.type for g in in_room][:4] == ["conversation.created", "message.inbound", "message.outbound", "message.denied"]
+    assert [g.type for g in in_room][:4] == [
+        "conversation.created",
+        "message.inbound",
+        "message.outbound",
+        "message.denied",
+    ]
     assert_in_queue_order(receiver, "crm", [proc])
 
     for g in receiver.got:
@@ -262,9 +286,17 @@ async def test_events_arrive_signed_typed_and_in_order(stack: DevStack, make_bri
         datetime.fromisoformat(g.body["at"].replace("Z", "+00:00"))
         assert b"4111 1111 1111 1111" not in g.raw  # the refused card number never leaves, here either
     inbound, outbound, refusal = in_room[1].body["data"], in_room[2].body["data"], in_room[3].body["data"]
-    assert inbound["text"] == "Hello, webhooks" and inbound["network"] == "telegram" and inbound["sender"] == ghost_of(client)
+    assert (
+        inbound["text"] == "Hello, webhooks"
+        and inbound["network"] == "telegram"
+        and inbound["sender"] == ghost_of(client)
+    )
     assert outbound["event_id"] == answer and outbound["remote_ids"]
-    assert refusal["event_id"] == denied and refusal["rule"] == "sharing.card_numbers" and refusal["verdict"] == "deny"
+    assert (
+        refusal["event_id"] == denied
+        and refusal["rule"] == "sharing.card_numbers"
+        and refusal["verdict"] == "deny"
+    )
 
     # A receiver gets only what it subscribed to, and each event once here (nothing failed).
     await eventually(lambda: _ready(receiver.accepted("denials")), "the denial at the denials receiver")
@@ -275,7 +307,9 @@ async def test_events_arrive_signed_typed_and_in_order(stack: DevStack, make_bri
     await eventually(lambda: _ready(proc.pending() == {}), "the queue to drain")
 
 
-async def test_a_crash_mid_delivery_loses_nothing_and_repeats_the_same_id(stack: DevStack, make_bridge, receiver: Receiver, employee: Employee, new_client) -> None:
+async def test_a_crash_mid_delivery_loses_nothing_and_repeats_the_same_id(
+    stack: DevStack, make_bridge, receiver: Receiver, employee: Employee, new_client
+) -> None:
     receiver.answers["crm"] = 500
     hooks = receiver.config("crm")
     first = await make_bridge(hooks)
@@ -289,7 +323,10 @@ async def test_a_crash_mid_delivery_loses_nothing_and_repeats_the_same_id(stack:
     hung_before = len(receiver.of("crm"))
     receiver.answers["crm"] = "hang"
     first.advance(600)  # the retry is due now, whatever its backoff
-    hung = await eventually(lambda: _ready([g for g in receiver.of("crm")[hung_before:] if g.answer == "hang"]), "a delivery in flight")
+    hung = await eventually(
+        lambda: _ready([g for g in receiver.of("crm")[hung_before:] if g.answer == "hang"]),
+        "a delivery in flight",
+    )
     await first.kill()
     queued = first.queued("crm")
     assert len(queued) >= 4 and not receiver.accepted("crm")
@@ -330,16 +367,22 @@ async def test_a_receiver_refusing_forever_is_reported_once_and_blocks_nobody(
     async def one_more_attempt() -> None:
         before = len(receiver.of("broken"))
         proc.advance(600)
-        await eventually(lambda: _ready(len(receiver.of("broken")) > before), "another attempt at the broken receiver", 15)
+        await eventually(
+            lambda: _ready(len(receiver.of("broken")) > before), "another attempt at the broken receiver", 15
+        )
 
     while len(receiver.of("broken")) < 5:
         await one_more_attempt()
     await proc.wait_for_log("event=webhook_receiver_failing receiver=broken", 15)
     status = await eventually(lambda: _ready(proc.status_room()), "the status room")
     observer = staff["compliance"]
-    await observer.wait_for(lambda: status in observer.invites, 30, "the observer's invite to the status room")
+    await observer.wait_for(
+        lambda: status in observer.invites, 30, "the observer's invite to the status room"
+    )
     await observer.join(status)
-    notice = await observer.wait_for_event(bot_notice_in(status, "broken is failing"), 30, "the failing notice")
+    notice = await observer.wait_for_event(
+        bot_notice_in(status, "broken is failing"), 30, "the failing notice"
+    )
     assert COMPLIANCE in notice.content["m.mentions"]["user_ids"] and "404" in notice.content["body"]
 
     # It goes on failing (past 10 in a row: still one report); the other receiver gets everything.
@@ -349,22 +392,36 @@ async def test_a_receiver_refusing_forever_is_reported_once_and_blocks_nobody(
     while len(receiver.of("broken")) < 12:
         await one_more_attempt()
     crm = await all_accepted(receiver, "crm", [proc])
-    assert [g.body["data"]["text"] for g in crm if g.room_id == room and g.type == "message.inbound"] == ["one", "two", "three"]
+    assert [g.body["data"]["text"] for g in crm if g.room_id == room and g.type == "message.inbound"] == [
+        "one",
+        "two",
+        "three",
+    ]
     assert not receiver.accepted("broken") and proc.pending().get("broken", 0) >= 4
 
     # It comes back: told once more (recovered), then everything arrives, in order.
     receiver.answers["broken"] = 200
     proc.advance(600)
-    await observer.wait_for_event(bot_notice_in(status, "broken is accepting deliveries again"), 60, "the recovery notice")
-    notices = [e for e in observer.events if e.room_id == status and e.sender == BOT and "is failing" in e.content.get("body", "")]
+    await observer.wait_for_event(
+        bot_notice_in(status, "broken is accepting deliveries again"), 60, "the recovery notice"
+    )
+    notices = [
+        e
+        for e in observer.events
+        if e.room_id == status and e.sender == BOT and "is failing" in e.content.get("body", "")
+    ]
     assert len(notices) == 1 and proc.count("event=webhook_receiver_failing") == 1
     await all_accepted(receiver, "broken", [proc])
     assert_in_queue_order(receiver, "broken", [proc])
     assert not [e for e in observer.events if e.room_id == status and "crm" in e.content.get("body", "")]
-    print(f"webhooks 404: attempts_at_broken={len(receiver.of('broken'))} failing_notices=1 crm_delivered={len(crm)}")
+    print(
+        f"webhooks 404: attempts_at_broken={len(receiver.of('broken'))} failing_notices=1 crm_delivered={len(crm)}"
+    )
 
 
-async def test_an_hour_long_outage_loses_nothing(stack: DevStack, make_bridge, receiver: Receiver, employee: Employee, new_client) -> None:
+async def test_an_hour_long_outage_loses_nothing(
+    stack: DevStack, make_bridge, receiver: Receiver, employee: Employee, new_client
+) -> None:
     proc = await make_bridge(receiver.config("crm"))
     alice = new_client("Alice", "Outage")
     await alice.say("before the outage")
@@ -382,14 +439,20 @@ async def test_an_hour_long_outage_loses_nothing(stack: DevStack, make_bridge, r
     bob = new_client("Bob", "Outage")  # a new conversation, unanswered: the hour brings its SLA steps
     await bob.say("new while down")
     await employee.wait_for_message("new while down", sender=ghost_of(bob))
-    await eventually(lambda: _ready(proc.count("event=webhook_retry receiver=crm") > retries_before), "a failed attempt")
+    await eventually(
+        lambda: _ready(proc.count("event=webhook_retry receiver=crm") > retries_before), "a failed attempt"
+    )
 
     # One hour passes on the bridge's clock, in 10-minute steps (the backoff's cap): the bridge
     # keeps trying and failing throughout.
     for _ in range(6):
         before = proc.count("event=webhook_retry receiver=crm")
         proc.advance(600)
-        await eventually(lambda b=before: _ready(proc.count("event=webhook_retry receiver=crm") > b), "an attempt during the outage", 15)
+        await eventually(
+            lambda b=before: _ready(proc.count("event=webhook_retry receiver=crm") > b),
+            "an attempt during the outage",
+            15,
+        )
     during = proc.queued("crm")[queued_before:]
     assert not {q[0] for q in during} & {g.id for g in receiver.accepted("crm")}
     delays = [float(m.group(2)) for line in proc.lines if (m := _RETRY_IN.search(line))]
@@ -404,7 +467,11 @@ async def test_an_hour_long_outage_loses_nothing(stack: DevStack, make_bridge, r
     types: dict[str, int] = {}
     for q in during:
         types[q[1]] = types.get(q[1], 0) + 1
-    assert types.get("message.inbound", 0) >= 6 and types.get("message.outbound", 0) >= 1 and types.get("conversation.created", 0) >= 1
+    assert (
+        types.get("message.inbound", 0) >= 6
+        and types.get("message.outbound", 0) >= 1
+        and types.get("conversation.created", 0) >= 1
+    )
     print(
         f"webhooks outage: simulated_s=3600 queued_while_down={len(during)} delivered_after={len(during)} lost=0 "
         f"failed_attempts={proc.count('event=webhook_retry receiver=crm')} max_retry_in_s={max(delays):.0f} types={types}"

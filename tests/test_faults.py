@@ -53,8 +53,11 @@ async def employee_send(employee: Employee, room: str, text: str) -> None:
             await asyncio.sleep(0.5)
 
 
-async def traffic(ledger: Ledger, clients: list[SandboxClient], rooms: list[str], employee: Employee, start: int, count: int) -> None:
+async def traffic(
+    ledger: Ledger, clients: list[SandboxClient], rooms: list[str], employee: Employee, start: int, count: int
+) -> None:
     """Alternating directions; each chat's messages are sent one after another (its order)."""
+
     async def one_chat(c: int) -> None:
         for i in range(start + c, start + count, len(clients)):
             if i % 2 == 0:
@@ -94,7 +97,13 @@ async def test_fault_suite(stack: DevStack, bridge: BridgeProcess, employee: Emp
     for client in clients:
         await client.say("opening the conversation")
     for client in clients:
-        rooms.append((await employee.wait_for_message("opening the conversation", sender=ghost(client.user_id), timeout=60)).room_id)
+        rooms.append(
+            (
+                await employee.wait_for_message(
+                    "opening the conversation", sender=ghost(client.user_id), timeout=60
+                )
+            ).room_id
+        )
     ledger = Ledger()
     quarter = MESSAGES // 4
     scenarios = 0
@@ -140,21 +149,35 @@ async def test_fault_suite(stack: DevStack, bridge: BridgeProcess, employee: Emp
     await control(stack, "POST", "/sandbox/redeliver", {"from_update_id": replay_from})
     await bridge.start()
     replay = [
-        {"type": "m.room.message", "room_id": e.room_id, "sender": e.sender, "event_id": e.event_id,
-         "origin_server_ts": e.origin_server_ts, "content": e.content}
-        for e in employee.events if e.sender == employee.user_id and e.content.get("body", "").startswith("employee answers")
+        {
+            "type": "m.room.message",
+            "room_id": e.room_id,
+            "sender": e.sender,
+            "event_id": e.event_id,
+            "origin_server_ts": e.origin_server_ts,
+            "content": e.content,
+        }
+        for e in employee.events
+        if e.sender == employee.user_id and e.content.get("body", "").startswith("employee answers")
     ]
     headers = {"Authorization": f"Bearer {stack.registration.hs_token}"}
     async with aiohttp.ClientSession() as http:
-        async with http.put(f"{stack.config.appservice.address}/_matrix/app/v1/transactions/replay-{uuid.uuid4().hex}",
-                            json={"events": replay[-100:]}, headers=headers) as resp:
+        async with http.put(
+            f"{stack.config.appservice.address}/_matrix/app/v1/transactions/replay-{uuid.uuid4().hex}",
+            json={"events": replay[-100:]},
+            headers=headers,
+        ) as resp:
             assert resp.status == 200
     scenarios += 1
 
     # Let everything settle, then count.
     async def inbound_seen() -> dict[int, list[str]]:
         return {
-            c: [e.content["body"] for e in employee.messages(rooms[c], sender=ghost(clients[c].user_id)) if e.content.get("body", "").startswith("client ")]
+            c: [
+                e.content["body"]
+                for e in employee.messages(rooms[c], sender=ghost(clients[c].user_id))
+                if e.content.get("body", "").startswith("client ")
+            ]
             for c in range(CHATS)
         }
 
@@ -168,7 +191,11 @@ async def test_fault_suite(stack: DevStack, bridge: BridgeProcess, employee: Emp
     deadline = time.monotonic() + SETTLE_S
     while True:
         inbound, outbound = await inbound_seen(), await outbound_seen()
-        complete = all(set(ledger.inbound.get(c, [])) <= set(inbound[c]) and set(ledger.outbound.get(c, [])) <= set(outbound[c]) for c in range(CHATS))
+        complete = all(
+            set(ledger.inbound.get(c, [])) <= set(inbound[c])
+            and set(ledger.outbound.get(c, [])) <= set(outbound[c])
+            for c in range(CHATS)
+        )
         if complete or time.monotonic() > deadline:
             break
         await asyncio.sleep(1)
@@ -177,11 +204,20 @@ async def test_fault_suite(stack: DevStack, bridge: BridgeProcess, employee: Emp
 
     lost = duplicated = reordered = 0
     for c in range(CHATS):
-        for direction, expected, seen in (("in", ledger.inbound.get(c, []), inbound[c]), ("out", ledger.outbound.get(c, []), outbound[c])):
+        for direction, expected, seen in (
+            ("in", ledger.inbound.get(c, []), inbound[c]),
+            ("out", ledger.outbound.get(c, []), outbound[c]),
+        ):
             gone, twice, moved = tally(expected, seen)
             if gone or twice or moved:
-                print(f"chat {c} {direction}: lost={gone} duplicated={twice} reordered={moved}\n  expected={expected}\n  seen={seen}")
+                print(
+                    f"chat {c} {direction}: lost={gone} duplicated={twice} reordered={moved}\n  expected={expected}\n  seen={seen}"
+                )
             lost, duplicated, reordered = lost + gone, duplicated + twice, reordered + moved
     sent = sum(len(v) for v in ledger.inbound.values()) + sum(len(v) for v in ledger.outbound.values())
-    print(f"\nfaults: scenarios={scenarios} messages={sent} lost={lost} duplicated={duplicated} reordered={reordered}")
-    assert (lost, duplicated, reordered) == (0, 0, 0), f"lost={lost} duplicated={duplicated} reordered={reordered}"
+    print(
+        f"\nfaults: scenarios={scenarios} messages={sent} lost={lost} duplicated={duplicated} reordered={reordered}"
+    )
+    assert (lost, duplicated, reordered) == (0, 0, 0), (
+        f"lost={lost} duplicated={duplicated} reordered={reordered}"
+    )

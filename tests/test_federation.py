@@ -52,9 +52,7 @@ class Client:
     ) -> tuple[int, dict[str, Any]]:
         return await _call(self.hs, method, path, self.user.access_token, body)
 
-    async def ok(
-        self, method: str, path: str, body: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
+    async def ok(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         status, data = await self.call(method, path, body)
         assert status == 200, (method, path, status, data)
         return data
@@ -79,14 +77,10 @@ class Client:
         return str(data["event_id"])
 
     async def event(self, room_id: str, event_id: str) -> tuple[int, dict[str, Any]]:
-        return await self.call(
-            "GET", f"/_matrix/client/v3/rooms/{quote(room_id)}/event/{quote(event_id)}"
-        )
+        return await self.call("GET", f"/_matrix/client/v3/rooms/{quote(room_id)}/event/{quote(event_id)}")
 
     async def timeline_ids(self, room_id: str) -> set[str]:
-        data = await self.ok(
-            "GET", f"/_matrix/client/v3/rooms/{quote(room_id)}/messages?dir=b&limit=100"
-        )
+        data = await self.ok("GET", f"/_matrix/client/v3/rooms/{quote(room_id)}/messages?dir=b&limit=100")
         return {str(e["event_id"]) for e in data["chunk"]}
 
 
@@ -169,15 +163,11 @@ async def servers(
     if not _can_bind(ADDRESS_B):
         pytest.skip(f"{ADDRESS_B} is not a usable loopback address on this host")
     root = tmp_path_factory.mktemp("federation")
-    a = LocalHomeserver(
-        root / "a", federation_address=ADDRESS_A, app_service_config_files=[registration[0]]
-    )
+    a = LocalHomeserver(root / "a", federation_address=ADDRESS_A, app_service_config_files=[registration[0]])
     b = LocalHomeserver(root / "b", federation_address=ADDRESS_B)
     try:
         # Concurrently: the two start-ups are independent and each costs ~2 s.
-        results = await asyncio.gather(
-            a.start(timeout=60), b.start(timeout=60), return_exceptions=True
-        )
+        results = await asyncio.gather(a.start(timeout=60), b.start(timeout=60), return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 raise result
@@ -324,9 +314,7 @@ async def test_remote_user_joins_and_message_reaches_origin(alice: Client, bob: 
     assert reply["content"]["body"] == "hello from A"
 
 
-async def test_server_acl_makes_origin_drop_denied_servers_events(
-    alice: Client, bob: Client
-) -> None:
+async def test_server_acl_makes_origin_drop_denied_servers_events(alice: Client, bob: Client) -> None:
     """Observed with Synapse 1.163: B's send *succeeds* (B creates and stores the event; the
     ACL is enforced by the receiving server, not the sender), A answers B's transaction
     with a per-event 403 "Server is banned from room" and never stores the event. So the
@@ -339,9 +327,7 @@ async def test_server_acl_makes_origin_drop_denied_servers_events(
     # ACLs match the host without the port; the IP-literal names must stay allowed for A.
     acl = {"allow": ["*"], "deny": [ADDRESS_B], "allow_ip_literals": True}
     acl_id = (
-        await alice.ok(
-            "PUT", f"/_matrix/client/v3/rooms/{quote(room_id)}/state/m.room.server_acl/", acl
-        )
+        await alice.ok("PUT", f"/_matrix/client/v3/rooms/{quote(room_id)}/state/m.room.server_acl/", acl)
     )["event_id"]
     # A's own events still flow to B: only what B sends to A is refused.
     await _arrived(bob, room_id, acl_id)

@@ -45,7 +45,9 @@ def test_a_healthy_account_has_no_transitions(health: CaptureHealth, clocks: Clo
     assert health.capture_up(h) and h.last_ok == clocks.now - 60
 
 
-def test_failing_needs_three_in_a_row_and_ends_at_the_first_success(health: CaptureHealth, clocks: Clocks) -> None:
+def test_failing_needs_three_in_a_row_and_ends_at_the_first_success(
+    health: CaptureHealth, clocks: Clocks
+) -> None:
     health.report("telegram", "42", False, "getUpdates failed (NetworkError: Internal Server Error)")
     health.report("telegram", "42", False, "x")
     assert changes(health) == []
@@ -69,7 +71,9 @@ def test_failing_needs_three_in_a_row_and_ends_at_the_first_success(health: Capt
     assert changes(health) == []
 
 
-def test_stale_after_the_configured_minutes_of_clock_and_the_real_grace(health: CaptureHealth, clocks: Clocks) -> None:
+def test_stale_after_the_configured_minutes_of_clock_and_the_real_grace(
+    health: CaptureHealth, clocks: Clocks
+) -> None:
     health.report("telegram", "42", True)
     last_ok = clocks.now
     clocks.advance(599, real=1)
@@ -90,7 +94,9 @@ def test_stale_after_the_configured_minutes_of_clock_and_the_real_grace(health: 
     assert "it had stopped from" in text and ", 16 min)" in text and "Telegram still holds them" in text
 
 
-def test_a_clock_jump_that_a_poll_answers_within_the_grace_is_not_announced(health: CaptureHealth, clocks: Clocks) -> None:
+def test_a_clock_jump_that_a_poll_answers_within_the_grace_is_not_announced(
+    health: CaptureHealth, clocks: Clocks
+) -> None:
     health.report("telegram", "42", True)
     clocks.advance(3600, real=1)
     health.report("telegram", "42", True)  # the long poll came back
@@ -98,18 +104,28 @@ def test_a_clock_jump_that_a_poll_answers_within_the_grace_is_not_announced(heal
     assert changes(health) == []
 
 
-def test_an_account_that_never_received_goes_stale_from_the_start(health: CaptureHealth, clocks: Clocks) -> None:
+def test_an_account_that_never_received_goes_stale_from_the_start(
+    health: CaptureHealth, clocks: Clocks
+) -> None:
     health.watch("whatsapp", "1001", "WhatsApp number 1001")
     clocks.advance(601)
     assert ("1001", "stale", True) in changes(health)
-    assert "nothing since the bridge started" in health.problems(health.accounts[("whatsapp", "1001")])["stale"]
+    assert (
+        "nothing since the bridge started" in health.problems(health.accounts[("whatsapp", "1001")])["stale"]
+    )
 
 
 def test_business_disconnect_and_reconnect(health: CaptureHealth, clocks: Clocks) -> None:
-    health.set_enabled("telegram", "business:abc", True, "the Telegram Business account of Dana (business:abc)")
+    health.set_enabled(
+        "telegram", "business:abc", True, "the Telegram Business account of Dana (business:abc)"
+    )
     assert changes(health) == []
-    health.set_enabled("telegram", "business:abc", False, "the Telegram Business account of Dana (business:abc)")
-    health.set_enabled("telegram", "business:abc", False, "the Telegram Business account of Dana (business:abc)")
+    health.set_enabled(
+        "telegram", "business:abc", False, "the Telegram Business account of Dana (business:abc)"
+    )
+    health.set_enabled(
+        "telegram", "business:abc", False, "the Telegram Business account of Dana (business:abc)"
+    )
     [start] = health.transitions()
     assert (start.problem, start.active) == ("disabled", True)
     assert notice_text(start).startswith("Capture stopped: the Telegram Business account of Dana")
@@ -117,7 +133,9 @@ def test_business_disconnect_and_reconnect(health: CaptureHealth, clocks: Clocks
     assert not health.capture_up(b)
     clocks.advance(3600)  # no staleness for an account that has no receiving of its own
     assert changes(health) == [] or all(p != "stale" for _, p, _ in changes(health))
-    health.set_enabled("telegram", "business:abc", True, "the Telegram Business account of Dana (business:abc)")
+    health.set_enabled(
+        "telegram", "business:abc", True, "the Telegram Business account of Dana (business:abc)"
+    )
     assert changes(health) == [("business:abc", "disabled", False)]
     assert health.capture_up(b)
 
@@ -139,8 +157,18 @@ def test_quality_below_green_is_a_warning_not_a_capture_stop(health: CaptureHeal
 
 def test_problems_carried_over_a_restart_end_only_when_the_account_shows_it(clocks: Clocks) -> None:
     h = CaptureHealth(600, clock=lambda: clocks.now, real=lambda: clocks.real)
-    h.carry("telegram", "42", "Telegram bot 42", "failing", clocks.now - 300, "getUpdates failed", watched=True)
-    h.carry("telegram", "business:abc", "the Telegram Business account of Dana", "disabled", clocks.now - 300, "x", watched=False)
+    h.carry(
+        "telegram", "42", "Telegram bot 42", "failing", clocks.now - 300, "getUpdates failed", watched=True
+    )
+    h.carry(
+        "telegram",
+        "business:abc",
+        "the Telegram Business account of Dana",
+        "disabled",
+        clocks.now - 300,
+        "x",
+        watched=False,
+    )
     h.carry("whatsapp", "1002", "WhatsApp number 1002", "quality", clocks.now - 300, "RED", watched=True)
     assert changes(h) == []  # announced before the restart: not again
     assert not h.capture_up(h.accounts[("telegram", "42")])
@@ -154,6 +182,8 @@ def test_problems_carried_over_a_restart_end_only_when_the_account_shows_it(cloc
 
 
 def test_each_transition_names_when_it_started() -> None:
-    t = Transition("telegram", "42", "Telegram bot 42", "failing", False, "d", at=1_700_000_600.0, since=1_700_000_000.0)
+    t = Transition(
+        "telegram", "42", "Telegram bot 42", "failing", False, "d", at=1_700_000_600.0, since=1_700_000_000.0
+    )
     text = notice_text(t)
     assert "from 2023-11-14 22:13:20 UTC to 2023-11-14 22:23:20 UTC, 10 min" in text

@@ -51,7 +51,9 @@ async def _watch(tmp_path: Path, seconds: float) -> tuple[HomeserverWatch, _Slow
     async def requeue(room_id: str, events: list) -> None:
         pass
 
-    watch = HomeserverWatch(intent=_Homeserver(), catchup=catchup, pause=pause, resume=resume, requeue=requeue, interval=0.1)  # type: ignore[arg-type]
+    watch = HomeserverWatch(
+        intent=_Homeserver(), catchup=catchup, pause=pause, resume=resume, requeue=requeue, interval=0.1
+    )  # type: ignore[arg-type]
     return watch, catchup, store, calls
 
 

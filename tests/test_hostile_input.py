@@ -115,12 +115,18 @@ class Answer:
         return f"Answer({self.status}, {self.content_type!r}, {self.body[:200]!r})"
 
 
-async def raw_request(port: int, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes = b"") -> Answer:
+async def raw_request(
+    port: int, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes = b""
+) -> Answer:
     """One HTTP/1.1 request written byte for byte: header values no client library would send
     (invalid UTF-8, encoded surrogates, bytes above 0x7f) go on the wire as they are."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        head = b"%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: %d\r\n" % (method, target, len(body))
+        head = b"%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: %d\r\n" % (
+            method,
+            target,
+            len(body),
+        )
         for name, value in headers:
             head += name + b": " + value + b"\r\n"
         writer.write(head + b"\r\n" + body)
@@ -165,7 +171,12 @@ class AppserviceUnderTest:
         self.ephemeral.clear()
 
     async def put(
-        self, txn_id: str | None, body: bytes | Any, *, token: str | None = HS_TOKEN, headers: dict[str, str] | None = None
+        self,
+        txn_id: str | None,
+        body: bytes | Any,
+        *,
+        token: str | None = HS_TOKEN,
+        headers: dict[str, str] | None = None,
     ) -> Answer:
         sent = dict(headers or {})
         if token is not None:
@@ -205,7 +216,9 @@ class WebhookUnderTest:
     def clear(self) -> None:
         self.updates.clear()
 
-    async def post(self, body: bytes | Any, *, secret: str | None = SECRET, headers: dict[str, str] | None = None) -> Answer:
+    async def post(
+        self, body: bytes | Any, *, secret: str | None = SECRET, headers: dict[str, str] | None = None
+    ) -> Answer:
         sent = dict(headers or {})
         if secret is not None:
             sent[SECRET_HEADER] = secret
@@ -227,8 +240,12 @@ class WebhookUnderTest:
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def appservice() -> AsyncIterator[AppserviceUnderTest]:
     az = HouselineAppService(
-        server="http://127.0.0.1:9", domain="localhost", as_token=AS_TOKEN, hs_token=HS_TOKEN,
-        bot_localpart="houseline", id="houseline",
+        server="http://127.0.0.1:9",
+        domain="localhost",
+        as_token=AS_TOKEN,
+        hs_token=HS_TOKEN,
+        bot_localpart="houseline",
+        id="houseline",
     )
     events, ephemeral = Recorder(), Recorder()
     az.events_handler = events
@@ -250,8 +267,11 @@ async def appservice() -> AsyncIterator[AppserviceUnderTest]:
 async def webhook() -> AsyncIterator[WebhookUnderTest]:
     updates = Recorder()
     config = TelegramWebhookConfig(
-        public_url="https://bridge.example.com/telegram/webhook", listen_host="127.0.0.1", listen_port=0,
-        path=HOOK_PATH, secret_token=SECRET,
+        public_url="https://bridge.example.com/telegram/webhook",
+        listen_host="127.0.0.1",
+        listen_port=0,
+        path=HOOK_PATH,
+        secret_token=SECRET,
     )
     server = WebhookServer(config, handle=updates, shutdown_grace=1.0)
     await server.start()
@@ -330,15 +350,41 @@ json_scalars = (
     | st.integers(min_value=-(2**70), max_value=2**70)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=12)
-    | st.sampled_from(["m.room.member", "m.room.power_levels", "m.room.create", "m.room.encryption", "", "@x:localhost"])
+    | st.sampled_from(
+        ["m.room.member", "m.room.power_levels", "m.room.create", "m.room.encryption", "", "@x:localhost"]
+    )
 )
 json_values = st.recursive(
     json_scalars,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
     max_leaves=10,
 )
-EVENT_FIELDS = ("type", "room_id", "sender", "event_id", "origin_server_ts", "content", "state_key", "unsigned", "redacts", "prev_content")
-CONTENT_KEYS = ("msgtype", "body", "format", "formatted_body", "m.relates_to", "m.new_content", "membership", "displayname", "url", "info", "users", "name")
+EVENT_FIELDS = (
+    "type",
+    "room_id",
+    "sender",
+    "event_id",
+    "origin_server_ts",
+    "content",
+    "state_key",
+    "unsigned",
+    "redacts",
+    "prev_content",
+)
+CONTENT_KEYS = (
+    "msgtype",
+    "body",
+    "format",
+    "formatted_body",
+    "m.relates_to",
+    "m.new_content",
+    "membership",
+    "displayname",
+    "url",
+    "info",
+    "users",
+    "name",
+)
 
 HOSTILE_TEXTS = [
     "<script>alert(1)</script>",
@@ -354,12 +400,19 @@ HOSTILE_TEXTS = [
     "\x00\x01\x1b[31mred\x1b[0m",
     "A" * 70_000,
 ]
-hostile_text = st.sampled_from(HOSTILE_TEXTS) | st.text(max_size=200) | st.text(alphabet="<>&\"'/=;:() abcscriptonerror", max_size=80)
+hostile_text = (
+    st.sampled_from(HOSTILE_TEXTS)
+    | st.text(max_size=200)
+    | st.text(alphabet="<>&\"'/=;:() abcscriptonerror", max_size=80)
+)
 
 
 @st.composite
 def valid_transactions(draw) -> dict[str, Any]:
-    events = [message_event(body=draw(st.text(max_size=30)), event_id=f"$fuzz{i}") for i in range(draw(st.integers(0, 4)))]
+    events = [
+        message_event(body=draw(st.text(max_size=30)), event_id=f"$fuzz{i}")
+        for i in range(draw(st.integers(0, 4)))
+    ]
     return {"events": events}
 
 
@@ -383,19 +436,44 @@ def mutated_json(draw) -> bytes:
 
 
 junk_json_texts = st.sampled_from(
-    [b"", b" ", b"{", b"}", b"[", b"null", b"true", b"0", b"\"events\"", b"{'events': []}", b"{\"events\": [}",
-     b"{\"events\": [],}", b"\xef\xbb\xbf{\"events\": []}", b"{\"events\": [] \x00}", b"\xff\xfe{\x00}\x00",
-     b"{\"events\": [\"\\ud800\"]}", b"{\"events\": [1e999999]}", b"{\"events\": [" + b"9" * 5000 + b"]}",
-     b"{\"events\": [-Infinity]}", b"[[[[[[[[[[[[[[[[[[[["]
+    [
+        b"",
+        b" ",
+        b"{",
+        b"}",
+        b"[",
+        b"null",
+        b"true",
+        b"0",
+        b'"events"',
+        b"{'events': []}",
+        b'{"events": [}',
+        b'{"events": [],}',
+        b'\xef\xbb\xbf{"events": []}',
+        b'{"events": [] \x00}',
+        b"\xff\xfe{\x00}\x00",
+        b'{"events": ["\\ud800"]}',
+        b'{"events": [1e999999]}',
+        b'{"events": [' + b"9" * 5000 + b"]}",
+        b'{"events": [-Infinity]}',
+        b"[[[[[[[[[[[[[[[[[[[[",
+    ]
 )
-any_body = st.one_of(st.binary(max_size=300), mutated_json(), junk_json_texts, json_values.map(lambda v: json.dumps(v).encode()))
+any_body = st.one_of(
+    st.binary(max_size=300),
+    mutated_json(),
+    junk_json_texts,
+    json_values.map(lambda v: json.dumps(v).encode()),
+)
 
 
 @st.composite
 def oddly_typed_transactions(draw) -> tuple[Any, list[dict[str, Any]]]:
     """A transaction where one to three parts have the wrong type (or an arbitrary value), and
     the well-formed events in it that must still reach the handler."""
-    fine: list[dict[str, Any]] = [message_event(body=f"fine {i}", event_id=f"$fine{i}") for i in range(draw(st.integers(0, 3)))]
+    fine: list[dict[str, Any]] = [
+        message_event(body=f"fine {i}", event_id=f"$fine{i}") for i in range(draw(st.integers(0, 3)))
+    ]
     events: list[Any] = list(fine)
     body: Any = {"events": events}
     where = draw(st.sampled_from(["body", "events", "event", "field", "content", "content_key", "ephemeral"]))
@@ -412,7 +490,9 @@ def oddly_typed_transactions(draw) -> tuple[Any, list[dict[str, Any]]]:
     if where == "event":
         target = odd
     elif where == "field":
-        for name, value in draw(st.dictionaries(st.sampled_from(EVENT_FIELDS), json_values, min_size=1, max_size=3)).items():
+        for name, value in draw(
+            st.dictionaries(st.sampled_from(EVENT_FIELDS), json_values, min_size=1, max_size=3)
+        ).items():
             target[name] = value
         for name in draw(st.sets(st.sampled_from(EVENT_FIELDS), max_size=2)):
             target.pop(name, None)
@@ -429,7 +509,9 @@ def oddly_typed_transactions(draw) -> tuple[Any, list[dict[str, Any]]]:
 
 @fuzz(1500)
 @given(body=any_body)
-async def test_as_arbitrary_bytes_are_400_or_200_never_5xx(appservice: AppserviceUnderTest, body: bytes) -> None:
+async def test_as_arbitrary_bytes_are_400_or_200_never_5xx(
+    appservice: AppserviceUnderTest, body: bytes
+) -> None:
     """Model: what json.loads makes of the bytes decides the answer."""
     try:
         parsed = json.loads(body)
@@ -454,7 +536,9 @@ async def test_as_arbitrary_bytes_are_400_or_200_never_5xx(appservice: Appservic
 
 @fuzz(2000)
 @given(case=oddly_typed_transactions())
-async def test_as_wrong_types_are_refused_or_skipped_never_5xx(appservice: AppserviceUnderTest, case: tuple[Any, list]) -> None:
+async def test_as_wrong_types_are_refused_or_skipped_never_5xx(
+    appservice: AppserviceUnderTest, case: tuple[Any, list]
+) -> None:
     """events not a list → 400; an event that is not an object, or that cannot be decoded, is
     skipped; the well-formed events of the same transaction still reach the handler, unchanged
     and in order."""
@@ -478,10 +562,20 @@ async def test_as_wrong_types_are_refused_or_skipped_never_5xx(appservice: Appse
 
 @pytest.mark.parametrize(
     "content_type",
-    [None, "", "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
-     "application/json; charset=latin-1", "application/xml", "\u00e9/\u00e9".encode().decode("latin-1")],
+    [
+        None,
+        "",
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/json; charset=latin-1",
+        "application/xml",
+        "\u00e9/\u00e9".encode().decode("latin-1"),
+    ],
 )
-async def test_as_content_type_is_not_trusted_the_body_is(appservice: AppserviceUnderTest, content_type: str | None) -> None:
+async def test_as_content_type_is_not_trusted_the_body_is(
+    appservice: AppserviceUnderTest, content_type: str | None
+) -> None:
     """The endpoint ignores Content-Type and parses the body as JSON: a valid transaction under a
     wrong type is handled, junk under application/json is still refused."""
     appservice.clear()
@@ -490,13 +584,20 @@ async def test_as_content_type_is_not_trusted_the_body_is(appservice: Appservice
     if content_type is not None:
         headers["Content-Type"] = content_type
     answer = await raw_request(
-        appservice.port, b"PUT", (TXN + new_txn()).encode(),
-        [(k.encode(), v.encode("latin-1")) for k, v in headers.items()], json.dumps({"events": [event]}).encode(),
+        appservice.port,
+        b"PUT",
+        (TXN + new_txn()).encode(),
+        [(k.encode(), v.encode("latin-1")) for k, v in headers.items()],
+        json.dumps({"events": [event]}).encode(),
     )
     assert answer.status == 200, answer
     assert appservice.events.calls == [[event]]
     appservice.clear()
-    assert_matrix_error(await appservice.put(new_txn(), b"<events/>", headers={"Content-Type": content_type or JSON_CT}), 400, "M_NOT_JSON")
+    assert_matrix_error(
+        await appservice.put(new_txn(), b"<events/>", headers={"Content-Type": content_type or JSON_CT}),
+        400,
+        "M_NOT_JSON",
+    )
     assert appservice.events.calls == []
     await appservice.assert_alive()
 
@@ -511,11 +612,27 @@ async def test_as_empty_body_is_400(appservice: AppserviceUnderTest) -> None:
 @fuzz(150)
 @given(
     prefix=st.text(max_size=20),
-    bad=st.sampled_from([b"\xff", b"\x80", b"\xc0\x80", b"\xc1\xbf", b"\xe2\x82", b"\xf4\x90\x80\x80", b"\xf8\x88\x80\x80\x80", b"\xfe\xff"])
+    bad=st.sampled_from(
+        [
+            b"\xff",
+            b"\x80",
+            b"\xc0\x80",
+            b"\xc1\xbf",
+            b"\xe2\x82",
+            b"\xf4\x90\x80\x80",
+            b"\xf8\x88\x80\x80\x80",
+            b"\xfe\xff",
+        ]
+    )
     | st.binary(min_size=1, max_size=6).map(lambda b: b + b"\xff"),
 )
 async def test_as_invalid_utf8_is_400(appservice: AppserviceUnderTest, prefix: str, bad: bytes) -> None:
-    body = b'{"events": [{"type": "m.room.message", "content": {"body": "' + json.dumps(prefix)[1:-1].encode() + bad + b'"}}]}'
+    body = (
+        b'{"events": [{"type": "m.room.message", "content": {"body": "'
+        + json.dumps(prefix)[1:-1].encode()
+        + bad
+        + b'"}}]}'
+    )
     appservice.clear()
     assert_matrix_error(await appservice.put(new_txn(), body), 400, "M_NOT_JSON")
     assert appservice.events.calls == []
@@ -544,7 +661,9 @@ async def test_as_nan_and_infinity_do_not_crash(appservice: AppserviceUnderTest,
     a JSON 400, or handed over as data."""
     appservice.clear()
     event = message_event()
-    raw = json.dumps({"events": [event]}).replace('"origin_server_ts": 1700000000000', f'"origin_server_ts": {literal}')
+    raw = json.dumps({"events": [event]}).replace(
+        '"origin_server_ts": 1700000000000', f'"origin_server_ts": {literal}'
+    )
     raw = raw.replace('"body": "hello"', f'"body": "hello", "weird": {literal}')
     answer = await appservice.put(new_txn(), raw.encode())
     assert answer.status < 500, answer
@@ -555,7 +674,9 @@ async def test_as_nan_and_infinity_do_not_crash(appservice: AppserviceUnderTest,
             weird = batch[0]["content"]["weird"]
             assert math.isnan(weird) if literal == "NaN" else weird == float(literal)
     else:
-        assert_matrix_error(answer, 400, "M_BAD_JSON" if answer.data.get("errcode") == "M_BAD_JSON" else "M_NOT_JSON")
+        assert_matrix_error(
+            answer, 400, "M_BAD_JSON" if answer.data.get("errcode") == "M_BAD_JSON" else "M_NOT_JSON"
+        )
         assert appservice.events.calls == []
     await appservice.assert_alive()
 
@@ -563,13 +684,15 @@ async def test_as_nan_and_infinity_do_not_crash(appservice: AppserviceUnderTest,
 @pytest.mark.parametrize(
     "raw, delivered",
     [
-        ('{"events": "not a list", "events": [EV]}', True),   # last one wins, as in Python's json
+        ('{"events": "not a list", "events": [EV]}', True),  # last one wins, as in Python's json
         ('{"events": [EV], "events": "not a list"}', False),
         ('{"events": [EV], "events": []}', False),
         ('{"events": [EV], "ephemeral": 5, "ephemeral": [{"type": "m.typing"}]}', True),
     ],
 )
-async def test_as_duplicate_keys_are_read_one_consistent_way(appservice: AppserviceUnderTest, raw: str, delivered: bool) -> None:
+async def test_as_duplicate_keys_are_read_one_consistent_way(
+    appservice: AppserviceUnderTest, raw: str, delivered: bool
+) -> None:
     appservice.clear()
     event = message_event()
     answer = await appservice.put(new_txn(), raw.replace("EV", json.dumps(event)).encode())
@@ -594,7 +717,9 @@ async def _chunks(data: bytes, size: int = 256 * 1024) -> AsyncIterator[bytes]:
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
-async def test_as_oversized_transaction_is_413_and_not_handled(appservice: AppserviceUnderTest, chunked: bool) -> None:
+async def test_as_oversized_transaction_is_413_and_not_handled(
+    appservice: AppserviceUnderTest, chunked: bool
+) -> None:
     appservice.clear()
     body = _big(MAX_TRANSACTION_BYTES + 1024)
     headers = {"Authorization": f"Bearer {HS_TOKEN}", "Content-Type": JSON_CT}
@@ -644,10 +769,18 @@ def _deep_event(depth: int) -> dict[str, Any]:
 _MALFORMED_EVENTS: dict[str, Any] = {
     "type null": message_event(type=None),
     "type number": message_event(type=5),
-    "member with list room_id": message_event(type="m.room.member", state_key="@x:localhost", room_id=[], content={"membership": "join"}),
-    "member with list state_key": message_event(type="m.room.member", state_key=[1], content={"membership": "join"}),
-    "power_levels with object room_id": message_event(type="m.room.power_levels", state_key="", room_id={"a": 1}, content={}),
-    "encryption with list room_id": message_event(type="m.room.encryption", state_key="", room_id=[1], content={"algorithm": "x"}),
+    "member with list room_id": message_event(
+        type="m.room.member", state_key="@x:localhost", room_id=[], content={"membership": "join"}
+    ),
+    "member with list state_key": message_event(
+        type="m.room.member", state_key=[1], content={"membership": "join"}
+    ),
+    "power_levels with object room_id": message_event(
+        type="m.room.power_levels", state_key="", room_id={"a": 1}, content={}
+    ),
+    "encryption with list room_id": message_event(
+        type="m.room.encryption", state_key="", room_id=[1], content={"algorithm": "x"}
+    ),
     "content list": message_event(content=[1]),
     "content string": message_event(content="text"),
     "content number": message_event(content=5),
@@ -666,7 +799,9 @@ async def test_as_deeply_nested_body_is_400(appservice: AppserviceUnderTest, nam
 
 
 @pytest.mark.parametrize("depth", [300, 493, 700, 900])
-async def test_as_deep_event_is_skipped_and_its_neighbours_handled(appservice: AppserviceUnderTest, depth: int) -> None:
+async def test_as_deep_event_is_skipped_and_its_neighbours_handled(
+    appservice: AppserviceUnderTest, depth: int
+) -> None:
     """Regression: copy.deepcopy/Event.deserialize's RecursionError on an event nested ~490+ levels
     (about 1 KB of JSON) used to fail the whole transaction with 500, retried forever. Shallower
     ones are handed over; deeper ones are skipped; the neighbour always goes through."""
@@ -681,7 +816,9 @@ async def test_as_deep_event_is_skipped_and_its_neighbours_handled(appservice: A
 
 
 @pytest.mark.parametrize("name", sorted(_MALFORMED_EVENTS))
-async def test_as_malformed_event_is_skipped_and_its_neighbours_handled(appservice: AppserviceUnderTest, name: str) -> None:
+async def test_as_malformed_event_is_skipped_and_its_neighbours_handled(
+    appservice: AppserviceUnderTest, name: str
+) -> None:
     """Regression: these used to raise outside the decoding try (AttributeError on a null type,
     TypeError in mautrix's state store on an unhashable room_id/state_key) or reach the bridge's
     handler with a non-object content that its command detection could not take; each made the
@@ -709,15 +846,25 @@ _AUTHED_ROUTES = [
 ]
 
 
-async def test_as_only_the_two_probes_are_open_and_they_expose_nothing(appservice: AppserviceUnderTest) -> None:
+async def test_as_only_the_two_probes_are_open_and_they_expose_nothing(
+    appservice: AppserviceUnderTest,
+) -> None:
     """Every route mautrix and Houseline registered, without a token: 401, except the liveness and
     readiness probes, which answer '{}' and a status."""
     appservice.clear()
     opened = []
     for route in appservice.az.app.router.routes():
         info = route.resource.get_info() if route.resource is not None else {}
-        path = info.get("path") or info.get("formatter", "").replace("{transaction_id}", "t").replace("{user_id}", "@u:localhost").replace("{alias}", "%23a:localhost")
-        answer = await raw_request(appservice.port, route.method.encode(), path.encode(), [], b'{"events": []}' if route.method in ("PUT", "POST") else b"")
+        path = info.get("path") or info.get("formatter", "").replace("{transaction_id}", "t").replace(
+            "{user_id}", "@u:localhost"
+        ).replace("{alias}", "%23a:localhost")
+        answer = await raw_request(
+            appservice.port,
+            route.method.encode(),
+            path.encode(),
+            [],
+            b'{"events": []}' if route.method in ("PUT", "POST") else b"",
+        )
         if answer.status == 401:
             if route.method != "HEAD":  # a HEAD answer has no body
                 assert_matrix_error(answer, 401, "M_UNAUTHORIZED")
@@ -731,9 +878,17 @@ async def test_as_only_the_two_probes_are_open_and_they_expose_nothing(appservic
 
 
 @pytest.mark.parametrize("method, path", _AUTHED_ROUTES)
-async def test_as_missing_token_is_401_everywhere(appservice: AppserviceUnderTest, method: bytes, path: str) -> None:
+async def test_as_missing_token_is_401_everywhere(
+    appservice: AppserviceUnderTest, method: bytes, path: str
+) -> None:
     appservice.clear()
-    answer = await raw_request(appservice.port, method, path.encode(), [(b"Content-Type", b"application/json")], json.dumps({"events": [message_event()]}).encode())
+    answer = await raw_request(
+        appservice.port,
+        method,
+        path.encode(),
+        [(b"Content-Type", b"application/json")],
+        json.dumps({"events": [message_event()]}).encode(),
+    )
     assert_matrix_error(answer, 401, "M_UNAUTHORIZED")
     assert appservice.events.calls == []
 
@@ -752,9 +907,13 @@ async def test_as_missing_token_is_401_everywhere(appservice: AppserviceUnderTes
         "/_matrix/mau/ready/../../app/v1/transactions/t",
     ],
 )
-async def test_as_probe_paths_do_not_open_a_way_around_the_token(appservice: AppserviceUnderTest, path: str) -> None:
+async def test_as_probe_paths_do_not_open_a_way_around_the_token(
+    appservice: AppserviceUnderTest, path: str
+) -> None:
     appservice.clear()
-    answer = await raw_request(appservice.port, b"PUT", path.encode(), [], json.dumps({"events": [message_event()]}).encode())
+    answer = await raw_request(
+        appservice.port, b"PUT", path.encode(), [], json.dumps({"events": [message_event()]}).encode()
+    )
     assert 400 <= answer.status < 500, answer
     assert appservice.events.calls == []
 
@@ -785,19 +944,27 @@ _WRONG_AUTH_HEADERS = [
 async def test_as_wrong_authorization_header_is_403(appservice: AppserviceUnderTest, value: bytes) -> None:
     appservice.clear()
     answer = await raw_request(
-        appservice.port, b"PUT", (TXN + new_txn()).encode(), [(b"Authorization", value)],
+        appservice.port,
+        b"PUT",
+        (TXN + new_txn()).encode(),
+        [(b"Authorization", value)],
         json.dumps({"events": [message_event()]}).encode(),
     )
     assert_matrix_error(answer, 403, "M_FORBIDDEN")
     assert appservice.events.calls == []
 
 
-async def test_as_oversized_authorization_header_is_refused_by_the_http_layer(appservice: AppserviceUnderTest) -> None:
+async def test_as_oversized_authorization_header_is_refused_by_the_http_layer(
+    appservice: AppserviceUnderTest,
+) -> None:
     """Over aiohttp's 8190-byte header limit the parser refuses before any handler runs: a 4xx
     (plain text, from aiohttp itself), never the handler."""
     appservice.clear()
     answer = await raw_request(
-        appservice.port, b"PUT", (TXN + new_txn()).encode(), [(b"Authorization", b"Bearer " + b"x" * 100_000)],
+        appservice.port,
+        b"PUT",
+        (TXN + new_txn()).encode(),
+        [(b"Authorization", b"Bearer " + b"x" * 100_000)],
         json.dumps({"events": [message_event()]}).encode(),
     )
     assert 400 <= answer.status < 500, answer
@@ -810,11 +977,19 @@ async def test_as_oversized_authorization_header_is_refused_by_the_http_layer(ap
     [b"Bearer " + HS_TOKEN.encode(), b"bearer " + HS_TOKEN.encode(), b"BEARER  " + HS_TOKEN.encode() + b"  "],
     ids=["Bearer", "bearer", "BEARER-padded"],
 )
-async def test_as_right_token_in_any_case_of_the_scheme_is_accepted(appservice: AppserviceUnderTest, value: bytes) -> None:
+async def test_as_right_token_in_any_case_of_the_scheme_is_accepted(
+    appservice: AppserviceUnderTest, value: bytes
+) -> None:
     """RFC 7235: the scheme is case-insensitive; the token itself is compared exactly."""
     appservice.clear()
     event = message_event()
-    answer = await raw_request(appservice.port, b"PUT", (TXN + new_txn()).encode(), [(b"Authorization", value)], json.dumps({"events": [event]}).encode())
+    answer = await raw_request(
+        appservice.port,
+        b"PUT",
+        (TXN + new_txn()).encode(),
+        [(b"Authorization", value)],
+        json.dumps({"events": [event]}).encode(),
+    )
     assert answer.status == 200, answer
     assert appservice.events.calls == [[event]]
 
@@ -837,12 +1012,22 @@ async def test_as_right_token_in_any_case_of_the_scheme_is_accepted(appservice: 
 async def test_as_query_token(appservice: AppserviceUnderTest, query: str, accepted: bool) -> None:
     appservice.clear()
     event = message_event()
-    answer = await raw_request(appservice.port, b"PUT", (TXN + new_txn() + query).encode(), [], json.dumps({"events": [event]}).encode())
+    answer = await raw_request(
+        appservice.port,
+        b"PUT",
+        (TXN + new_txn() + query).encode(),
+        [],
+        json.dumps({"events": [event]}).encode(),
+    )
     if accepted:
         assert answer.status == 200, answer
         assert appservice.events.calls == [[event]]
     else:
-        assert_matrix_error(answer, 401 if "access_token=" not in query else 403, "M_UNAUTHORIZED" if "access_token=" not in query else "M_FORBIDDEN")
+        assert_matrix_error(
+            answer,
+            401 if "access_token=" not in query else 403,
+            "M_UNAUTHORIZED" if "access_token=" not in query else "M_FORBIDDEN",
+        )
         assert appservice.events.calls == []
 
 
@@ -851,12 +1036,20 @@ async def test_as_header_wins_over_query(appservice: AppserviceUnderTest) -> Non
     appservice.clear()
     body = json.dumps({"events": [message_event()]}).encode()
     wrong_header = await raw_request(
-        appservice.port, b"PUT", (TXN + new_txn() + "?access_token=" + HS_TOKEN).encode(), [(b"Authorization", b"Bearer nope")], body
+        appservice.port,
+        b"PUT",
+        (TXN + new_txn() + "?access_token=" + HS_TOKEN).encode(),
+        [(b"Authorization", b"Bearer nope")],
+        body,
     )
     assert_matrix_error(wrong_header, 403, "M_FORBIDDEN")
     assert appservice.events.calls == []
     right_header = await raw_request(
-        appservice.port, b"PUT", (TXN + new_txn() + "?access_token=nope").encode(), [(b"Authorization", b"Bearer " + HS_TOKEN.encode())], body
+        appservice.port,
+        b"PUT",
+        (TXN + new_txn() + "?access_token=nope").encode(),
+        [(b"Authorization", b"Bearer " + HS_TOKEN.encode())],
+        body,
     )
     assert right_header.status == 200
 
@@ -878,19 +1071,37 @@ async def test_as_forged_tokens_are_403(appservice: AppserviceUnderTest, token: 
         assume(value[7:].strip(b" \t") != HS_TOKEN.encode())
         answer = await raw_request(appservice.port, b"PUT", target, [(b"Authorization", value)], body)
     else:
-        answer = await raw_request(appservice.port, b"PUT", target + b"?access_token=" + quote(token.encode("utf-8", "surrogatepass"), safe="").encode(), [], body)
+        answer = await raw_request(
+            appservice.port,
+            b"PUT",
+            target + b"?access_token=" + quote(token.encode("utf-8", "surrogatepass"), safe="").encode(),
+            [],
+            body,
+        )
     assert_matrix_error(answer, 403, "M_FORBIDDEN")
     assert appservice.events.calls == []
 
 
-async def test_as_tokens_never_reach_the_log(appservice: AppserviceUnderTest, caplog: pytest.LogCaptureFixture) -> None:
+async def test_as_tokens_never_reach_the_log(
+    appservice: AppserviceUnderTest, caplog: pytest.LogCaptureFixture
+) -> None:
     """Refusals log the path, never the presented token (nor the real one)."""
     caplog.set_level(logging.DEBUG)
     body = json.dumps({"events": [message_event()]}).encode()
     forged = "forged-" + secrets.token_urlsafe(24)
-    await raw_request(appservice.port, b"PUT", (TXN + new_txn() + "?access_token=" + forged).encode(), [], body)
-    await raw_request(appservice.port, b"PUT", (TXN + new_txn()).encode(), [(b"Authorization", b"Bearer " + forged.encode())], body)
-    await raw_request(appservice.port, b"PUT", (TXN + new_txn() + "?access_token=" + HS_TOKEN).encode(), [], body)
+    await raw_request(
+        appservice.port, b"PUT", (TXN + new_txn() + "?access_token=" + forged).encode(), [], body
+    )
+    await raw_request(
+        appservice.port,
+        b"PUT",
+        (TXN + new_txn()).encode(),
+        [(b"Authorization", b"Bearer " + forged.encode())],
+        body,
+    )
+    await raw_request(
+        appservice.port, b"PUT", (TXN + new_txn() + "?access_token=" + HS_TOKEN).encode(), [], body
+    )
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "event=as_auth_refused" in text
     assert forged not in text and HS_TOKEN not in text
@@ -922,9 +1133,30 @@ def test_token_matches_never_raises_even_for_an_odd_expected_token() -> None:
 
 
 STATE_CONTENT_KEYS = (
-    "membership", "displayname", "avatar_url", "is_direct", "reason", "join_authorised_via_users_server",
-    "users", "users_default", "events", "events_default", "state_default", "ban", "kick", "redact", "invite", "notifications",
-    "algorithm", "rotation_period_ms", "rotation_period_msgs", "creator", "room_version", "predecessor", "m.federate", "type",
+    "membership",
+    "displayname",
+    "avatar_url",
+    "is_direct",
+    "reason",
+    "join_authorised_via_users_server",
+    "users",
+    "users_default",
+    "events",
+    "events_default",
+    "state_default",
+    "ban",
+    "kick",
+    "redact",
+    "invite",
+    "notifications",
+    "algorithm",
+    "rotation_period_ms",
+    "rotation_period_msgs",
+    "creator",
+    "room_version",
+    "predecessor",
+    "m.federate",
+    "type",
 )
 
 
@@ -932,20 +1164,45 @@ STATE_CONTENT_KEYS = (
 def odd_state_events(draw) -> dict[str, Any]:
     """State events of the kinds mautrix's state store interprets, with arbitrary contents."""
     event = message_event(
-        type=draw(st.sampled_from([*_STATE_STORE_TYPES, "m.room.name", "m.room.join_rules", "m.room.server_acl", "m.room.tombstone"])),
-        state_key=draw(st.sampled_from(["", "@employee:localhost", "@houseline:localhost", "@telegram_1:localhost"]) | st.text(max_size=10)),
+        type=draw(
+            st.sampled_from(
+                [
+                    *_STATE_STORE_TYPES,
+                    "m.room.name",
+                    "m.room.join_rules",
+                    "m.room.server_acl",
+                    "m.room.tombstone",
+                ]
+            )
+        ),
+        state_key=draw(
+            st.sampled_from(["", "@employee:localhost", "@houseline:localhost", "@telegram_1:localhost"])
+            | st.text(max_size=10)
+        ),
         event_id="$state",
     )
-    content = draw(st.dictionaries(st.sampled_from(STATE_CONTENT_KEYS), json_values, max_size=5) | json_values)
+    content = draw(
+        st.dictionaries(st.sampled_from(STATE_CONTENT_KEYS), json_values, max_size=5) | json_values
+    )
     event["content"] = content
-    for name, value in draw(st.dictionaries(st.sampled_from(["sender", "unsigned", "prev_content", "origin_server_ts", "event_id", "redacts"]), json_values, max_size=2)).items():
+    for name, value in draw(
+        st.dictionaries(
+            st.sampled_from(
+                ["sender", "unsigned", "prev_content", "origin_server_ts", "event_id", "redacts"]
+            ),
+            json_values,
+            max_size=2,
+        )
+    ).items():
         event[name] = value
     return event
 
 
 @fuzz(700)
 @given(odd=odd_state_events())
-async def test_as_state_events_with_arbitrary_content_never_5xx(appservice: AppserviceUnderTest, odd: dict[str, Any]) -> None:
+async def test_as_state_events_with_arbitrary_content_never_5xx(
+    appservice: AppserviceUnderTest, odd: dict[str, Any]
+) -> None:
     """The state store (mautrix's, fed before the handler) must not turn odd contents into a 500."""
     appservice.clear()
     neighbour = message_event(body="neighbour", event_id="$neighbour")
@@ -960,7 +1217,9 @@ async def test_as_state_events_with_arbitrary_content_never_5xx(appservice: Apps
 
 @fuzz(250)
 @given(
-    body=hostile_text, formatted=hostile_text, name=hostile_text,
+    body=hostile_text,
+    formatted=hostile_text,
+    name=hostile_text,
 )
 async def test_as_html_and_script_in_names_and_texts_are_passed_as_data(
     appservice: AppserviceUnderTest, body: str, formatted: str, name: str
@@ -968,8 +1227,19 @@ async def test_as_html_and_script_in_names_and_texts_are_passed_as_data(
     appservice.clear()
     events = [
         message_event(body=body),
-        message_event(content={"msgtype": "m.text", "body": body, "format": "org.matrix.custom.html", "formatted_body": formatted}),
-        message_event(type="m.room.member", state_key="@employee:localhost", content={"membership": "join", "displayname": name, "avatar_url": formatted}),
+        message_event(
+            content={
+                "msgtype": "m.text",
+                "body": body,
+                "format": "org.matrix.custom.html",
+                "formatted_body": formatted,
+            }
+        ),
+        message_event(
+            type="m.room.member",
+            state_key="@employee:localhost",
+            content={"membership": "join", "displayname": name, "avatar_url": formatted},
+        ),
         message_event(type="m.room.name", state_key="", content={"name": name}),
         message_event(type="m.room.topic", state_key="", content={"topic": formatted}),
     ]
@@ -978,13 +1248,20 @@ async def test_as_html_and_script_in_names_and_texts_are_passed_as_data(
     assert appservice.events.calls == [events]
 
 
-async def test_as_a_full_transaction_of_100_events_is_handled_whole_and_in_order(appservice: AppserviceUnderTest) -> None:
+async def test_as_a_full_transaction_of_100_events_is_handled_whole_and_in_order(
+    appservice: AppserviceUnderTest,
+) -> None:
     appservice.clear()
     kinds = [
         lambda i: message_event(body=f"message {i}"),
-        lambda i: message_event(type="m.reaction", content={"m.relates_to": {"rel_type": "m.annotation", "event_id": f"$x{i}", "key": "\U0001f44d"}}),
+        lambda i: message_event(
+            type="m.reaction",
+            content={"m.relates_to": {"rel_type": "m.annotation", "event_id": f"$x{i}", "key": "\U0001f44d"}},
+        ),
         lambda i: message_event(type="m.room.redaction", redacts=f"$x{i}", content={}),
-        lambda i: message_event(type="m.room.member", state_key=f"@u{i}:localhost", content={"membership": "join"}),
+        lambda i: message_event(
+            type="m.room.member", state_key=f"@u{i}:localhost", content={"membership": "join"}
+        ),
         lambda i: message_event(type=f"com.example.unknown.{i}", content={"anything": [i, {"goes": True}]}),
     ]
     events = [kinds[i % len(kinds)](i) for i in range(100)]
@@ -996,7 +1273,11 @@ async def test_as_a_full_transaction_of_100_events_is_handled_whole_and_in_order
 
 @fuzz(200)
 @given(
-    types=st.lists(st.text(min_size=1, max_size=40) | st.from_regex(r"\A[a-z]{2,5}(\.[a-z0-9_]{1,8}){1,4}\Z"), min_size=1, max_size=100),
+    types=st.lists(
+        st.text(min_size=1, max_size=40) | st.from_regex(r"\A[a-z]{2,5}(\.[a-z0-9_]{1,8}){1,4}\Z"),
+        min_size=1,
+        max_size=100,
+    ),
     content=json_values.filter(lambda v: isinstance(v, dict)) | st.builds(dict),
     state=st.booleans(),
 )
@@ -1018,10 +1299,19 @@ async def test_as_unknown_event_types_pass_through_unchanged(
 @fuzz(150)
 @given(
     # aiohttp's route variable is [^{}/]+, and homeservers use plain ids (Synapse: integers).
-    txn_ids=st.lists(st.text(st.characters(exclude_characters="{}/", exclude_categories=["Cs"]), min_size=1, max_size=30).filter(lambda s: s not in (".", "..")), min_size=1, max_size=6, unique=True),
+    txn_ids=st.lists(
+        st.text(
+            st.characters(exclude_characters="{}/", exclude_categories=["Cs"]), min_size=1, max_size=30
+        ).filter(lambda s: s not in (".", "..")),
+        min_size=1,
+        max_size=6,
+        unique=True,
+    ),
     order=st.lists(st.integers(0, 5), min_size=1, max_size=15),
 )
-async def test_as_redelivered_transactions_are_handled_once(appservice: AppserviceUnderTest, txn_ids: list[str], order: list[int]) -> None:
+async def test_as_redelivered_transactions_are_handled_once(
+    appservice: AppserviceUnderTest, txn_ids: list[str], order: list[int]
+) -> None:
     """Any id (URL-escaped, any characters), redelivered in any order: each handled exactly once,
     every delivery answered 200."""
     appservice.clear()
@@ -1069,7 +1359,11 @@ async def test_as_a_failed_transaction_is_not_remembered(appservice: AppserviceU
 
 
 @fuzz(150)
-@given(ephemeral=st.lists(json_values, max_size=6), key=st.sampled_from(["ephemeral", "de.sorunome.msc2409.ephemeral"]), fail=st.booleans())
+@given(
+    ephemeral=st.lists(json_values, max_size=6),
+    key=st.sampled_from(["ephemeral", "de.sorunome.msc2409.ephemeral"]),
+    fail=st.booleans(),
+)
 async def test_as_ephemeral_junk_is_filtered_and_its_failure_never_fails_the_transaction(
     appservice: AppserviceUnderTest, ephemeral: list, key: str, fail: bool
 ) -> None:
@@ -1086,7 +1380,9 @@ async def test_as_ephemeral_junk_is_filtered_and_its_failure_never_fails_the_tra
 # =========================================================================== webhook: secret
 
 
-async def _hook_raw(webhook: WebhookUnderTest, secret: bytes | None, body: bytes, path: str = HOOK_PATH) -> Answer:
+async def _hook_raw(
+    webhook: WebhookUnderTest, secret: bytes | None, body: bytes, path: str = HOOK_PATH
+) -> Answer:
     headers = [(b"Content-Type", b"application/json")]
     if secret is not None:
         headers.append((SECRET_HEADER.encode(), secret))
@@ -1096,13 +1392,24 @@ async def _hook_raw(webhook: WebhookUnderTest, secret: bytes | None, body: bytes
 @pytest.mark.parametrize(
     "secret",
     [
-        None, b"", SECRET[:-1].encode(), SECRET[:1].encode(), (SECRET + "x").encode(), (SECRET + SECRET).encode(),
-        SECRET.swapcase().encode(), b"\xff" + SECRET.encode()[1:], SECRET.encode()[:-1] + b"\xed\xa0\x80",
-        SECRET.encode()[:-1] + b"?", SECRET.encode()[:-1] + "\u00e9".encode(), b"x" * 8000,
+        None,
+        b"",
+        SECRET[:-1].encode(),
+        SECRET[:1].encode(),
+        (SECRET + "x").encode(),
+        (SECRET + SECRET).encode(),
+        SECRET.swapcase().encode(),
+        b"\xff" + SECRET.encode()[1:],
+        SECRET.encode()[:-1] + b"\xed\xa0\x80",
+        SECRET.encode()[:-1] + b"?",
+        SECRET.encode()[:-1] + "\u00e9".encode(),
+        b"x" * 8000,
     ],
     ids=lambda s: "missing" if s is None else repr(s[:12]),
 )
-async def test_hook_missing_or_wrong_secret_is_403_and_nothing_is_processed(webhook: WebhookUnderTest, secret: bytes | None) -> None:
+async def test_hook_missing_or_wrong_secret_is_403_and_nothing_is_processed(
+    webhook: WebhookUnderTest, secret: bytes | None
+) -> None:
     webhook.clear()
     for body in (json.dumps(tg_update(new_update_id())).encode(), b"{not json", b"[" * 100_000):
         answer = await _hook_raw(webhook, secret, body)
@@ -1133,7 +1440,9 @@ async def test_hook_secret_is_checked_before_the_body_is_read(webhook: WebhookUn
     """A wrong secret with a body over the limit is refused 403, not 413: nothing was read."""
     webhook.clear()
     async with webhook.http.post(
-        webhook.url, data=io.BytesIO(b"x" * (MAX_BODY * 2)), headers={SECRET_HEADER: "wrong", "Content-Type": JSON_CT}
+        webhook.url,
+        data=io.BytesIO(b"x" * (MAX_BODY * 2)),
+        headers={SECRET_HEADER: "wrong", "Content-Type": JSON_CT},
     ) as response:
         answer = await _answer(response)
     assert_webhook_error(answer, 403)
@@ -1156,9 +1465,21 @@ async def test_hook_secret_elsewhere_does_not_count(webhook: WebhookUnderTest) -
 
 async def test_hook_other_paths_and_methods_answer_json_4xx(webhook: WebhookUnderTest) -> None:
     webhook.clear()
-    for method, path in [(b"GET", HOOK_PATH), (b"PUT", HOOK_PATH), (b"POST", "/"), (b"POST", HOOK_PATH + "/x"), (b"GET", "/_matrix/mau/live")]:
-        answer = await _hook_raw(webhook, SECRET.encode(), json.dumps(tg_update(new_update_id())).encode(), path) if method == b"POST" else (
-            await raw_request(webhook.port, method, path.encode(), [(SECRET_HEADER.encode(), SECRET.encode())])
+    for method, path in [
+        (b"GET", HOOK_PATH),
+        (b"PUT", HOOK_PATH),
+        (b"POST", "/"),
+        (b"POST", HOOK_PATH + "/x"),
+        (b"GET", "/_matrix/mau/live"),
+    ]:
+        answer = (
+            await _hook_raw(webhook, SECRET.encode(), json.dumps(tg_update(new_update_id())).encode(), path)
+            if method == b"POST"
+            else (
+                await raw_request(
+                    webhook.port, method, path.encode(), [(SECRET_HEADER.encode(), SECRET.encode())]
+                )
+            )
         )
         assert answer.status in (404, 405), answer
         assert_webhook_error(answer, answer.status)
@@ -1174,7 +1495,11 @@ def _hook_model(body: bytes) -> Any:
         data = json.loads(body.decode("utf-8"))
     except (RecursionError, ValueError):
         return None
-    if not isinstance(data, dict) or isinstance(data.get("update_id"), bool) or not isinstance(data.get("update_id"), int):
+    if (
+        not isinstance(data, dict)
+        or isinstance(data.get("update_id"), bool)
+        or not isinstance(data.get("update_id"), int)
+    ):
         return None
     return data
 
@@ -1210,13 +1535,24 @@ def oddly_typed_updates(draw) -> Any:
     elif where == "message":
         upd["message"] = odd
     else:
-        upd["message"][draw(st.sampled_from(["text", "chat", "from", "date", "message_id", "entities"]))] = odd
+        upd["message"][draw(st.sampled_from(["text", "chat", "from", "date", "message_id", "entities"]))] = (
+            odd
+        )
     return upd
 
 
 @fuzz(500)
-@given(body=st.one_of(st.binary(max_size=300), mutated_updates(), junk_json_texts, oddly_typed_updates().map(lambda v: json.dumps(v).encode())))
-async def test_hook_arbitrary_bodies_are_400_or_handled_never_5xx(webhook: WebhookUnderTest, body: bytes) -> None:
+@given(
+    body=st.one_of(
+        st.binary(max_size=300),
+        mutated_updates(),
+        junk_json_texts,
+        oddly_typed_updates().map(lambda v: json.dumps(v).encode()),
+    )
+)
+async def test_hook_arbitrary_bodies_are_400_or_handled_never_5xx(
+    webhook: WebhookUnderTest, body: bytes
+) -> None:
     model = _hook_model(body)
     seen = model is not None and webhook.server.was_handled(model["update_id"])
     webhook.clear()
@@ -1230,14 +1566,25 @@ async def test_hook_arbitrary_bodies_are_400_or_handled_never_5xx(webhook: Webho
         assert all(u["update_id"] == model["update_id"] for u in webhook.updates.calls)
 
 
-@pytest.mark.parametrize("name, body", [
-    ("empty", b""), ("arrays_1e5", b"[" * 100_000 + b"]" * 100_000), ("objects_1e5", b'{"a":' * 100_000 + b"1" + b"}" * 100_000),
-    ("update_1e5", b'{"update_id": 1, "message": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
-    ("invalid_utf8", b'{"update_id": 5, "message": {"text": "\xff\xfe"}}'), ("bom", b'\xef\xbb\xbf{"update_id": 6}'),
-    ("utf16", '{"update_id": 7}'.encode("utf-16")), ("huge_int", b'{"update_id": ' + b"9" * 5000 + b"}"),
-    ("bool_id", b'{"update_id": true}'), ("float_id", b'{"update_id": 1.0}'), ("string_id", b'{"update_id": "1"}'),
-    ("nan_id", b'{"update_id": NaN}'), ("list", b"[1]"), ("null", b"null"),
-])
+@pytest.mark.parametrize(
+    "name, body",
+    [
+        ("empty", b""),
+        ("arrays_1e5", b"[" * 100_000 + b"]" * 100_000),
+        ("objects_1e5", b'{"a":' * 100_000 + b"1" + b"}" * 100_000),
+        ("update_1e5", b'{"update_id": 1, "message": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
+        ("invalid_utf8", b'{"update_id": 5, "message": {"text": "\xff\xfe"}}'),
+        ("bom", b'\xef\xbb\xbf{"update_id": 6}'),
+        ("utf16", '{"update_id": 7}'.encode("utf-16")),
+        ("huge_int", b'{"update_id": ' + b"9" * 5000 + b"}"),
+        ("bool_id", b'{"update_id": true}'),
+        ("float_id", b'{"update_id": 1.0}'),
+        ("string_id", b'{"update_id": "1"}'),
+        ("nan_id", b'{"update_id": NaN}'),
+        ("list", b"[1]"),
+        ("null", b"null"),
+    ],
+)
 async def test_hook_bad_bodies_are_400_json(webhook: WebhookUnderTest, name: str, body: bytes) -> None:
     webhook.clear()
     assert_webhook_error(await _hook_raw(webhook, SECRET.encode(), body), 400)
@@ -1250,7 +1597,9 @@ async def test_hook_nan_inside_an_update_does_not_crash(webhook: WebhookUnderTes
     """Python's json accepts these; Telegram never sends them. Refused or handed over, not a 5xx."""
     webhook.clear()
     uid = new_update_id()
-    answer = await _hook_raw(webhook, SECRET.encode(), f'{{"update_id": {uid}, "message": {{"date": {literal}}}}}'.encode())
+    answer = await _hook_raw(
+        webhook, SECRET.encode(), f'{{"update_id": {uid}, "message": {{"date": {literal}}}}}'.encode()
+    )
     assert answer.status in (200, 400), answer
     assert len(webhook.updates.calls) == (1 if answer.status == 200 else 0)
     await webhook.assert_alive()
@@ -1259,21 +1608,33 @@ async def test_hook_nan_inside_an_update_does_not_crash(webhook: WebhookUnderTes
 async def test_hook_duplicate_keys_last_one_wins_consistently(webhook: WebhookUnderTest) -> None:
     webhook.clear()
     uid = new_update_id()
-    answer = await _hook_raw(webhook, SECRET.encode(), f'{{"update_id": "x", "update_id": {uid}, "message": 1, "message": {{"text": "b"}}}}'.encode())
+    answer = await _hook_raw(
+        webhook,
+        SECRET.encode(),
+        f'{{"update_id": "x", "update_id": {uid}, "message": 1, "message": {{"text": "b"}}}}'.encode(),
+    )
     assert answer.status == 200, answer
     assert webhook.updates.calls == [{"update_id": uid, "message": {"text": "b"}}]
     webhook.clear()
-    answer = await _hook_raw(webhook, SECRET.encode(), f'{{"update_id": {new_update_id()}, "update_id": "x"}}'.encode())
+    answer = await _hook_raw(
+        webhook, SECRET.encode(), f'{{"update_id": {new_update_id()}, "update_id": "x"}}'.encode()
+    )
     assert_webhook_error(answer, 400)
     assert webhook.updates.calls == []
 
 
 @pytest.mark.parametrize("content_type", [b"text/plain", b"application/x-www-form-urlencoded", b"", b"\xff"])
-async def test_hook_content_type_is_not_trusted_the_body_is(webhook: WebhookUnderTest, content_type: bytes) -> None:
+async def test_hook_content_type_is_not_trusted_the_body_is(
+    webhook: WebhookUnderTest, content_type: bytes
+) -> None:
     webhook.clear()
     upd = tg_update(new_update_id())
     answer = await raw_request(
-        webhook.port, b"POST", HOOK_PATH.encode(), [(SECRET_HEADER.encode(), SECRET.encode()), (b"Content-Type", content_type)], json.dumps(upd).encode()
+        webhook.port,
+        b"POST",
+        HOOK_PATH.encode(),
+        [(SECRET_HEADER.encode(), SECRET.encode()), (b"Content-Type", content_type)],
+        json.dumps(upd).encode(),
     )
     assert answer.status == 200, answer
     assert webhook.updates.calls == [upd]
@@ -1284,7 +1645,9 @@ async def test_hook_oversized_body_is_413_json(webhook: WebhookUnderTest, chunke
     webhook.clear()
     body = b'{"update_id": 1, "x": "' + b"x" * MAX_BODY + b'"}'
     headers = {SECRET_HEADER: SECRET, "Content-Type": JSON_CT}
-    async with webhook.http.post(webhook.url, data=_chunks(body) if chunked else io.BytesIO(body), headers=headers) as response:
+    async with webhook.http.post(
+        webhook.url, data=_chunks(body) if chunked else io.BytesIO(body), headers=headers
+    ) as response:
         answer = await _answer(response)
     assert_webhook_error(answer, 413)
     assert webhook.updates.calls == []
@@ -1293,7 +1656,9 @@ async def test_hook_oversized_body_is_413_json(webhook: WebhookUnderTest, chunke
 
 @fuzz(200)
 @given(text=hostile_text, name=hostile_text)
-async def test_hook_html_and_script_are_passed_as_data(webhook: WebhookUnderTest, text: str, name: str) -> None:
+async def test_hook_html_and_script_are_passed_as_data(
+    webhook: WebhookUnderTest, text: str, name: str
+) -> None:
     webhook.clear()
     upd = tg_update(new_update_id(), text, first_name=name)
     answer = await webhook.post(upd)
@@ -1315,6 +1680,8 @@ async def test_hook_redelivered_updates_are_handled_once(webhook: WebhookUnderTe
     assert [u["update_id"] for u in webhook.updates.calls] == first_seen
 
 
-async def test_both_servers_still_serve_at_the_end(appservice: AppserviceUnderTest, webhook: WebhookUnderTest) -> None:
+async def test_both_servers_still_serve_at_the_end(
+    appservice: AppserviceUnderTest, webhook: WebhookUnderTest
+) -> None:
     await appservice.assert_alive()
     await webhook.assert_alive()

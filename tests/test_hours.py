@@ -55,31 +55,47 @@ def message(call, *args) -> str:
 # Durations
 
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("15m", 900), ("1h", 3600), ("2h30m", 9000), ("90s", 90), ("1d", 86400), ("45 min", 2700),
-    ("2 hours", 7200), ("2h 30m", 9000), ("1 hour 30 minutes", 5400), (" 15M ", 900), ("1w", 604800),
-    (900, 900), ("900", 900),
-])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("15m", 900),
+        ("1h", 3600),
+        ("2h30m", 9000),
+        ("90s", 90),
+        ("1d", 86400),
+        ("45 min", 2700),
+        ("2 hours", 7200),
+        ("2h 30m", 9000),
+        ("1 hour 30 minutes", 5400),
+        (" 15M ", 900),
+        ("1w", 604800),
+        (900, 900),
+        ("900", 900),
+    ],
+)
 def test_durations(text: str | int, seconds: int) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize(("value", "fragment"), [
-    ("15 minutes please", "'15 minutes please' is not a duration; write e.g. 15m, 1h, 2h30m or 1d"),
-    ("", "'' is not a duration"),
-    ("1h 30", "'1h 30' is not a duration"),
-    ("15 minuets", "unknown unit 'minuets'; use s, m, h or d"),
-    ("1.5h", "has a fraction; write whole numbers, e.g. 1h30m"),
-    ("0m", "'0m' is not longer than zero"),
-    ("-5m", "'-5m' is not longer than zero"),
-    (0, "0 (seconds) is not longer than zero"),
-    (-30, "-30 (seconds) is not longer than zero"),
-    ("99999d", "is longer than 3650d"),
-    (True, "true (true/false) is not a duration"),
-    (1.5, "the number 1.5 (only whole seconds) is not a duration"),
-    (None, "nothing is not a duration"),
-    (["15m"], "a list is not a duration"),
-])
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("15 minutes please", "'15 minutes please' is not a duration; write e.g. 15m, 1h, 2h30m or 1d"),
+        ("", "'' is not a duration"),
+        ("1h 30", "'1h 30' is not a duration"),
+        ("15 minuets", "unknown unit 'minuets'; use s, m, h or d"),
+        ("1.5h", "has a fraction; write whole numbers, e.g. 1h30m"),
+        ("0m", "'0m' is not longer than zero"),
+        ("-5m", "'-5m' is not longer than zero"),
+        (0, "0 (seconds) is not longer than zero"),
+        (-30, "-30 (seconds) is not longer than zero"),
+        ("99999d", "is longer than 3650d"),
+        (True, "true (true/false) is not a duration"),
+        (1.5, "the number 1.5 (only whole seconds) is not a duration"),
+        (None, "nothing is not a duration"),
+        (["15m"], "a list is not a duration"),
+    ],
+)
 def test_bad_durations_say_how_to_write_one(value: object, fragment: str) -> None:
     text = message(parse_duration, value)
     assert fragment in text
@@ -92,18 +108,24 @@ def test_bad_durations_say_how_to_write_one(value: object, fragment: str) -> Non
 WEEKDAYS_8_18 = (((480, 1080),),) * 5 + ((), ())
 
 
-@pytest.mark.parametrize(("text", "week"), [
-    ("Mon-Fri 08:00-18:00", WEEKDAYS_8_18),
-    ("mon-FRI 8:00 - 18:00", WEEKDAYS_8_18),
-    ("Mon\u2013Fri 08:00\u201318:00", WEEKDAYS_8_18),  # en dashes, as pasted from a document
-    ("Mon-Thu 08:00-18:00, Fri 08:00-14:00", (((480, 1080),),) * 4 + (((480, 840),), (), ())),
-    ("Mon,Wed 09:00-12:00; Sat 10:00-13:00", (((540, 720),), (), ((540, 720),), (), (), ((600, 780),), ())),
-    ("Mon-Fri 08:00-12:00 13:00-17:00", (((480, 720), (780, 1020)),) * 5 + ((), ())),
-    ("Mon-Fri 08:00-12:00 12:00-17:00", (((480, 1020),),) * 5 + ((), ())),  # touching: joined
-    ("Sat 20:00-24:00, Sun 00:00-02:00", ((),) * 5 + (((1200, 1440),), ((0, 120),))),
-    ("Sun-Thu 08:00-16:00", (((480, 960),),) * 4 + ((), (), ((480, 960),))),  # wraps past Sunday
-    ("Mon 22:00-24:00, Tue 00:00-06:00", (((1320, 1440),), ((0, 360),), (), (), (), (), ())),
-])
+@pytest.mark.parametrize(
+    ("text", "week"),
+    [
+        ("Mon-Fri 08:00-18:00", WEEKDAYS_8_18),
+        ("mon-FRI 8:00 - 18:00", WEEKDAYS_8_18),
+        ("Mon\u2013Fri 08:00\u201318:00", WEEKDAYS_8_18),  # en dashes, as pasted from a document
+        ("Mon-Thu 08:00-18:00, Fri 08:00-14:00", (((480, 1080),),) * 4 + (((480, 840),), (), ())),
+        (
+            "Mon,Wed 09:00-12:00; Sat 10:00-13:00",
+            (((540, 720),), (), ((540, 720),), (), (), ((600, 780),), ()),
+        ),
+        ("Mon-Fri 08:00-12:00 13:00-17:00", (((480, 720), (780, 1020)),) * 5 + ((), ())),
+        ("Mon-Fri 08:00-12:00 12:00-17:00", (((480, 1020),),) * 5 + ((), ())),  # touching: joined
+        ("Sat 20:00-24:00, Sun 00:00-02:00", ((),) * 5 + (((1200, 1440),), ((0, 120),))),
+        ("Sun-Thu 08:00-16:00", (((480, 960),),) * 4 + ((), (), ((480, 960),))),  # wraps past Sunday
+        ("Mon 22:00-24:00, Tue 00:00-06:00", (((1320, 1440),), ((0, 360),), (), (), (), (), ())),
+    ],
+)
 def test_hours(text: str, week: tuple) -> None:
     hours = parse_hours(text, BERLIN)
     assert hours == BusinessHours(BERLIN, week)
@@ -117,19 +139,29 @@ def test_always(text: str) -> None:
 
 
 def test_describe_speaks_the_configuration_language() -> None:
-    assert parse_hours("Mon-Thu 08:00-18:00, Fri 08:00-14:00", BERLIN).describe() == "Mon-Thu 08:00-18:00, Fri 08:00-14:00"
-    assert parse_hours("fri 13:00-17:00 08:00-12:00, mon-thu 08:00-12:00 13:00-17:00", BERLIN).describe() == \
-        "Mon-Fri 08:00-12:00 13:00-17:00"
+    assert (
+        parse_hours("Mon-Thu 08:00-18:00, Fri 08:00-14:00", BERLIN).describe()
+        == "Mon-Thu 08:00-18:00, Fri 08:00-14:00"
+    )
+    assert (
+        parse_hours("fri 13:00-17:00 08:00-12:00, mon-thu 08:00-12:00 13:00-17:00", BERLIN).describe()
+        == "Mon-Fri 08:00-12:00 13:00-17:00"
+    )
 
 
 BAD_HOURS = [
-    ("", "no hours given; write e.g. \"Mon-Fri 08:00-18:00\""),
+    ("", 'no hours given; write e.g. "Mon-Fri 08:00-18:00"'),
     (",;", "no days or hours in ',;'"),
-    ("Mon-Fri 22:00-06:00", "'22:00-06:00' runs past midnight; split it into two days, "
-                            "e.g. Mon-Fri 22:00-24:00, Tue-Sat 00:00-06:00"),
+    (
+        "Mon-Fri 22:00-06:00",
+        "'22:00-06:00' runs past midnight; split it into two days, "
+        "e.g. Mon-Fri 22:00-24:00, Tue-Sat 00:00-06:00",
+    ),
     ("Mon-Fri 08:00-08:00", "'08:00-08:00' is empty; the end must come after the start"),
-    ("Mon-Fri 08:00-18:00, Fri 08:00-14:00", "Fri has overlapping hours 08:00-14:00 and 08:00-18:00; "
-                                             "give each day its hours once"),
+    (
+        "Mon-Fri 08:00-18:00, Fri 08:00-14:00",
+        "Fri has overlapping hours 08:00-14:00 and 08:00-18:00; give each day its hours once",
+    ),
     ("Mon 08:00-12:00 11:00-13:00", "Mon has overlapping hours 08:00-12:00 and 11:00-13:00"),
     ("Monday 08:00-18:00", "'Monday' is not a day name here; write its three letters, Mon"),
     ("Mo-Fr 08:00-18:00", "'Mo' is not a day; write Mon, Tue, Wed, Thu, Fri, Sat or Sun"),
@@ -158,15 +190,18 @@ def test_bad_hours_say_what_to_write(text: str, fragment: str) -> None:
     assert "zone" not in got.lower()
 
 
-@pytest.mark.parametrize(("tz", "fragment"), [
-    ("Europe/Berln", "unknown time zone 'Europe/Berln'; did you mean Europe/Berlin? write an IANA name"),
-    ("europe/berlin", "did you mean Europe/Berlin?"),
-    ("Mars/Olympus", "unknown time zone 'Mars/Olympus'; write an IANA name, e.g. Europe/Berlin"),
-    ("../etc/passwd", "unknown time zone '../etc/passwd'"),
-    ("", "'' is not a time zone"),
-    ("localtime", "'localtime' is not a time zone"),  # the machine's zone, not the team's
-    (1, "an int is not a time zone"),
-])
+@pytest.mark.parametrize(
+    ("tz", "fragment"),
+    [
+        ("Europe/Berln", "unknown time zone 'Europe/Berln'; did you mean Europe/Berlin? write an IANA name"),
+        ("europe/berlin", "did you mean Europe/Berlin?"),
+        ("Mars/Olympus", "unknown time zone 'Mars/Olympus'; write an IANA name, e.g. Europe/Berlin"),
+        ("../etc/passwd", "unknown time zone '../etc/passwd'"),
+        ("", "'' is not a time zone"),
+        ("localtime", "'localtime' is not a time zone"),  # the machine's zone, not the team's
+        (1, "an int is not a time zone"),
+    ],
+)
 def test_unknown_time_zone_is_named(tz: object, fragment: str) -> None:
     assert fragment in message(parse_hours, "Mon-Fri 08:00-18:00", tz)
     assert fragment in message(parse_hours, "always", tz)
@@ -197,7 +232,9 @@ def test_weekend_is_skipped() -> None:
 
 def test_lunch_break_pauses_the_clock() -> None:
     monday = (2024, 6, 17)
-    assert wall(BERLIN, add_business_seconds(LUNCH, at(BERLIN, *monday, 11, 50, "Mon"), 20 * M)) == datetime(*monday, 13, 10)
+    assert wall(BERLIN, add_business_seconds(LUNCH, at(BERLIN, *monday, 11, 50, "Mon"), 20 * M)) == datetime(
+        *monday, 13, 10
+    )
     assert not is_open(LUNCH, at(BERLIN, *monday, 12, 30))
     assert next_opening(LUNCH, at(BERLIN, *monday, 12, 30)) == at(BERLIN, *monday, 13)
     assert business_seconds_between(LUNCH, at(BERLIN, *monday), at(BERLIN, *monday, 23)) == 8 * H
@@ -223,7 +260,9 @@ def test_exactly_at_closing() -> None:
 
 def test_open_through_midnight() -> None:
     late = parse_hours("Sat 20:00-24:00, Sun 00:00-02:00", BERLIN)
-    assert wall(BERLIN, add_business_seconds(late, at(BERLIN, 2024, 6, 15, 23, 50, "Sat"), 20 * M)) == datetime(2024, 6, 16, 0, 10)
+    assert wall(
+        BERLIN, add_business_seconds(late, at(BERLIN, 2024, 6, 15, 23, 50, "Sat"), 20 * M)
+    ) == datetime(2024, 6, 16, 0, 10)
     assert is_open(late, at(BERLIN, 2024, 6, 16, 0, 0))
 
 
@@ -244,12 +283,15 @@ def test_arguments_are_checked() -> None:
 # Daylight saving time: wall-clock hours, not fixed offsets
 
 
-@pytest.mark.parametrize(("tz", "friday", "monday_utc"), [
-    (BERLIN, (2024, 3, 29), datetime(2024, 4, 1, 6, 5)),  # spring forward Sun 31 Mar: CET -> CEST
-    (BERLIN, (2024, 10, 25), datetime(2024, 10, 28, 7, 5)),  # fall back Sun 27 Oct: CEST -> CET
-    (NEW_YORK, (2024, 3, 8), datetime(2024, 3, 11, 12, 5)),  # spring forward Sun 10 Mar: EST -> EDT
-    (NEW_YORK, (2024, 11, 1), datetime(2024, 11, 4, 13, 5)),  # fall back Sun 3 Nov: EDT -> EST
-])
+@pytest.mark.parametrize(
+    ("tz", "friday", "monday_utc"),
+    [
+        (BERLIN, (2024, 3, 29), datetime(2024, 4, 1, 6, 5)),  # spring forward Sun 31 Mar: CET -> CEST
+        (BERLIN, (2024, 10, 25), datetime(2024, 10, 28, 7, 5)),  # fall back Sun 27 Oct: CEST -> CET
+        (NEW_YORK, (2024, 3, 8), datetime(2024, 3, 11, 12, 5)),  # spring forward Sun 10 Mar: EST -> EDT
+        (NEW_YORK, (2024, 11, 1), datetime(2024, 11, 4, 13, 5)),  # fall back Sun 3 Nov: EDT -> EST
+    ],
+)
 def test_weekend_with_a_clock_change(tz: str, friday: tuple[int, int, int], monday_utc: datetime) -> None:
     office = parse_hours("Mon-Fri 08:00-18:00", tz)
     start = at(tz, *friday, 17, 50, "Fri")
@@ -262,11 +304,18 @@ def test_weekend_with_a_clock_change(tz: str, friday: tuple[int, int, int], mond
     assert utc(next_opening(office, at(tz, *monday))) == monday_utc - timedelta(minutes=5)
 
 
-@pytest.mark.parametrize(("tz", "sunday", "hours_open"), [
-    (BERLIN, (2024, 3, 31), 23), (BERLIN, (2024, 10, 27), 25),
-    (NEW_YORK, (2024, 3, 10), 23), (NEW_YORK, (2024, 11, 3), 25),
-])
-def test_the_day_of_the_change_is_shorter_or_longer(tz: str, sunday: tuple[int, int, int], hours_open: int) -> None:
+@pytest.mark.parametrize(
+    ("tz", "sunday", "hours_open"),
+    [
+        (BERLIN, (2024, 3, 31), 23),
+        (BERLIN, (2024, 10, 27), 25),
+        (NEW_YORK, (2024, 3, 10), 23),
+        (NEW_YORK, (2024, 11, 3), 25),
+    ],
+)
+def test_the_day_of_the_change_is_shorter_or_longer(
+    tz: str, sunday: tuple[int, int, int], hours_open: int
+) -> None:
     whole = parse_hours("Sun 00:00-24:00", tz)
     night = parse_hours("Sun 00:00-06:00", tz)  # contains the jump at 02:00 (03:00 back to 02:00)
     day = parse_hours("Sun 08:00-18:00", tz)  # does not: ten hours, from 08:00 in the new offset
@@ -296,9 +345,15 @@ def test_hours_the_clocks_skip_or_repeat() -> None:
 # Properties
 
 SCHEDULES = [
-    "Mon-Fri 08:00-18:00", "Mon-Fri 08:00-12:00 13:00-17:00", "Mon-Thu 08:00-18:00, Fri 08:00-14:00",
-    "Mon,Wed 09:00-12:00; Sat 10:00-13:00", "Sun 00:00-06:00", "Sun 02:00-03:00, Wed 10:00-10:01",
-    "Sat 20:00-24:00, Sun 00:00-02:00", "Mon-Sun 00:00-24:00", "always",
+    "Mon-Fri 08:00-18:00",
+    "Mon-Fri 08:00-12:00 13:00-17:00",
+    "Mon-Thu 08:00-18:00, Fri 08:00-14:00",
+    "Mon,Wed 09:00-12:00; Sat 10:00-13:00",
+    "Sun 00:00-06:00",
+    "Sun 02:00-03:00, Wed 10:00-10:01",
+    "Sat 20:00-24:00, Sun 00:00-02:00",
+    "Mon-Sun 00:00-24:00",
+    "always",
 ]
 # Besides the two of the brief: a 30-minute DST (Lord Howe), DST at midnight (São Paulo until
 # 2019) and a skipped day (Apia, 30 December 2011).

@@ -83,9 +83,7 @@ async def _whoami(hs: LocalHomeserver, token: str) -> tuple[int, dict[str, objec
             return resp.status, await resp.json()
 
 
-async def _as_register(
-    hs: LocalHomeserver, as_token: str, username: str
-) -> tuple[int, dict[str, object]]:
+async def _as_register(hs: LocalHomeserver, as_token: str, username: str) -> tuple[int, dict[str, object]]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         async with session.post(
             f"{hs.url}/_matrix/client/v3/register",

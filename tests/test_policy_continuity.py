@@ -9,7 +9,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from policies import Command, Outreach, PolicyError, Verdict, choose_assignees, decide, notice_for, parse_policy, stand_ins
+from policies import (
+    Command,
+    Outreach,
+    PolicyError,
+    Verdict,
+    choose_assignees,
+    decide,
+    notice_for,
+    parse_policy,
+    stand_ins,
+)
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "policies" / "example.yaml"
 DOMAIN = "localhost"
@@ -20,7 +30,14 @@ OUTSIDER, OBSERVER, ADMIN = "@outsider:localhost", "@compliance:localhost", "@ad
 
 
 def pick(policy=POLICY, counter: int = 0, unavailable=None, account_key=None):
-    return choose_assignees(policy, network="telegram", account_key=account_key, invite_list=[EMPLOYEE], counter=counter, unavailable=unavailable or {})
+    return choose_assignees(
+        policy,
+        network="telegram",
+        account_key=account_key,
+        invite_list=[EMPLOYEE],
+        counter=counter,
+        unavailable=unavailable or {},
+    )
 
 
 def with_assignment(**changes) -> object:
@@ -68,14 +85,18 @@ def test_outreach_is_for_the_roles_the_policy_names() -> None:
 
     assert verdict(EMPLOYEE) is Verdict.ALLOW and verdict(SENIOR) is Verdict.ALLOW
     assert verdict(OUTSIDER) is Verdict.DENY and verdict(OBSERVER) is Verdict.DENY
-    leaver = decide(Outreach(user_id=EMPLOYEE, network="whatsapp", local_domain=DOMAIN, offboarded=True), POLICY)
+    leaver = decide(
+        Outreach(user_id=EMPLOYEE, network="whatsapp", local_domain=DOMAIN, offboarded=True), POLICY
+    )
     assert not leaver.allowed and leaver.rule == "offboarding"
     denied = decide(Outreach(user_id=OUTSIDER, network="whatsapp", local_domain=DOMAIN), POLICY)
     assert denied.rule == "outreach.allowed_roles" and "adviser" in denied.reason
     # Without outreach roles, whoever may join portals may reach out.
     open_policy = parse_policy({k: v for k, v in DATA.items() if k != "outreach"}, local_domain=DOMAIN)
     assert decide(Outreach(user_id=ADVISER2, network="telegram", local_domain=DOMAIN), open_policy).allowed
-    assert not decide(Outreach(user_id=OUTSIDER, network="telegram", local_domain=DOMAIN), open_policy).allowed
+    assert not decide(
+        Outreach(user_id=OUTSIDER, network="telegram", local_domain=DOMAIN), open_policy
+    ).allowed
 
 
 def test_employees_may_use_their_own_commands_only() -> None:
@@ -114,8 +135,16 @@ def test_the_example_policy_configures_every_step() -> None:
         ("outreach", {"link_expiry": "400d"}, "outreach.link_expiry"),
         ("absence", {"fallback": ["team:nope"]}, "absence.fallback[0]"),
         ("absence", {"fallback": ["not-a-user"]}, "absence.fallback[0]"),
-        ("absence", {"notice": {"regions": {"xx-toolongregion": "hi"}}}, "absence.notice.regions.xx-toolongregion"),
-        ("teams", {"wealth": {"members": [EMPLOYEE], "hours": "Mon-Fri 08:00-18:00", "tz": "Nowhere/City"}}, "teams.wealth.tz"),
+        (
+            "absence",
+            {"notice": {"regions": {"xx-toolongregion": "hi"}}},
+            "absence.notice.regions.xx-toolongregion",
+        ),
+        (
+            "teams",
+            {"wealth": {"members": [EMPLOYEE], "hours": "Mon-Fri 08:00-18:00", "tz": "Nowhere/City"}},
+            "teams.wealth.tz",
+        ),
     ],
 )
 def test_bad_continuity_settings_name_their_key_path(section: str, value: object, path: str) -> None:

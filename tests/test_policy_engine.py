@@ -145,7 +145,9 @@ def test_remote_user_refused_even_without_any_policy() -> None:
 
 
 def test_max_external_counts_remote_members() -> None:
-    two = RoomState("!r:localhost", ROOM.members | {"@a:partner.localhost", "@b:partner.localhost"}, ROOM.ghosts)
+    two = RoomState(
+        "!r:localhost", ROOM.members | {"@a:partner.localhost", "@b:partner.localhost"}, ROOM.ghosts
+    )
     d = join("@c:partner.localhost", two)
     assert (d.verdict, d.rule) == (Verdict.DENY, "join.max_external")
     assert "at most 2" in d.reason
@@ -234,9 +236,21 @@ def test_file_over_the_size_limit_is_refused() -> None:
         ("trailing.exe. ", "", b""),
         ("download", "application/x-msdownload", b""),
         ("script.txt", "text/plain", b"#!/bin/sh\nrm -rf /"),
-        ("app.zip", "application/zip", b"PK\x03\x04" + b"\x00" * 22 + b"\x14\x00\x00\x00" + b"META-INF/MANIFEST.MF"),
-        ("photo.jpg", "image/jpeg", b"PK\x03\x04" + b"\x00" * 22 + b"\x13\x00\x00\x00" + b"AndroidManifest.xml"),
-        ("data.dat", "", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"),  # an OLE file that is no Office file: maybe an msi
+        (
+            "app.zip",
+            "application/zip",
+            b"PK\x03\x04" + b"\x00" * 22 + b"\x14\x00\x00\x00" + b"META-INF/MANIFEST.MF",
+        ),
+        (
+            "photo.jpg",
+            "image/jpeg",
+            b"PK\x03\x04" + b"\x00" * 22 + b"\x13\x00\x00\x00" + b"AndroidManifest.xml",
+        ),
+        (
+            "data.dat",
+            "",
+            b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1",
+        ),  # an OLE file that is no Office file: maybe an msi
     ],
 )
 def test_blocked_file_types_are_refused(name: str, mimetype: str, head: bytes) -> None:
@@ -321,7 +335,9 @@ def test_label_field_and_formatted_body_count() -> None:
     assert send("plan", html="<p>[restricted] plan</p>").rule == "sharing.blocked_labels"
 
 
-@pytest.mark.parametrize("text", ["this is not [restricted] in the middle", "[public] plan", "#restrictedarea", ""])
+@pytest.mark.parametrize(
+    "text", ["this is not [restricted] in the middle", "[public] plan", "#restrictedarea", ""]
+)
 def test_unlabelled_messages_pass(text: str) -> None:
     assert send(text).verdict is Verdict.ALLOW
 
@@ -472,7 +488,10 @@ def test_contact_in_a_link_target_is_refused() -> None:
 def test_contact_reasons_do_not_repeat_the_contact() -> None:
     d = send("call me on 0151 23456789")
     assert "ending 89" in d.reason and "0151" not in d.reason
-    assert "gmail.com" in send("jo.smith@gmail.com").reason and "jo.smith" not in send("jo.smith@gmail.com").reason
+    assert (
+        "gmail.com" in send("jo.smith@gmail.com").reason
+        and "jo.smith" not in send("jo.smith@gmail.com").reason
+    )
 
 
 FALSE_POSITIVES = [
@@ -568,7 +587,10 @@ def test_pick_assignees_other_modes() -> None:
 
     invite = ["@a:localhost", "@b:localhost", "@a:localhost"]
     kw: dict[str, Any] = {"network": "telegram", "invite_list": invite, "counter": 1}
-    assert pick_assignees(with_mode(mode="invite"), account_key=None, **kw) == ("@a:localhost", "@b:localhost")
+    assert pick_assignees(with_mode(mode="invite"), account_key=None, **kw) == (
+        "@a:localhost",
+        "@b:localhost",
+    )
     desk = with_mode(mode="desk", desk=[EMPLOYEE, SENIOR])
     assert pick_assignees(desk, account_key=None, **kw) == (EMPLOYEE, SENIOR)
     owners = {"telegram:business:abc": SENIOR}
@@ -629,7 +651,9 @@ def test_masking_never_leaks_more_than_the_last_four_digits(body: str, seps: lis
     assert "".join(re.findall(r"\d", d.reason)) == number[-4:]
 
 
-texts = st.text(st.characters(codec="utf-8"), max_size=300) | st.text(alphabet="0123456789 -.+()/@[]#:atdo", max_size=80)
+texts = st.text(st.characters(codec="utf-8"), max_size=300) | st.text(
+    alphabet="0123456789 -.+()/@[]#:atdo", max_size=80
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -669,4 +693,6 @@ def test_random_typical_messages_with_numbers_are_allowed() -> None:
 
 
 if __name__ == "__main__":
-    print(f"{decisions_per_second(POLICY):,.0f} decisions/s ({len(TYPICAL)}-character message, every rule on)")
+    print(
+        f"{decisions_per_second(POLICY):,.0f} decisions/s ({len(TYPICAL)}-character message, every rule on)"
+    )

@@ -43,7 +43,20 @@ def test_example_parses_with_every_rule_on() -> None:
     assert policy.join.senior_users == {"@senior:localhost"}
     s = policy.sharing
     assert s.max_file_bytes == 20 * 1024 * 1024
-    assert {"exe", "bat", "cmd", "js", "vbs", "scr", "msi", "jar", "ps1", "apk", "dmg", "iso"} <= s.blocked_file_types
+    assert {
+        "exe",
+        "bat",
+        "cmd",
+        "js",
+        "vbs",
+        "scr",
+        "msi",
+        "jar",
+        "ps1",
+        "apk",
+        "dmg",
+        "iso",
+    } <= s.blocked_file_types
     assert s.card_numbers and s.ibans
     assert set(s.blocked_labels) == {"restricted", "internalonly"}
     assert s.personal_contacts.enabled
@@ -73,7 +86,9 @@ def test_example_documents_every_key_with_a_comment() -> None:
             "company_handles", "custom_patterns", "disclaimers", "assignment", "mode", "desk", "account_owners",
             "commands", "prefix", "members", "enabled", "name", "default", "networks", "regions", "team"}  # fmt: skip
     for key in keys:
-        index = next(i for i, line in enumerate(lines) if line.strip().removeprefix("- ").startswith(f"{key}:"))
+        index = next(
+            i for i, line in enumerate(lines) if line.strip().removeprefix("- ").startswith(f"{key}:")
+        )
         above = [line.strip() for line in lines[max(0, index - 6) : index]]
         documented = above[-1].startswith("#") or any(line.startswith("#") and key in line for line in above)
         assert documented, f"{key} has no comment above it"

@@ -34,7 +34,11 @@ from bridge.record.jsonl import canonical_json
 from bridge.record.model import safe_file_name
 
 GENERATED_AT = datetime(2024, 5, 2, 9, 0, tzinfo=timezone.utc)
-SCOPE = {"requested_by": "@compliance:company.test", "portals": ["!portal:company.test"], "reason": "FINRA request 42"}
+SCOPE = {
+    "requested_by": "@compliance:company.test",
+    "portals": ["!portal:company.test"],
+    "reason": "FINRA request 42",
+}
 T0 = 1714557600000  # 2024-05-01 10:00:00 UTC
 
 ROOM_ID = "!portal:company.test"
@@ -44,24 +48,48 @@ ALICE = "@alice:company.test"
 BOB = "@bob:company.test"
 REMOTE = {"network": "telegram", "account": "acct1", "chat_id": "12345", "sender_id": "12345"}
 
-IMAGE = MediaFile("mxc://company.test/img1", "ausweis.jpg", "image/jpeg", b"\xff\xd8\xff\xe0" + bytes(range(256)) * 3)
-PDF = MediaFile("mxc://company.test/file1", "Vertrag Müller.pdf", "application/pdf", b"%PDF-1.4\n" + bytes(range(255, -1, -1)))
+IMAGE = MediaFile(
+    "mxc://company.test/img1", "ausweis.jpg", "image/jpeg", b"\xff\xd8\xff\xe0" + bytes(range(256)) * 3
+)
+PDF = MediaFile(
+    "mxc://company.test/file1",
+    "Vertrag Müller.pdf",
+    "application/pdf",
+    b"%PDF-1.4\n" + bytes(range(255, -1, -1)),
+)
 DELETED_AT = T0 + 20 * 60_000
 SCRIPT = "<script>alert('pwned')</script>"
 
 
-def ev(event_id: str, sender: str, minute: float, content: dict[str, Any], type: str = "m.room.message", **extra: Any) -> ExportEvent:
-    return ExportEvent({
-        "type": type, "event_id": event_id, "sender": sender, "room_id": ROOM_ID,
-        "origin_server_ts": T0 + int(minute * 60_000), "content": content, "unsigned": {"age": 1234}, **extra,
-    })
+def ev(
+    event_id: str,
+    sender: str,
+    minute: float,
+    content: dict[str, Any],
+    type: str = "m.room.message",
+    **extra: Any,
+) -> ExportEvent:
+    return ExportEvent(
+        {
+            "type": type,
+            "event_id": event_id,
+            "sender": sender,
+            "room_id": ROOM_ID,
+            "origin_server_ts": T0 + int(minute * 60_000),
+            "content": content,
+            "unsigned": {"age": 1234},
+            **extra,
+        }
+    )
 
 
 def remote(message_id: str) -> dict[str, str]:
     return {**REMOTE, "message_id": message_id}
 
 
-def member(event_id: str, user: str, minute: float, membership: str, sender: str | None = None) -> ExportEvent:
+def member(
+    event_id: str, user: str, minute: float, membership: str, sender: str | None = None
+) -> ExportEvent:
     return ev(event_id, sender or user, minute, {"membership": membership}, "m.room.member", state_key=user)
 
 
@@ -71,61 +99,160 @@ def build_room() -> ExportRoom:
         member("$join-alice", ALICE, 0.1, "join"),
         member("$join-dana", DANA, 0.2, "join"),
         member("$join-bob", BOB, 0.3, "join"),
-        ev("$disclaimer", BOT, 0.5, {"msgtype": "m.notice", "body": "Disclaimer: this conversation is recorded."}),
-        ev("$hello", DANA, 1, {"msgtype": "m.text", "body": "Hallo! Grüße 👋 — können Sie mir helfen?", "net.houseline.remote": remote("101")}),
-        ev("$fmt", ALICE, 2, {
-            "msgtype": "m.text", "body": f"Sure {SCRIPT} **bold**", "format": "org.matrix.custom.html",
-            "formatted_body": f"<b>Sure</b> {SCRIPT}<img src=x onerror=alert(1)><a href=\"javascript:alert(1)\">click</a> "
-                              "<a href=\"https://example.com/\">site</a><mx-reply>fallback</mx-reply>",
-        }),
+        ev(
+            "$disclaimer",
+            BOT,
+            0.5,
+            {"msgtype": "m.notice", "body": "Disclaimer: this conversation is recorded."},
+        ),
+        ev(
+            "$hello",
+            DANA,
+            1,
+            {
+                "msgtype": "m.text",
+                "body": "Hallo! Grüße 👋 — können Sie mir helfen?",
+                "net.houseline.remote": remote("101"),
+            },
+        ),
+        ev(
+            "$fmt",
+            ALICE,
+            2,
+            {
+                "msgtype": "m.text",
+                "body": f"Sure {SCRIPT} **bold**",
+                "format": "org.matrix.custom.html",
+                "formatted_body": f'<b>Sure</b> {SCRIPT}<img src=x onerror=alert(1)><a href="javascript:alert(1)">click</a> '
+                '<a href="https://example.com/">site</a><mx-reply>fallback</mx-reply>',
+            },
+        ),
         ev("$plain-script", ALICE, 2.5, {"msgtype": "m.text", "body": f"Do not run {SCRIPT} please"}),
-        ev("$reply", DANA, 3, {
-            "msgtype": "m.text", "body": "Danke! 🙏", "m.relates_to": {"m.in_reply_to": {"event_id": "$fmt"}},
-            "net.houseline.remote": remote("102"),
-        }),
-        ev("$edit1", DANA, 4, {
-            "msgtype": "m.text", "body": "* Hallo! Können Sie helfen? (v2)",
-            "m.new_content": {"msgtype": "m.text", "body": "Hallo! Können Sie helfen? (v2)"},
-            "m.relates_to": {"rel_type": "m.replace", "event_id": "$hello"}, "net.houseline.remote": remote("101"),
-        }),
-        ev("$edit2", DANA, 5, {
-            "msgtype": "m.text", "body": "* Hallo! Können Sie bitte helfen? (v3)",
-            "m.new_content": {"msgtype": "m.text", "body": "Hallo! Können Sie bitte helfen? (v3)"},
-            "m.relates_to": {"rel_type": "m.replace", "event_id": "$hello"}, "net.houseline.remote": remote("101"),
-        }),
-        ev("$img", DANA, 6, {
-            "msgtype": "m.image", "body": "Mein Ausweis 🪪", "filename": "ausweis.jpg", "url": IMAGE.mxc,
-            "info": {"mimetype": "image/jpeg", "size": len(IMAGE.data)}, "net.houseline.remote": remote("103"),
-        }),
-        ev("$file", ALICE, 7, {
-            "msgtype": "m.file", "body": PDF.file_name, "filename": PDF.file_name, "url": PDF.mxc,
-            "info": {"mimetype": "application/pdf", "size": len(PDF.data)},
-        }),
-        ev("$react", DANA, 8, {"m.relates_to": {"rel_type": "m.annotation", "event_id": "$file", "key": "👍"}}, "m.reaction"),
-        ev("$todelete", DANA, 9, {"msgtype": "m.text", "body": "Meine Kontonummer ist 123", "net.houseline.remote": remote("104")}),
-        ev("$delnotice", BOT, 20, {
-            "msgtype": "m.notice",
-            "body": "Dana Client (Telegram) deleted this message on Telegram (2024-05-01 10:20 UTC). It stays here as part of the record.",
-            "m.relates_to": {"m.in_reply_to": {"event_id": "$todelete"}},
-            "net.houseline.client_deleted": {"event_id": "$todelete", "ts": DELETED_AT},
-            "net.houseline.remote": remote("104"),
-        }),
+        ev(
+            "$reply",
+            DANA,
+            3,
+            {
+                "msgtype": "m.text",
+                "body": "Danke! 🙏",
+                "m.relates_to": {"m.in_reply_to": {"event_id": "$fmt"}},
+                "net.houseline.remote": remote("102"),
+            },
+        ),
+        ev(
+            "$edit1",
+            DANA,
+            4,
+            {
+                "msgtype": "m.text",
+                "body": "* Hallo! Können Sie helfen? (v2)",
+                "m.new_content": {"msgtype": "m.text", "body": "Hallo! Können Sie helfen? (v2)"},
+                "m.relates_to": {"rel_type": "m.replace", "event_id": "$hello"},
+                "net.houseline.remote": remote("101"),
+            },
+        ),
+        ev(
+            "$edit2",
+            DANA,
+            5,
+            {
+                "msgtype": "m.text",
+                "body": "* Hallo! Können Sie bitte helfen? (v3)",
+                "m.new_content": {"msgtype": "m.text", "body": "Hallo! Können Sie bitte helfen? (v3)"},
+                "m.relates_to": {"rel_type": "m.replace", "event_id": "$hello"},
+                "net.houseline.remote": remote("101"),
+            },
+        ),
+        ev(
+            "$img",
+            DANA,
+            6,
+            {
+                "msgtype": "m.image",
+                "body": "Mein Ausweis 🪪",
+                "filename": "ausweis.jpg",
+                "url": IMAGE.mxc,
+                "info": {"mimetype": "image/jpeg", "size": len(IMAGE.data)},
+                "net.houseline.remote": remote("103"),
+            },
+        ),
+        ev(
+            "$file",
+            ALICE,
+            7,
+            {
+                "msgtype": "m.file",
+                "body": PDF.file_name,
+                "filename": PDF.file_name,
+                "url": PDF.mxc,
+                "info": {"mimetype": "application/pdf", "size": len(PDF.data)},
+            },
+        ),
+        ev(
+            "$react",
+            DANA,
+            8,
+            {"m.relates_to": {"rel_type": "m.annotation", "event_id": "$file", "key": "👍"}},
+            "m.reaction",
+        ),
+        ev(
+            "$todelete",
+            DANA,
+            9,
+            {"msgtype": "m.text", "body": "Meine Kontonummer ist 123", "net.houseline.remote": remote("104")},
+        ),
+        ev(
+            "$delnotice",
+            BOT,
+            20,
+            {
+                "msgtype": "m.notice",
+                "body": "Dana Client (Telegram) deleted this message on Telegram (2024-05-01 10:20 UTC). It stays here as part of the record.",
+                "m.relates_to": {"m.in_reply_to": {"event_id": "$todelete"}},
+                "net.houseline.client_deleted": {"event_id": "$todelete", "ts": DELETED_AT},
+                "net.houseline.remote": remote("104"),
+            },
+        ),
         ev("$denied", ALICE, 21, {"msgtype": "m.text", "body": "Card 4111 1111 1111 1111"}),
-        ev("$denynotice", BOT, 21.1, {
-            "msgtype": "m.notice",
-            "body": "This message contains a card number ending 1111 (rule sharing.card_numbers) Nothing was sent to the client; the message stays here as part of the record.",
-            "m.relates_to": {"m.in_reply_to": {"event_id": "$denied"}},
-        }),
-        ev("$redacted", BOB, 22, {}, unsigned={"redacted_because": {
-            "type": "m.room.redaction", "event_id": "$redaction", "sender": ALICE, "origin_server_ts": T0 + 23 * 60_000,
-            "content": {"reason": "wrong chat"}, "redacts": "$redacted",
-        }}),
+        ev(
+            "$denynotice",
+            BOT,
+            21.1,
+            {
+                "msgtype": "m.notice",
+                "body": "This message contains a card number ending 1111 (rule sharing.card_numbers) Nothing was sent to the client; the message stays here as part of the record.",
+                "m.relates_to": {"m.in_reply_to": {"event_id": "$denied"}},
+            },
+        ),
+        ev(
+            "$redacted",
+            BOB,
+            22,
+            {},
+            unsigned={
+                "redacted_because": {
+                    "type": "m.room.redaction",
+                    "event_id": "$redaction",
+                    "sender": ALICE,
+                    "origin_server_ts": T0 + 23 * 60_000,
+                    "content": {"reason": "wrong chat"},
+                    "redacts": "$redacted",
+                }
+            },
+        ),
         member("$leave-bob", BOB, 24, "leave"),
     )
     return ExportRoom(
-        room_id=ROOM_ID, name="Dana Client (Telegram)", network="telegram", account="acct1", chat_id="12345",
+        room_id=ROOM_ID,
+        name="Dana Client (Telegram)",
+        network="telegram",
+        account="acct1",
+        chat_id="12345",
         participants={DANA: "Dana Client (Telegram)", BOT: "Houseline", ALICE: "Alice Ärger", BOB: "Bob"},
-        clients=frozenset({DANA}), bot=BOT, events=events, media={IMAGE.mxc: IMAGE, PDF.mxc: PDF},
+        clients=frozenset({DANA}),
+        bot=BOT,
+        events=events,
+        media={IMAGE.mxc: IMAGE, PDF.mxc: PDF},
     )
 
 
@@ -167,7 +294,12 @@ def test_every_export_holds_every_event_unchanged(exports: dict[str, Path], fmt:
         record = json.loads(line)
         assert record["event"] == event.event
         assert record["room_id"] == ROOM_ID
-        assert record["portal"] == {"name": ROOM.name, "network": "telegram", "account": "acct1", "chat_id": "12345"}
+        assert record["portal"] == {
+            "name": ROOM.name,
+            "network": "telegram",
+            "account": "acct1",
+            "chat_id": "12345",
+        }
         assert record["remote"] == event.event["content"].get("net.houseline.remote")
         assert line == json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     assert "Grüße 👋".encode() in b"\n".join(lines)  # raw UTF-8, not \u escapes
@@ -226,7 +358,15 @@ def test_write_export_refuses_bad_arguments(tmp_path: Path) -> None:
 
 
 def test_file_names_are_sanitised() -> None:
-    for nasty in ["../../etc/passwd", "..\\..\\boot.ini", ".bashrc", "a\x00b\nc.txt", "x" * 300 + ".pdf", "", "..."]:
+    for nasty in [
+        "../../etc/passwd",
+        "..\\..\\boot.ini",
+        ".bashrc",
+        "a\x00b\nc.txt",
+        "x" * 300 + ".pdf",
+        "",
+        "...",
+    ]:
         name = safe_file_name(nasty)
         assert "/" not in name and "\\" not in name and not name.startswith(".")
         assert name and len(name) <= 100 and all(ord(c) >= 32 for c in name)
@@ -249,14 +389,27 @@ def test_held_messages_and_foreign_edits(tmp_path: Path) -> None:
     """A hold is not a final refusal, and an edit by someone else is not applied."""
     events = (
         ev("$held", BOB, 1, {"msgtype": "m.text", "body": "Offer attached"}),
-        ev("$holdnotice", BOT, 1.1, {
-            "msgtype": "m.notice", "m.relates_to": {"m.in_reply_to": {"event_id": "$held"}},
-            "body": "Juniors may not write to clients alone (rule join.senior_role) Nothing was sent to the client yet.",
-        }),
-        ev("$foreign-edit", ALICE, 2, {
-            "msgtype": "m.text", "body": "* changed", "m.new_content": {"msgtype": "m.text", "body": "changed"},
-            "m.relates_to": {"rel_type": "m.replace", "event_id": "$held"},
-        }),
+        ev(
+            "$holdnotice",
+            BOT,
+            1.1,
+            {
+                "msgtype": "m.notice",
+                "m.relates_to": {"m.in_reply_to": {"event_id": "$held"}},
+                "body": "Juniors may not write to clients alone (rule join.senior_role) Nothing was sent to the client yet.",
+            },
+        ),
+        ev(
+            "$foreign-edit",
+            ALICE,
+            2,
+            {
+                "msgtype": "m.text",
+                "body": "* changed",
+                "m.new_content": {"msgtype": "m.text", "body": "changed"},
+                "m.relates_to": {"rel_type": "m.replace", "event_id": "$held"},
+            },
+        ),
     )
     room = ExportRoom(**{**ROOM.__dict__, "events": events, "media": {}})
     write_export([room], tmp_path / "eml", "eml", generated_at=GENERATED_AT, scope={})
@@ -265,7 +418,9 @@ def test_held_messages_and_foreign_edits(tmp_path: Path) -> None:
     assert str(emls["$held"]["X-Houseline-Kind"]) == "held"
     assert "HELD, not sent to the client when written — rule join.senior_role" in body_of(emls["$held"])
     assert emls["$held"]["X-Houseline-Edits"] is None
-    page, _ = parse_page(next(p for p in (tmp_path / "html" / "html").glob("*.html") if p.name != "index.html"))
+    page, _ = parse_page(
+        next(p for p in (tmp_path / "html" / "html").glob("*.html") if p.name != "index.html")
+    )
     assert "HELD — join.senior_role" in page.all_text and "NOT SENT" not in page.all_text
     assert "claims to edit $held, a message by someone else; Matrix does not apply it" in page.all_text
 
@@ -298,9 +453,19 @@ def test_eml_one_message_per_message_event(exports: dict[str, Path]) -> None:
     assert list(emls) == [e.event_id for e in MESSAGES]
     kinds = {event_id: str(msg["X-Houseline-Kind"]) for event_id, msg in emls.items()}
     assert kinds == {
-        "$disclaimer": "notice", "$hello": "message", "$fmt": "message", "$plain-script": "message",
-        "$reply": "message", "$edit1": "edit", "$edit2": "edit", "$img": "message", "$file": "message",
-        "$todelete": "message", "$delnotice": "client-deleted", "$denied": "denied", "$denynotice": "notice",
+        "$disclaimer": "notice",
+        "$hello": "message",
+        "$fmt": "message",
+        "$plain-script": "message",
+        "$reply": "message",
+        "$edit1": "edit",
+        "$edit2": "edit",
+        "$img": "message",
+        "$file": "message",
+        "$todelete": "message",
+        "$delnotice": "client-deleted",
+        "$denied": "denied",
+        "$denynotice": "notice",
         "$redacted": "redacted",
     }
 
@@ -309,9 +474,16 @@ def test_eml_headers(exports: dict[str, Path]) -> None:
     msg = parse_emls(exports["eml"])["$hello"]
     assert parseaddr(str(msg["From"])) == ("Dana Client (Telegram)", "telegram-12345@houseline.invalid")
     recipients = {addr for _, addr in (parseaddr(a.strip()) for a in str(msg["To"]).split(","))}
-    assert recipients == {"alice@company.test.matrix.invalid", "bob@company.test.matrix.invalid", "houseline@company.test.matrix.invalid"}
+    assert recipients == {
+        "alice@company.test.matrix.invalid",
+        "bob@company.test.matrix.invalid",
+        "houseline@company.test.matrix.invalid",
+    }
     to_dana = parseaddr(str(parse_emls(exports["eml"])["$fmt"]["To"]).split(",")[0])
-    assert to_dana == ("Dana Client (Telegram)", "telegram-12345@houseline.invalid")  # same identity as in From
+    assert to_dana == (
+        "Dana Client (Telegram)",
+        "telegram-12345@houseline.invalid",
+    )  # same identity as in From
     assert "Ärger" in str(msg["To"])
     assert str(msg["Date"]) == format_datetime(datetime(2024, 5, 1, 10, 1, tzinfo=timezone.utc))
     assert msg["Date"].datetime == datetime(2024, 5, 1, 10, 1, tzinfo=timezone.utc)
@@ -364,12 +536,17 @@ def test_eml_deletion_denial_and_redaction(exports: dict[str, Path]) -> None:
     assert str(original["X-Houseline-Client-Deleted-At"]) == "2024-05-01 10:20:00 UTC"
     assert str(deletion["In-Reply-To"]) == str(original["Message-ID"])
     assert str(deletion["X-Houseline-Deleted-Event-Id"]) == "$todelete"
-    assert "2024-05-01 10:20:00 UTC" in body_of(deletion) and "> Meine Kontonummer ist 123" in body_of(deletion)
+    assert "2024-05-01 10:20:00 UTC" in body_of(deletion) and "> Meine Kontonummer ist 123" in body_of(
+        deletion
+    )
     denied = emls["$denied"]
     assert str(denied["X-Houseline-Denied-Rule"]) == "sharing.card_numbers"
     assert "NOT SENT to the client — rule sharing.card_numbers" in body_of(denied)
     assert str(emls["$denynotice"]["In-Reply-To"]) == str(denied["Message-ID"])
-    assert "[redacted at 2024-05-01 10:23:00 UTC by Alice Ärger (@alice:company.test): wrong chat]" in body_of(emls["$redacted"])
+    assert (
+        "[redacted at 2024-05-01 10:23:00 UTC by Alice Ärger (@alice:company.test): wrong chat]"
+        in body_of(emls["$redacted"])
+    )
 
 
 def test_eml_html_alternative_is_sanitised(exports: dict[str, Path]) -> None:
@@ -377,7 +554,12 @@ def test_eml_html_alternative_is_sanitised(exports: dict[str, Path]) -> None:
     html_part = msg.get_body(preferencelist=("html",))
     assert html_part is not None and html_part.get_content_type() == "text/html"
     markup = html_part.get_content()
-    assert "<b>Sure</b>" in markup and "<script" not in markup.lower() and "onerror" not in markup and "javascript:" not in markup
+    assert (
+        "<b>Sure</b>" in markup
+        and "<script" not in markup.lower()
+        and "onerror" not in markup
+        and "javascript:" not in markup
+    )
     assert SCRIPT in body_of(msg)  # the plain part is the sender's text, as plain text
 
 
@@ -466,7 +648,11 @@ def test_html_media_point_at_exported_files(exports: dict[str, Path]) -> None:
     images = [attrs["src"] for tag, attrs in page.tags if tag == "img"]
     assert len(images) == 1
     assert (page_path.parent / unquote(images[0] or "")).resolve().read_bytes() == IMAGE.data
-    links = [attrs["href"] for tag, attrs in page.tags if tag == "a" and (attrs.get("href") or "").startswith("../media/")]
+    links = [
+        attrs["href"]
+        for tag, attrs in page.tags
+        if tag == "a" and (attrs.get("href") or "").startswith("../media/")
+    ]
     assert len(links) == 1 and (page_path.parent / unquote(links[0] or "")).read_bytes() == PDF.data
     assert "Mein Ausweis 🪪" in page.all_text
 
@@ -499,7 +685,25 @@ def test_sanitiser_allows_only_the_allow_list(markup: str, forbidden: str) -> No
     assert forbidden not in result.lower()
     page = Page()
     page.feed(result)
-    assert {tag for tag, _ in page.tags} <= {"b", "strong", "i", "em", "u", "del", "s", "code", "pre", "blockquote", "a", "br", "p", "ul", "ol", "li", "span"}
+    assert {tag for tag, _ in page.tags} <= {
+        "b",
+        "strong",
+        "i",
+        "em",
+        "u",
+        "del",
+        "s",
+        "code",
+        "pre",
+        "blockquote",
+        "a",
+        "br",
+        "p",
+        "ul",
+        "ol",
+        "li",
+        "span",
+    }
 
 
 def test_sanitiser_keeps_formatting_balanced() -> None:
@@ -608,17 +812,29 @@ def test_verify_manifest_problems(fresh: Path) -> None:
 # Property: any export verifies, and any single-byte change to the record is caught
 
 _text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)
-_event = st.fixed_dictionaries({
-    "type": st.sampled_from(["m.room.message", "m.reaction", "m.room.member", "m.room.topic"]),
-    "sender": st.sampled_from([DANA, ALICE, BOT, "@stranger:elsewhere.test"]),
-    "origin_server_ts": st.integers(min_value=0, max_value=4_102_444_800_000),
-    "content": st.fixed_dictionaries(
-        {"body": _text},
-        optional={"msgtype": st.sampled_from(["m.text", "m.notice", "m.emote"]), "formatted_body": _text,
-                  "format": st.just("org.matrix.custom.html"), "membership": st.sampled_from(["join", "leave"]),
-                  "m.relates_to": st.fixed_dictionaries({"rel_type": st.sampled_from(["m.replace", "m.annotation"]), "event_id": st.just("$e0"), "key": _text})},
-    ),
-})
+_event = st.fixed_dictionaries(
+    {
+        "type": st.sampled_from(["m.room.message", "m.reaction", "m.room.member", "m.room.topic"]),
+        "sender": st.sampled_from([DANA, ALICE, BOT, "@stranger:elsewhere.test"]),
+        "origin_server_ts": st.integers(min_value=0, max_value=4_102_444_800_000),
+        "content": st.fixed_dictionaries(
+            {"body": _text},
+            optional={
+                "msgtype": st.sampled_from(["m.text", "m.notice", "m.emote"]),
+                "formatted_body": _text,
+                "format": st.just("org.matrix.custom.html"),
+                "membership": st.sampled_from(["join", "leave"]),
+                "m.relates_to": st.fixed_dictionaries(
+                    {
+                        "rel_type": st.sampled_from(["m.replace", "m.annotation"]),
+                        "event_id": st.just("$e0"),
+                        "key": _text,
+                    }
+                ),
+            },
+        ),
+    }
+)
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -628,11 +844,22 @@ _event = st.fixed_dictionaries({
     name=_text,
     data=st.data(),
 )
-def test_property_export_verifies_and_detects_any_byte_change(events: list[dict[str, Any]], fmt: str, name: str, data: st.DataObject) -> None:
+def test_property_export_verifies_and_detects_any_byte_change(
+    events: list[dict[str, Any]], fmt: str, name: str, data: st.DataObject
+) -> None:
     room = ExportRoom(
-        room_id="!r:company.test", name=name, network="telegram", account="a", chat_id="1",
-        participants={DANA: "Dana", ALICE: name}, clients=frozenset({DANA}), bot=BOT,
-        events=tuple(ExportEvent({**e, "event_id": f"$e{i}", "room_id": "!r:company.test"}) for i, e in enumerate(events)),
+        room_id="!r:company.test",
+        name=name,
+        network="telegram",
+        account="a",
+        chat_id="1",
+        participants={DANA: "Dana", ALICE: name},
+        clients=frozenset({DANA}),
+        bot=BOT,
+        events=tuple(
+            ExportEvent({**e, "event_id": f"$e{i}", "room_id": "!r:company.test"})
+            for i, e in enumerate(events)
+        ),
         media={},
     )
     with tempfile.TemporaryDirectory() as tmp:

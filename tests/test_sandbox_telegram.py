@@ -66,9 +66,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 def make_bot(sb: TelegramSandbox, token: str | None = None) -> telegram.Bot:
-    return telegram.Bot(
-        token or sb.token, base_url=f"{sb.url}/bot", base_file_url=f"{sb.url}/file/bot"
-    )
+    return telegram.Bot(token or sb.token, base_url=f"{sb.url}/bot", base_file_url=f"{sb.url}/file/bot")
 
 
 @pytest.fixture
@@ -182,9 +180,7 @@ async def test_wrong_or_malformed_token_is_invalid_token(
         assert (await response.json())["description"] == "Not Found"
 
 
-async def test_unknown_method_is_not_found(
-    sandbox: TelegramSandbox, http: aiohttp.ClientSession
-) -> None:
+async def test_unknown_method_is_not_found(sandbox: TelegramSandbox, http: aiohttp.ClientSession) -> None:
     status, body, _ = await raw_api(http, sandbox, "sendTelepathy")
     assert status == 404
     assert body == {"ok": False, "error_code": 404, "description": "Not Found"}
@@ -267,18 +263,14 @@ async def test_start_link_delivers_exactly_what_telegram_delivers(
         f"/start {payload}" for payload in ("again", longest, "tg_form", "again")
     ]
     for update in updates:
-        assert update.message.entities == (
-            telegram.MessageEntity(telegram.MessageEntity.BOT_COMMAND, 0, 6),
-        )
+        assert update.message.entities == (telegram.MessageEntity(telegram.MessageEntity.BOT_COMMAND, 0, 6),)
         assert update.message.chat.type == telegram.constants.ChatType.PRIVATE
 
     # A client who types the command gets the entity Telegram's apps mark as well.
     await client_says(http, sandbox, f"/start@{sandbox.bot_username} typed")
     typed = (await bot.get_updates(offset=updates[-1].update_id + 1))[0].message
     assert typed.entities == (
-        telegram.MessageEntity(
-            telegram.MessageEntity.BOT_COMMAND, 0, len(f"/start@{sandbox.bot_username}")
-        ),
+        telegram.MessageEntity(telegram.MessageEntity.BOT_COMMAND, 0, len(f"/start@{sandbox.bot_username}")),
     )
 
 
@@ -432,9 +424,7 @@ async def test_redeliver_brings_confirmed_updates_back(
         assert response.status == 200
         assert await response.json() == {"redelivered": 2}
     again = await bot.get_updates()
-    assert [(u.update_id, u.message.text) for u in again] == [
-        (u.update_id, u.message.text) for u in updates
-    ]
+    assert [(u.update_id, u.message.text) for u in again] == [(u.update_id, u.message.text) for u in updates]
 
 
 # --------------------------------------------------------------------------- sending
@@ -505,9 +495,7 @@ async def test_unknown_chat_is_chat_not_found(bot: telegram.Bot) -> None:
         await bot.send_message("@somebody", "anyone?")
 
 
-async def test_text_checks(
-    sandbox: TelegramSandbox, bot: telegram.Bot, http: aiohttp.ClientSession
-) -> None:
+async def test_text_checks(sandbox: TelegramSandbox, bot: telegram.Bot, http: aiohttp.ClientSession) -> None:
     await client_says(http, sandbox, "hi")
     with pytest.raises(telegram.error.BadRequest, match="Message text is empty"):
         await bot.send_message(CLIENT_ID, "   ")
@@ -726,9 +714,7 @@ async def test_send_photo_upload_becomes_jpeg_sizes_getfile_and_client_view(
     assert view["caption_entities"] == [{"offset": 0, "length": 4, "type": "bold"}]
     assert view["reply_to_message_id"] == incoming["message_id"]
     assert [size["width"] for size in view["photo"]] == [90, 320, 800, 1280]
-    assert set(view) == {
-        "message_id", "date", "photo", "caption", "caption_entities", "reply_to_message_id"
-    }
+    assert set(view) == {"message_id", "date", "photo", "caption", "caption_entities", "reply_to_message_id"}
     async with http.get(f"{sandbox.url}/client/{CLIENT_ID}/files/{largest.file_id}") as response:
         assert response.status == 200 and await response.read() == downloaded
     other = f"{sandbox.url}/client/{CLIENT_ID + 1}/files/{largest.file_id}"
@@ -741,19 +727,24 @@ async def test_every_media_kind_has_its_bot_api_shape(
 ) -> None:
     sandbox.rate_limits = False
     await client_says(http, sandbox, "hi")
-    document = await bot.send_document(
-        CLIENT_ID, b"%PDF-1.4 plan", filename="plan.pdf", caption="the plan"
-    )
+    document = await bot.send_document(CLIENT_ID, b"%PDF-1.4 plan", filename="plan.pdf", caption="the plan")
     assert document.document.file_name == "plan.pdf"
     assert document.document.mime_type == "application/pdf"
     assert document.document.file_size == 13 and document.caption == "the plan"
 
     video = await bot.send_video(
-        CLIENT_ID, b"\x00\x00\x00\x18ftypmp42", filename="clip.mp4", width=640, height=360,
-        duration=12, has_spoiler=True,
+        CLIENT_ID,
+        b"\x00\x00\x00\x18ftypmp42",
+        filename="clip.mp4",
+        width=640,
+        height=360,
+        duration=12,
+        has_spoiler=True,
     )
     assert (video.video.width, video.video.height, seconds(video.video.duration)) == (
-        640, 360, 12,
+        640,
+        360,
+        12,
     )
     assert video.video.mime_type == "video/mp4" and video.has_media_spoiler is True
 
@@ -788,17 +779,37 @@ async def test_every_media_kind_has_its_bot_api_shape(
     assert contact.contact.phone_number == "+4930123456" and contact.contact.last_name == "Berlin"
 
     views = (await received(http, sandbox))["messages"]
-    assert [next(k for k in v if k in (
-        "document", "video", "animation", "audio", "voice", "video_note", "sticker", "location",
-        "contact",
-    )) for v in views] == [
-        "document", "video", "animation", "audio", "voice", "video_note", "sticker", "location",
+    assert [
+        next(
+            k
+            for k in v
+            if k
+            in (
+                "document",
+                "video",
+                "animation",
+                "audio",
+                "voice",
+                "video_note",
+                "sticker",
+                "location",
+                "contact",
+            )
+        )
+        for v in views
+    ] == [
+        "document",
+        "video",
+        "animation",
+        "audio",
+        "voice",
+        "video_note",
+        "sticker",
+        "location",
         "contact",
     ]
     assert views[0]["document"]["file_name"] == "plan.pdf" and views[0]["caption"] == "the plan"
-    assert views[7]["location"] == {
-        "latitude": 52.52, "longitude": 13.405, "horizontal_accuracy": 20
-    }
+    assert views[7]["location"] == {"latitude": 52.52, "longitude": 13.405, "horizontal_accuracy": 20}
     for message in (document, video, animation, audio, voice, note, sticker):
         attachment = message.effective_attachment
         file = await bot.get_file(attachment.file_id)
@@ -853,9 +864,7 @@ async def test_media_errors_match_the_official_server(
     with pytest.raises(telegram.error.BadRequest, match="(?i)file is too big"):
         await bot.get_file(big.document.file_id)
     # ...but the client downloads it like any other file.
-    async with http.get(
-        f"{sandbox.url}/client/{CLIENT_ID}/files/{big.document.file_id}"
-    ) as response:
+    async with http.get(f"{sandbox.url}/client/{CLIENT_ID}/files/{big.document.file_id}") as response:
         assert response.status == 200 and len(await response.read()) == 20 * 1024 * 1024 + 1
     with pytest.raises(telegram.error.NetworkError, match="Request Entity Too Large"):
         await bot.send_document(CLIENT_ID, b"x" * (50 * 1000 * 1000 + 1), filename="huge.bin")
@@ -886,9 +895,7 @@ async def test_edit_message_text_and_caption(
     sent = await bot.send_message(CLIENT_ID, "draft", reply_markup=keyboard)
     assert sent.edit_date is None
 
-    edited = await bot.edit_message_text(
-        "*final*", CLIENT_ID, sent.message_id, parse_mode="MarkdownV2"
-    )
+    edited = await bot.edit_message_text("*final*", CLIENT_ID, sent.message_id, parse_mode="MarkdownV2")
     assert edited.text == "final" and edited.entities == (telegram.MessageEntity("bold", 0, 5),)
     assert edited.edit_date is not None
     assert edited.reply_markup is None  # an edit without reply_markup drops the keyboard
@@ -903,7 +910,10 @@ async def test_edit_message_text_and_caption(
         "the same as a current content and reply markup of the message"
     )
     with_keyboard = await bot.edit_message_text(
-        "final", CLIENT_ID, sent.message_id, entities=[telegram.MessageEntity("bold", 0, 5)],
+        "final",
+        CLIENT_ID,
+        sent.message_id,
+        entities=[telegram.MessageEntity("bold", 0, 5)],
         reply_markup=keyboard,
     )
     assert with_keyboard.reply_markup == keyboard  # only the keyboard changed: allowed
@@ -988,9 +998,7 @@ async def test_set_message_reaction(
     with pytest.raises(telegram.error.BadRequest, match="(?i)^reaction_invalid$"):
         await bot.set_message_reaction(CLIENT_ID, incoming["message_id"], "🦖")
     with pytest.raises(telegram.error.BadRequest, match="(?i)^reaction_invalid$"):
-        await bot.set_message_reaction(
-            CLIENT_ID, incoming["message_id"], telegram.ReactionTypePaid()
-        )
+        await bot.set_message_reaction(CLIENT_ID, incoming["message_id"], telegram.ReactionTypePaid())
     with pytest.raises(telegram.error.BadRequest, match="(?i)^message to react not found$"):
         await bot.set_message_reaction(CLIENT_ID, 9999, "👍")
     assert await bot.set_message_reaction(CLIENT_ID, incoming["message_id"], []) is True
@@ -1022,7 +1030,9 @@ async def test_client_text_entities_replies_locations_contacts(
     question = await bot.send_message(CLIENT_ID, "where are you?")
     path = f"/client/{CLIENT_ID}/messages"
     await control(
-        http, sandbox, path,
+        http,
+        sandbox,
+        path,
         {
             "text": "🙂 at home, see example.org",
             "entities": [{"type": "bold", "offset": 3, "length": 7}],  # after a 2-unit emoji
@@ -1031,14 +1041,17 @@ async def test_client_text_entities_replies_locations_contacts(
     )
     await control(http, sandbox, path, {"location": {"latitude": 48.85, "longitude": 2.35}})
     await control(
-        http, sandbox, path,
+        http,
+        sandbox,
+        path,
         {"contact": {"phone_number": "+33100000000", "first_name": "Léa", "user_id": 777}},
     )
     updates = await bot.get_updates()
     text, location, contact = (u.message for u in updates[1:])
     assert text.text == "🙂 at home, see example.org"
     assert [(e.type, e.offset, e.length) for e in text.entities] == [
-        ("bold", 3, 7), ("url", 16, 11),
+        ("bold", 3, 7),
+        ("url", 16, 11),
     ]
     assert text.parse_entity(text.entities[0]) == "at home"
     assert text.reply_to_message.message_id == question.message_id
@@ -1063,22 +1076,31 @@ async def test_client_uploads_arrive_as_media_messages(
     path = f"/client/{CLIENT_ID}/messages"
     photo = image_bytes(1000, 500, "JPEG")
     sent = await control(
-        http, sandbox, path,
+        http,
+        sandbox,
+        path,
         upload_form(
-            "photo", photo, "holiday.jpg", first_name="Ada", caption="beach ☀",
+            "photo",
+            photo,
+            "holiday.jpg",
+            first_name="Ada",
+            caption="beach ☀",
             caption_entities=[{"type": "italic", "offset": 0, "length": 5}],
         ),
     )
     assert len(sent["file_ids"]) == 4 and sent["file_id"] == sent["file_ids"][-1]
     await control(
-        http, sandbox, path,
+        http,
+        sandbox,
+        path,
         upload_form("document", b"a;b\n1;2", "table.csv", caption="numbers"),
     )
     await control(http, sandbox, path, upload_form("voice", b"OggS-voice", "v.ogg", duration="7"))
     await control(
-        http, sandbox, path,
-        upload_form("video", b"\x00\x00\x00\x18ftypmp42", "v.mp4", width="720", height="1280",
-                    duration="15"),
+        http,
+        sandbox,
+        path,
+        upload_form("video", b"\x00\x00\x00\x18ftypmp42", "v.mp4", width="720", height="1280", duration="15"),
     )
     sticker = image_bytes(512, 512, "WEBP")
     await control(http, sandbox, path, upload_form("sticker", sticker, "s.webp"))
@@ -1086,7 +1108,10 @@ async def test_client_uploads_arrive_as_media_messages(
     updates = await bot.get_updates()
     message = updates[0].message
     assert [(p.width, p.height) for p in message.photo] == [
-        (90, 45), (320, 160), (800, 400), (1000, 500),
+        (90, 45),
+        (320, 160),
+        (800, 400),
+        (1000, 500),
     ]
     assert message.caption == "beach ☀" and message.caption_entities[0].type == "italic"
     file = await bot.get_file(message.photo[-1].file_id)
@@ -1104,7 +1129,9 @@ async def test_client_uploads_arrive_as_media_messages(
     await control(http, sandbox, path, upload_form("hologram", b"x", "x.bin"), status=400)
     await control(http, sandbox, path, upload_form("photo", b"not an image", "x.jpg"), status=400)
     await control(
-        http, sandbox, path,
+        http,
+        sandbox,
+        path,
         upload_form("sticker", image_bytes(8, 8, "WEBP"), "s.webp", caption="no"),
         status=400,
     )
@@ -1130,9 +1157,7 @@ async def test_client_edits_reactions_deletions_and_reads(
     assert edited["edit_date"] >= int(change.date.timestamp()) + 60
     assert updates[0].message.text == "helo"  # the queued original is a snapshot
 
-    await bot.get_updates(
-        offset=updates[-1].update_id + 1, allowed_updates=["message", "message_reaction"]
-    )
+    await bot.get_updates(offset=updates[-1].update_id + 1, allowed_updates=["message", "message_reaction"])
     await control(http, sandbox, f"{base}/{reply.message_id}/react", {"emoji": ["🔥", "👍"]})
     await control(http, sandbox, f"{base}/{reply.message_id}/react", {"emoji": ["🔥", "👍"]})  # no-op
     await control(http, sandbox, f"{base}/{reply.message_id}/react", {"emoji": []})
@@ -1143,7 +1168,8 @@ async def test_client_edits_reactions_deletions_and_reads(
     assert reactions[0].user.id == CLIENT_ID
     assert reactions[0].old_reaction == (telegram.ReactionTypeEmoji("👍"),)
     assert reactions[0].new_reaction == (
-        telegram.ReactionTypeEmoji("🔥"), telegram.ReactionTypeEmoji("👍"),
+        telegram.ReactionTypeEmoji("🔥"),
+        telegram.ReactionTypeEmoji("👍"),
     )
     assert reactions[1].new_reaction == ()
 
@@ -1167,9 +1193,7 @@ async def test_client_edits_reactions_deletions_and_reads(
 OWNER_ID = 5001
 
 
-async def connect_business(
-    http: aiohttp.ClientSession, sb: TelegramSandbox, **rights: Any
-) -> str:
+async def connect_business(http: aiohttp.ClientSession, sb: TelegramSandbox, **rights: Any) -> str:
     body = {"owner_id": OWNER_ID, "owner_first_name": "Olga", "owner_username": "olga_shop"}
     body.update(rights)
     return (await control(http, sb, "/business/connect", body))["id"]
@@ -1183,7 +1207,9 @@ async def test_business_connection_messages_and_sending_on_behalf(
     connection_id = await connect_business(http, sandbox)
     prefix = f"/business/{connection_id}"
     asked = await control(
-        http, sandbox, f"{prefix}/clients/{CLIENT_ID}/messages",
+        http,
+        sandbox,
+        f"{prefix}/clients/{CLIENT_ID}/messages",
         {"text": "Do you deliver?", "first_name": "Ada"},
     )
     answered = await control(
@@ -1207,7 +1233,9 @@ async def test_business_connection_messages_and_sending_on_behalf(
     assert answered["message_id"] == asked["message_id"] + 1
 
     sent = await bot.send_message(
-        CLIENT_ID, "Delivery is free over 20 €", business_connection_id=connection_id,
+        CLIENT_ID,
+        "Delivery is free over 20 €",
+        business_connection_id=connection_id,
         reply_parameters=telegram.ReplyParameters(asked["message_id"]),
     )
     assert sent.from_user.id == OWNER_ID and sent.sender_business_bot.id == bot.id
@@ -1216,7 +1244,9 @@ async def test_business_connection_messages_and_sending_on_behalf(
         CLIENT_ID, image_bytes(60, 40), caption="menu", business_connection_id=connection_id
     )
     edited = await bot.edit_message_text(
-        "Delivery is free over 25 €", CLIENT_ID, sent.message_id,
+        "Delivery is free over 25 €",
+        CLIENT_ID,
+        sent.message_id,
         business_connection_id=connection_id,
     )
     assert edited.edit_date is not None
@@ -1246,7 +1276,9 @@ async def test_business_connection_messages_and_sending_on_behalf(
     # setMessageReaction and deleteMessage take no business_connection_id: it is ignored.
     with pytest.raises(telegram.error.BadRequest, match="(?i)^chat not found$"):
         await bot.set_message_reaction(
-            CLIENT_ID, asked["message_id"], "👍",
+            CLIENT_ID,
+            asked["message_id"],
+            "👍",
             api_kwargs={"business_connection_id": connection_id},
         )
     with pytest.raises(telegram.error.BadRequest, match="(?i)^chat not found$"):
@@ -1262,19 +1294,19 @@ async def test_business_connection_messages_and_sending_on_behalf(
     # Deletions: by the bot (no update), by the owner and by the client (updates).
     assert await bot.delete_business_messages(connection_id, [photo.message_id])
     await control(
-        http, sandbox, f"{prefix}/clients/{CLIENT_ID}/messages/{asked['message_id']}/edit",
+        http,
+        sandbox,
+        f"{prefix}/clients/{CLIENT_ID}/messages/{asked['message_id']}/edit",
         {"text": "Do you deliver on Sundays?"},
     )
     await control(
-        http, sandbox, f"{prefix}/owner/messages/delete",
+        http,
+        sandbox,
+        f"{prefix}/owner/messages/delete",
         {"chat_id": CLIENT_ID, "message_ids": [answered["message_id"]]},
     )
-    await control(
-        http, sandbox, f"{prefix}/clients/{CLIENT_ID}/messages/{asked['message_id']}/delete"
-    )
-    edit_update, owner_deleted, client_deleted = await bot.get_updates(
-        offset=owner_answer.update_id + 1
-    )
+    await control(http, sandbox, f"{prefix}/clients/{CLIENT_ID}/messages/{asked['message_id']}/delete")
+    edit_update, owner_deleted, client_deleted = await bot.get_updates(offset=owner_answer.update_id + 1)
     assert edit_update.edited_business_message.text == "Do you deliver on Sundays?"
     assert edit_update.edited_business_message.edit_date is not None
     assert owner_deleted.deleted_business_messages.business_connection_id == connection_id
@@ -1294,7 +1326,9 @@ async def test_business_24_hour_window_rights_and_disconnect(
     with pytest.raises(telegram.error.BadRequest, match="(?i)^business_peer_usage_missing$"):
         await bot.send_message(CLIENT_ID, "cold outreach", business_connection_id=connection_id)
     asked = await control(
-        http, sandbox, f"{prefix}/clients/{CLIENT_ID}/messages",
+        http,
+        sandbox,
+        f"{prefix}/clients/{CLIENT_ID}/messages",
         {"text": "hello?", "first_name": "Ada"},
     )
     sent = await bot.send_message(CLIENT_ID, "hi!", business_connection_id=connection_id)
@@ -1389,12 +1423,8 @@ async def test_group_creation_privacy_mode_members_and_admin_updates(
     await control(http, sandbox, f"/groups/{chat_id}/bot", {"status": "administrator"})
     plain = await says(CAT, "plain chatter")
     assert plain["delivered_to_bot"] is True
-    await control(
-        http, sandbox, f"{path}/{plain['message_id']}/react", {"from": ANN["id"], "emoji": ["🎉"]}
-    )
-    await control(
-        http, sandbox, f"{path}/{plain['message_id']}/edit", {"from": CAT["id"], "text": "chatter"}
-    )
+    await control(http, sandbox, f"{path}/{plain['message_id']}/react", {"from": ANN["id"], "emoji": ["🎉"]})
+    await control(http, sandbox, f"{path}/{plain['message_id']}/edit", {"from": CAT["id"], "text": "chatter"})
     await control(http, sandbox, f"/groups/{chat_id}/members", {"id": 104, "first_name": "Dan"})
     promoted, chatter, reaction, edited, joined, member = await bot.get_updates(
         offset=updates[-1].update_id + 1
@@ -1440,16 +1470,13 @@ async def test_group_upgrade_to_supergroup_and_bot_removal(
     with pytest.raises(telegram.error.ChatMigrated) as caught:
         await bot.send_message(old_id, "anyone?")
     assert caught.value.new_chat_id == new_id
-    status, body, _ = await raw_api(
-        http, sandbox, "sendMessage", data={"chat_id": str(old_id), "text": "x"}
-    )
+    status, body, _ = await raw_api(http, sandbox, "sendMessage", data={"chat_id": str(old_id), "text": "x"})
     assert (status, body["description"], body["parameters"]) == (
         400,
         "Bad Request: group chat was upgraded to a supergroup chat",
         {"migrate_to_chat_id": new_id},
     )
-    await control(http, sandbox, f"/groups/{old_id}/messages", {"from": ANN["id"], "text": "/x"},
-                  status=409)
+    await control(http, sandbox, f"/groups/{old_id}/messages", {"from": ANN["id"], "text": "/x"}, status=409)
     sent = await bot.send_message(new_id, "after the upgrade")
     assert sent.chat.type == "supergroup" and sent.message_id == 2
     view = await control(http, sandbox, f"/groups/{new_id}/messages", verb="GET")
@@ -1504,13 +1531,27 @@ async def test_block_and_unblock_my_chat_member_shapes(
     await control(http, sandbox, f"/client/{CLIENT_ID}/unblock")
     status, body, _ = await raw_api(http, sandbox, "getUpdates", data={"offset": "0"})
     blocked, unblocked = (u["my_chat_member"] for u in body["result"][1:])
-    user = {"id": CLIENT_ID, "is_bot": False, "first_name": "Ada", "last_name": "Lovelace",
-            "username": "ada_l"}
-    bot_user = {"id": bot.id, "is_bot": True, "first_name": "Houseline Sandbox",
-                "username": "houseline_sandbox_bot"}
+    user = {
+        "id": CLIENT_ID,
+        "is_bot": False,
+        "first_name": "Ada",
+        "last_name": "Lovelace",
+        "username": "ada_l",
+    }
+    bot_user = {
+        "id": bot.id,
+        "is_bot": True,
+        "first_name": "Houseline Sandbox",
+        "username": "houseline_sandbox_bot",
+    }
     assert blocked == {
-        "chat": {"id": CLIENT_ID, "first_name": "Ada", "last_name": "Lovelace",
-                 "username": "ada_l", "type": "private"},
+        "chat": {
+            "id": CLIENT_ID,
+            "first_name": "Ada",
+            "last_name": "Lovelace",
+            "username": "ada_l",
+            "type": "private",
+        },
         "from": user,
         "date": blocked["date"],
         "old_chat_member": {"user": bot_user, "status": "member"},
@@ -1522,9 +1563,14 @@ async def test_block_and_unblock_my_chat_member_shapes(
     # A client that blocked the bot and writes again has restarted it: unblocked first.
     await control(http, sandbox, f"/client/{CLIENT_ID}/block")
     await client_says(http, sandbox, "/start")
-    kinds = [next(k for k in u if k != "update_id") for u in (await raw_api(
-        http, sandbox, "getUpdates", data={"offset": str(body["result"][-1]["update_id"] + 1)}
-    ))[1]["result"]]
+    kinds = [
+        next(k for k in u if k != "update_id")
+        for u in (
+            await raw_api(
+                http, sandbox, "getUpdates", data={"offset": str(body["result"][-1]["update_id"] + 1)}
+            )
+        )[1]["result"]
+    ]
     assert kinds == ["my_chat_member", "my_chat_member", "message"]
     assert first["message_id"] == 1
 
@@ -1600,7 +1646,8 @@ async def test_webhook_delivers_in_order_with_secret_and_retries(
         await until(lambda: hooked.state.updates.polling)
         async with make_bot(hooked) as other:
             assert await other.set_webhook(
-                receiver.url, secret_token="s3cr3t_-X",
+                receiver.url,
+                secret_token="s3cr3t_-X",
                 allowed_updates=["message", "edited_message"],
             )
         with pytest.raises(telegram.error.Conflict, match="terminated by setWebhook request"):
@@ -1718,9 +1765,7 @@ async def test_malformed_control_bodies_are_400(
 async def test_injected_faults(
     sandbox: TelegramSandbox, bot: telegram.Bot, http: aiohttp.ClientSession
 ) -> None:
-    async with http.post(
-        f"{sandbox.url}/sandbox/faults", json={"fail_next": 1, "status": 500}
-    ) as response:
+    async with http.post(f"{sandbox.url}/sandbox/faults", json={"fail_next": 1, "status": 500}) as response:
         assert response.status == 200
     with pytest.raises(telegram.error.NetworkError):
         await bot.get_me()
@@ -1742,9 +1787,7 @@ async def test_injected_faults(
 
 
 def test_markdown_v2_parsing() -> None:
-    parsed = formatting.parse_text(
-        r"*bold _both_* \. ||spoiler|| [link](https://x.org) `a\`b`", "MarkdownV2"
-    )
+    parsed = formatting.parse_text(r"*bold _both_* \. ||spoiler|| [link](https://x.org) `a\`b`", "MarkdownV2")
     assert parsed.text == "bold both . spoiler link a`b"
     assert [(e["type"], e["offset"], e["length"]) for e in parsed.entities] == [
         ("bold", 0, 9),

@@ -74,7 +74,10 @@ class Receiver:
 
     async def _verify(self, request: web.Request) -> web.Response:
         self.handshakes.append(dict(request.query))
-        if request.query.get("hub.mode") != "subscribe" or request.query.get("hub.verify_token") != self.verify_token:
+        if (
+            request.query.get("hub.mode") != "subscribe"
+            or request.query.get("hub.verify_token") != self.verify_token
+        ):
             return web.Response(status=403)
         challenge = request.query["hub.challenge"]
         return web.Response(text=challenge + "x" if self.wrong_challenge else challenge)
@@ -213,7 +216,9 @@ async def graph(
         return response.status, await response.json()
 
 
-async def send(http: aiohttp.ClientSession, sb: WhatsAppSandbox, body: dict[str, Any], to: str = CLIENT) -> tuple[int, Any]:
+async def send(
+    http: aiohttp.ClientSession, sb: WhatsAppSandbox, body: dict[str, Any], to: str = CLIENT
+) -> tuple[int, Any]:
     payload = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": to, **body}
     return await graph(http, sb, "POST", f"{NUMBER.phone_number_id}/messages", json=payload)
 
@@ -320,7 +325,11 @@ async def test_handshake_refused_on_wrong_token_or_wrong_echo(
     with pytest.raises(WebhookSubscriptionError, match="echo"):
         await bare_sandbox.subscribe(f"{receiver.url}/webhook", VERIFY)
     status, body = await control(
-        http, bare_sandbox, "POST", "/control/webhook", json={"url": f"{receiver.url}/webhook", "verify_token": VERIFY}
+        http,
+        bare_sandbox,
+        "POST",
+        "/control/webhook",
+        json={"url": f"{receiver.url}/webhook", "verify_token": VERIFY},
     )
     assert status == 502 and "challenge" in body["error"]
     status, body = await control(http, bare_sandbox, "POST", "/control/webhook", json={"url": 5})
@@ -328,7 +337,11 @@ async def test_handshake_refused_on_wrong_token_or_wrong_echo(
     assert bare_sandbox.webhooks.subscription is None
     receiver.wrong_challenge = False
     status, body = await control(
-        http, bare_sandbox, "POST", "/control/webhook", json={"url": f"{receiver.url}/webhook", "verify_token": VERIFY}
+        http,
+        bare_sandbox,
+        "POST",
+        "/control/webhook",
+        json={"url": f"{receiver.url}/webhook", "verify_token": VERIFY},
     )
     assert (status, body) == (200, {"subscribed": True})
 
@@ -380,12 +393,30 @@ async def test_inbound_media_shapes_and_their_ids_resolve_to_the_bytes(
     sandbox: WhatsAppSandbox, receiver: Receiver, http: aiohttp.ClientSession
 ) -> None:
     cases = [
-        (JPEG, "image", {"caption": "the receipt", "file_name": "r.jpg"}, "image", {"caption": "the receipt", "mime_type": "image/jpeg"}),
+        (
+            JPEG,
+            "image",
+            {"caption": "the receipt", "file_name": "r.jpg"},
+            "image",
+            {"caption": "the receipt", "mime_type": "image/jpeg"},
+        ),
         (MP4, "video", {"mime_type": "video/mp4"}, "video", {"mime_type": "video/mp4"}),
         (OGG, "voice", {}, "audio", {"mime_type": "audio/ogg; codecs=opus", "voice": True}),
         (b"ID3" + b"\x00" * 100, "audio", {"mime_type": "audio/mpeg"}, "audio", {"voice": False}),
-        (PDF, "document", {"file_name": "contract.pdf", "caption": "signed"}, "document", {"filename": "contract.pdf", "mime_type": "application/pdf", "caption": "signed"}),
-        (ANIMATED_WEBP, "sticker", {"file_name": "s.webp"}, "sticker", {"mime_type": "image/webp", "animated": True}),
+        (
+            PDF,
+            "document",
+            {"file_name": "contract.pdf", "caption": "signed"},
+            "document",
+            {"filename": "contract.pdf", "mime_type": "application/pdf", "caption": "signed"},
+        ),
+        (
+            ANIMATED_WEBP,
+            "sticker",
+            {"file_name": "s.webp"},
+            "sticker",
+            {"mime_type": "image/webp", "animated": True},
+        ),
     ]
     for data, kind, fields, webhook_type, expected in cases:
         answer = await client_file(http, sandbox, data, kind, **fields)
@@ -443,7 +474,11 @@ async def test_inbound_reaction_and_its_removal_omit_emoji(
     assert message["reaction"] == {"message_id": target}
     own = await client_says(http, sandbox, {"text": "mine"})
     status, body = await control(
-        http, sandbox, "POST", f"/client/{CLIENT}/messages", json={"reaction": {"message_id": own["id"], "emoji": "👍"}}
+        http,
+        sandbox,
+        "POST",
+        f"/client/{CLIENT}/messages",
+        json={"reaction": {"message_id": own["id"], "emoji": "👍"}},
     )
     assert status == 403 and "business" in body["error"]
 
@@ -481,13 +516,19 @@ async def test_inbound_edit_and_revoke_shapes_and_windows(
     }
     photo = await client_file(http, sandbox, JPEG, "image", caption="old caption")
     status, edit = await control(
-        http, sandbox, "POST", f"/client/{CLIENT}/messages/{photo['id']}/edit", json={"caption": "new caption"}
+        http,
+        sandbox,
+        "POST",
+        f"/client/{CLIENT}/messages/{photo['id']}/edit",
+        json={"caption": "new caption"},
     )
     edited = (await receiver.message(edit["id"]))["edit"]["message"]
     assert edited["type"] == "image" and edited["image"]["caption"] == "new caption"
     assert edited["image"]["id"] == photo["media_id"]
 
-    status, revoke = await control(http, sandbox, "POST", f"/client/{CLIENT}/messages/{original['id']}/revoke")
+    status, revoke = await control(
+        http, sandbox, "POST", f"/client/{CLIENT}/messages/{original['id']}/revoke"
+    )
     assert status == 200
     message = await receiver.message(revoke["id"])
     assert message["type"] == "revoke" and message["revoke"] == {"original_message_id": original["id"]}
@@ -506,9 +547,17 @@ async def test_inbound_edit_and_revoke_shapes_and_windows(
     await control(http, sandbox, "POST", "/control/clock", json={"advance_seconds": 2 * 24 * 3600 + 1})
     status, body = await control(http, sandbox, "POST", f"/client/{CLIENT}/messages/{old['id']}/revoke")
     assert status == 409 and "two days" in body["error"]
-    _, sent = await send(http, sandbox, {"type": "template", "template": {"name": "conversation_reopen", "language": {"code": "en"}}})
+    _, sent = await send(
+        http,
+        sandbox,
+        {"type": "template", "template": {"name": "conversation_reopen", "language": {"code": "en"}}},
+    )
     status, body = await control(
-        http, sandbox, "POST", f"/client/{CLIENT}/messages/{sent['messages'][0]['id']}/edit", json={"text": "x"}
+        http,
+        sandbox,
+        "POST",
+        f"/client/{CLIENT}/messages/{sent['messages'][0]['id']}/edit",
+        json={"text": "x"},
     )
     assert status == 403
 
@@ -520,7 +569,12 @@ async def test_send_text_answer_statuses_and_client_view(
     sandbox: WhatsAppSandbox, receiver: Receiver, http: aiohttp.ClientSession
 ) -> None:
     await open_window(http, sandbox, receiver)
-    status, body = await send(http, sandbox, {"type": "text", "text": {"body": "Hi Ada", "preview_url": False}}, to="+1 555-000-1111")
+    status, body = await send(
+        http,
+        sandbox,
+        {"type": "text", "text": {"body": "Hi Ada", "preview_url": False}},
+        to="+1 555-000-1111",
+    )
     assert status == 200
     assert body["messaging_product"] == "whatsapp"
     assert body["contacts"] == [{"input": "+1 555-000-1111", "wa_id": CLIENT}]
@@ -557,7 +611,9 @@ async def test_send_uploaded_media_and_the_client_downloads_it(
     await open_window(http, sandbox, receiver)
     status, uploaded = await upload(http, sandbox, PNG, "image/png", "chart.png")
     assert status == 200 and uploaded["id"].isdigit()
-    status, body = await send(http, sandbox, {"type": "image", "image": {"id": uploaded["id"], "caption": "Q3"}})
+    status, body = await send(
+        http, sandbox, {"type": "image", "image": {"id": uploaded["id"], "caption": "Q3"}}
+    )
     assert status == 200
     wamid = body["messages"][0]["id"]
     await receiver.status(wamid, "delivered")
@@ -567,7 +623,9 @@ async def test_send_uploaded_media_and_the_client_downloads_it(
     async with http.get(f"{sandbox.url}/client/{CLIENT}/media/{uploaded['id']}") as response:
         assert response.status == 200 and await response.read() == PNG
     _, doc = await upload(http, sandbox, PDF, "application/pdf", "terms.pdf")
-    status, body = await send(http, sandbox, {"type": "document", "document": {"id": doc["id"], "filename": "terms.pdf"}})
+    status, body = await send(
+        http, sandbox, {"type": "document", "document": {"id": doc["id"], "filename": "terms.pdf"}}
+    )
     view = (await received(http, sandbox, after=wamid))[-1]
     assert view["document"]["filename"] == "terms.pdf" and view["document"]["media_id"] == doc["id"]
     status, body = await send(http, sandbox, {"type": "audio", "audio": {"id": doc["id"], "caption": "no"}})
@@ -579,14 +637,18 @@ async def test_send_media_by_link_fetches_it_or_fails_with_131053(
 ) -> None:
     await open_window(http, sandbox, receiver)
     receiver.served["photo.jpg"] = (JPEG, "image/jpeg")
-    status, body = await send(http, sandbox, {"type": "image", "image": {"link": f"{receiver.url}/files/photo.jpg"}})
+    status, body = await send(
+        http, sandbox, {"type": "image", "image": {"link": f"{receiver.url}/files/photo.jpg"}}
+    )
     assert status == 200
     wamid = body["messages"][0]["id"]
     await receiver.status(wamid, "delivered")
     view = (await received(http, sandbox))[-1]
     async with http.get(f"{sandbox.url}/client/{CLIENT}/media/{view['image']['media_id']}") as response:
         assert await response.read() == JPEG
-    status, body = await send(http, sandbox, {"type": "image", "image": {"link": f"{receiver.url}/files/missing.jpg"}})
+    status, body = await send(
+        http, sandbox, {"type": "image", "image": {"link": f"{receiver.url}/files/missing.jpg"}}
+    )
     assert status == 200
     failed = await receiver.status(body["messages"][0]["id"], "failed")
     assert failed["errors"][0]["code"] == 131053
@@ -601,7 +663,9 @@ async def test_upload_limits_follow_the_supported_media_table(
     assert "Param file must be a file with one of the following types" in error["message"]
     status, body = await upload(http, sandbox, b"\xff" * (5 * 1024 * 1024 + 1), "image/jpeg", "big.jpg")
     assert status == 400 and graph_error(body)["code"] == 131053
-    status, static = await upload(http, sandbox, b"RIFF\x00\x00\x00\x00WEBPVP8 " + b"\x00" * (101 * 1024), "image/webp")
+    status, static = await upload(
+        http, sandbox, b"RIFF\x00\x00\x00\x00WEBPVP8 " + b"\x00" * (101 * 1024), "image/webp"
+    )
     assert status == 200
     status, body = await send(http, sandbox, {"type": "sticker", "sticker": {"id": static["id"]}})
     error = graph_error(body)
@@ -614,7 +678,9 @@ async def test_send_reaction_gets_only_sent_status_and_shows_on_the_target(
     sandbox: WhatsAppSandbox, receiver: Receiver, http: aiohttp.ClientSession
 ) -> None:
     question = await open_window(http, sandbox, receiver)
-    status, body = await send(http, sandbox, {"type": "reaction", "reaction": {"message_id": question, "emoji": "❤️"}})
+    status, body = await send(
+        http, sandbox, {"type": "reaction", "reaction": {"message_id": question, "emoji": "❤️"}}
+    )
     assert status == 200
     wamid = body["messages"][0]["id"]
     await receiver.status(wamid, "sent")
@@ -626,7 +692,11 @@ async def test_send_reaction_gets_only_sent_status_and_shows_on_the_target(
     assert "reactions" not in entry
     assert [s["status"] for s in receiver.statuses(wamid)] == ["sent"]
     _, own = await send(http, sandbox, {"type": "text", "text": {"body": "mine"}})
-    status, body = await send(http, sandbox, {"type": "reaction", "reaction": {"message_id": own["messages"][0]["id"], "emoji": "👍"}})
+    status, body = await send(
+        http,
+        sandbox,
+        {"type": "reaction", "reaction": {"message_id": own["messages"][0]["id"], "emoji": "👍"}},
+    )
     assert status == 400 and graph_error(body)["code"] == 131009
 
 
@@ -636,7 +706,12 @@ async def test_send_template_and_template_errors(
     template = {
         "name": "appointment_reminder",
         "language": {"code": "en"},
-        "components": [{"type": "body", "parameters": [{"type": "text", "text": "Ada"}, {"type": "text", "text": "Monday 10:00"}]}],
+        "components": [
+            {
+                "type": "body",
+                "parameters": [{"type": "text", "text": "Ada"}, {"type": "text", "text": "Monday 10:00"}],
+            }
+        ],
     }
     status, body = await send(http, sandbox, {"type": "template", "template": template})
     assert status == 200 and body["messages"][0]["message_status"] == "accepted"
@@ -648,15 +723,28 @@ async def test_send_template_and_template_errors(
     assert view["template"]["parameters"] == ["Ada", "Monday 10:00"]
     assert "Hello Ada" in view["template"]["text"] and "Monday 10:00" in view["template"]["text"]
 
-    status, body = await send(http, sandbox, {"type": "template", "template": {"name": "nope", "language": {"code": "en"}}})
+    status, body = await send(
+        http, sandbox, {"type": "template", "template": {"name": "nope", "language": {"code": "en"}}}
+    )
     error = graph_error(body)
     assert status == 404 and error["code"] == 132001
     assert error["message"] == "(#132001) Template name does not exist in the translation"
     status, body = await send(
-        http, sandbox, {"type": "template", "template": {"name": "spring_promo", "language": {"code": "en"}, "components": [{"type": "body", "parameters": [{"type": "text", "text": "x"}]}]}}
+        http,
+        sandbox,
+        {
+            "type": "template",
+            "template": {
+                "name": "spring_promo",
+                "language": {"code": "en"},
+                "components": [{"type": "body", "parameters": [{"type": "text", "text": "x"}]}],
+            },
+        },
     )
     assert status == 404 and graph_error(body)["code"] == 132001
-    status, body = await send(http, sandbox, {"type": "template", "template": {"name": "follow_up", "language": {"code": "en"}}})
+    status, body = await send(
+        http, sandbox, {"type": "template", "template": {"name": "follow_up", "language": {"code": "en"}}}
+    )
     error = graph_error(body)
     assert status == 400 and error["code"] == 132000
     assert error["error_data"]["details"] == (
@@ -669,7 +757,10 @@ async def test_message_templates_listing(sandbox: WhatsAppSandbox, http: aiohttp
     assert status == 200 and "paging" in body
     by_name = {t["name"]: t for t in body["data"]}
     assert by_name["follow_up"]["status"] == "APPROVED" and by_name["follow_up"]["language"] == "en"
-    assert by_name["follow_up"]["components"][0] == {"type": "BODY", "text": by_name["follow_up"]["components"][0]["text"]}
+    assert by_name["follow_up"]["components"][0] == {
+        "type": "BODY",
+        "text": by_name["follow_up"]["components"][0]["text"],
+    }
     assert "{{1}}" in by_name["follow_up"]["components"][0]["text"]
     assert "{{2}}" in by_name["appointment_reminder"]["components"][0]["text"]
     assert by_name["spring_promo"]["status"] == "REJECTED"
@@ -686,7 +777,9 @@ async def test_mark_read_and_typing_indicator(
     first = await open_window(http, sandbox, receiver)
     second = (await client_says(http, sandbox, {"text": "second"}))["id"]
     third = (await client_says(http, sandbox, {"text": "third"}))["id"]
-    status, body = await send(http, sandbox, {"status": "read", "message_id": second, "typing_indicator": {"type": "text"}})
+    status, body = await send(
+        http, sandbox, {"status": "read", "message_id": second, "typing_indicator": {"type": "text"}}
+    )
     assert (status, body) == (200, {"success": True})
     chat = await history(http, sandbox)
     marks = {m["id"]: m["read_by_business"] for m in chat["messages"]}
@@ -722,27 +815,47 @@ async def test_client_read_sends_read_statuses(
 
 async def test_graph_requires_the_bearer_token(sandbox: WhatsAppSandbox, http: aiohttp.ClientSession) -> None:
     for token in (None, "wrong-token"):
-        status, body = await graph(http, sandbox, "POST", "1001/messages", token=token, json={"messaging_product": "whatsapp"})
+        status, body = await graph(
+            http, sandbox, "POST", "1001/messages", token=token, json={"messaging_product": "whatsapp"}
+        )
         error = graph_error(body)
         assert status == 401 and error["code"] == 190 and error["type"] == "OAuthException"
     _, uploaded = await upload(http, sandbox, PNG, "image/png")
     _, info = await graph(http, sandbox, "GET", uploaded["id"])
     async with http.get(info["url"]) as response:
         assert response.status == 401
-    status, body = await graph(http, sandbox, "GET", "2001/message_templates", token=None, params={"access_token": TOKEN})
+    status, body = await graph(
+        http, sandbox, "GET", "2001/message_templates", token=None, params={"access_token": TOKEN}
+    )
     assert status == 200
 
 
-async def test_unknown_phone_number_id_is_an_unknown_object(sandbox: WhatsAppSandbox, http: aiohttp.ClientSession) -> None:
-    status, body = await graph(http, sandbox, "POST", "424242/messages", json={"messaging_product": "whatsapp", "to": CLIENT, "text": {"body": "x"}})
+async def test_unknown_phone_number_id_is_an_unknown_object(
+    sandbox: WhatsAppSandbox, http: aiohttp.ClientSession
+) -> None:
+    status, body = await graph(
+        http,
+        sandbox,
+        "POST",
+        "424242/messages",
+        json={"messaging_product": "whatsapp", "to": CLIENT, "text": {"body": "x"}},
+    )
     error = graph_error(body)
     assert status == 400 and error["code"] == 100 and error["error_subcode"] == 33
-    assert error["type"] == "GraphMethodException" and "Object with ID '424242' does not exist" in error["message"]
+    assert (
+        error["type"] == "GraphMethodException"
+        and "Object with ID '424242' does not exist" in error["message"]
+    )
 
 
 async def test_send_validation_errors(sandbox: WhatsAppSandbox, http: aiohttp.ClientSession) -> None:
-    status, body = await graph(http, sandbox, "POST", "1001/messages", json={"to": CLIENT, "type": "text", "text": {"body": "x"}})
-    assert status == 400 and graph_error(body)["message"] == "(#100) The parameter messaging_product is required."
+    status, body = await graph(
+        http, sandbox, "POST", "1001/messages", json={"to": CLIENT, "type": "text", "text": {"body": "x"}}
+    )
+    assert (
+        status == 400
+        and graph_error(body)["message"] == "(#100) The parameter messaging_product is required."
+    )
     status, body = await send(http, sandbox, {"type": "text", "text": {"body": "x" * 4097}})
     assert status == 400 and graph_error(body)["code"] == 100 and "4096" in body["error"]["message"]
     status, body = await send(http, sandbox, {"type": "text", "text": {"body": "x"}}, to="not-a-number")
@@ -784,7 +897,11 @@ async def test_templates_are_allowed_outside_the_window(
 ) -> None:
     await open_window(http, sandbox, receiver)
     sandbox.advance_clock(25 * 3600)
-    template = {"name": "follow_up", "language": {"code": "en"}, "components": [{"type": "body", "parameters": [{"type": "text", "text": "Ada"}]}]}
+    template = {
+        "name": "follow_up",
+        "language": {"code": "en"},
+        "components": [{"type": "body", "parameters": [{"type": "text", "text": "Ada"}]}],
+    }
     status, body = await send(http, sandbox, {"type": "template", "template": template})
     assert status == 200
     await receiver.status(body["messages"][0]["id"], "delivered")
@@ -800,26 +917,56 @@ async def test_templates_are_allowed_outside_the_window(
 
 async def test_throughput_limit_answers_130429_and_pair_limit_131056(http: aiohttp.ClientSession) -> None:
     async with WhatsAppSandbox(
-        access_token=TOKEN, app_secret=SECRET, numbers=[NUMBER], throughput_limits=True, throughput_mps=5, pair_rate_burst=2
+        access_token=TOKEN,
+        app_secret=SECRET,
+        numbers=[NUMBER],
+        throughput_limits=True,
+        throughput_mps=5,
+        pair_rate_burst=2,
     ) as sb:
         results = []
         for i in range(6):
-            results.append(await send(http, sb, {"type": "template", "template": {"name": "conversation_reopen", "language": {"code": "en"}}}, to=f"1555000{i:04d}"))
+            results.append(
+                await send(
+                    http,
+                    sb,
+                    {
+                        "type": "template",
+                        "template": {"name": "conversation_reopen", "language": {"code": "en"}},
+                    },
+                    to=f"1555000{i:04d}",
+                )
+            )
         assert [s for s, _ in results[:5]] == [200] * 5
         status, body = results[5]
         error = graph_error(body)
         assert status == 400 and error["code"] == 130429 and error["error_subcode"] == 2494055
         assert error["message"] == "(#130429) Rate limit hit"
-        assert error["error_data"] == {"messaging_product": "whatsapp", "details": "Cloud API message throughput has been reached."}
+        assert error["error_data"] == {
+            "messaging_product": "whatsapp",
+            "details": "Cloud API message throughput has been reached.",
+        }
         sb.limiter.mps = 1000
-        pair = [await send(http, sb, {"type": "template", "template": {"name": "conversation_reopen", "language": {"code": "en"}}}, to="15559990000") for _ in range(3)]
+        pair = [
+            await send(
+                http,
+                sb,
+                {"type": "template", "template": {"name": "conversation_reopen", "language": {"code": "en"}}},
+                to="15559990000",
+            )
+            for _ in range(3)
+        ]
         assert [s for s, _ in pair] == [200, 200, 400]
         assert graph_error(pair[2][1])["code"] == 131056
 
 
-async def test_injected_faults_fail_the_next_calls(sandbox: WhatsAppSandbox, receiver: Receiver, http: aiohttp.ClientSession) -> None:
+async def test_injected_faults_fail_the_next_calls(
+    sandbox: WhatsAppSandbox, receiver: Receiver, http: aiohttp.ClientSession
+) -> None:
     await open_window(http, sandbox, receiver)
-    status, plan = await control(http, sandbox, "POST", "/control/faults", json={"path": "messages", "count": 2, "code": 130429})
+    status, plan = await control(
+        http, sandbox, "POST", "/control/faults", json={"path": "messages", "count": 2, "code": 130429}
+    )
     assert status == 200 and plan["remaining"] == 2 and plan["status"] == 400
     status, body = await upload(http, sandbox, PNG, "image/png")
     assert status == 200  # media calls are not covered by path "messages"
@@ -897,27 +1044,49 @@ async def test_redelivery_sends_delivered_payloads_again(
 
 
 async def test_control_api_refusals(sandbox: WhatsAppSandbox, http: aiohttp.ClientSession) -> None:
-    status, body = await control(http, sandbox, "POST", "/client/15550002222/messages", json={"text": "no name"})
+    status, body = await control(
+        http, sandbox, "POST", "/client/15550002222/messages", json={"text": "no name"}
+    )
     assert status == 400 and "name" in body["error"]
-    status, body = await control(http, sandbox, "POST", "/client/abc/messages", json={"name": "X", "text": "x"})
+    status, body = await control(
+        http, sandbox, "POST", "/client/abc/messages", json={"name": "X", "text": "x"}
+    )
     assert status == 400
-    status, body = await control(http, sandbox, "POST", f"/client/{CLIENT}/messages", json={"name": "X", "text": "x", "to": "777"})
+    status, body = await control(
+        http, sandbox, "POST", f"/client/{CLIENT}/messages", json={"name": "X", "text": "x", "to": "777"}
+    )
     assert status == 404
-    status, body = await control(http, sandbox, "POST", f"/client/{CLIENT}/messages", json={"name": "X", "text": "x", "location": {}})
+    status, body = await control(
+        http, sandbox, "POST", f"/client/{CLIENT}/messages", json={"name": "X", "text": "x", "location": {}}
+    )
     assert status == 400 and "exactly one" in body["error"]
     status, body = await control(http, sandbox, "POST", "/control/clock", json={"advance_seconds": -1})
     assert status == 400
-    status, body = await control(http, sandbox, "GET", f"/client/{CLIENT}/messages", params={"after": "wamid.x"})
+    status, body = await control(
+        http, sandbox, "GET", f"/client/{CLIENT}/messages", params={"after": "wamid.x"}
+    )
     assert status == 200 and body["messages"] == []  # no chat yet: the refused sends created none
     await client_says(http, sandbox, {"text": "now there is a chat"})
-    status, body = await control(http, sandbox, "GET", f"/client/{CLIENT}/messages", params={"after": "wamid.x"})
+    status, body = await control(
+        http, sandbox, "GET", f"/client/{CLIENT}/messages", params={"after": "wamid.x"}
+    )
     assert status == 400 and "after" in body["error"]
 
 
 async def test_cli_prints_one_ready_line_and_serves(http: aiohttp.ClientSession) -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sandbox.whatsapp", "--port", "0", "--access-token", TOKEN, "--app-secret", SECRET,
-        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        sys.executable,
+        "-m",
+        "sandbox.whatsapp",
+        "--port",
+        "0",
+        "--access-token",
+        TOKEN,
+        "--app-secret",
+        SECRET,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     try:
         assert proc.stdout is not None

@@ -43,13 +43,19 @@ async def _exercise(url: str) -> None:
         await store.set_inflight("telegram", "1", "42", "7", "!r:localhost")
         assert await store.inbound_state("telegram", "1", "42", "7") == (False, "!r:localhost")
         await store.clear_inflight("telegram", "1", "42", "7")
-        await store.add_message(MessageLink("telegram", "1", "42", "7", "!r:localhost", "$m", "in", has_media=True, created_at=5))
-        await store.add_message(MessageLink("telegram", "1", "42", "7", "!r:localhost", "$m", "in"))  # a repeat: ignored
+        await store.add_message(
+            MessageLink("telegram", "1", "42", "7", "!r:localhost", "$m", "in", has_media=True, created_at=5)
+        )
+        await store.add_message(
+            MessageLink("telegram", "1", "42", "7", "!r:localhost", "$m", "in")
+        )  # a repeat: ignored
         assert await store.inbound_state("telegram", "1", "42", "7") == (True, None)
         assert (await store.get_message("telegram", "1", "42", "7")).has_media is True
         assert await store.last_remote_id("telegram", "1", "42") == 7
 
-        await store.outbox_add([{"event_id": "$o1", "room_id": "!r:localhost"}, {"event_id": "$o2", "room_id": "!r:localhost"}])
+        await store.outbox_add(
+            [{"event_id": "$o1", "room_id": "!r:localhost"}, {"event_id": "$o2", "room_id": "!r:localhost"}]
+        )
         assert (await store.outbox_next("!r:localhost"))[0]["event_id"] == "$o1"
         await store.outbox_done("$o1")
         assert await store.outbox_size() == 1

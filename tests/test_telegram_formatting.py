@@ -58,7 +58,11 @@ def html_of(text: str, *entities: dict[str, Any], **kwargs: Any) -> str | None:
         ("pre", {}, "<pre><code>word\n</code></pre>"),
         ("pre", {"language": "python"}, '<pre><code class="language-python">word\n</code></pre>'),
         ("pre", {"language": 'c++"><script>'}, '<pre><code class="language-c++script">word\n</code></pre>'),
-        ("text_link", {"url": "https://example.com/?a=1&b=2"}, '<a href="https://example.com/?a=1&amp;b=2">word</a>'),
+        (
+            "text_link",
+            {"url": "https://example.com/?a=1&b=2"},
+            '<a href="https://example.com/?a=1&amp;b=2">word</a>',
+        ),
         ("blockquote", {}, "<blockquote>word</blockquote>"),
         ("expandable_blockquote", {}, "<blockquote>word</blockquote>"),
     ],
@@ -91,9 +95,9 @@ def test_plain_entities_leave_plain_text(type_: str) -> None:
 
 def test_custom_emoji_is_its_fallback_text_inside_other_formatting() -> None:
     text = "hi 😀"
-    assert html_of(text, ent("bold", 0, 5), ent("custom_emoji", 3, 2, custom_emoji_id="5368324170671202286")) == (
-        "<strong>hi 😀</strong>"
-    )
+    assert html_of(
+        text, ent("bold", 0, 5), ent("custom_emoji", 3, 2, custom_emoji_id="5368324170671202286")
+    ) == ("<strong>hi 😀</strong>")
 
 
 def test_text_mention_uses_the_mention_url() -> None:
@@ -138,7 +142,10 @@ def test_body_is_the_telegram_text() -> None:
 
 def test_nested_entities_nest() -> None:
     text = "one two three"
-    assert html_of(text, ent("italic", 0, 13), at(text, "two", "bold")) == "<em>one <strong>two</strong> three</em>"
+    assert (
+        html_of(text, ent("italic", 0, 13), at(text, "two", "bold"))
+        == "<em>one <strong>two</strong> three</em>"
+    )
 
 
 def test_same_span_nests_with_links_outside_code() -> None:
@@ -148,7 +155,10 @@ def test_same_span_nests_with_links_outside_code() -> None:
 
 
 def test_overlapping_entities_are_split_into_well_formed_html() -> None:
-    assert html_of("abcdefgh", ent("bold", 0, 5), ent("italic", 3, 5)) == "<strong>abc<em>de</em></strong><em>fgh</em>"
+    assert (
+        html_of("abcdefgh", ent("bold", 0, 5), ent("italic", 3, 5))
+        == "<strong>abc<em>de</em></strong><em>fgh</em>"
+    )
 
 
 def test_inline_crossing_a_quote_is_split_not_the_quote() -> None:
@@ -232,9 +242,9 @@ def test_clamped_examples() -> None:
 
 
 def test_text_is_escaped() -> None:
-    text = "<script>alert(1)</script> &amp; \"q\""
+    text = '<script>alert(1)</script> &amp; "q"'
     rendered = html_of(text, ent("bold", 0, 1))
-    assert rendered == "<strong>&lt;</strong>script&gt;alert(1)&lt;/script&gt; &amp;amp; \"q\""
+    assert rendered == '<strong>&lt;</strong>script&gt;alert(1)&lt;/script&gt; &amp;amp; "q"'
     assert matrix_to_telegram(text, rendered) == (text, [ent("bold", 0, 1)])
 
 
@@ -377,7 +387,7 @@ def test_headings_are_bold_lines() -> None:
 
 def test_lists() -> None:
     html = (
-        "<ul>\n<li>one</li>\n<li>two\n<ol start=\"3\">\n<li>three</li>\n<li><b>four</b></li>\n</ol>\n</li>\n"
+        '<ul>\n<li>one</li>\n<li>two\n<ol start="3">\n<li>three</li>\n<li><b>four</b></li>\n</ol>\n</li>\n'
         "<li><p>five</p></li>\n</ul>\n<p>after</p>"
     )
     text = "• one\n• two\n  3. three\n  4. four\n• five\n\nafter"
@@ -396,7 +406,10 @@ def test_hr_and_img() -> None:
 def test_pre_keeps_whitespace_and_drops_the_final_newline() -> None:
     html = 'before<pre><code class="language-python">def f():\n    return  1\n</code></pre>after'
     text = "before\ndef f():\n    return  1\nafter"
-    assert matrix_to_telegram("", html) == (text, [at(text, "def f():\n    return  1", "pre", language="python")])
+    assert matrix_to_telegram("", html) == (
+        text,
+        [at(text, "def f():\n    return  1", "pre", language="python")],
+    )
 
 
 def test_pre_ignores_the_newline_right_after_the_tag() -> None:
@@ -430,7 +443,12 @@ def test_spaces_at_entity_edges_belong_where_the_html_puts_them() -> None:
 
 def test_entities_sorted_by_offset_then_longest_first() -> None:
     _, entities = matrix_to_telegram("", "<i>a<b>b</b></i><u><s>c</s>d</u>")
-    assert entities == [ent("italic", 0, 2), ent("bold", 1, 1), ent("underline", 2, 2), ent("strikethrough", 2, 1)]
+    assert entities == [
+        ent("italic", 0, 2),
+        ent("bold", 1, 1),
+        ent("underline", 2, 2),
+        ent("strikethrough", 2, 1),
+    ]
 
 
 def test_utf16_offsets_from_html() -> None:
@@ -442,8 +460,16 @@ def test_utf16_offsets_from_html() -> None:
 @pytest.mark.parametrize(
     "html",
     [
-        "<b>unclosed", "</b>stray", "<b><i>x</b></i>", "<p><p>x", "<li>x", "&#99999999999;x", "&#xD800;",
-        "<mx-reply>x", "<", "&",
+        "<b>unclosed",
+        "</b>stray",
+        "<b><i>x</b></i>",
+        "<p><p>x",
+        "<li>x",
+        "&#99999999999;x",
+        "&#xD800;",
+        "<mx-reply>x",
+        "<",
+        "&",
     ],
 )
 def test_malformed_html_is_read(html: str) -> None:
@@ -571,8 +597,34 @@ def normalise(entities: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
 
 
 SPECIAL_CHARS = [
-    " ", " ", "  ", "\n", "\n\n", "\t", "\r", "\xa0", "<", ">", "&", "&amp;", '"', "'", "<b>", "</pre>",
-    "👍🏽", "👨‍👩‍👧‍👦", "🇩🇪", "😀", "漢字", "e\u0301", "\u200d", "\x00", "\u3000", "a", "b", "word",
+    " ",
+    " ",
+    "  ",
+    "\n",
+    "\n\n",
+    "\t",
+    "\r",
+    "\xa0",
+    "<",
+    ">",
+    "&",
+    "&amp;",
+    '"',
+    "'",
+    "<b>",
+    "</pre>",
+    "👍🏽",
+    "👨‍👩‍👧‍👦",
+    "🇩🇪",
+    "😀",
+    "漢字",
+    "e\u0301",
+    "\u200d",
+    "\x00",
+    "\u3000",
+    "a",
+    "b",
+    "word",
 ]
 text_chars = st.one_of(
     st.sampled_from(SPECIAL_CHARS),
@@ -606,7 +658,9 @@ def inline_entities(draw: st.DrawFn, length: int) -> list[tuple[str, int, int, d
         extra = {"url": draw(URLS)} if type_ == "text_link" else {}
         ok = True
         for other, s, e, _ in accepted:
-            crossing = s < end and start < e and not (s <= start and end <= e) and not (start <= s and e <= end)
+            crossing = (
+                s < end and start < e and not (s <= start and end <= e) and not (start <= s and e <= end)
+            )
             inside = s <= start and end <= e
             outside = start <= s and e <= end
             overlap = s < end and start < e
@@ -652,9 +706,26 @@ def documents(draw: st.DrawFn) -> tuple[str, list[dict[str, Any]]]:
 
 
 ANY_TYPES = [
-    "bold", "italic", "underline", "strikethrough", "spoiler", "code", "pre", "text_link", "url", "email",
-    "phone_number", "mention", "text_mention", "blockquote", "expandable_blockquote", "custom_emoji",
-    "hashtag", "cashtag", "bot_command", "nonsense",
+    "bold",
+    "italic",
+    "underline",
+    "strikethrough",
+    "spoiler",
+    "code",
+    "pre",
+    "text_link",
+    "url",
+    "email",
+    "phone_number",
+    "mention",
+    "text_mention",
+    "blockquote",
+    "expandable_blockquote",
+    "custom_emoji",
+    "hashtag",
+    "cashtag",
+    "bot_command",
+    "nonsense",
 ]
 wild_values = st.one_of(
     st.integers(-50, 80), st.none(), st.text(max_size=3), st.booleans(), st.floats(allow_nan=True)
@@ -662,7 +733,11 @@ wild_values = st.one_of(
 wild_entities = st.lists(
     st.one_of(
         st.fixed_dictionaries(
-            {"type": st.sampled_from(ANY_TYPES), "offset": st.integers(-50, 80), "length": st.integers(-50, 80)},
+            {
+                "type": st.sampled_from(ANY_TYPES),
+                "offset": st.integers(-50, 80),
+                "length": st.integers(-50, 80),
+            },
             optional={
                 "url": st.one_of(URLS, st.text(max_size=20), st.integers()),
                 "language": st.one_of(st.text(max_size=10), st.integers()),
@@ -718,9 +793,35 @@ def test_never_raises_on_malformed_entities(text: str, entities: list[dict[str, 
 
 
 HTML_PARTS = [
-    "<b>", "</b>", "<i>", "<p>", "</p>", "<br>", "<pre>", "</pre>", "<code>", "</code>", "<li>", "<ul>", "</ul>",
-    "<ol start=x>", "<mx-reply>", "</mx-reply>", "<a href='https://x'>", "</a>", "<blockquote>", "</blockquote>",
-    "<img>", "<hr>", "&nbsp;", "&#9;", "&#x0;", "&", "<", " ", "\n",
+    "<b>",
+    "</b>",
+    "<i>",
+    "<p>",
+    "</p>",
+    "<br>",
+    "<pre>",
+    "</pre>",
+    "<code>",
+    "</code>",
+    "<li>",
+    "<ul>",
+    "</ul>",
+    "<ol start=x>",
+    "<mx-reply>",
+    "</mx-reply>",
+    "<a href='https://x'>",
+    "</a>",
+    "<blockquote>",
+    "</blockquote>",
+    "<img>",
+    "<hr>",
+    "&nbsp;",
+    "&#9;",
+    "&#x0;",
+    "&",
+    "<",
+    " ",
+    "\n",
 ]
 
 

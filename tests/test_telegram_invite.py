@@ -50,9 +50,7 @@ async def sandbox() -> AsyncIterator[TelegramSandbox]:
 @pytest.fixture(scope="module")
 async def bot(sandbox: TelegramSandbox) -> AsyncIterator[telegram.Bot]:
     """Initialized (getMe) like the connector's bot, so it knows its username."""
-    bot = telegram.Bot(
-        sandbox.token, base_url=f"{sandbox.url}/bot", base_file_url=f"{sandbox.url}/file/bot"
-    )
+    bot = telegram.Bot(sandbox.token, base_url=f"{sandbox.url}/bot", base_file_url=f"{sandbox.url}/file/bot")
     async with bot:
         yield bot
 

@@ -154,7 +154,9 @@ async def assert_still_serving(http: aiohttp.ClientSession, hook: Running, updat
 # --------------------------------------------------------------------------- the contract
 
 
-async def test_valid_update_is_answered_only_after_it_was_handled(hook: Running, http: aiohttp.ClientSession) -> None:
+async def test_valid_update_is_answered_only_after_it_was_handled(
+    hook: Running, http: aiohttp.ClientSession
+) -> None:
     hook.recorder.gate = asyncio.Event()
     answer = asyncio.create_task(post(http, hook.url, update(1001)))
     await until(lambda: hook.recorder.active == 1)
@@ -176,20 +178,22 @@ async def test_redelivered_update_is_answered_200_but_not_handled_again(
         assert (await post(http, hook.url, update(2001, "changed in transit")))[0] == 200
     assert hook.recorder.ids == [2001]
     assert hook.recorder.started == 1
-    assert sum("event=telegram_webhook_duplicate update_id=2001" in r.getMessage() for r in caplog.records) == 3
+    assert (
+        sum("event=telegram_webhook_duplicate update_id=2001" in r.getMessage() for r in caplog.records) == 3
+    )
 
 
 @pytest.mark.parametrize(
     "secret",
     [
-        None,                         # no header at all
-        "",                           # empty header
-        "nope-not-it",                # wrong, different length
-        SECRET[:-1] + "X",            # wrong, same length
-        SECRET[:-1],                  # a prefix of the right one
-        SECRET + "x",                 # the right one plus more
-        SECRET.lower(),               # case matters
-        "é" + SECRET[1:],             # not ASCII: refused, not a TypeError in compare_digest
+        None,  # no header at all
+        "",  # empty header
+        "nope-not-it",  # wrong, different length
+        SECRET[:-1] + "X",  # wrong, same length
+        SECRET[:-1],  # a prefix of the right one
+        SECRET + "x",  # the right one plus more
+        SECRET.lower(),  # case matters
+        "é" + SECRET[1:],  # not ASCII: refused, not a TypeError in compare_digest
     ],
 )
 async def test_missing_or_wrong_secret_is_403_and_nothing_is_processed(
@@ -243,17 +247,40 @@ def _chunked(size: int) -> Callable[[], Any]:
         (b'{"update_id": 1' + b"0" * 5000 + b"}", 400, "invalid json"),  # past int's digit limit
         (b'{"update_id": 4001, "message": {"text": "\xff\xfe"}}', 400, "invalid utf-8"),
         (b"\xef\xbb\xbf" + b'{"update_id": 4001}', 400, "invalid json"),  # a BOM is not JSON
-        (b'{"update_id": 4001, "x": ' + b"[" * 200_000 + b"]" * 200_000 + b"}", 400, "json nested too deeply"),
+        (
+            b'{"update_id": 4001, "x": ' + b"[" * 200_000 + b"]" * 200_000 + b"}",
+            400,
+            "json nested too deeply",
+        ),
         (b'{"update_id": 4001, "x": "' + b"a" * (2 * MAX_BODY) + b'"}', 413, "too_large"),
         (_chunked(2 * MAX_BODY), 413, "too_large"),
     ],
     ids=[
-        "malformed", "empty", "array", "string", "null", "no-update_id", "string-id", "float-id",
-        "bool-id", "nan-id", "huge-int", "invalid-utf8", "bom", "deep-nesting", "2MiB", "2MiB-chunked",
+        "malformed",
+        "empty",
+        "array",
+        "string",
+        "null",
+        "no-update_id",
+        "string-id",
+        "float-id",
+        "bool-id",
+        "nan-id",
+        "huge-int",
+        "invalid-utf8",
+        "bom",
+        "deep-nesting",
+        "2MiB",
+        "2MiB-chunked",
     ],
 )
 async def test_bad_bodies_are_4xx_not_handled_and_the_server_keeps_serving(
-    hook: Running, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture, body: Any, status: int, reason: str
+    hook: Running,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+    body: Any,
+    status: int,
+    reason: str,
 ) -> None:
     caplog.set_level(logging.INFO, logger="houseline.telegram.webhook")
     got, text = await post(http, hook.url, body)
@@ -261,7 +288,8 @@ async def test_bad_bodies_are_4xx_not_handled_and_the_server_keeps_serving(
     assert json.loads(text)["ok"] is False
     assert hook.recorder.started == 0
     assert any(
-        "event=telegram_webhook_bad_body" in r.getMessage() and reason.replace(" ", "") in r.getMessage().replace(" ", "")
+        "event=telegram_webhook_bad_body" in r.getMessage()
+        and reason.replace(" ", "") in r.getMessage().replace(" ", "")
         for r in caplog.records
     ), caplog.text
     assert not any(r.levelno >= logging.ERROR for r in caplog.records), caplog.text
@@ -288,7 +316,9 @@ async def test_handler_failure_answers_500_and_the_retry_is_handled(
     assert (await post(http, hook.url, update(5001)))[0] == 200
     assert (await post(http, hook.url, update(5001)))[0] == 200  # and now it is a duplicate
     assert hook.recorder.ids == [5001] and hook.recorder.started == 3
-    failed = [r.getMessage() for r in caplog.records if "event=telegram_webhook_handle_failed" in r.getMessage()]
+    failed = [
+        r.getMessage() for r in caplog.records if "event=telegram_webhook_handle_failed" in r.getMessage()
+    ]
     assert len(failed) == 2 and all("update_id=5001 status=500 error=RuntimeError" in m for m in failed)
 
 
@@ -338,8 +368,15 @@ async def test_remembers_a_bounded_window_of_handled_ids(http: aiohttp.ClientSes
 
 @pytest.mark.parametrize(
     ("method", "path", "status"),
-    [("GET", PATH, 405), ("PUT", PATH, 405), ("DELETE", PATH, 405), ("POST", "/", 404),
-     ("POST", "/telegram/webhook/x", 404), ("GET", "/", 404), ("POST", "/TELEGRAM/WEBHOOK", 404)],
+    [
+        ("GET", PATH, 405),
+        ("PUT", PATH, 405),
+        ("DELETE", PATH, 405),
+        ("POST", "/", 404),
+        ("POST", "/telegram/webhook/x", 404),
+        ("GET", "/", 404),
+        ("POST", "/TELEGRAM/WEBHOOK", 404),
+    ],
 )
 async def test_other_methods_and_paths(
     hook: Running, http: aiohttp.ClientSession, method: str, path: str, status: int
@@ -367,7 +404,9 @@ async def test_port_in_use_fails_start_with_a_named_fix(
     await other.stop()  # a server that never started stops quietly
 
 
-async def test_stop_lets_the_update_in_progress_finish_and_start_again_works(http: aiohttp.ClientSession) -> None:
+async def test_stop_lets_the_update_in_progress_finish_and_start_again_works(
+    http: aiohttp.ClientSession,
+) -> None:
     recorder = Recorder(gate=asyncio.Event())
     port = free_port()
     server = WebhookServer(webhook_config(port), recorder, shutdown_grace=BOUND)
@@ -451,7 +490,9 @@ async def test_sandbox_delivers_through_register_webhook(
 
         # Telegram sends an already answered update again (our 200 got lost): answered, not re-handled.
         first_id = hook.recorder.ids[0]
-        async with http.post(f"{sandbox.url}/sandbox/redeliver", json={"from_update_id": first_id}) as response:
+        async with http.post(
+            f"{sandbox.url}/sandbox/redeliver", json={"from_update_id": first_id}
+        ) as response:
             assert (await response.json())["redelivered"] == 2
         await pending_is_zero(bot)
         assert len(hook.recorder.handled) == 2 and hook.recorder.started == 4

@@ -16,8 +16,12 @@ TOKEN = "EAAG" + "t" * 40
 def with_whatsapp(**section) -> dict:
     data = minimal()
     data["networks"]["whatsapp"] = {
-        "enabled": True, "app_secret": SECRET, "verify_token": SECRET + "v",
-        "numbers": [{"phone_number_id": "106540352242922", "access_token": TOKEN, "waba_id": "102290129340398"}],
+        "enabled": True,
+        "app_secret": SECRET,
+        "verify_token": SECRET + "v",
+        "numbers": [
+            {"phone_number_id": "106540352242922", "access_token": TOKEN, "waba_id": "102290129340398"}
+        ],
         **section,
     }
     return data
@@ -34,7 +38,12 @@ def test_a_valid_section_is_parsed_with_documented_defaults() -> None:
     wa = config.whatsapp
     assert wa is not None
     assert wa.graph_url == "https://graph.facebook.com/v21.0"
-    assert (wa.listen_host, wa.listen_port, wa.path, wa.default_language) == ("127.0.0.1", 29342, "/whatsapp/webhook", "en")
+    assert (wa.listen_host, wa.listen_port, wa.path, wa.default_language) == (
+        "127.0.0.1",
+        29342,
+        "/whatsapp/webhook",
+        "en",
+    )
     assert wa.number("106540352242922").waba_id == "102290129340398"
     text = repr(config)
     assert SECRET not in text and TOKEN not in text
@@ -50,17 +59,43 @@ def test_disabled_or_absent_means_no_connector() -> None:
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({"app_secret": "REPLACE-WITH-THE-APP-SECRET"}, "networks.whatsapp.app_secret: still the placeholder"),
+        (
+            {"app_secret": "REPLACE-WITH-THE-APP-SECRET"},
+            "networks.whatsapp.app_secret: still the placeholder",
+        ),
         ({"app_secret": ""}, "networks.whatsapp.app_secret: missing; set it to the App Secret"),
         ({"verify_token": "short"}, "networks.whatsapp.verify_token: too short"),
         ({"numbers": []}, "networks.whatsapp.numbers: empty; list the company's WhatsApp numbers"),
-        ({"numbers": [{"phone_number_id": "+1 555", "access_token": TOKEN}]}, "networks.whatsapp.numbers[0].phone_number_id: '+1 555' is not a phone number id"),
-        ({"numbers": [{"phone_number_id": "1", "access_token": TOKEN}, {"phone_number_id": "1", "access_token": TOKEN}]}, "networks.whatsapp.numbers[1].phone_number_id: 1 is listed twice"),
-        ({"numbers": [{"phone_number_id": "1", "access_token": "REPLACE-WITH-A-SYSTEM-USER-TOKEN"}]}, "networks.whatsapp.numbers[0].access_token: still the placeholder"),
-        ({"numbers": [{"phone_number_id": "1", "access_token": TOKEN, "token": "x"}]}, "networks.whatsapp.numbers[0].token: unknown key"),
-        ({"webhook": {"listen_port": 29340}}, "networks.whatsapp.webhook.listen_port: 29340 is the appservice's port"),
+        (
+            {"numbers": [{"phone_number_id": "+1 555", "access_token": TOKEN}]},
+            "networks.whatsapp.numbers[0].phone_number_id: '+1 555' is not a phone number id",
+        ),
+        (
+            {
+                "numbers": [
+                    {"phone_number_id": "1", "access_token": TOKEN},
+                    {"phone_number_id": "1", "access_token": TOKEN},
+                ]
+            },
+            "networks.whatsapp.numbers[1].phone_number_id: 1 is listed twice",
+        ),
+        (
+            {"numbers": [{"phone_number_id": "1", "access_token": "REPLACE-WITH-A-SYSTEM-USER-TOKEN"}]},
+            "networks.whatsapp.numbers[0].access_token: still the placeholder",
+        ),
+        (
+            {"numbers": [{"phone_number_id": "1", "access_token": TOKEN, "token": "x"}]},
+            "networks.whatsapp.numbers[0].token: unknown key",
+        ),
+        (
+            {"webhook": {"listen_port": 29340}},
+            "networks.whatsapp.webhook.listen_port: 29340 is the appservice's port",
+        ),
         ({"webhook": {"path": "whatsapp"}}, "networks.whatsapp.webhook.path: 'whatsapp' must start with '/'"),
-        ({"graph_url": "graph.facebook.com"}, "networks.whatsapp.graph_url: 'graph.facebook.com' is not a valid URL"),
+        (
+            {"graph_url": "graph.facebook.com"},
+            "networks.whatsapp.graph_url: 'graph.facebook.com' is not a valid URL",
+        ),
         ({"colour": "blue"}, "networks.whatsapp.colour: unknown key"),
     ],
 )

@@ -129,7 +129,7 @@ def test_matrix_element_reply_and_paragraphs() -> None:
 def test_matrix_deep_nesting_does_not_crash() -> None:
     html = "<b><i>" * 5000 + "x" + "</i></b>" * 5000
     assert to_wa(html) == "*_x_*"
-    assert to_wa("<blockquote>" * 3000 + "q") .endswith("> q")
+    assert to_wa("<blockquote>" * 3000 + "q").endswith("> q")
 
 
 def test_limits() -> None:
@@ -250,7 +250,26 @@ def test_split_never_cuts_a_surrogate_pair_or_a_combined_character() -> None:
 
 # --- properties -------------------------------------------------------------------------------
 
-WA_PIECES = ["*", "_", "~", "`", "```", "> ", "- ", "* ", "1. ", "\n", " ", "<", ">", "&", "a", "bc", "<script>", "http://e.com/"]
+WA_PIECES = [
+    "*",
+    "_",
+    "~",
+    "`",
+    "```",
+    "> ",
+    "- ",
+    "* ",
+    "1. ",
+    "\n",
+    " ",
+    "<",
+    ">",
+    "&",
+    "a",
+    "bc",
+    "<script>",
+    "http://e.com/",
+]
 wa_text = st.lists(st.one_of(st.sampled_from(WA_PIECES), st.text(max_size=5)), max_size=40).map("".join)
 
 
@@ -295,9 +314,39 @@ def test_matrix_plain_body_is_verbatim(body: str) -> None:
     assert matrix_to_whatsapp(RichText(body, None)) == body
 
 
-HTML_PIECES = ["<b>", "</b>", "<i>", "<em>", "</em>", "<code>", "</code>", "<pre>", "</pre>", "<p>", "</p>",
-               "<br>", "<blockquote>", "</blockquote>", "<ul>", "<li>", "</li>", "</ul>", '<a href="https://x">',
-               "</a>", "<mx-reply>", "</mx-reply>", "&amp;", "&lt;", " ", "\n", "x", "\x00", "\x02", "0", "\x03"]
+HTML_PIECES = [
+    "<b>",
+    "</b>",
+    "<i>",
+    "<em>",
+    "</em>",
+    "<code>",
+    "</code>",
+    "<pre>",
+    "</pre>",
+    "<p>",
+    "</p>",
+    "<br>",
+    "<blockquote>",
+    "</blockquote>",
+    "<ul>",
+    "<li>",
+    "</li>",
+    "</ul>",
+    '<a href="https://x">',
+    "</a>",
+    "<mx-reply>",
+    "</mx-reply>",
+    "&amp;",
+    "&lt;",
+    " ",
+    "\n",
+    "x",
+    "\x00",
+    "\x02",
+    "0",
+    "\x03",
+]
 
 
 @PROPERTY

@@ -35,8 +35,14 @@ class Listener:
         self.events: list[RemoteEvent] = []
         self.loop = asyncio.new_event_loop()
         config = WhatsAppConfig(
-            graph_url="http://127.0.0.1:9/v21.0", app_secret=APP_SECRET, verify_token=VERIFY, listen_host="127.0.0.1",
-            listen_port=self.port, path=PATH, public_url="", numbers=(WhatsAppNumber("1001", "t" * 32),),
+            graph_url="http://127.0.0.1:9/v21.0",
+            app_secret=APP_SECRET,
+            verify_token=VERIFY,
+            listen_host="127.0.0.1",
+            listen_port=self.port,
+            path=PATH,
+            public_url="",
+            numbers=(WhatsAppNumber("1001", "t" * 32),),
         )
         self.connector = WhatsAppConnector(config)
 
@@ -50,7 +56,9 @@ class Listener:
         headers = {"Content-Type": "application/json"}
         if signature is not None:
             headers["X-Hub-Signature-256"] = signature
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{PATH}", data=body, headers=headers, method="POST")
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{PATH}", data=body, headers=headers, method="POST"
+        )
         try:
             with urllib.request.urlopen(request, timeout=10) as resp:
                 return resp.status
@@ -76,15 +84,24 @@ def listener() -> Iterator[Listener]:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=30),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
     max_leaves=30,
 )
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @FUZZ
-@given(body=st.binary(max_size=2000), signature=st.none() | st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=80) | st.just("sha256=" + "0" * 64))
-def test_unsigned_or_forged_requests_are_refused_before_parsing(listener: Listener, body: bytes, signature: str | None) -> None:
+@given(
+    body=st.binary(max_size=2000),
+    signature=st.none()
+    | st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=80)
+    | st.just("sha256=" + "0" * 64),
+)
+def test_unsigned_or_forged_requests_are_refused_before_parsing(
+    listener: Listener, body: bytes, signature: str | None
+) -> None:
     before = len(listener.events)
     assert listener.post(body, signature) == 403
     assert len(listener.events) == before
@@ -93,7 +110,12 @@ def test_unsigned_or_forged_requests_are_refused_before_parsing(listener: Listen
 @FUZZ
 @given(value=json_values)
 def test_signed_payloads_of_any_shape_never_fail_the_listener(listener: Listener, value: object) -> None:
-    body = json.dumps({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": value}]}]}).encode()
+    body = json.dumps(
+        {
+            "object": "whatsapp_business_account",
+            "entry": [{"id": "1", "changes": [{"field": "messages", "value": value}]}],
+        }
+    ).encode()
     assert listener.post(body, sign(body)) == 200
 
 
@@ -112,12 +134,40 @@ def test_signed_garbage_is_a_clear_400(listener: Listener, body: bytes) -> None:
 
 
 def test_a_real_message_still_gets_through_after_the_fuzzing(listener: Listener) -> None:
-    message = {"from": "4915", "id": f"wamid.{secrets.token_hex(8)}", "timestamp": "1700000000", "type": "text", "text": {"body": "<b>hi</b>"}}
-    body = json.dumps({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
-        "metadata": {"phone_number_id": "1001"}, "contacts": [{"profile": {"name": "<script>x</script>"}, "wa_id": "4915"}], "messages": [message]}}]}]}).encode()
+    message = {
+        "from": "4915",
+        "id": f"wamid.{secrets.token_hex(8)}",
+        "timestamp": "1700000000",
+        "type": "text",
+        "text": {"body": "<b>hi</b>"},
+    }
+    body = json.dumps(
+        {
+            "object": "whatsapp_business_account",
+            "entry": [
+                {
+                    "id": "1",
+                    "changes": [
+                        {
+                            "field": "messages",
+                            "value": {
+                                "metadata": {"phone_number_id": "1001"},
+                                "contacts": [{"profile": {"name": "<script>x</script>"}, "wa_id": "4915"}],
+                                "messages": [message],
+                            },
+                        }
+                    ],
+                }
+            ],
+        }
+    ).encode()
     assert listener.post(body, sign(body)) == 200
     event = listener.events[-1]
     assert event.message_id == message["id"]
-    assert event.text is not None and event.text.body == "<b>hi</b>" and (event.text.html is None or "<b>" not in event.text.html)
+    assert (
+        event.text is not None
+        and event.text.body == "<b>hi</b>"
+        and (event.text.html is None or "<b>" not in event.text.html)
+    )
     assert listener.post(body, sign(body)) == 200  # a redelivery
     assert [e.message_id for e in listener.events].count(message["id"]) == 1

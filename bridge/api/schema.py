@@ -54,7 +54,9 @@ class Operation:
 class ApiDocument:
     def __init__(self, path: Path = DOCUMENT) -> None:
         self.doc: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
-        self.registry = Registry().with_resource(_BASE, Resource.from_contents(self.doc, default_specification=DRAFT202012))
+        self.registry = Registry().with_resource(
+            _BASE, Resource.from_contents(self.doc, default_specification=DRAFT202012)
+        )
         self.base_path = self.doc["servers"][0]["url"].rstrip("/")
         self.operations = [op for p, item in self.doc["paths"].items() for op in self._operations(p, item)]
 
@@ -85,25 +87,46 @@ class ApiDocument:
                 pointer = pointer or f"/paths/{escaped}/{method}/parameters/{i}"
                 schema = param.get("schema", {})
                 resolved, _ = self._resolve(schema) if "$ref" in schema else (schema, None)
-                params.append(Parameter(
-                    param["name"], param["in"], bool(param.get("required")), self._validator(f"{pointer}/schema"),
-                    resolved.get("type") == "integer",
-                ))
+                params.append(
+                    Parameter(
+                        param["name"],
+                        param["in"],
+                        bool(param.get("required")),
+                        self._validator(f"{pointer}/schema"),
+                        resolved.get("type") == "integer",
+                    )
+                )
             body = spec.get("requestBody")
             validator = None
             if body is not None:
-                validator = self._validator(f"/paths/{escaped}/{method}/requestBody/content/application~1json/schema")
-            out.append(Operation(spec["operationId"], method.upper(), path, tuple(params), validator, bool(body and body.get("required"))))
+                validator = self._validator(
+                    f"/paths/{escaped}/{method}/requestBody/content/application~1json/schema"
+                )
+            out.append(
+                Operation(
+                    spec["operationId"],
+                    method.upper(),
+                    path,
+                    tuple(params),
+                    validator,
+                    bool(body and body.get("required")),
+                )
+            )
         return out
 
     @staticmethod
-    def check(op: Operation, path_params: dict[str, str], query: dict[str, str], body: Any, has_body: bool) -> dict[str, Any]:
+    def check(
+        op: Operation, path_params: dict[str, str], query: dict[str, str], body: Any, has_body: bool
+    ) -> dict[str, Any]:
         """The request's parameters, typed; raises RequestInvalid naming the first bad field."""
         values: dict[str, Any] = {}
         known = {p.name for p in op.parameters if p.where == "query"}
         for name in query:
             if name not in known:
-                raise RequestInvalid(name, f"unknown query parameter “{name}”; the parameters are {', '.join(sorted(known)) or 'none'}")
+                raise RequestInvalid(
+                    name,
+                    f"unknown query parameter “{name}”; the parameters are {', '.join(sorted(known)) or 'none'}",
+                )
         for p in op.parameters:
             source = path_params if p.where == "path" else query
             if p.name not in source:
@@ -131,7 +154,9 @@ class ApiDocument:
 
 
 def _validate(validator: Draft202012Validator, value: Any, name: str | None) -> None:
-    error: ValidationError | None = next(iter(sorted(validator.iter_errors(value), key=lambda e: list(e.path))), None)
+    error: ValidationError | None = next(
+        iter(sorted(validator.iter_errors(value), key=lambda e: list(e.path))), None
+    )
     if error is None:
         return
     where = ".".join(str(p) for p in error.absolute_path)

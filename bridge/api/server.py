@@ -38,7 +38,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("houseline.api")
 
-_STATUS = {"invalid": 400, "unauthorized": 401, "forbidden": 403, "denied": 403, "not_found": 404, "too_large": 413, "failed": 502}
+_STATUS = {
+    "invalid": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "denied": 403,
+    "not_found": 404,
+    "too_large": 413,
+    "failed": 502,
+}
 _SCOPE_ORDER = {"read": 0, "write": 1, "admin": 2}
 
 
@@ -75,16 +83,31 @@ class ApiServer:
         self.document = ApiDocument()
         self.app = web.Application(client_max_size=config.max_body_bytes, middlewares=[self._errors])
         self._handlers: dict[str, Handler] = {
-            "list_conversations": self.list_conversations, "get_conversation": self.get_conversation,
-            "list_messages": self.list_messages, "assign": self.assign, "place_hold": self.place_hold,
-            "release_hold": self.release_hold, "export_conversation": self.export_conversation,
-            "get_profile": self.get_profile, "update_profile": self.update_profile, "offboard": self.offboard,
-            "set_absence": self.set_absence, "end_absence": self.end_absence,
-            "outreach_whatsapp": self.outreach_whatsapp, "outreach_telegram_link": self.outreach_telegram_link,
+            "list_conversations": self.list_conversations,
+            "get_conversation": self.get_conversation,
+            "list_messages": self.list_messages,
+            "assign": self.assign,
+            "place_hold": self.place_hold,
+            "release_hold": self.release_hold,
+            "export_conversation": self.export_conversation,
+            "get_profile": self.get_profile,
+            "update_profile": self.update_profile,
+            "offboard": self.offboard,
+            "set_absence": self.set_absence,
+            "end_absence": self.end_absence,
+            "outreach_whatsapp": self.outreach_whatsapp,
+            "outreach_telegram_link": self.outreach_telegram_link,
         }
-        scopes = {op["operationId"]: op.get("x-scope", "admin") for item in self.document.doc["paths"].values() for op in item.values() if isinstance(op, dict) and "operationId" in op}
+        scopes = {
+            op["operationId"]: op.get("x-scope", "admin")
+            for item in self.document.doc["paths"].values()
+            for op in item.values()
+            if isinstance(op, dict) and "operationId" in op
+        }
         for op in self.document.operations:
-            self.app.router.add_route(op.method, self.document.base_path + op.path, self._endpoint(op, scopes[op.operation_id]))
+            self.app.router.add_route(
+                op.method, self.document.base_path + op.path, self._endpoint(op, scopes[op.operation_id])
+            )
         self.metrics = metrics
         if metrics is not None:
             self.app.router.add_get("/metrics", self._metrics)
@@ -94,7 +117,12 @@ class ApiServer:
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.config.listen_host, self.config.listen_port).start()
-        log.info("event=api_listening host=%s port=%d operations=%d", self.config.listen_host, self.config.listen_port, len(self._handlers))
+        log.info(
+            "event=api_listening host=%s port=%d operations=%d",
+            self.config.listen_host,
+            self.config.listen_port,
+            len(self._handlers),
+        )
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -103,7 +131,9 @@ class ApiServer:
     # the request's way through
 
     @web.middleware
-    async def _errors(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    async def _errors(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         try:
             return await handler(request)
         except ApiError as e:
@@ -147,7 +177,10 @@ class ApiServer:
         async def endpoint(request: web.Request) -> web.Response:
             token = self.authenticate(request)
             if not any(_SCOPE_ORDER[s] >= _SCOPE_ORDER[scope] for s in token.scopes):
-                raise ApiError("forbidden", f"this needs the {scope} scope; the token has {', '.join(sorted(token.scopes))}")
+                raise ApiError(
+                    "forbidden",
+                    f"this needs the {scope} scope; the token has {', '.join(sorted(token.scopes))}",
+                )
             raw = await request.read()
             body: Any = None
             if raw:
@@ -156,7 +189,9 @@ class ApiServer:
                 except (ValueError, UnicodeDecodeError):
                     raise ApiError("invalid", "the body is not JSON", field="body") from None
             try:
-                params = self.document.check(op, dict(request.match_info), dict(request.query), body, bool(raw))
+                params = self.document.check(
+                    op, dict(request.match_info), dict(request.query), body, bool(raw)
+                )
             except RequestInvalid as e:
                 raise ApiError("invalid", e.message, field=e.field) from None
             call = Call(token, params)
@@ -165,11 +200,17 @@ class ApiServer:
             except OperationError as e:
                 raise ApiError(e.kind, e.message, rule=e.rule) from None
             except MatrixRequestError as e:
-                log.warning("event=api_homeserver_error operation=%s status=%s", op.operation_id, e.http_status)
+                log.warning(
+                    "event=api_homeserver_error operation=%s status=%s", op.operation_id, e.http_status
+                )
                 raise ApiError("failed", f"the homeserver answered {e.http_status}: {e.message}") from None
             if op.method != "GET":
                 await self.bridge.audit.record(
-                    actor=call.actor, action=f"api.{op.operation_id}", subject=request.path, verdict="allow", rule=f"api.scope.{scope}",
+                    actor=call.actor,
+                    action=f"api.{op.operation_id}",
+                    subject=request.path,
+                    verdict="allow",
+                    rule=f"api.scope.{scope}",
                 )
             return web.json_response(answer, status=status)
 
@@ -183,12 +224,22 @@ class ApiServer:
             raise ApiError("not_found", f"{room_id} is not a client conversation", field="room_id")
         return portal
 
-    async def _conversation(self, portal: PortalRow, waiting: dict[str, int], activity: dict[str, int]) -> dict[str, Any]:
+    async def _conversation(
+        self, portal: PortalRow, waiting: dict[str, int], activity: dict[str, int]
+    ) -> dict[str, Any]:
         return {
-            "room_id": portal.room_id, "name": portal.name, "network": portal.network, "account": portal.account,
-            "chat_id": portal.chat_id, "status": portal.status, "legal_hold": portal.legal_hold,
-            "disclaimer_sent": portal.disclaimer_sent, "assignee": portal.assignee, "initiated_by": portal.initiated_by,
-            "initiated_at": portal.initiated_at, "waiting_since": waiting.get(portal.room_id),
+            "room_id": portal.room_id,
+            "name": portal.name,
+            "network": portal.network,
+            "account": portal.account,
+            "chat_id": portal.chat_id,
+            "status": portal.status,
+            "legal_hold": portal.legal_hold,
+            "disclaimer_sent": portal.disclaimer_sent,
+            "assignee": portal.assignee,
+            "initiated_by": portal.initiated_by,
+            "initiated_at": portal.initiated_at,
+            "waiting_since": waiting.get(portal.room_id),
             "last_activity": activity.get(portal.room_id),
         }
 
@@ -203,7 +254,10 @@ class ApiServer:
         ghosts = self.bridge.policy_bot.ghosts
         out = []
         for portal in reversed(await store.all_portals()):
-            if "client" in p and p["client"] not in (portal.chat_id, ghosts.user_id(portal.network, portal.chat_id)):
+            if "client" in p and p["client"] not in (
+                portal.chat_id,
+                ghosts.user_id(portal.network, portal.chat_id),
+            ):
                 continue
             if "network" in p and portal.network != p["network"]:
                 continue
@@ -212,7 +266,9 @@ class ApiServer:
             status = p.get("status")
             if status in ("active", "blocked", "disconnected") and portal.status != status:
                 continue
-            if (status == "waiting" and portal.room_id not in waiting) or (status == "held" and portal.room_id not in held):
+            if (status == "waiting" and portal.room_id not in waiting) or (
+                status == "held" and portal.room_id not in held
+            ):
                 continue
             if "since" in p and activity.get(portal.room_id, 0) < p["since"]:
                 continue
@@ -221,17 +277,23 @@ class ApiServer:
         limit = p.get("limit", 50)
         page = out[start : start + limit]
         nxt = str(start + limit) if start + limit < len(out) else None
-        return 200, {"conversations": [await self._conversation(x, waiting, activity) for x in page], "next": nxt}
+        return 200, {
+            "conversations": [await self._conversation(x, waiting, activity) for x in page],
+            "next": nxt,
+        }
 
     async def get_conversation(self, call: Call) -> tuple[int, Any]:
         portal = await self._portal(call.params["room_id"])
         store = self.bridge.store
         waiting = {w.room_id: w.since_ms for w in await store.waiting()}
         data = await self._conversation(portal, waiting, await profiles.last_activity(store.db))
-        members = await self.bridge.az.intent.get_room_members(portal.room_id, (Membership.JOIN, Membership.INVITE))
+        members = await self.bridge.az.intent.get_room_members(
+            portal.room_id, (Membership.JOIN, Membership.INVITE)
+        )
         state = self.bridge.az.state_store
         data["members"] = [
-            {"user_id": m, "membership": await _membership(state, portal.room_id, m), "kind": self._kind(m)} for m in sorted(members)
+            {"user_id": m, "membership": await _membership(state, portal.room_id, m), "kind": self._kind(m)}
+            for m in sorted(members)
         ]
         return 200, data
 
@@ -251,10 +313,14 @@ class ApiServer:
         if call.params.get("from"):
             query["from"] = call.params["from"]
         try:
-            page = await self.bridge.az.intent.api.request(Method.GET, Path.v3.rooms[portal.room_id].messages, query_params=query)
+            page = await self.bridge.az.intent.api.request(
+                Method.GET, Path.v3.rooms[portal.room_id].messages, query_params=query
+            )
         except MatrixRequestError as e:
             if e.http_status == 400:
-                raise ApiError("invalid", "“from” is not a page token this conversation gave", field="from") from None
+                raise ApiError(
+                    "invalid", "“from” is not a page token this conversation gave", field="from"
+                ) from None
             raise
         events = []
         for event in page.get("chunk", []):
@@ -293,7 +359,9 @@ class ApiServer:
             return found
         name = await profiles.ghost_name(self.bridge.store.db, network, remote_id)
         if name is None:
-            raise ApiError("not_found", f"no {network} client {remote_id} has written to the company", field="remote_id")
+            raise ApiError(
+                "not_found", f"no {network} client {remote_id} has written to the company", field="remote_id"
+            )
         return profiles.ClientProfile(network, remote_id, display_name=name)
 
     async def get_profile(self, call: Call) -> tuple[int, Any]:
@@ -303,8 +371,12 @@ class ApiServer:
         base = await self._profile_base(call.params["network"], call.params["remote_id"])
         fresh = await profiles.update_profile(self.bridge.store.db, base, call.params["body"], call.actor)
         await self.bridge.audit.record(
-            actor=call.actor, action="profile.update", subject=f"{fresh.network}:{fresh.remote_id}", verdict="allow",
-            rule="api.scope.write", fields=sorted(call.params["body"]),
+            actor=call.actor,
+            action="profile.update",
+            subject=f"{fresh.network}:{fresh.remote_id}",
+            verdict="allow",
+            rule="api.scope.write",
+            fields=sorted(call.params["body"]),
         )
         return 200, fresh.as_json()
 
@@ -315,21 +387,36 @@ class ApiServer:
         ops = self.bridge.commands.ops
         successors = await ops.successors_of(body["leaver"], body["to"])
         done = await ops.offboard(call.actor, body["leaver"], successors)
-        return 200, {"ok": True, "message": f"handed {len(done.rooms)} conversation(s) to {', '.join(successors)}", "problems": list(done.problems)}
+        return 200, {
+            "ok": True,
+            "message": f"handed {len(done.rooms)} conversation(s) to {', '.join(successors)}",
+            "problems": list(done.problems),
+        }
 
     async def set_absence(self, call: Call) -> tuple[int, Any]:
         body = call.params["body"]
         absences = self.bridge.absences
-        if not await self.bridge.commands.ops.user_exists(body["user"]) and body["user"].split(":", 1)[-1] == self.bridge.config.homeserver.domain:
+        if (
+            not await self.bridge.commands.ops.user_exists(body["user"])
+            and body["user"].split(":", 1)[-1] == self.bridge.config.homeserver.domain
+        ):
             raise ApiError("not_found", f"There is no user {body['user']} on this homeserver.", field="user")
         hours = self.bridge.policy_bot.policy.sla.hours
         try:
             until = parse_until(body["until"], absences.clock.now(), hours.tz_name if hours else "UTC")
             covers = await absences.resolve_cover(body["user"], body.get("cover"))
         except AbsenceError as e:
-            raise ApiError("invalid", str(e), field="until" if "date" in str(e) or "past" in str(e) or "year" in str(e) else "cover") from None
+            raise ApiError(
+                "invalid",
+                str(e),
+                field="until" if "date" in str(e) or "past" in str(e) or "year" in str(e) else "cover",
+            ) from None
         report = await absences.away(call.actor, body["user"], until, covers)
-        return 200, {"ok": True, "message": f"{body['user']} is away; {report.rooms} conversation(s) covered", "problems": list(report.problems)}
+        return 200, {
+            "ok": True,
+            "message": f"{body['user']} is away; {report.rooms} conversation(s) covered",
+            "problems": list(report.problems),
+        }
 
     async def end_absence(self, call: Call) -> tuple[int, Any]:
         user = call.params["user_id"]
@@ -342,8 +429,13 @@ class ApiServer:
         body = call.params["body"]
         try:
             started = await self.bridge.outreach.contact(
-                body["on_behalf_of"], "whatsapp", body["number"], from_account=body.get("from"), template=body["template"],
-                language=body.get("language", ""), params=tuple(body.get("params", ())),
+                body["on_behalf_of"],
+                "whatsapp",
+                body["number"],
+                from_account=body.get("from"),
+                template=body["template"],
+                language=body.get("language", ""),
+                params=tuple(body.get("params", ())),
             )
         except OutreachError as e:
             raise ApiError("denied" if e.rule else "invalid", e.reason, rule=e.rule) from None
@@ -351,7 +443,9 @@ class ApiServer:
 
     async def outreach_telegram_link(self, call: Call) -> tuple[int, Any]:
         try:
-            link, expires = await self.bridge.outreach.invite_link(call.params["body"]["on_behalf_of"], "telegram")
+            link, expires = await self.bridge.outreach.invite_link(
+                call.params["body"]["on_behalf_of"], "telegram"
+            )
         except OutreachError as e:
             raise ApiError("denied" if e.rule else "invalid", e.reason, rule=e.rule) from None
         return 200, {"link": link, "expires_at": expires}

@@ -55,7 +55,9 @@ class Connector(Protocol):
     async def send(self, delivery: Delivery) -> DeliveryReceipt:
         """Send one delivery; raise DeliveryError on failure."""
 
-    async def find_delivered(self, delivery: Delivery, after_remote_id: int, known: set[int]) -> DeliveryReceipt | None:
+    async def find_delivered(
+        self, delivery: Delivery, after_remote_id: int, known: set[int]
+    ) -> DeliveryReceipt | None:
         """After a crash mid-send: the remote messages this delivery already became (ids above
         ``after_remote_id`` and not in ``known``, the ids the message map has), or None if it
         did not arrive or the network cannot tell."""

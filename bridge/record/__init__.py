@@ -15,6 +15,13 @@ from bridge.record.manifest import Manifest, ManifestError, VerifyResult, verify
 from bridge.record.model import ExportEvent, ExportRoom, MediaFile
 
 __all__ = [
-    "FORMATS", "ExportEvent", "ExportRoom", "Manifest", "ManifestError", "MediaFile", "VerifyResult",
-    "verify_export", "write_export",
+    "FORMATS",
+    "ExportEvent",
+    "ExportRoom",
+    "Manifest",
+    "ManifestError",
+    "MediaFile",
+    "VerifyResult",
+    "verify_export",
+    "write_export",
 ]

@@ -63,7 +63,9 @@ def write_eml(rooms: Sequence[ExportRoom], out: Path) -> None:
             (folder / f"{n:06d}.eml").write_bytes(build_message(room, reading, event, identities).as_bytes())
 
 
-def build_message(room: ExportRoom, reading: Reading, event: ExportEvent, identities: dict[str, str]) -> EmailMessage:
+def build_message(
+    room: ExportRoom, reading: Reading, event: ExportEvent, identities: dict[str, str]
+) -> EmailMessage:
     msg = EmailMessage(policy=policy.SMTP)
     _addressing(msg, room, event, identities)
     _threading(msg, room, reading, event)
@@ -81,7 +83,9 @@ def build_message(room: ExportRoom, reading: Reading, event: ExportEvent, identi
     return msg
 
 
-def render_event(room: ExportRoom, event: ExportEvent, identities: dict[str, str] | None = None) -> EmailMessage:
+def render_event(
+    room: ExportRoom, event: ExportEvent, identities: dict[str, str] | None = None
+) -> EmailMessage:
     """One event as its own email, for the archive journal: the journal renders each message
     when it is due, with a window of the room around it in ``room.events`` rather than the
     whole history, through the same ``build_message`` as the export (same headers, bodies,
@@ -105,14 +109,23 @@ def build_redaction(room: ExportRoom, event: ExportEvent, identities: dict[str, 
         msg["In-Reply-To"] = message_id(target, room)
         msg["References"] = message_id(target, room)
     for name, value in (
-        ("X-Houseline-Room", room.room_id), ("X-Houseline-Portal", room.name), ("X-Houseline-Event-Id", event.event_id),
-        ("X-Houseline-Sender", event.sender), ("X-Houseline-Timestamp", str(event.ts)), ("X-Houseline-Network", room.network),
-        ("X-Houseline-Kind", "redaction"), ("X-Houseline-Redacts", target),
+        ("X-Houseline-Room", room.room_id),
+        ("X-Houseline-Portal", room.name),
+        ("X-Houseline-Event-Id", event.event_id),
+        ("X-Houseline-Sender", event.sender),
+        ("X-Houseline-Timestamp", str(event.ts)),
+        ("X-Houseline-Network", room.network),
+        ("X-Houseline-Kind", "redaction"),
+        ("X-Houseline-Redacts", target),
     ):
         msg[name] = _one_line(value)
     reason = str(event.content.get("reason") or "")
     original = next((e for e in room.events if e.event_id == target), None)
-    what = f" ({original.type or 'an event'} by {room.name_of(original.sender)}, {utc_text(original.ts)})" if original is not None else ""
+    what = (
+        f" ({original.type or 'an event'} by {room.name_of(original.sender)}, {utc_text(original.ts)})"
+        if original is not None
+        else ""
+    )
     text = f"[{room.name_of(event.sender)} ({event.sender}) redacted {target or 'an event'}{what} at {utc_text(event.ts)}{': ' + reason if reason else ''}.]"
     msg["Subject"] = _one_line(f"{room.name}: [redaction]")
     msg.set_content(text + "\n", charset="utf-8")
@@ -129,7 +142,12 @@ def client_identities(room: ExportRoom) -> dict[str, str]:
     found: dict[str, str] = {}
     for event in room.events:
         remote = event.remote
-        if event.sender in room.clients and event.sender not in found and isinstance(remote, dict) and remote.get("sender_id"):
+        if (
+            event.sender in room.clients
+            and event.sender not in found
+            and isinstance(remote, dict)
+            and remote.get("sender_id")
+        ):
             found[event.sender] = f"{remote.get('network') or room.network}-{remote['sender_id']}"
     return found
 
@@ -183,7 +201,7 @@ def _houseline_headers(msg: EmailMessage, room: ExportRoom, reading: Reading, ev
         headers.append(("X-Houseline-Remote-Message-Id", str(remote["message_id"])))
     if kind == "edit":
         headers.append(("X-Houseline-Edit-Of", event.relates_to))
-    if (edits := reading.edits.get(event.event_id)):
+    if edits := reading.edits.get(event.event_id):
         headers.append(("X-Houseline-Edits", str(len(edits))))
     if (notice := reading.deletions.get(event.event_id)) is not None:
         headers.append(("X-Houseline-Client-Deleted-At", utc_text(deletion_ts(notice))))
@@ -192,7 +210,7 @@ def _houseline_headers(msg: EmailMessage, room: ExportRoom, reading: Reading, ev
         headers.append(("X-Houseline-Client-Deleted-At", utc_text(deletion_ts(event))))
     if (denial := reading.denials.get(event.event_id)) is not None:
         headers.append(("X-Houseline-Denied-Rule", denial.rule))
-    if (reactions := _reaction_list(room, reading, event)):
+    if reactions := _reaction_list(room, reading, event):
         headers.append(("X-Houseline-Reactions", "; ".join(reactions)))
     for name, value in headers:
         msg[name] = _one_line(value)
@@ -209,8 +227,15 @@ def _bodies(room: ExportRoom, reading: Reading, event: ExportEvent) -> tuple[str
     markup = html_of(event) if not event.is_redacted else None
     if markup is None:
         return plain, None
-    paragraphs = "".join(f"<p>{_escape(p)}</p>" for p in before) + f"<div>{sanitise(markup)}</div>" + "".join(f"<p>{_escape(p)}</p>" for p in after)
-    return plain, f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"></head><body>{paragraphs}</body></html>\n"
+    paragraphs = (
+        "".join(f"<p>{_escape(p)}</p>" for p in before)
+        + f"<div>{sanitise(markup)}</div>"
+        + "".join(f"<p>{_escape(p)}</p>" for p in after)
+    )
+    return (
+        plain,
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"></head><body>{paragraphs}</body></html>\n',
+    )
 
 
 def _main_text(room: ExportRoom, event: ExportEvent) -> str:
@@ -227,7 +252,9 @@ def _before(room: ExportRoom, reading: Reading, event: ExportEvent) -> list[str]
     if kind == "edit":
         original = reading.by_id.get(event.relates_to)
         when = f" sent {utc_text(original.ts)}" if original is not None else " (not in this export)"
-        return [f"[Edited version of the message{when}, made {utc_text(event.ts)}. The earlier versions stay in the record.]"]
+        return [
+            f"[Edited version of the message{when}, made {utc_text(event.ts)}. The earlier versions stay in the record.]"
+        ]
     if kind == "client-deleted" or not event.reply_to:
         return []
     target = reading.by_id.get(event.reply_to)
@@ -242,16 +269,20 @@ def _after(room: ExportRoom, reading: Reading, event: ExportEvent) -> list[str]:
     notes: list[str] = []
     if is_media(event) and not event.is_redacted:
         notes.append(_attachment_note(room.media_of(event), event))
-    if (edits := reading.edits.get(event.event_id)):
-        notes.append(f"[Edited {len(edits)} time(s), last at {utc_text(edits[-1].ts)}; every version is its own message in this export.]")
+    if edits := reading.edits.get(event.event_id):
+        notes.append(
+            f"[Edited {len(edits)} time(s), last at {utc_text(edits[-1].ts)}; every version is its own message in this export.]"
+        )
     if (notice := reading.deletions.get(event.event_id)) is not None:
-        notes.append(f"[Deleted by the client at {utc_text(deletion_ts(notice))}; kept here as part of the record.]")
+        notes.append(
+            f"[Deleted by the client at {utc_text(deletion_ts(notice))}; kept here as part of the record.]"
+        )
     if reading.kind(event) == "client-deleted":
         notes.append(_deletion_note(room, reading, event))
     if (denial := reading.denials.get(event.event_id)) is not None:
         label = "HELD, not sent to the client when written" if denial.held else "NOT SENT to the client"
         notes.append(f"[{label} — rule {denial.rule}: {denial.notice.content.get('body', '')!s}]")
-    if (reactions := _reaction_list(room, reading, event)):
+    if reactions := _reaction_list(room, reading, event):
         notes.append("Reactions: " + "; ".join(reactions))
     return notes
 
@@ -283,7 +314,9 @@ def _subject_text(room: ExportRoom, event: ExportEvent) -> str:
     if event.is_redacted:
         return "[redacted]"
     media = room.media_of(event)
-    text = _one_line(_main_text(room, event)) or (media.file_name if media else str(event.content.get("filename", "")))
+    text = _one_line(_main_text(room, event)) or (
+        media.file_name if media else str(event.content.get("filename", ""))
+    )
     return text[:SUBJECT_CHARS]
 
 

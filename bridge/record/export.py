@@ -34,8 +34,11 @@ class ExportScope:
 
     def as_dict(self) -> dict:
         return {
-            "rooms": list(self.rooms), "clients": list(self.clients), "all": self.everything,
-            "since_ms": self.since_ms, "until_ms": self.until_ms,
+            "rooms": list(self.rooms),
+            "clients": list(self.clients),
+            "all": self.everything,
+            "since_ms": self.since_ms,
+            "until_ms": self.until_ms,
         }
 
 
@@ -57,7 +60,9 @@ def parse_time(value: str | None, what: str) -> int | None:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise ExportError(f"--{what}: '{value}' is not a date; write it as 2026-11-23 or 2026-11-23T14:00") from None
+        raise ExportError(
+            f"--{what}: '{value}' is not a date; write it as 2026-11-23 or 2026-11-23T14:00"
+        ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     return int(parsed.timestamp() * 1000)
@@ -76,8 +81,15 @@ async def select_portals(store: Store, scope: ExportScope) -> list[PortalRow]:
 
 
 async def run_export(
-    config: Config, *, as_token: str, store: Store, scope: ExportScope, fmt: str, out_dir: Path,
-    progress: Callable[[str], None] | None = None, audit: AuditLog | None = None,
+    config: Config,
+    *,
+    as_token: str,
+    store: Store,
+    scope: ExportScope,
+    fmt: str,
+    out_dir: Path,
+    progress: Callable[[str], None] | None = None,
+    audit: AuditLog | None = None,
 ) -> ExportResult:
     if fmt not in ("jsonl", "eml", "html"):
         raise ExportError(f"--format: '{fmt}' is not a format; use jsonl, eml or html")
@@ -87,23 +99,42 @@ async def run_export(
     portals = await select_portals(store, scope)
     namer = config.ghost_namer()
     rooms = []
-    async with HomeserverReader(config.homeserver.url, as_token, config.bot_mxid, config.homeserver.verify_tls) as reader:
+    async with HomeserverReader(
+        config.homeserver.url, as_token, config.bot_mxid, config.homeserver.verify_tls
+    ) as reader:
         for i, portal in enumerate(portals, 1):
             if progress:
                 progress(f"reading {i}/{len(portals)}: {portal.name}")
-            rooms.append(await reader.room(
-                room_id=portal.room_id, name=portal.name, network=portal.network, account=portal.account,
-                chat_id=portal.chat_id, is_client=namer.is_ghost, bot=config.bot_mxid,
-                since_ms=scope.since_ms, until_ms=scope.until_ms,
-            ))
+            rooms.append(
+                await reader.room(
+                    room_id=portal.room_id,
+                    name=portal.name,
+                    network=portal.network,
+                    account=portal.account,
+                    chat_id=portal.chat_id,
+                    is_client=namer.is_ghost,
+                    bot=config.bot_mxid,
+                    since_ms=scope.since_ms,
+                    until_ms=scope.until_ms,
+                )
+            )
     if progress:
         progress(f"writing {fmt} to {out_dir}")
-    manifest = write_export(rooms, out_dir, fmt, generated_at=datetime.now(timezone.utc), scope=scope.as_dict())
+    manifest = write_export(
+        rooms, out_dir, fmt, generated_at=datetime.now(timezone.utc), scope=scope.as_dict()
+    )
     events = sum(len(r.events) for r in rooms)
     result = ExportResult(out_dir, len(rooms), events, time.monotonic() - t0, manifest.chain)
     await (audit or AuditLog(store)).record(
-        actor="houseline-export", action="export.written", subject=str(out_dir), verdict="allow", rule="record.export",
-        format=fmt, rooms=[r.room_id for r in rooms], events=events, chain=manifest.chain,
+        actor="houseline-export",
+        action="export.written",
+        subject=str(out_dir),
+        verdict="allow",
+        rule="record.export",
+        format=fmt,
+        rooms=[r.room_id for r in rooms],
+        events=events,
+        chain=manifest.chain,
     )
     return result
 

@@ -18,7 +18,9 @@ from bridge.record.manifest import Manifest, build_manifest, write_manifest
 from bridge.record.model import ExportRoom
 
 
-def _no_rendering(rooms: Sequence[ExportRoom], out: Path, *, generated_at: datetime, scope: Mapping[str, Any]) -> None:
+def _no_rendering(
+    rooms: Sequence[ExportRoom], out: Path, *, generated_at: datetime, scope: Mapping[str, Any]
+) -> None:
     """For jsonl the record itself is the deliverable."""
 
 
@@ -32,7 +34,12 @@ FORMATS = tuple(_RENDERERS)
 
 
 def write_export(
-    rooms: Sequence[ExportRoom], out_dir: str | Path, fmt: str, *, generated_at: datetime, scope: Mapping[str, Any]
+    rooms: Sequence[ExportRoom],
+    out_dir: str | Path,
+    fmt: str,
+    *,
+    generated_at: datetime,
+    scope: Mapping[str, Any],
 ) -> Manifest:
     """Write and seal an export of ``rooms`` into ``out_dir`` (new or empty).
 

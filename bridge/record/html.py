@@ -42,12 +42,49 @@ from bridge.record.model import (
 # --------------------------------------------------------------------------------------------
 # Sanitising message HTML
 
-_ALLOWED_TAGS = frozenset({"b", "strong", "i", "em", "u", "del", "s", "code", "pre", "blockquote", "a", "br", "p", "ul", "ol", "li", "span"})
+_ALLOWED_TAGS = frozenset(
+    {
+        "b",
+        "strong",
+        "i",
+        "em",
+        "u",
+        "del",
+        "s",
+        "code",
+        "pre",
+        "blockquote",
+        "a",
+        "br",
+        "p",
+        "ul",
+        "ol",
+        "li",
+        "span",
+    }
+)
 #: Elements whose content must not appear at all (code, styles, reply fallbacks, embedded docs).
-_DROPPED_WITH_CONTENT = frozenset({
-    "script", "style", "mx-reply", "head", "title", "iframe", "object", "embed", "template",
-    "noscript", "textarea", "select", "svg", "math", "frameset", "noembed", "xmp",
-})
+_DROPPED_WITH_CONTENT = frozenset(
+    {
+        "script",
+        "style",
+        "mx-reply",
+        "head",
+        "title",
+        "iframe",
+        "object",
+        "embed",
+        "template",
+        "noscript",
+        "textarea",
+        "select",
+        "svg",
+        "math",
+        "frameset",
+        "noembed",
+        "xmp",
+    }
+)
 _SAFE_SCHEMES = ("http://", "https://", "mailto:")
 _URL_JUNK = re.compile(r"[\x00-\x20\x7f]")
 
@@ -142,7 +179,9 @@ footer{border-top:1px solid #ccc;margin-top:2rem;color:#666;font-size:.85em}
 _CSP = "script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-src 'none'"
 
 
-def write_html(rooms: Sequence[ExportRoom], out: Path, *, generated_at: datetime, scope: Mapping[str, Any]) -> None:
+def write_html(
+    rooms: Sequence[ExportRoom], out: Path, *, generated_at: datetime, scope: Mapping[str, Any]
+) -> None:
     folder = out / "html"
     folder.mkdir(parents=True, exist_ok=True)
     exported = generated_at.strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -153,19 +192,22 @@ def write_html(rooms: Sequence[ExportRoom], out: Path, *, generated_at: datetime
 
 def _page(title: str, body: str) -> str:
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<meta http-equiv=\"Content-Security-Policy\" content=\"{_CSP}\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
         f"<title>{_e(title)}</title><style>{_CSS}</style></head>\n<body>\n{body}\n</body></html>\n"
     )
 
 
 def index_page(rooms: Sequence[ExportRoom], exported: str, scope: Mapping[str, Any]) -> str:
     items = "\n".join(
-        f"<li><a href=\"{quote(room_dir(room))}.html\">{_e(room.name)}</a> "
-        f"<span class=\"small\">{_e(room.network)} · chat {_e(room.chat_id)} · {len(room.events)} events</span></li>"
+        f'<li><a href="{quote(room_dir(room))}.html">{_e(room.name)}</a> '
+        f'<span class="small">{_e(room.network)} · chat {_e(room.chat_id)} · {len(room.events)} events</span></li>'
         for room in rooms
     )
-    scope_rows = "".join(f"<dt>{_e(str(k))}</dt><dd>{_e(json.dumps(v, ensure_ascii=False, default=str))}</dd>" for k, v in scope.items())
+    scope_rows = "".join(
+        f"<dt>{_e(str(k))}</dt><dd>{_e(json.dumps(v, ensure_ascii=False, default=str))}</dd>"
+        for k, v in scope.items()
+    )
     body = (
         f"<header><h1>Houseline export</h1><dl><dt>Exported</dt><dd>{_e(exported)}</dd>{scope_rows}</dl></header>\n"
         f"<main><ul>\n{items}\n</ul></main>\n{_footer()}"
@@ -184,7 +226,7 @@ def transcript(room: ExportRoom, exported: str) -> str:
             continue
         today = utc(event.ts).strftime("%Y-%m-%d")
         if today != day:
-            parts.append(f"<p class=\"day\">{today}</p>")
+            parts.append(f'<p class="day">{today}</p>')
             day = today
         parts.append(rendered)
     body = f"{_header(room, exported)}\n<main>\n" + "\n".join(parts) + f"\n</main>\n{_footer()}"
@@ -193,16 +235,20 @@ def transcript(room: ExportRoom, exported: str) -> str:
 
 def _header(room: ExportRoom, exported: str) -> str:
     people = "".join(
-        f"<li>{_e(name)} <span class=\"small\">{_e(user)}{' · client' if user in room.clients else ''}"
+        f'<li>{_e(name)} <span class="small">{_e(user)}{" · client" if user in room.clients else ""}'
         f"{' · policy bot' if user == room.bot else ''}</span></li>"
         for user, name in room.participants.items()
     )
     rows = [
-        ("Network", room.network), ("Account", room.account), ("Chat", room.chat_id),
-        ("Matrix room", room.room_id), ("Exported", exported), ("Times", "all times are UTC"),
+        ("Network", room.network),
+        ("Account", room.account),
+        ("Chat", room.chat_id),
+        ("Matrix room", room.room_id),
+        ("Exported", exported),
+        ("Times", "all times are UTC"),
     ]
     dl = "".join(f"<dt>{k}</dt><dd>{_e(v)}</dd>" for k, v in rows)
-    return f"<header><p><a href=\"index.html\">All portals</a></p><h1>{_e(room.name)}</h1><dl>{dl}<dt>Participants</dt><dd><ul>{people}</ul></dd></dl></header>"
+    return f'<header><p><a href="index.html">All portals</a></p><h1>{_e(room.name)}</h1><dl>{dl}<dt>Participants</dt><dd><ul>{people}</ul></dd></dl></header>'
 
 
 def _footer() -> str:
@@ -221,16 +267,22 @@ def _render(room: ExportRoom, reading: Reading, paths: dict[str, str], event: Ex
     if event.type == "m.room.member":
         return _small(event, _membership(room, event))
     if event.type == "m.reaction":
-        what = redaction_note(room, event) if event.is_redacted else f"reacted {event.relation.get('key', '')!s} to a message not in this export"
+        what = (
+            redaction_note(room, event)
+            if event.is_redacted
+            else f"reacted {event.relation.get('key', '')!s} to a message not in this export"
+        )
         return _small(event, f"{room.name_of(event.sender)}: {what}")
     if event.type in {"m.room.name", "m.room.topic"} and not event.is_redacted:
         field = "name" if event.type == "m.room.name" else "topic"
-        return _small(event, f"{room.name_of(event.sender)} set the room {field} to “{event.content.get(field, '')!s}”")
+        return _small(
+            event, f"{room.name_of(event.sender)} set the room {field} to “{event.content.get(field, '')!s}”"
+        )
     return ""
 
 
 def _small(event: ExportEvent, text: str) -> str:
-    return f"<p class=\"small\">{_time(event.ts)} {_e(text)}</p>"
+    return f'<p class="small">{_time(event.ts)} {_e(text)}</p>'
 
 
 def _message(room: ExportRoom, reading: Reading, paths: dict[str, str], event: ExportEvent) -> str:
@@ -240,16 +292,20 @@ def _message(room: ExportRoom, reading: Reading, paths: dict[str, str], event: E
         classes.append("client")
     if event.event_id in reading.deletions:
         classes.append("deleted")
-    stray = f" <span class=\"small\">({_e(_stray_edit(reading, event))})</span>" if kind == "edit" else ""
+    stray = f' <span class="small">({_e(_stray_edit(reading, event))})</span>' if kind == "edit" else ""
     inner = [
-        f"<div class=\"meta\">{_time(event.ts)} <span class=\"sender\">{_e(room.name_of(event.sender))}</span>{stray}</div>",
+        f'<div class="meta">{_time(event.ts)} <span class="sender">{_e(room.name_of(event.sender))}</span>{stray}</div>',
         _reply_quote(room, reading, event),
         _body(room, paths, event),
         *(_edit_line(event, edit) for edit in reading.edits.get(event.event_id, ())),
         _marks(room, reading, event),
         _reactions(room, reading, event),
     ]
-    return f"<article class=\"{' '.join(classes)}\" id=\"{_anchor(event.event_id)}\">" + "".join(inner) + "</article>"
+    return (
+        f'<article class="{" ".join(classes)}" id="{_anchor(event.event_id)}">'
+        + "".join(inner)
+        + "</article>"
+    )
 
 
 def _stray_edit(reading: Reading, event: ExportEvent) -> str:
@@ -261,7 +317,7 @@ def _stray_edit(reading: Reading, event: ExportEvent) -> str:
 
 def _body(room: ExportRoom, paths: dict[str, str], event: ExportEvent) -> str:
     if event.is_redacted:
-        return f"<div class=\"text\">{_e(redaction_note(room, event))}</div>"
+        return f'<div class="text">{_e(redaction_note(room, event))}</div>'
     if is_media(event):
         return _media(room, paths, event)
     return _text_block(event)
@@ -271,28 +327,36 @@ def _text_block(event: ExportEvent) -> str:
     """Sanitised formatted text when there is some, otherwise the escaped plain body."""
     markup = html_of(event)
     if markup is not None:
-        return f"<div class=\"html\">{sanitise(markup)}</div>"
-    return f"<div class=\"text\">{_e(text_of(event))}</div>"
+        return f'<div class="html">{sanitise(markup)}</div>'
+    return f'<div class="text">{_e(text_of(event))}</div>'
 
 
 def _media(room: ExportRoom, paths: dict[str, str], event: ExportEvent) -> str:
     media = room.media_of(event)
     caption = caption_of(event)
-    name = media.file_name if media else str(event.content.get("filename") or event.content.get("body") or "file")
+    name = (
+        media.file_name
+        if media
+        else str(event.content.get("filename") or event.content.get("body") or "file")
+    )
     path = paths.get(event.event_id)
     if media is None or path is None:
-        shown = f"<p class=\"small\">[file not included in this export: {_e(name)}]</p>"
+        shown = f'<p class="small">[file not included in this export: {_e(name)}]</p>'
     elif media.mimetype.startswith("image/") or (not media.mimetype and event.msgtype == "m.image"):
-        shown = f"<figure><img src=\"../{quote(path)}\" alt=\"{_e(name)}\"><figcaption class=\"small\">{_e(name)}</figcaption></figure>"
+        shown = f'<figure><img src="../{quote(path)}" alt="{_e(name)}"><figcaption class="small">{_e(name)}</figcaption></figure>'
     else:
         shown = (
-            f"<p><a href=\"../{quote(path)}\" download>{_e(name)}</a> "
-            f"<span class=\"small\">({_e(media.mimetype or 'unknown type')}, {_size(len(media.data))})</span></p>"
+            f'<p><a href="../{quote(path)}" download>{_e(name)}</a> '
+            f'<span class="small">({_e(media.mimetype or "unknown type")}, {_size(len(media.data))})</span></p>'
         )
     if not caption:
         return shown
     markup = html_of(event)
-    text = f"<div class=\"html\">{sanitise(markup)}</div>" if markup is not None else f"<div class=\"text\">{_e(caption)}</div>"
+    text = (
+        f'<div class="html">{sanitise(markup)}</div>'
+        if markup is not None
+        else f'<div class="text">{_e(caption)}</div>'
+    )
     return shown + text
 
 
@@ -302,35 +366,45 @@ def _reply_quote(room: ExportRoom, reading: Reading, event: ExportEvent) -> str:
         return ""
     target = reading.by_id.get(target_id)
     if target is None:
-        return f"<blockquote class=\"reply\">In reply to a message not in this export ({_e(target_id)})</blockquote>"
-    text = redaction_note(room, target) if target.is_redacted else (text_of(target) or caption_of(target) or str(target.content.get("filename", "")))
+        return f'<blockquote class="reply">In reply to a message not in this export ({_e(target_id)})</blockquote>'
+    text = (
+        redaction_note(room, target)
+        if target.is_redacted
+        else (text_of(target) or caption_of(target) or str(target.content.get("filename", "")))
+    )
     short = text if len(text) <= 200 else text[:199] + "…"
     return (
-        f"<blockquote class=\"reply\">In reply to <a href=\"#{_anchor(target_id)}\">{_e(room.name_of(target.sender))}</a>, "
-        f"{_e(utc_text(target.ts))}: <span class=\"text\">{_e(short)}</span></blockquote>"
+        f'<blockquote class="reply">In reply to <a href="#{_anchor(target_id)}">{_e(room.name_of(target.sender))}</a>, '
+        f'{_e(utc_text(target.ts))}: <span class="text">{_e(short)}</span></blockquote>'
     )
 
 
 def _edit_line(original: ExportEvent, edit: ExportEvent) -> str:
     when = _when(edit.ts, original.ts)
     markup = html_of(edit)
-    text = sanitise(markup) if markup is not None else f"<span class=\"text\">{_e(text_of(edit))}</span>"
-    return f"<div class=\"edit\" id=\"{_anchor(edit.event_id)}\"><time datetime=\"{utc_iso(edit.ts)}\">edited at {_e(when)}</time>: {text}</div>"
+    text = sanitise(markup) if markup is not None else f'<span class="text">{_e(text_of(edit))}</span>'
+    return f'<div class="edit" id="{_anchor(edit.event_id)}"><time datetime="{utc_iso(edit.ts)}">edited at {_e(when)}</time>: {text}</div>'
 
 
 def _marks(room: ExportRoom, reading: Reading, event: ExportEvent) -> str:
     marks = []
     notice = reading.deletions.get(event.event_id)
     if notice is not None:
-        marks.append(f"<p class=\"mark deleted-mark\">deleted by the client at {_e(utc_text(deletion_ts(notice)))} — kept as part of the record</p>")
+        marks.append(
+            f'<p class="mark deleted-mark">deleted by the client at {_e(utc_text(deletion_ts(notice)))} — kept as part of the record</p>'
+        )
     denial = reading.denials.get(event.event_id)
     if denial is not None:
         label = "HELD" if denial.held else "NOT SENT"
         reason = str(denial.notice.content.get("body", ""))
-        marks.append(f"<p class=\"mark denied-mark\">{label} — {_e(denial.rule)}</p><p class=\"small\">{_e(room.name_of(denial.notice.sender))}: {_e(reason)}</p>")
+        marks.append(
+            f'<p class="mark denied-mark">{label} — {_e(denial.rule)}</p><p class="small">{_e(room.name_of(denial.notice.sender))}: {_e(reason)}</p>'
+        )
     if reading.kind(event) == "client-deleted":
         deleted = deleted_id(event)
-        marks.append(f"<p class=\"mark deleted-mark\">deleted by the client at {_e(utc_text(deletion_ts(event)))} ({_e(deleted)}, not in this export)</p>")
+        marks.append(
+            f'<p class="mark deleted-mark">deleted by the client at {_e(utc_text(deletion_ts(event)))} ({_e(deleted)}, not in this export)</p>'
+        )
     return "".join(marks)
 
 
@@ -339,10 +413,10 @@ def _reactions(room: ExportRoom, reading: Reading, event: ExportEvent) -> str:
     if not reactions:
         return ""
     items = "".join(
-        f"<li>{_e(str(r.relation.get('key', '')))} {_e(room.name_of(r.sender))} <span class=\"small\">{_e(_when(r.ts, event.ts))}</span></li>"
+        f'<li>{_e(str(r.relation.get("key", "")))} {_e(room.name_of(r.sender))} <span class="small">{_e(_when(r.ts, event.ts))}</span></li>'
         for r in reactions
     )
-    return f"<ul class=\"reactions\">{items}</ul>"
+    return f'<ul class="reactions">{items}</ul>'
 
 
 def _membership(room: ExportRoom, event: ExportEvent) -> str:
@@ -370,18 +444,21 @@ def _membership(room: ExportRoom, event: ExportEvent) -> str:
 # --------------------------------------------------------------------------------------------
 # Small helpers
 
+
 def _e(text: str) -> str:
     return html.escape(text, quote=True)
 
 
 def _time(ts: int) -> str:
-    return f"<time datetime=\"{utc_iso(ts)}\" title=\"{utc_text(ts)}\">{utc(ts).strftime('%H:%M:%S')}</time>"
+    return f'<time datetime="{utc_iso(ts)}" title="{utc_text(ts)}">{utc(ts).strftime("%H:%M:%S")}</time>'
 
 
 def _when(ts: int, reference: int) -> str:
     """'10:05 UTC' on the same day as the message, the full date otherwise."""
     moment, ref = utc(ts), utc(reference)
-    return moment.strftime("%H:%M UTC") if moment.date() == ref.date() else moment.strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        moment.strftime("%H:%M UTC") if moment.date() == ref.date() else moment.strftime("%Y-%m-%d %H:%M UTC")
+    )
 
 
 def _anchor(event_id: str) -> str:

@@ -34,7 +34,12 @@ def record_line(room: ExportRoom, event: ExportEvent, media_file: str | None) ->
     """One event with where it happened, its remote ids and its file, as canonical JSON."""
     record: dict[str, Any] = {
         "room_id": room.room_id,
-        "portal": {"name": room.name, "network": room.network, "account": room.account, "chat_id": room.chat_id},
+        "portal": {
+            "name": room.name,
+            "network": room.network,
+            "account": room.account,
+            "chat_id": room.chat_id,
+        },
         "event": event.event,
         "remote": event.remote,
     }

@@ -83,14 +83,22 @@ class Manifest:
     def from_json(cls, doc: Any) -> Manifest:
         """Parse a manifest, naming the first thing that is not as written by Houseline."""
         if not isinstance(doc, dict) or doc.get("houseline_export") != MANIFEST_VERSION:
-            raise ManifestError("manifest.json is not a Houseline export manifest (houseline_export is not 1)")
+            raise ManifestError(
+                "manifest.json is not a Houseline export manifest (houseline_export is not 1)"
+            )
         events = _need(doc, "events", dict)
         manifest = cls(
             format=_need(doc, "format", str),
             generated_at=_need(doc, "generated_at", str),
             scope=_need(doc, "scope", dict),
-            rooms=tuple(RoomEntry(_need(r, "room_id", str), _need(r, "name", str), _need(r, "events", int)) for r in _items(doc, "rooms")),
-            files=tuple(FileEntry(_need(f, "path", str), _need(f, "sha256", str), _need(f, "size", int)) for f in _items(doc, "files")),
+            rooms=tuple(
+                RoomEntry(_need(r, "room_id", str), _need(r, "name", str), _need(r, "events", int))
+                for r in _items(doc, "rooms")
+            ),
+            files=tuple(
+                FileEntry(_need(f, "path", str), _need(f, "sha256", str), _need(f, "size", int))
+                for f in _items(doc, "files")
+            ),
             event_count=_need(events, "count", int),
             chain=_need(events, "chain", str),
             event_ids=tuple(_strings(events, "event_ids")),
@@ -158,7 +166,13 @@ def read_lines(path: Path) -> list[bytes]:
 
 
 def build_manifest(
-    out: Path, *, fmt: str, generated_at: datetime, scope: Mapping[str, Any], rooms: Sequence[ExportRoom], lines: Sequence[bytes]
+    out: Path,
+    *,
+    fmt: str,
+    generated_at: datetime,
+    scope: Mapping[str, Any],
+    rooms: Sequence[ExportRoom],
+    lines: Sequence[bytes],
 ) -> Manifest:
     """Hash what is on disk now (every file but the manifest) and chain the event lines."""
     return Manifest(
@@ -166,7 +180,9 @@ def build_manifest(
         generated_at=generated_at.isoformat(),
         scope=dict(scope),
         rooms=tuple(RoomEntry(r.room_id, r.name, len(r.events)) for r in rooms),
-        files=tuple(FileEntry(rel, file_sha256(out / rel), (out / rel).stat().st_size) for rel in _files_on_disk(out)),
+        files=tuple(
+            FileEntry(rel, file_sha256(out / rel), (out / rel).stat().st_size) for rel in _files_on_disk(out)
+        ),
         event_count=len(lines),
         chain=chain_of(lines),
         event_ids=tuple(e.event_id for r in rooms for e in r.events),
@@ -182,13 +198,19 @@ def write_manifest(out: Path, manifest: Manifest) -> None:
 def load_manifest(out: Path) -> Manifest:
     path = out / MANIFEST_FILE
     if not path.is_file():
-        raise ManifestError(f"manifest.json is missing from {out}: this is not a sealed Houseline export, or its manifest was removed")
+        raise ManifestError(
+            f"manifest.json is missing from {out}: this is not a sealed Houseline export, or its manifest was removed"
+        )
     try:
         doc = json.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise ManifestError(f"manifest.json is not UTF-8 text (byte {exc.start}): it was altered or is not a manifest") from None
+        raise ManifestError(
+            f"manifest.json is not UTF-8 text (byte {exc.start}): it was altered or is not a manifest"
+        ) from None
     except json.JSONDecodeError as exc:
-        raise ManifestError(f"manifest.json is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+        raise ManifestError(
+            f"manifest.json is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from None
     return Manifest.from_json(doc)
 
 
@@ -209,7 +231,9 @@ def verify_export(out_dir: str | Path, *, expected_chain: str | None = None) -> 
     lines = _check_events(out, manifest, problems)
     chain = chain_of(lines) if lines is not None else None
     if expected_chain is not None and manifest.chain != expected_chain:
-        problems.append(f"the manifest's event chain {manifest.chain} is not the expected {expected_chain}: the export was replaced or resealed")
+        problems.append(
+            f"the manifest's event chain {manifest.chain} is not the expected {expected_chain}: the export was replaced or resealed"
+        )
     files_checked = _check_files(out, manifest, problems)
     problems.extend(_added_files(out, manifest))
     return VerifyResult(

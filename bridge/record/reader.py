@@ -87,14 +87,24 @@ class HomeserverReader:
         return await self._get_bytes(f"/_matrix/client/v1/media/download/{quote(server)}/{quote(media_id)}")
 
     async def room(
-        self, *, room_id: str, name: str, network: str, account: str, chat_id: str,
-        is_client, bot: str, since_ms: int | None = None, until_ms: int | None = None,
+        self,
+        *,
+        room_id: str,
+        name: str,
+        network: str,
+        account: str,
+        chat_id: str,
+        is_client,
+        bot: str,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
     ) -> ExportRoom:
         """The portal as an ExportRoom: its events in the time window, participants, and media."""
         state = await self.state(room_id)
         participants = {
             e["state_key"]: (e.get("content") or {}).get("displayname") or e["state_key"]
-            for e in state if e.get("type") == "m.room.member"
+            for e in state
+            if e.get("type") == "m.room.member"
         }
         events: list[ExportEvent] = []
         media: dict[str, MediaFile] = {}
@@ -104,22 +114,40 @@ class HomeserverReader:
                 continue
             events.append(ExportEvent(event))
             if event.get("type") == "m.room.member":
-                participants.setdefault(event.get("state_key", ""), (event.get("content") or {}).get("displayname") or event.get("state_key", ""))
+                participants.setdefault(
+                    event.get("state_key", ""),
+                    (event.get("content") or {}).get("displayname") or event.get("state_key", ""),
+                )
             content = event.get("content") or {}
             url = content.get("url")
             if isinstance(url, str) and url.startswith("mxc://") and url not in media:
                 try:
                     data = await self.media(url)
                 except ReadError as e:
-                    log.warning("event=export_media_missing room=%s event_id=%s error=%s", room_id, event.get("event_id"), e)
+                    log.warning(
+                        "event=export_media_missing room=%s event_id=%s error=%s",
+                        room_id,
+                        event.get("event_id"),
+                        e,
+                    )
                     continue
                 info = content.get("info") or {}
                 media[url] = MediaFile(
-                    mxc=url, file_name=content.get("filename") or content.get("body") or "file",
-                    mimetype=info.get("mimetype") or "application/octet-stream", data=data,
+                    mxc=url,
+                    file_name=content.get("filename") or content.get("body") or "file",
+                    mimetype=info.get("mimetype") or "application/octet-stream",
+                    data=data,
                 )
         clients = frozenset(u for u in participants if is_client(u))
         return ExportRoom(
-            room_id=room_id, name=name, network=network, account=account, chat_id=chat_id,
-            participants=participants, clients=clients, bot=bot, events=tuple(events), media=media,
+            room_id=room_id,
+            name=name,
+            network=network,
+            account=account,
+            chat_id=chat_id,
+            participants=participants,
+            clients=clients,
+            bot=bot,
+            events=tuple(events),
+            media=media,
         )

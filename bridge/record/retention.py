@@ -29,7 +29,9 @@ class Expiry:
 
 
 async def last_activity(reader: HomeserverReader, room_id: str) -> int:
-    page = await reader._get(f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/messages", {"dir": "b", "limit": 1})
+    page = await reader._get(
+        f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/messages", {"dir": "b", "limit": 1}
+    )
     chunk = page.get("chunk") or []
     return int(chunk[0].get("origin_server_ts", 0)) if chunk else 0
 
@@ -58,8 +60,9 @@ PURGE_ATTEMPTS = 5
 PURGE_WAIT_S = 120.0
 
 
-async def purge_room(homeserver_url: str, admin_token: str, room_id: str, *, verify_tls: bool = True,
-                     retry_delay: float = 2.0) -> str:
+async def purge_room(
+    homeserver_url: str, admin_token: str, room_id: str, *, verify_tls: bool = True, retry_delay: float = 2.0
+) -> str:
     """Have Synapse delete and purge the room, and wait until it says the purge is complete;
     returns the delete id. Raises PurgeFailed with Synapse's reason when it could not."""
     connector = aiohttp.TCPConnector(ssl=None if verify_tls else False)
@@ -69,25 +72,35 @@ async def purge_room(homeserver_url: str, admin_token: str, room_id: str, *, ver
         for attempt in range(1, PURGE_ATTEMPTS + 1):
             async with http.delete(
                 f"{homeserver_url}/_synapse/admin/v2/rooms/{quote(room_id, safe='')}",
-                json={"purge": True, "block": False}, headers=headers,
+                json={"purge": True, "block": False},
+                headers=headers,
             ) as resp:
                 body = await resp.json(content_type=None)
                 if resp.status != 200:
-                    raise PurgeFailed(f"the homeserver refused the purge of {room_id} ({resp.status} {body.get('errcode')}: {body.get('error')})")
+                    raise PurgeFailed(
+                        f"the homeserver refused the purge of {room_id} ({resp.status} {body.get('errcode')}: {body.get('error')})"
+                    )
             delete_id = str(body.get("delete_id", ""))
             status, last_error = await _delete_outcome(http, homeserver_url, headers, delete_id)
             if status == "complete":
                 return delete_id
             await asyncio.sleep(retry_delay * attempt)
-    raise PurgeFailed(f"the homeserver could not purge {room_id} after {PURGE_ATTEMPTS} attempts: {last_error or 'no reason given'}")
+    raise PurgeFailed(
+        f"the homeserver could not purge {room_id} after {PURGE_ATTEMPTS} attempts: {last_error or 'no reason given'}"
+    )
 
 
-async def _delete_outcome(http: aiohttp.ClientSession, homeserver_url: str, headers: dict[str, str], delete_id: str) -> tuple[str, str]:
+async def _delete_outcome(
+    http: aiohttp.ClientSession, homeserver_url: str, headers: dict[str, str], delete_id: str
+) -> tuple[str, str]:
     """("complete" or "failed", Synapse's error) once the delete has ended."""
     deadline = time.monotonic() + PURGE_WAIT_S
     delay = 0.1
     while True:
-        async with http.get(f"{homeserver_url}/_synapse/admin/v2/rooms/delete_status/{quote(delete_id, safe='')}", headers=headers) as resp:
+        async with http.get(
+            f"{homeserver_url}/_synapse/admin/v2/rooms/delete_status/{quote(delete_id, safe='')}",
+            headers=headers,
+        ) as resp:
             body = await resp.json(content_type=None)
         status = str(body.get("status", "")) if resp.status == 200 else ""
         if status in ("complete", "failed"):

@@ -32,7 +32,14 @@ class HookItem:
 
 
 async def enqueue(
-    store: Store, *, event_id: str, type: str, room_id: str, body: str, created_at: int, receivers: Iterable[str]
+    store: Store,
+    *,
+    event_id: str,
+    type: str,
+    room_id: str,
+    body: str,
+    created_at: int,
+    receivers: Iterable[str],
 ) -> int | None:
     """The event and one delivery row per receiver, in one commit; returns its sequence number,
     or None when no receiver is owed it (nothing is written then). An event id already queued
@@ -49,12 +56,19 @@ async def enqueue(
             return None
         await conn.execute(
             "INSERT INTO hook_event (seq, id, type, room_id, body, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-            seq, event_id, type, room_id, body, created_at,
+            seq,
+            event_id,
+            type,
+            room_id,
+            body,
+            created_at,
         )
         for name in names:
             await conn.execute(
                 "INSERT INTO hook_delivery (receiver, seq, room_id, attempts, next_at) VALUES ($1, $2, $3, 0, 0)",
-                name, seq, room_id,
+                name,
+                seq,
+                room_id,
             )
     return seq
 
@@ -68,7 +82,8 @@ async def due(store: Store, receiver: str, now_ms: int) -> list[HookItem]:
         " (SELECT room_id, MIN(seq) AS seq FROM hook_delivery WHERE receiver=$1 GROUP BY room_id) h"
         " JOIN hook_delivery d ON d.receiver=$1 AND d.seq = h.seq JOIN hook_event e ON e.seq = d.seq"
         " WHERE d.next_at <= $2 ORDER BY d.seq",
-        receiver, now_ms,
+        receiver,
+        now_ms,
     )
     return [_item(receiver, r) for r in rows]
 
@@ -79,7 +94,8 @@ async def next_in_room(store: Store, receiver: str, room_id: str) -> HookItem | 
     row = await store.db.fetchrow(
         f"SELECT {_ITEM_COLUMNS} FROM hook_delivery d JOIN hook_event e ON e.seq = d.seq"
         " WHERE d.receiver=$1 AND d.room_id=$2 ORDER BY d.seq LIMIT 1",
-        receiver, room_id,
+        receiver,
+        room_id,
     )
     return _item(receiver, row) if row else None
 
@@ -89,7 +105,8 @@ async def delivered(store: Store, receiver: str, seq: int) -> None:
     async with store.db.acquire() as conn, conn.transaction():
         await conn.execute("DELETE FROM hook_delivery WHERE receiver=$1 AND seq=$2", receiver, seq)
         await conn.execute(
-            "DELETE FROM hook_event WHERE seq=$1 AND NOT EXISTS (SELECT 1 FROM hook_delivery WHERE seq=$1)", seq
+            "DELETE FROM hook_event WHERE seq=$1 AND NOT EXISTS (SELECT 1 FROM hook_delivery WHERE seq=$1)",
+            seq,
         )
 
 
@@ -97,7 +114,10 @@ async def failed(store: Store, receiver: str, seq: int, *, next_at: int, status:
     """A failed attempt: counted, with the time of the next one (kept across restarts)."""
     await store.db.execute(
         "UPDATE hook_delivery SET attempts = attempts + 1, next_at=$3, last_status=$4 WHERE receiver=$1 AND seq=$2",
-        receiver, seq, next_at, status[:200],
+        receiver,
+        seq,
+        next_at,
+        status[:200],
     )
 
 
@@ -109,7 +129,9 @@ async def queue_depth(store: Store) -> dict[str, int]:
 
 async def has_pending(store: Store, receiver: str) -> bool:
     """Whether anything is owed to the receiver, due or not (an idle worker needs no tick)."""
-    return await store.db.fetchval("SELECT 1 FROM hook_delivery WHERE receiver=$1 LIMIT 1", receiver) is not None
+    return (
+        await store.db.fetchval("SELECT 1 FROM hook_delivery WHERE receiver=$1 LIMIT 1", receiver) is not None
+    )
 
 
 _ITEM_COLUMNS = "d.seq, d.room_id, d.attempts, d.next_at, e.id, e.type, e.body"
@@ -117,5 +139,12 @@ _ITEM_COLUMNS = "d.seq, d.room_id, d.attempts, d.next_at, e.id, e.type, e.body"
 
 def _item(receiver: str, row) -> HookItem:
     return HookItem(
-        receiver, int(row["seq"]), row["room_id"], row["id"], row["type"], row["body"], int(row["attempts"]), int(row["next_at"])
+        receiver,
+        int(row["seq"]),
+        row["room_id"],
+        row["id"],
+        row["type"],
+        row["body"],
+        int(row["attempts"]),
+        int(row["next_at"]),
     )

@@ -47,7 +47,9 @@ async def enqueue(db: Database, events: list[tuple[str, str]], due_at: int) -> N
                 "INSERT INTO journal_queue (event_id, room_id, due_at, attempts)"
                 " SELECT CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS BIGINT), 0 WHERE NOT EXISTS (SELECT 1 FROM journal_receipt WHERE event_id=$1)"
                 " ON CONFLICT (event_id) DO NOTHING",
-                event_id, room_id, due_at,
+                event_id,
+                room_id,
+                due_at,
             )
 
 
@@ -59,7 +61,9 @@ async def due(db: Database, now_ms: int, *, verdict_wait_ms: int, limit: int) ->
         "SELECT q.event_id, q.room_id, q.due_at, q.attempts FROM journal_queue q"
         " WHERE q.due_at <= $1 AND (q.due_at <= $2 OR NOT EXISTS (SELECT 1 FROM outbox o WHERE o.event_id = q.event_id))"
         " ORDER BY q.due_at, q.event_id LIMIT $3",
-        now_ms, now_ms - verdict_wait_ms, limit,
+        now_ms,
+        now_ms - verdict_wait_ms,
+        limit,
     )
     return [QueuedRow(r["event_id"], r["room_id"], int(r["due_at"]), int(r["attempts"])) for r in rows]
 
@@ -77,7 +81,11 @@ async def accepted(db: Database, row: QueuedRow, message_id: str, accepted_at: i
         await conn.execute(
             "INSERT INTO journal_receipt (event_id, room_id, message_id, accepted_at, response)"
             " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING",
-            row.event_id, row.room_id, message_id, accepted_at, response[:TEXT_LIMIT],
+            row.event_id,
+            row.room_id,
+            message_id,
+            accepted_at,
+            response[:TEXT_LIMIT],
         )
         await conn.execute("DELETE FROM journal_queue WHERE event_id=$1", row.event_id)
 
@@ -85,7 +93,9 @@ async def accepted(db: Database, row: QueuedRow, message_id: str, accepted_at: i
 async def retry(db: Database, row: QueuedRow, due_at: int, error: str) -> None:
     await db.execute(
         "UPDATE journal_queue SET attempts = attempts + 1, due_at=$1, last_error=$2 WHERE event_id=$3",
-        due_at, error[:TEXT_LIMIT], row.event_id,
+        due_at,
+        error[:TEXT_LIMIT],
+        row.event_id,
     )
 
 
@@ -94,16 +104,26 @@ async def queue_size(db: Database) -> int:
 
 
 async def queued(db: Database, room_id: str) -> dict[str, QueuedRow]:
-    rows = await db.fetch("SELECT event_id, room_id, due_at, attempts, last_error FROM journal_queue WHERE room_id=$1", room_id)
-    return {r["event_id"]: QueuedRow(r["event_id"], r["room_id"], int(r["due_at"]), int(r["attempts"]), r["last_error"]) for r in rows}
+    rows = await db.fetch(
+        "SELECT event_id, room_id, due_at, attempts, last_error FROM journal_queue WHERE room_id=$1", room_id
+    )
+    return {
+        r["event_id"]: QueuedRow(
+            r["event_id"], r["room_id"], int(r["due_at"]), int(r["attempts"]), r["last_error"]
+        )
+        for r in rows
+    }
 
 
 async def receipts(db: Database, room_id: str) -> dict[str, Receipt]:
     rows = await db.fetch(
-        "SELECT event_id, room_id, message_id, accepted_at, response FROM journal_receipt WHERE room_id=$1", room_id
+        "SELECT event_id, room_id, message_id, accepted_at, response FROM journal_receipt WHERE room_id=$1",
+        room_id,
     )
     return {
-        r["event_id"]: Receipt(r["event_id"], r["room_id"], r["message_id"], int(r["accepted_at"]), r["response"])
+        r["event_id"]: Receipt(
+            r["event_id"], r["room_id"], r["message_id"], int(r["accepted_at"]), r["response"]
+        )
         for r in rows
     }
 
@@ -116,6 +136,8 @@ async def client_identities(db: Database, user_ids: list[str]) -> dict[str, str]
     for i in range(0, len(user_ids), 200):
         chunk = user_ids[i : i + 200]
         marks = ",".join(f"${n + 1}" for n in range(len(chunk)))
-        rows = await db.fetch(f"SELECT user_id, network, remote_id FROM ghost WHERE user_id IN ({marks})", *chunk)
+        rows = await db.fetch(
+            f"SELECT user_id, network, remote_id FROM ghost WHERE user_id IN ({marks})", *chunk
+        )
         found.update({r["user_id"]: f"{r['network']}-{r['remote_id']}" for r in rows})
     return found

@@ -37,21 +37,35 @@ async def get_profile(db: Database, network: str, remote_id: str) -> ClientProfi
     row = await db.fetchrow(
         "SELECT display_name, language, region, crm_id, tags, kyc_status, consent, updated_at, updated_by"
         " FROM client_profile WHERE network=$1 AND remote_id=$2",
-        network, remote_id,
+        network,
+        remote_id,
     )
     if row is None:
         return None
     return ClientProfile(
-        network, remote_id, row["display_name"], row["language"], row["region"], row["crm_id"],
-        tuple(json.loads(row["tags"])), row["kyc_status"], json.loads(row["consent"]), int(row["updated_at"]), row["updated_by"],
+        network,
+        remote_id,
+        row["display_name"],
+        row["language"],
+        row["region"],
+        row["crm_id"],
+        tuple(json.loads(row["tags"])),
+        row["kyc_status"],
+        json.loads(row["consent"]),
+        int(row["updated_at"]),
+        row["updated_by"],
     )
 
 
-async def update_profile(db: Database, base: ClientProfile, changes: dict[str, Any], by: str) -> ClientProfile:
+async def update_profile(
+    db: Database, base: ClientProfile, changes: dict[str, Any], by: str
+) -> ClientProfile:
     """The given fields changed (None clears one), the rest kept; one upsert."""
     fresh = replace(
-        base, **{k: (tuple(v) if k == "tags" and v is not None else v) for k, v in changes.items() if k in FIELDS},
-        updated_at=int(time.time() * 1000), updated_by=by,
+        base,
+        **{k: (tuple(v) if k == "tags" and v is not None else v) for k, v in changes.items() if k in FIELDS},
+        updated_at=int(time.time() * 1000),
+        updated_by=by,
     )
     await db.execute(
         "INSERT INTO client_profile (network, remote_id, display_name, language, region, crm_id, tags, kyc_status, consent, updated_at, updated_by)"
@@ -59,8 +73,17 @@ async def update_profile(db: Database, base: ClientProfile, changes: dict[str, A
         " display_name=excluded.display_name, language=excluded.language, region=excluded.region, crm_id=excluded.crm_id,"
         " tags=excluded.tags, kyc_status=excluded.kyc_status, consent=excluded.consent, updated_at=excluded.updated_at,"
         " updated_by=excluded.updated_by",
-        fresh.network, fresh.remote_id, fresh.display_name, fresh.language, fresh.region, fresh.crm_id,
-        json.dumps(list(fresh.tags or ())), fresh.kyc_status, json.dumps(fresh.consent or {}), fresh.updated_at, fresh.updated_by,
+        fresh.network,
+        fresh.remote_id,
+        fresh.display_name,
+        fresh.language,
+        fresh.region,
+        fresh.crm_id,
+        json.dumps(list(fresh.tags or ())),
+        fresh.kyc_status,
+        json.dumps(fresh.consent or {}),
+        fresh.updated_at,
+        fresh.updated_by,
     )
     return fresh
 
@@ -76,4 +99,6 @@ async def held_rooms(db: Database) -> set[str]:
 
 
 async def ghost_name(db: Database, network: str, remote_id: str) -> str | None:
-    return await db.fetchval("SELECT displayname FROM ghost WHERE network=$1 AND remote_id=$2", network, remote_id)
+    return await db.fetchval(
+        "SELECT displayname FROM ghost WHERE network=$1 AND remote_id=$2", network, remote_id
+    )

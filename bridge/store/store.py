@@ -127,22 +127,29 @@ class Store:
     async def get_portal(self, network: str, account: str, chat_id: str) -> PortalRow | None:
         row = await self.db.fetchrow(
             f"SELECT {_PORTAL_COLUMNS} FROM portal WHERE network=$1 AND account=$2 AND chat_id=$3",
-            network, account, chat_id,
+            network,
+            account,
+            chat_id,
         )
         return _portal(row) if row else None
 
     async def get_portal_by_room(self, room_id: str) -> PortalRow | None:
-        row = await self.db.fetchrow(
-            f"SELECT {_PORTAL_COLUMNS} FROM portal WHERE room_id=$1", room_id
-        )
+        row = await self.db.fetchrow(f"SELECT {_PORTAL_COLUMNS} FROM portal WHERE room_id=$1", room_id)
         return _portal(row) if row else None
 
     async def add_portal(self, portal: PortalRow) -> None:
         await self.db.execute(
             "INSERT INTO portal (network, account, chat_id, room_id, name, created_at, assignee, initiated_by, initiated_at)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            portal.network, portal.account, portal.chat_id, portal.room_id, portal.name, _now_ms(),
-            portal.assignee, portal.initiated_by, portal.initiated_at,
+            portal.network,
+            portal.account,
+            portal.chat_id,
+            portal.room_id,
+            portal.name,
+            _now_ms(),
+            portal.assignee,
+            portal.initiated_by,
+            portal.initiated_at,
         )
 
     async def set_assignee(self, room_id: str, user_id: str | None) -> None:
@@ -151,11 +158,16 @@ class Store:
     async def set_initiated(self, room_id: str, user_id: str, at_ms: int) -> None:
         """An outreach into an existing conversation keeps the first initiator."""
         await self.db.execute(
-            "UPDATE portal SET initiated_by=$1, initiated_at=$2 WHERE room_id=$3 AND initiated_by IS NULL", user_id, at_ms, room_id
+            "UPDATE portal SET initiated_by=$1, initiated_at=$2 WHERE room_id=$3 AND initiated_by IS NULL",
+            user_id,
+            at_ms,
+            room_id,
         )
 
     async def portals_of_account(self, network: str, account: str) -> list[PortalRow]:
-        rows = await self.db.fetch(f"SELECT {_PORTAL_COLUMNS} FROM portal WHERE network=$1 AND account=$2", network, account)
+        rows = await self.db.fetch(
+            f"SELECT {_PORTAL_COLUMNS} FROM portal WHERE network=$1 AND account=$2", network, account
+        )
         return [_portal(r) for r in rows]
 
     async def all_portals(self) -> list[PortalRow]:
@@ -189,7 +201,8 @@ class Store:
             return self._accounts[key]
         row = await self.db.fetchrow(
             "SELECT network, account_id, owner_id, owner_name, enabled, can_reply FROM account WHERE network=$1 AND account_id=$2",
-            network, account_id,
+            network,
+            account_id,
         )
         account = None
         if row is not None:
@@ -205,8 +218,13 @@ class Store:
             " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (network, account_id) DO UPDATE SET"
             " owner_id=excluded.owner_id, owner_name=excluded.owner_name, enabled=excluded.enabled,"
             " can_reply=excluded.can_reply, updated_at=excluded.updated_at",
-            account.network, account.account_id, account.owner_id, account.owner_name, account.enabled,
-            account.can_reply, _now_ms(),
+            account.network,
+            account.account_id,
+            account.owner_id,
+            account.owner_name,
+            account.enabled,
+            account.can_reply,
+            _now_ms(),
         )
         self._accounts[(account.network, account.account_id)] = account
 
@@ -215,7 +233,12 @@ class Store:
         rows = await self.db.fetch(
             "SELECT network, account_id, owner_id, owner_name, enabled, can_reply FROM account WHERE enabled=false ORDER BY network, account_id"
         )
-        return [AccountRow(r["network"], r["account_id"], r["owner_id"], r["owner_name"], False, bool(r["can_reply"])) for r in rows]
+        return [
+            AccountRow(
+                r["network"], r["account_id"], r["owner_id"], r["owner_name"], False, bool(r["can_reply"])
+            )
+            for r in rows
+        ]
 
     # audit trail (hash-chained; see policies.audit)
 
@@ -231,8 +254,16 @@ class Store:
                 await conn.execute(
                     "INSERT INTO audit (seq, ts_ms, actor, action, subject, verdict, rule, details, prev_hash, hash)"
                     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                    entry.seq, entry.ts_ms, entry.actor, entry.action, entry.subject, entry.verdict, entry.rule,
-                    json.dumps(entry.details, sort_keys=True, ensure_ascii=False), entry.prev_hash, entry.hash,
+                    entry.seq,
+                    entry.ts_ms,
+                    entry.actor,
+                    entry.action,
+                    entry.subject,
+                    entry.verdict,
+                    entry.rule,
+                    json.dumps(entry.details, sort_keys=True, ensure_ascii=False),
+                    entry.prev_hash,
+                    entry.hash,
                 )
 
     async def audit_entries(self, *, after_seq: int = 0, limit: int | None = None) -> list[AuditEntry]:
@@ -240,8 +271,16 @@ class Store:
         rows = await self.db.fetch(query + (f" LIMIT {int(limit)}" if limit else ""), after_seq)
         return [
             AuditEntry(
-                seq=int(r["seq"]), ts_ms=int(r["ts_ms"]), actor=r["actor"], action=r["action"], subject=r["subject"],
-                verdict=r["verdict"], rule=r["rule"], details=json.loads(r["details"]), prev_hash=r["prev_hash"], hash=r["hash"],
+                seq=int(r["seq"]),
+                ts_ms=int(r["ts_ms"]),
+                actor=r["actor"],
+                action=r["action"],
+                subject=r["subject"],
+                verdict=r["verdict"],
+                rule=r["rule"],
+                details=json.loads(r["details"]),
+                prev_hash=r["prev_hash"],
+                hash=r["hash"],
             )
             for r in rows
         ]
@@ -251,7 +290,10 @@ class Store:
     async def hold(self, room_id: str, event_id: str, event: dict) -> None:
         await self.db.execute(
             "INSERT INTO held (room_id, event_id, event, held_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-            room_id, event_id, json.dumps(event), _now_ms(),
+            room_id,
+            event_id,
+            json.dumps(event),
+            _now_ms(),
         )
 
     async def held_count(self) -> int:
@@ -259,7 +301,9 @@ class Store:
         return int(await self.db.fetchval("SELECT COUNT(*) FROM held"))
 
     async def held_events(self, room_id: str) -> list[dict]:
-        rows = await self.db.fetch("SELECT event FROM held WHERE room_id=$1 ORDER BY held_at, event_id", room_id)
+        rows = await self.db.fetch(
+            "SELECT event FROM held WHERE room_id=$1 ORDER BY held_at, event_id", room_id
+        )
         return [json.loads(r["event"]) for r in rows]
 
     async def release_to_outbox(self, room_id: str, events: list[dict]) -> None:
@@ -267,10 +311,15 @@ class Store:
         no moment at which a released message is neither held nor queued."""
         async with self.db.acquire() as conn, conn.transaction():
             for event in events:
-                await conn.execute("DELETE FROM held WHERE room_id=$1 AND event_id=$2", room_id, event["event_id"])
+                await conn.execute(
+                    "DELETE FROM held WHERE room_id=$1 AND event_id=$2", room_id, event["event_id"]
+                )
                 await conn.execute(
                     "INSERT INTO outbox (event_id, room_id, event, enqueued_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                    event["event_id"], room_id, json.dumps(event), self._next_sequence(),
+                    event["event_id"],
+                    room_id,
+                    json.dumps(event),
+                    self._next_sequence(),
                 )
 
     # outbox: employees' events waiting to be delivered, in arrival order per room
@@ -283,11 +332,16 @@ class Store:
             for event in events:
                 await conn.execute(
                     "INSERT INTO outbox (event_id, room_id, event, enqueued_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                    event["event_id"], event["room_id"], json.dumps(event), self._next_sequence(),
+                    event["event_id"],
+                    event["room_id"],
+                    json.dumps(event),
+                    self._next_sequence(),
                 )
                 await conn.execute(
                     "INSERT INTO seen_event (event_id, room_id, seen_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                    event["event_id"], event["room_id"], now,
+                    event["event_id"],
+                    event["room_id"],
+                    now,
                 )
 
     def _next_sequence(self) -> int:
@@ -298,7 +352,8 @@ class Store:
 
     async def outbox_next(self, room_id: str) -> tuple[dict, int] | None:
         row = await self.db.fetchrow(
-            "SELECT event, attempts FROM outbox WHERE room_id=$1 ORDER BY enqueued_at, event_id LIMIT 1", room_id
+            "SELECT event, attempts FROM outbox WHERE room_id=$1 ORDER BY enqueued_at, event_id LIMIT 1",
+            room_id,
         )
         return (json.loads(row["event"]), int(row["attempts"])) if row else None
 
@@ -323,7 +378,10 @@ class Store:
             for event in events:
                 await conn.execute(
                     "INSERT INTO outbox (event_id, room_id, event, enqueued_at) VALUES ($1, $2, $3, $4)",
-                    event["event_id"], room_id, json.dumps(event), self._next_sequence(),
+                    event["event_id"],
+                    room_id,
+                    json.dumps(event),
+                    self._next_sequence(),
                 )
 
     async def outbox_has(self, event_ids: list[str]) -> set[str]:
@@ -352,7 +410,9 @@ class Store:
             for event_id, room_id in events:
                 await conn.execute(
                     "INSERT INTO seen_event (event_id, room_id, seen_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                    event_id, room_id, now,
+                    event_id,
+                    room_id,
+                    now,
                 )
 
     async def last_seen_at(self) -> int | None:
@@ -374,11 +434,16 @@ class Store:
         await self.db.execute(
             "INSERT INTO offboarded (user_id, successor, at_ms) VALUES ($1, $2, $3)"
             " ON CONFLICT (user_id) DO UPDATE SET successor=excluded.successor, at_ms=excluded.at_ms",
-            user_id, successor, _now_ms(),
+            user_id,
+            successor,
+            _now_ms(),
         )
 
     async def offboarded(self) -> dict[str, str]:
-        return {r["user_id"]: r["successor"] for r in await self.db.fetch("SELECT user_id, successor FROM offboarded")}
+        return {
+            r["user_id"]: r["successor"]
+            for r in await self.db.fetch("SELECT user_id, successor FROM offboarded")
+        }
 
     # absences (new clients skip the absent; a cover stands in)
 
@@ -387,12 +452,18 @@ class Store:
             "INSERT INTO absence (user_id, until_ms, cover, set_by, at_ms) VALUES ($1, $2, $3, $4, $5)"
             " ON CONFLICT (user_id) DO UPDATE SET until_ms=excluded.until_ms, cover=excluded.cover,"
             " set_by=excluded.set_by, at_ms=excluded.at_ms",
-            absence.user_id, absence.until_ms, absence.cover, absence.set_by, _now_ms(),
+            absence.user_id,
+            absence.until_ms,
+            absence.cover,
+            absence.set_by,
+            _now_ms(),
         )
 
     async def absences(self) -> dict[str, AbsenceRow]:
         rows = await self.db.fetch("SELECT user_id, until_ms, cover, set_by FROM absence")
-        return {r["user_id"]: AbsenceRow(r["user_id"], int(r["until_ms"]), r["cover"], r["set_by"]) for r in rows}
+        return {
+            r["user_id"]: AbsenceRow(r["user_id"], int(r["until_ms"]), r["cover"], r["set_by"]) for r in rows
+        }
 
     async def end_absence(self, user_id: str) -> list[tuple[str, tuple[str, ...]]]:
         """Ends it and returns the rooms it touched with whom it invited there, in one commit."""
@@ -406,12 +477,16 @@ class Store:
         """Adds to whom the absence invited there (an absence set again keeps the earlier ones,
         so its end still removes them)."""
         async with self.db.acquire() as conn, conn.transaction():
-            before = await conn.fetchval("SELECT invited FROM absence_room WHERE user_id=$1 AND room_id=$2", user_id, room_id)
+            before = await conn.fetchval(
+                "SELECT invited FROM absence_room WHERE user_id=$1 AND room_id=$2", user_id, room_id
+            )
             merged = tuple(dict.fromkeys([*(before or "").split(","), *invited]))
             await conn.execute(
                 "INSERT INTO absence_room (user_id, room_id, invited) VALUES ($1, $2, $3)"
                 " ON CONFLICT (user_id, room_id) DO UPDATE SET invited=excluded.invited",
-                user_id, room_id, ",".join(u for u in merged if u),
+                user_id,
+                room_id,
+                ",".join(u for u in merged if u),
             )
 
     async def absence_client_told(self, user_id: str, room_id: str) -> bool:
@@ -420,31 +495,47 @@ class Store:
             "INSERT INTO absence_room (user_id, room_id, invited, client_told) VALUES ($1, $2, '', true)"
             " ON CONFLICT (user_id, room_id) DO UPDATE SET client_told=true WHERE absence_room.client_told = false"
             " RETURNING room_id",
-            user_id, room_id,
+            user_id,
+            room_id,
         )
         return row is not None
 
     # invitation codes (a client opening an employee's link; only hashes are stored)
 
-    async def add_invite_code(self, code_hash: str, network: str, account: str, created_by: str, expires_at: int) -> None:
+    async def add_invite_code(
+        self, code_hash: str, network: str, account: str, created_by: str, expires_at: int
+    ) -> None:
         await self.db.execute(
             "INSERT INTO invite_code (code_hash, network, account, created_by, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
-            code_hash, network, account, created_by, _now_ms(), expires_at,
+            code_hash,
+            network,
+            account,
+            created_by,
+            _now_ms(),
+            expires_at,
         )
 
-    async def claim_invite_code(self, code_hash: str, network: str, account: str, chat_id: str, now_ms: int) -> InviteClaim:
+    async def claim_invite_code(
+        self, code_hash: str, network: str, account: str, chat_id: str, now_ms: int
+    ) -> InviteClaim:
         """Single use, atomically: the first chat to bring a valid code gets it; the same chat
         bringing it again (a redelivered message) gets it again, anyone else is refused."""
         row = await self.db.fetchrow(
             "UPDATE invite_code SET used_at=$5, used_chat=$4 WHERE code_hash=$1 AND network=$2 AND account=$3"
             " AND expires_at > $5 AND (used_chat IS NULL OR used_chat=$4) RETURNING created_by, created_at",
-            code_hash, network, account, chat_id, now_ms,
+            code_hash,
+            network,
+            account,
+            chat_id,
+            now_ms,
         )
         if row is not None:
             return InviteClaim("ok", row["created_by"], int(row["created_at"]))
         row = await self.db.fetchrow(
             "SELECT created_by, created_at, expires_at, used_chat FROM invite_code WHERE code_hash=$1 AND network=$2 AND account=$3",
-            code_hash, network, account,
+            code_hash,
+            network,
+            account,
         )
         if row is None:
             return InviteClaim("unknown")
@@ -461,14 +552,18 @@ class Store:
         """Marks the waiting client as told the company is closed; False if they already were
         (or nobody waits)."""
         row = await self.db.fetchrow(
-            "UPDATE waiting SET closed_told=true WHERE room_id=$1 AND closed_told=false RETURNING room_id", room_id
+            "UPDATE waiting SET closed_told=true WHERE room_id=$1 AND closed_told=false RETURNING room_id",
+            room_id,
         )
         return row is not None
 
     async def waiting_step(self, room_id: str, since_ms: int, steps: int) -> bool:
         """Count one more reminder step, unless the clock was stopped or moved meanwhile."""
         row = await self.db.fetchrow(
-            "UPDATE waiting SET steps=$3 + 1 WHERE room_id=$1 AND since_ms=$2 AND steps=$3 RETURNING room_id", room_id, since_ms, steps
+            "UPDATE waiting SET steps=$3 + 1 WHERE room_id=$1 AND since_ms=$2 AND steps=$3 RETURNING room_id",
+            room_id,
+            since_ms,
+            steps,
         )
         return row is not None
 
@@ -503,27 +598,38 @@ class Store:
         await self.db.execute(
             "INSERT INTO ghost (user_id, network, remote_id, displayname) VALUES ($1, $2, $3, $4)"
             " ON CONFLICT (user_id) DO UPDATE SET displayname=excluded.displayname",
-            user_id, network, remote_id, displayname,
+            user_id,
+            network,
+            remote_id,
+            displayname,
         )
 
     # message map
 
-    async def get_message(self, network: str, account: str, chat_id: str, remote_id: str) -> MessageLink | None:
+    async def get_message(
+        self, network: str, account: str, chat_id: str, remote_id: str
+    ) -> MessageLink | None:
         row = await self.db.fetchrow(
             f"SELECT {_MESSAGE_COLUMNS} FROM message WHERE network=$1 AND account=$2 AND chat_id=$3 AND remote_id=$4",
-            network, account, chat_id, remote_id,
+            network,
+            account,
+            chat_id,
+            remote_id,
         )
         return _message(row) if row else None
 
     async def get_messages_by_event(self, event_id: str) -> list[MessageLink]:
         """Every remote message an event became (a long text may have been split), in order."""
         rows = await self.db.fetch(
-            f"SELECT {_MESSAGE_COLUMNS} FROM message WHERE event_id=$1 ORDER BY created_at, remote_id", event_id
+            f"SELECT {_MESSAGE_COLUMNS} FROM message WHERE event_id=$1 ORDER BY created_at, remote_id",
+            event_id,
         )
         return [_message(r) for r in rows]
 
     async def messages_of_room(self, room_id: str) -> list[MessageLink]:
-        rows = await self.db.fetch(f"SELECT {_MESSAGE_COLUMNS} FROM message WHERE room_id=$1 ORDER BY created_at", room_id)
+        rows = await self.db.fetch(
+            f"SELECT {_MESSAGE_COLUMNS} FROM message WHERE room_id=$1 ORDER BY created_at", room_id
+        )
         return [_message(r) for r in rows]
 
     async def add_message(self, link: MessageLink) -> None:
@@ -541,18 +647,25 @@ class Store:
             await self._insert_message(conn, link)
             await conn.execute(
                 "DELETE FROM inflight WHERE network=$1 AND account=$2 AND chat_id=$3 AND remote_id=$4",
-                link.network, link.account, link.chat_id, link.remote_id,
+                link.network,
+                link.account,
+                link.chat_id,
+                link.remote_id,
             )
             if waits:
                 await conn.execute(
                     "INSERT INTO waiting (room_id, since_ms, event_id, steps) VALUES ($1, $2, $3, 0) ON CONFLICT DO NOTHING",
-                    link.room_id, link.created_at or _now_ms(), link.event_id,
+                    link.room_id,
+                    link.created_at or _now_ms(),
+                    link.event_id,
                 )
             elif waits is False:
                 await conn.execute("DELETE FROM waiting WHERE room_id=$1", link.room_id)
         self._announce([link])
 
-    async def record_delivery(self, event_id: str, links: list[MessageLink], *, answered: bool = False) -> None:
+    async def record_delivery(
+        self, event_id: str, links: list[MessageLink], *, answered: bool = False
+    ) -> None:
         """A delivered employee event: its mapping(s) written, its in-flight mark and its outbox
         entry removed, in one commit; ``answered`` (a message reached the client) also stops
         the room's reminder clock in that commit."""
@@ -570,18 +683,29 @@ class Store:
         await conn.execute(
             "INSERT INTO message (network, account, chat_id, remote_id, room_id, event_id, direction, has_media, created_at)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
-            link.network, link.account, link.chat_id, link.remote_id, link.room_id, link.event_id,
-            link.direction, link.has_media, link.created_at or _now_ms(),
+            link.network,
+            link.account,
+            link.chat_id,
+            link.remote_id,
+            link.room_id,
+            link.event_id,
+            link.direction,
+            link.has_media,
+            link.created_at or _now_ms(),
         )
 
     def _announce(self, links: list[MessageLink]) -> None:
         """Committed: wake whoever waits for these mappings."""
         for link in links:
-            for waiter in self._message_waiters.pop((link.network, link.account, link.chat_id, link.remote_id), []):
+            for waiter in self._message_waiters.pop(
+                (link.network, link.account, link.chat_id, link.remote_id), []
+            ):
                 if not waiter.done():
                     waiter.set_result(link)
 
-    async def wait_for_message(self, network: str, account: str, chat_id: str, remote_id: str, timeout: float) -> MessageLink | None:
+    async def wait_for_message(
+        self, network: str, account: str, chat_id: str, remote_id: str, timeout: float
+    ) -> MessageLink | None:
         """The mapping of a remote message, waiting up to ``timeout`` for it to be recorded: a
         network may report on a message (read, failed) before its send call has returned."""
         found = await self.get_message(network, account, chat_id, remote_id)
@@ -607,33 +731,50 @@ class Store:
 
     # inbound sends in flight: written before the Matrix send, cleared with the mapping
 
-    async def set_inflight(self, network: str, account: str, chat_id: str, remote_id: str, room_id: str) -> None:
+    async def set_inflight(
+        self, network: str, account: str, chat_id: str, remote_id: str, room_id: str
+    ) -> None:
         await self.db.execute(
             "INSERT INTO inflight (network, account, chat_id, remote_id, room_id) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-            network, account, chat_id, remote_id, room_id,
+            network,
+            account,
+            chat_id,
+            remote_id,
+            room_id,
         )
 
-    async def inbound_state(self, network: str, account: str, chat_id: str, remote_id: str) -> tuple[bool, str | None]:
+    async def inbound_state(
+        self, network: str, account: str, chat_id: str, remote_id: str
+    ) -> tuple[bool, str | None]:
         """(already mapped, room of its in-flight mark or None) for a remote message, in one round
         trip: every inbound message asks both, and each round trip costs the event loop a hop to
         the database's thread (SQLite) or the server (PostgreSQL)."""
         row = await self.db.fetchrow(
             "SELECT EXISTS (SELECT 1 FROM message WHERE network=$1 AND account=$2 AND chat_id=$3 AND remote_id=$4) AS mapped,"
             " (SELECT room_id FROM inflight WHERE network=$1 AND account=$2 AND chat_id=$3 AND remote_id=$4) AS inflight",
-            network, account, chat_id, remote_id,
+            network,
+            account,
+            chat_id,
+            remote_id,
         )
         return bool(row["mapped"]), row["inflight"]
 
     async def get_inflight(self, network: str, account: str, chat_id: str, remote_id: str) -> str | None:
         return await self.db.fetchval(
             "SELECT room_id FROM inflight WHERE network=$1 AND account=$2 AND chat_id=$3 AND remote_id=$4",
-            network, account, chat_id, remote_id,
+            network,
+            account,
+            chat_id,
+            remote_id,
         )
 
     async def clear_inflight(self, network: str, account: str, chat_id: str, remote_id: str) -> None:
         await self.db.execute(
             "DELETE FROM inflight WHERE network=$1 AND account=$2 AND chat_id=$3 AND remote_id=$4",
-            network, account, chat_id, remote_id,
+            network,
+            account,
+            chat_id,
+            remote_id,
         )
 
     # outbound sends in flight: a crash between the network's answer and the mapping is settled
@@ -642,7 +783,9 @@ class Store:
     async def set_outflight(self, event_id: str, room_id: str, since_remote: int) -> None:
         await self.db.execute(
             "INSERT INTO outflight (event_id, room_id, since_remote) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            event_id, room_id, since_remote,
+            event_id,
+            room_id,
+            since_remote,
         )
 
     async def get_outflight(self, event_id: str) -> int | None:
@@ -655,7 +798,10 @@ class Store:
     async def remote_ids_of_chat(self, network: str, account: str, chat_id: str) -> set[int]:
         """The numeric remote message ids the message map knows in a chat."""
         rows = await self.db.fetch(
-            "SELECT remote_id FROM message WHERE network=$1 AND account=$2 AND chat_id=$3", network, account, chat_id
+            "SELECT remote_id FROM message WHERE network=$1 AND account=$2 AND chat_id=$3",
+            network,
+            account,
+            chat_id,
         )
         return {int(r["remote_id"]) for r in rows if r["remote_id"].isdigit()}
 
@@ -663,7 +809,9 @@ class Store:
         """When the client last wrote in a chat (ms), from the message map."""
         value = await self.db.fetchval(
             "SELECT MAX(created_at) FROM message WHERE network=$1 AND account=$2 AND chat_id=$3 AND direction='in'",
-            chat.network, chat.account, chat.chat_id,
+            chat.network,
+            chat.account,
+            chat.chat_id,
         )
         return int(value) if value is not None else None
 
@@ -676,17 +824,25 @@ class Store:
             numeric = "remote_id <> '' AND remote_id NOT GLOB '*[^0-9]*' AND length(remote_id) <= 18"
         value = await self.db.fetchval(
             f"SELECT MAX(CAST(remote_id AS BIGINT)) FROM message WHERE network=$1 AND account=$2 AND chat_id=$3 AND {numeric}",
-            network, account, chat_id,
+            network,
+            account,
+            chat_id,
         )
         return int(value) if value is not None else 0
 
     # client reactions (one Matrix reaction event per emoji per client per message)
 
-    async def get_reactions(self, network: str, account: str, chat_id: str, target_id: str, sender_id: str) -> list[ReactionLink]:
+    async def get_reactions(
+        self, network: str, account: str, chat_id: str, target_id: str, sender_id: str
+    ) -> list[ReactionLink]:
         rows = await self.db.fetch(
             "SELECT network, account, chat_id, target_id, sender_id, emoji, room_id, event_id FROM reaction"
             " WHERE network=$1 AND account=$2 AND chat_id=$3 AND target_id=$4 AND sender_id=$5",
-            network, account, chat_id, target_id, sender_id,
+            network,
+            account,
+            chat_id,
+            target_id,
+            sender_id,
         )
         return [ReactionLink(**dict(r)) for r in rows]
 
@@ -694,15 +850,26 @@ class Store:
         await self.db.execute(
             "INSERT INTO reaction (network, account, chat_id, target_id, sender_id, emoji, room_id, event_id)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
-            link.network, link.account, link.chat_id, link.target_id, link.sender_id, link.emoji,
-            link.room_id, link.event_id,
+            link.network,
+            link.account,
+            link.chat_id,
+            link.target_id,
+            link.sender_id,
+            link.emoji,
+            link.room_id,
+            link.event_id,
         )
 
     async def delete_reaction(self, link: ReactionLink) -> None:
         await self.db.execute(
             "DELETE FROM reaction WHERE network=$1 AND account=$2 AND chat_id=$3 AND target_id=$4"
             " AND sender_id=$5 AND emoji=$6",
-            link.network, link.account, link.chat_id, link.target_id, link.sender_id, link.emoji,
+            link.network,
+            link.account,
+            link.chat_id,
+            link.target_id,
+            link.sender_id,
+            link.emoji,
         )
 
 

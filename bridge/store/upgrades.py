@@ -104,13 +104,17 @@ async def upgrade_v4(conn: Connection, scheme: Scheme) -> None:
             PRIMARY KEY (room_id, event_id)
         )"""
     )
-    await conn.execute("CREATE TABLE offboarded (user_id TEXT PRIMARY KEY, successor TEXT NOT NULL, at_ms BIGINT NOT NULL)")
+    await conn.execute(
+        "CREATE TABLE offboarded (user_id TEXT PRIMARY KEY, successor TEXT NOT NULL, at_ms BIGINT NOT NULL)"
+    )
     await conn.execute("CREATE TABLE counter (name TEXT PRIMARY KEY, value BIGINT NOT NULL)")
     await conn.execute("ALTER TABLE portal ADD COLUMN disclaimer_sent BOOLEAN NOT NULL DEFAULT false")
     await conn.execute("ALTER TABLE portal ADD COLUMN legal_hold BOOLEAN NOT NULL DEFAULT false")
 
 
-@upgrade_table.register(description="Outbox: employees' events durably queued before the homeserver is answered")
+@upgrade_table.register(
+    description="Outbox: employees' events durably queued before the homeserver is answered"
+)
 async def upgrade_v5(conn: Connection, scheme: Scheme) -> None:
     await conn.execute(
         """CREATE TABLE outbox (
@@ -140,18 +144,24 @@ async def upgrade_v6(conn: Connection, scheme: Scheme) -> None:
 
 @upgrade_table.register(description="Outbound sends in flight")
 async def upgrade_v7(conn: Connection, scheme: Scheme) -> None:
-    await conn.execute("CREATE TABLE outflight (event_id TEXT PRIMARY KEY, room_id TEXT NOT NULL, since_remote BIGINT NOT NULL)")
+    await conn.execute(
+        "CREATE TABLE outflight (event_id TEXT PRIMARY KEY, room_id TEXT NOT NULL, since_remote BIGINT NOT NULL)"
+    )
 
 
 @upgrade_table.register(description="Homeserver events already handled")
 async def upgrade_v8(conn: Connection, scheme: Scheme) -> None:
     # Dedupe by event rather than by transaction id: a homeserver may resend an event in a new
     # transaction, and the catch-up after a homeserver restart finds events by reading the rooms.
-    await conn.execute("CREATE TABLE seen_event (event_id TEXT PRIMARY KEY, room_id TEXT NOT NULL, seen_at BIGINT NOT NULL)")
+    await conn.execute(
+        "CREATE TABLE seen_event (event_id TEXT PRIMARY KEY, room_id TEXT NOT NULL, seen_at BIGINT NOT NULL)"
+    )
     await conn.execute("CREATE INDEX seen_event_at_idx ON seen_event (seen_at)")
 
 
-@upgrade_table.register(description="Continuity: assignees, absences, invitation codes, clients waiting for an answer")
+@upgrade_table.register(
+    description="Continuity: assignees, absences, invitation codes, clients waiting for an answer"
+)
 async def upgrade_v9(conn: Connection, scheme: Scheme) -> None:
     # Who looks after a conversation (reminders go to them), and who started it when the
     # company wrote first (the record of an outreach).
@@ -203,7 +213,9 @@ async def upgrade_v9(conn: Connection, scheme: Scheme) -> None:
     )
 
 
-@upgrade_table.register(description="Integrations: client profiles, the webhook and journal queues, the status room")
+@upgrade_table.register(
+    description="Integrations: client profiles, the webhook and journal queues, the status room"
+)
 async def upgrade_v10(conn: Connection, scheme: Scheme) -> None:
     # What the company knows of a client beyond the network's profile (edited through the API).
     await conn.execute(

@@ -23,9 +23,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one")
     parser.add_argument("--token", default=None, help="bot token to accept (default: generated)")
-    parser.add_argument(
-        "--no-rate-limits", action="store_true", help="never answer 429 Too Many Requests"
-    )
+    parser.add_argument("--no-rate-limits", action="store_true", help="never answer 429 Too Many Requests")
     parser.add_argument(
         "--no-group-privacy",
         action="store_true",

@@ -144,9 +144,7 @@ class ApiBase:
         if target.connection is not None and isinstance(chat, BusinessChat):
             self._check_business_window(target.connection, chat, "can_reply")
 
-    def _check_business_window(
-        self, connection: BusinessConnection, chat: BusinessChat, right: str
-    ) -> None:
+    def _check_business_window(self, connection: BusinessConnection, chat: BusinessChat, right: str) -> None:
         if not connection.can(right):
             raise bad_request(BUSINESS_NO_RIGHTS)
         last = chat.last_incoming_date
@@ -276,8 +274,5 @@ class ApiBase:
         if keyboard is None:
             return None  # reply keyboards are not echoed in the sent message
         if not isinstance(keyboard, list) or not all(isinstance(row, list) for row in keyboard):
-            raise bad_request(
-                'can\'t parse reply keyboard markup: "inline_keyboard" must be an array'
-            )
+            raise bad_request('can\'t parse reply keyboard markup: "inline_keyboard" must be an array')
         return {"inline_keyboard": keyboard}
-

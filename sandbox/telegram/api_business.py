@@ -56,9 +56,7 @@ class BusinessMethods(ApiBase):
         connection_id = (params.get_str("business_connection_id") or "").strip()
         connection = self._connection(connection_id, enabled=True)
         raw = params.get_json("message_ids", "message identifiers")
-        if not isinstance(raw, list) or not all(
-            isinstance(x, int) and not isinstance(x, bool) for x in raw
-        ):
+        if not isinstance(raw, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in raw):
             raise bad_request("can't parse message identifiers JSON object")
         if not raw:
             raise bad_request("message identifiers are not specified")

@@ -100,10 +100,7 @@ class EditMethods(ApiBase):
             raise bad_request(EDIT_NOT_FOUND)
         if target.connection is not None:
             # Business: the bot's own messages, and the owner's for 48 hours.
-            owners_recent = (
-                stored.sender == "owner"
-                and self.state.now() - stored.date < BUSINESS_EDIT_WINDOW
-            )
+            owners_recent = stored.sender == "owner" and self.state.now() - stored.date < BUSINESS_EDIT_WINDOW
             if not (stored.by_bot or owners_recent):
                 raise bad_request(CANT_BE_EDITED)
         elif not stored.by_bot:
@@ -156,9 +153,7 @@ class EditMethods(ApiBase):
         batch if one found message may not be deleted."""
         chat = self._chat(params)
         raw = params.get_json("message_ids", "message identifiers")
-        if not isinstance(raw, list) or not all(
-            isinstance(x, int) and not isinstance(x, bool) for x in raw
-        ):
+        if not isinstance(raw, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in raw):
             raise bad_request("can't parse message identifiers JSON object")
         if not raw:
             raise bad_request("message identifiers are not specified")

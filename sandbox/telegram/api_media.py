@@ -69,9 +69,7 @@ class MediaMethods(ApiBase):
         self._admit(target)
         try:
             if upload is not None:
-                details: dict[str, Any] = {
-                    name: params.get_str(name) for name in _DETAIL_PARAMS[kind]
-                }
+                details: dict[str, Any] = {name: params.get_str(name) for name in _DETAIL_PARAMS[kind]}
                 details["file_name"] = upload.filename
                 details["mime_type"] = media.guess_mime(upload.filename) or _declared_type(upload)
                 file_content = self.state.build_media(kind, upload.content, details)
@@ -80,9 +78,7 @@ class MediaMethods(ApiBase):
                 file_content = self.state.reuse_media(kind, file_id)
         except media.MediaError as exc:
             raise bad_request(str(exc)) from None
-        return self._store_sent(
-            target, {**file_content, **content}, params, reply_to=reply_to, markup=markup
-        )
+        return self._store_sent(target, {**file_content, **content}, params, reply_to=reply_to, markup=markup)
 
     @staticmethod
     def _input_file(params: Params, kind: str) -> tuple[UploadedFile | None, str | None]:
@@ -129,9 +125,7 @@ class MediaMethods(ApiBase):
         reply_to = self._reply_to(params, target.chat)
         markup = self._reply_markup(params)
         self._admit(target)
-        return self._store_sent(
-            target, {"location": location}, params, reply_to=reply_to, markup=markup
-        )
+        return self._store_sent(target, {"location": location}, params, reply_to=reply_to, markup=markup)
 
     async def send_contact(self, params: Params) -> Any:
         target = self._target(params)
@@ -151,9 +145,7 @@ class MediaMethods(ApiBase):
         reply_to = self._reply_to(params, target.chat)
         markup = self._reply_markup(params)
         self._admit(target)
-        return self._store_sent(
-            target, {"contact": contact}, params, reply_to=reply_to, markup=markup
-        )
+        return self._store_sent(target, {"contact": contact}, params, reply_to=reply_to, markup=markup)
 
 
 def _declared_type(upload: UploadedFile) -> str | None:
@@ -174,7 +166,7 @@ def _float(raw: str, name: str) -> float:
 def _coordinate(params: Params, name: str, bound: float) -> float:
     raw = params.get_str(name)
     if raw is None or not raw.strip():
-        raise bad_request(f"parameter \"{name}\" is required")
+        raise bad_request(f'parameter "{name}" is required')
     value = _float(raw, name)
     if not -bound <= value <= bound:
         raise bad_request("wrong location specified")

@@ -110,9 +110,7 @@ class BotApi(MediaMethods, EditMethods, BusinessMethods, WebhookMethods):
         if action not in CHAT_ACTIONS:
             raise bad_request("wrong parameter action in request")
         self._check_writable(target)
-        target.chat.action = ChatAction(
-            action, self.state.now(), self.monotonic() + CHAT_ACTION_SECONDS
-        )
+        target.chat.action = ChatAction(action, self.state.now(), self.monotonic() + CHAT_ACTION_SECONDS)
         self.state.outbox.notify()
         return True
 

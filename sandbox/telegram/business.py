@@ -59,9 +59,7 @@ class BusinessAccounts:
             if f"owner_{name}" in body
         }
         rights = self._rights(body)
-        existing = next(
-            (c for c in self.state.business.values() if c.owner.id == owner_id), None
-        )
+        existing = next((c for c in self.state.business.values() if c.owner.id == owner_id), None)
         owner = self.state.profile_from(
             owner_id,
             fields,
@@ -195,9 +193,7 @@ class BusinessAccounts:
         self._notify(connection, "edited_business_message", edited)
         return edited
 
-    def delete(
-        self, connection: BusinessConnection, chat: BusinessChat, message_ids: list[int]
-    ) -> list[int]:
+    def delete(self, connection: BusinessConnection, chat: BusinessChat, message_ids: list[int]) -> list[int]:
         """Either side deletes messages for both: ``deleted_business_messages``."""
         found = [chat.find(message_id) for message_id in message_ids]
         missing = [mid for mid, stored in zip(message_ids, found) if stored is None]

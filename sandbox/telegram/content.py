@@ -73,9 +73,7 @@ async def read_body(request: web.Request, limit: int = MAX_CONTROL_BODY) -> Clie
         upload = params.files.get("file")
         extra = sorted(name for name in params.files if name != "file")
         if extra:
-            raise ClientError(
-                f"unexpected file parts: {', '.join(extra)}; send one part named file"
-            )
+            raise ClientError(f"unexpected file parts: {', '.join(extra)}; send one part named file")
         return ClientBody(params.values, upload)
     raw = await read_limited(request, limit)
     if not raw.strip():

@@ -46,12 +46,8 @@ class ControlApi(ControlBase):
         app.router.add_get("/client/{user_id}/messages", self._guard(self.get_messages))
         app.router.add_get("/client/{user_id}/history", self._guard(self.get_history))
         app.router.add_get("/client/{user_id}/files/{file_id}", self._guard(self.get_file))
-        app.router.add_post(
-            "/client/{user_id}/messages/{message_id}/edit", self._guard(self.edit_message)
-        )
-        app.router.add_post(
-            "/client/{user_id}/messages/{message_id}/react", self._guard(self.react)
-        )
+        app.router.add_post("/client/{user_id}/messages/{message_id}/edit", self._guard(self.edit_message))
+        app.router.add_post("/client/{user_id}/messages/{message_id}/react", self._guard(self.react))
         app.router.add_post(
             "/client/{user_id}/messages/{message_id}/delete", self._guard(self.delete_message)
         )
@@ -90,9 +86,7 @@ class ControlApi(ControlBase):
             raise ClientError("reply_to_message_id is not a message of this chat")
         self.state.client_profile(user_id, body.values)  # validate before storing any file
         fields = content.message_content(self.state, body)
-        message = self.state.client_sends(
-            user_id, body.values, content=fields, reply_to_message_id=reply_to
-        )
+        message = self.state.client_sends(user_id, body.values, content=fields, reply_to_message_id=reply_to)
         return json_response(sent_answer(message))
 
     async def post_document(self, request: web.Request) -> web.Response:
@@ -156,9 +150,7 @@ class ControlApi(ControlBase):
             payload = from_url
         assert payload is not None
         if not START_PAYLOAD_RE.fullmatch(payload):
-            raise ClientError(
-                "the start parameter must be 1-64 characters of A-Z, a-z, 0-9, _ and -"
-            )
+            raise ClientError("the start parameter must be 1-64 characters of A-Z, a-z, 0-9, _ and -")
         return payload
 
     def _payload_of_link(self, url: str) -> str:

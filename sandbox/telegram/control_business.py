@@ -39,13 +39,9 @@ class BusinessControl(ControlBase):
         route.add_get(f"{client}/messages", self._guard(self.get_messages))
         route.add_get(f"{client}/files/{{file_id}}", self._guard(self.get_file))
         route.add_post(f"{client}/messages/{{message_id}}/edit", self._guard(self.client_edits))
-        route.add_post(
-            f"{client}/messages/{{message_id}}/delete", self._guard(self.client_deletes)
-        )
+        route.add_post(f"{client}/messages/{{message_id}}/delete", self._guard(self.client_deletes))
         route.add_post(f"{prefix}/owner/messages", self._guard(self.owner_writes))
-        route.add_post(
-            f"{prefix}/owner/messages/{{message_id}}/edit", self._guard(self.owner_edits)
-        )
+        route.add_post(f"{prefix}/owner/messages/{{message_id}}/edit", self._guard(self.owner_edits))
         route.add_post(f"{prefix}/owner/messages/delete", self._guard(self.owner_deletes))
 
     # ------------------------------------------------------------------ helpers

@@ -30,9 +30,7 @@ _FILE_FIELDS = ("document", "video", "animation", "audio", "voice", "video_note"
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
-    return web.json_response(
-        body, status=status, dumps=lambda value: json.dumps(value, ensure_ascii=False)
-    )
+    return web.json_response(body, status=status, dumps=lambda value: json.dumps(value, ensure_ascii=False))
 
 
 def error_response(message: str, status: int = 400) -> web.Response:
@@ -133,9 +131,7 @@ class ControlBase:
     async def _wait(self, found: Callable[[], list[Any]], timeout: float) -> None:
         """Wait (bounded) until ``found()`` is non-empty, so callers wait on a condition."""
         if timeout > 0:
-            await self.state.outbox.wait_for(
-                lambda: bool(found()) or self.state.updates.closed, timeout
-            )
+            await self.state.outbox.wait_for(lambda: bool(found()) or self.state.updates.closed, timeout)
 
     def _file_response(self, chat: Conversation | None, file_id: str) -> web.Response:
         """The bytes a chat member downloads (any size: apps are not bound by getFile's 20 MB
@@ -143,6 +139,4 @@ class ControlBase:
         stored = self.state.files_by_id.get(file_id)
         if stored is None or chat is None or file_id not in chat.file_ids:
             raise ClientError("no such file in this chat", status=404)
-        return web.Response(
-            body=stored.content, content_type=stored.mime_type or "application/octet-stream"
-        )
+        return web.Response(body=stored.content, content_type=stored.mime_type or "application/octet-stream")

@@ -140,9 +140,7 @@ class GroupControl(ControlBase):
         )
 
     async def get_file(self, request: web.Request) -> web.StreamResponse:
-        return self._file_response(
-            self._group(request, writable=False), request.match_info["file_id"]
-        )
+        return self._file_response(self._group(request, writable=False), request.match_info["file_id"])
 
     async def edit(self, request: web.Request) -> web.Response:
         group = self._group(request)

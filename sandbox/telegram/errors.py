@@ -82,8 +82,7 @@ TERMINATED_BY_OTHER_POLL = (
 )
 TERMINATED_BY_SET_WEBHOOK = "terminated by setWebhook request"
 WEBHOOK_ACTIVE = (
-    "can't use getUpdates method while webhook is active; use deleteWebhook to delete the "
-    "webhook first"
+    "can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first"
 )
 CAPTION_TOO_LONG = "message caption is too long"
 GROUP_MIGRATED = "group chat was upgraded to a supergroup chat"

@@ -132,9 +132,7 @@ def _sort_key(entity: dict[str, Any]) -> tuple[int, int, str]:
     return (entity["offset"], -entity["length"], entity["type"])
 
 
-def finalize(
-    text: str, entities: list[dict[str, Any]], max_length: int = MAX_TEXT_LENGTH
-) -> FormattedText:
+def finalize(text: str, entities: list[dict[str, Any]], max_length: int = MAX_TEXT_LENGTH) -> FormattedText:
     """Trim, bound, detect and order, as the server does before it stores a message.
 
     ``max_length`` is 4096 for message texts and 1024 for media captions. Raises TextEmpty or
@@ -374,9 +372,7 @@ def _parse_html(text: str) -> FormattedText:
     except Exception:  # html.parser asserts on some malformed markup
         raise EntityParseError("Can't parse HTML markup") from None
     if parser.stack:
-        raise EntityParseError(
-            f'Can\'t find end tag corresponding to start tag "{parser.stack[-1].tag}"'
-        )
+        raise EntityParseError(f'Can\'t find end tag corresponding to start tag "{parser.stack[-1].tag}"')
     return parser.out.result()
 
 
@@ -450,18 +446,14 @@ class _MarkdownV2:
             elif char == "]" and self.stack and self.stack[-1][0] == "[":
                 self._link_end()
             elif char in _MDV2_RESERVED:
-                raise self.fail(
-                    f"Character '{char}' is reserved and must be escaped with the preceding '\\'"
-                )
+                raise self.fail(f"Character '{char}' is reserved and must be escaped with the preceding '\\'")
             else:
                 self.out.add(char)
                 self.i += 1
         if self.stack:
             _, kind, _, index, _ = self.stack[-1]
             name = _ENTITY_NAMES.get(kind, kind)
-            raise self.fail(
-                f"Can't find end of {name} entity at byte offset {_byte_offset(src, index)}"
-            )
+            raise self.fail(f"Can't find end of {name} entity at byte offset {_byte_offset(src, index)}")
         if self.quote_start is not None:
             self._close_quote(before_newline=False)
         return self.out.result()
@@ -523,8 +515,7 @@ class _MarkdownV2:
             j += 1
         name = {"```": "Pre", "`": "Code"}.get(terminator, "TextUrl")
         raise self.fail(
-            f"Can't find end of {name} entity at byte offset "
-            f"{_byte_offset(src, start - len(terminator))}"
+            f"Can't find end of {name} entity at byte offset {_byte_offset(src, start - len(terminator))}"
         )
 
     def _code(self) -> None:
@@ -566,8 +557,7 @@ class _MarkdownV2:
         _, kind, start, index, _ = self.stack.pop()
         if not src.startswith("(", self.i + 1):
             raise self.fail(
-                f"Can't find end of {_ENTITY_NAMES[kind]} entity at byte offset "
-                f"{_byte_offset(src, index)}"
+                f"Can't find end of {_ENTITY_NAMES[kind]} entity at byte offset {_byte_offset(src, index)}"
             )
         url, end = self._read_until(")", self.i + 2)
         self.i = end + 1

@@ -46,9 +46,7 @@ class GroupWorld:
         if group is None:
             raise ClientError("no such group", status=404)
         if writable and group.migrated_to is not None:
-            raise ClientError(
-                f"this group was upgraded to the supergroup {group.migrated_to}", status=409
-            )
+            raise ClientError(f"this group was upgraded to the supergroup {group.migrated_to}", status=409)
         return group
 
     @staticmethod
@@ -62,7 +60,7 @@ class GroupWorld:
 
     def _profile(self, raw: Any) -> ClientProfile:
         if not isinstance(raw, dict):
-            raise ClientError("members must be objects like {\"id\": 1, \"first_name\": \"...\"}")
+            raise ClientError('members must be objects like {"id": 1, "first_name": "..."}')
         user_id = raw.get("id")
         if not isinstance(user_id, int) or isinstance(user_id, bool):
             raise ClientError('a member needs an integer "id"')
@@ -157,9 +155,7 @@ class GroupWorld:
         self._chat_member(group, by, profile, "left", "member")
         return message
 
-    def remove_member(
-        self, group: GroupChat, user_id: int, by_id: int | None
-    ) -> dict[str, Any] | None:
+    def remove_member(self, group: GroupChat, user_id: int, by_id: int | None) -> dict[str, Any] | None:
         """Someone leaves (or is removed by ``by_id``): ``left_chat_member`` and, for an
         administrator bot, ``chat_member``. Removing the bot: only ``my_chat_member``."""
         if user_id == self.state.bot.id:
@@ -223,9 +219,7 @@ class GroupWorld:
 
     # ------------------------------------------------------------------ messages
 
-    def service(
-        self, group: GroupChat, by: ClientProfile, fields: dict[str, Any]
-    ) -> dict[str, Any]:
+    def service(self, group: GroupChat, by: ClientProfile, fields: dict[str, Any]) -> dict[str, Any]:
         message = self._message(group, by, fields, None)
         stored = group.add(message, "service")
         self._deliver(group, stored, "message")
@@ -296,8 +290,12 @@ class GroupWorld:
         return False
 
     def reacted(
-        self, group: GroupChat, stored: StoredMessage, user: ClientProfile,
-        old: list[dict[str, Any]], new: list[dict[str, Any]],
+        self,
+        group: GroupChat,
+        stored: StoredMessage,
+        user: ClientProfile,
+        old: list[dict[str, Any]],
+        new: list[dict[str, Any]],
     ) -> None:
         """``message_reaction`` in a group needs an administrator bot."""
         if group.bot_status == "administrator":

@@ -107,9 +107,7 @@ class TelegramSandbox:
             self.state,
             self.limiter,
             time.monotonic,
-            WebhookSettings(
-                allow_local=allow_local_webhooks, retry_initial=webhook_retry_initial
-            ),
+            WebhookSettings(allow_local=allow_local_webhooks, retry_initial=webhook_retry_initial),
         )
         self.control = ControlApi(self.state, self.faults)
         self.business_control = BusinessControl(self.state)

@@ -436,9 +436,7 @@ class SandboxState:
         return None
 
     @staticmethod
-    def profile_from(
-        user_id: int, fields: dict[str, Any], existing: ClientProfile | None
-    ) -> ClientProfile:
+    def profile_from(user_id: int, fields: dict[str, Any], existing: ClientProfile | None) -> ClientProfile:
         """Validate profile fields and apply them to ``existing`` (or a new profile)."""
         if not isinstance(user_id, int) or user_id <= 0 or user_id >= MAX_USER_ID:
             raise ClientError("telegram_user_id must be a positive integer below 2**52")
@@ -655,8 +653,12 @@ class SandboxState:
         return old, new
 
     def reaction_update(
-        self, chat: Conversation, stored: StoredMessage, user: ClientProfile,
-        old: list[dict[str, Any]], new: list[dict[str, Any]],
+        self,
+        chat: Conversation,
+        stored: StoredMessage,
+        user: ClientProfile,
+        old: list[dict[str, Any]],
+        new: list[dict[str, Any]],
     ) -> None:
         """``message_reaction`` - queued only if the bot's allowed_updates lists it."""
         self.push_update(
@@ -732,7 +734,10 @@ class SandboxState:
             photo: list[dict[str, Any]] = []
             for size in sizes:
                 stored = self.store_file(
-                    size.content, "photo", "photo.jpg", "image/jpeg",
+                    size.content,
+                    "photo",
+                    "photo.jpg",
+                    "image/jpeg",
                     unique_salt=f"{size.width}x{size.height}",
                 )
                 photo.append(
@@ -798,8 +803,7 @@ class SandboxState:
             raise media.MediaError("wrong file identifier/HTTP URL specified")
         if stored.kind != kind:
             raise media.MediaError(
-                f"can't use file of type {media.TYPE_NAMES[stored.kind]} as "
-                f"{media.TYPE_NAMES[kind]}"
+                f"can't use file of type {media.TYPE_NAMES[stored.kind]} as {media.TYPE_NAMES[kind]}"
             )
         obj = copy.deepcopy(stored.media)
         if kind == "animation":

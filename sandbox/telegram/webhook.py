@@ -143,12 +143,9 @@ class WebhookDelivery:
                 failures += 1
                 self.last_error_date = self.state.now()
                 self.last_error_message = error
-                delay = min(
-                    self.settings.retry_max, self.settings.retry_initial * 2 ** (failures - 1)
-                )
+                delay = min(self.settings.retry_max, self.settings.retry_initial * 2 ** (failures - 1))
                 log.info(
-                    "event=webhook_delivery_failed host=%s update_id=%d attempt=%d "
-                    "retry_in_s=%.2f error=%r",
+                    "event=webhook_delivery_failed host=%s update_id=%d attempt=%d retry_in_s=%.2f error=%r",
                     config.host,
                     update.update_id,
                     failures,
@@ -192,7 +189,7 @@ class WebhookDelivery:
         return None
 
     async def _run_reply(self, reply: bytes) -> None:
-        """"You can perform a request to the Bot API while sending an answer to the webhook";
+        """ "You can perform a request to the Bot API while sending an answer to the webhook";
         like Telegram, the bot never learns the outcome."""
         try:
             body = json.loads(reply)
@@ -205,9 +202,7 @@ class WebhookDelivery:
             await self.execute(method, body)
             log.info("event=webhook_reply_executed method=%s", method)
         except ApiError as exc:
-            log.info(
-                "event=webhook_reply_failed method=%s status=%d", method, exc.error_code
-            )
+            log.info("event=webhook_reply_failed method=%s status=%d", method, exc.error_code)
 
 
 def _ssl_context(config: WebhookConfig) -> ssl.SSLContext | bool:
@@ -276,9 +271,10 @@ class WebhookMethods(ApiBase):
             raise bad_request(SECRET_TOKEN_TOO_LONG)
         if not SECRET_TOKEN_RE.fullmatch(secret):
             raise bad_request(SECRET_TOKEN_INVALID)
-        max_connections = params.get_int(
-            "max_connections", DEFAULT_MAX_CONNECTIONS, lo=1, hi=100
-        ) or DEFAULT_MAX_CONNECTIONS
+        max_connections = (
+            params.get_int("max_connections", DEFAULT_MAX_CONNECTIONS, lo=1, hi=100)
+            or DEFAULT_MAX_CONNECTIONS
+        )
         allowed = self._allowed_updates(params)
         certificate = params.files.get("certificate")
         config = WebhookConfig(
@@ -321,9 +317,7 @@ class WebhookMethods(ApiBase):
         if scheme != "https":
             raise bad_request("bad webhook: An HTTPS URL must be provided for webhook")
         if (port or 443) not in WEBHOOK_PORTS:
-            raise bad_request(
-                "bad webhook: Webhook can be set up only on ports 80, 88, 443 or 8443"
-            )
+            raise bad_request("bad webhook: Webhook can be set up only on ports 80, 88, 443 or 8443")
 
     async def delete_webhook(self, params: Params) -> Any:
         if params.get_bool("drop_pending_updates"):

@@ -44,9 +44,7 @@ async def _run(args: argparse.Namespace) -> None:
     sandbox = WhatsAppSandbox(
         access_token=args.access_token,
         app_secret=args.app_secret,
-        numbers=[
-            SandboxNumber(args.phone_number_id, args.display_phone_number, args.verified_name)
-        ],
+        numbers=[SandboxNumber(args.phone_number_id, args.display_phone_number, args.verified_name)],
         waba_id=args.waba_id,
         graph_version=args.graph_version,
         host=args.host,

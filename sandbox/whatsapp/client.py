@@ -17,7 +17,15 @@ class WhatsAppClient:
     #: The company number written to (None: the sandbox's only number).
     to: str | None = None
 
-    async def _request(self, method: str, path: str, body: dict[str, Any] | None = None, *, timeout: float = 10, data: Any = None) -> Any:
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        timeout: float = 10,
+        data: Any = None,
+    ) -> Any:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout + 5)) as http:
             kwargs: dict[str, Any] = {"data": data} if data is not None else {"json": body}
             async with http.request(method, f"{self.sandbox_url}{path}", **kwargs) as resp:
@@ -43,12 +51,22 @@ class WhatsAppClient:
 
     async def share(self, **content: Any) -> str:
         """location=..., contacts=[...], reaction={...}, unsupported=..."""
-        return (await self._request("POST", f"/client/{self.wa_id}/messages", {**self._base(), **content}))["id"]
+        return (await self._request("POST", f"/client/{self.wa_id}/messages", {**self._base(), **content}))[
+            "id"
+        ]
 
     async def react(self, message_id: str, emoji: str) -> str:
         return await self.share(reaction={"message_id": message_id, "emoji": emoji})
 
-    async def send_file(self, kind: str, data: bytes, file_name: str, *, caption: str | None = None, mime_type: str | None = None) -> dict[str, Any]:
+    async def send_file(
+        self,
+        kind: str,
+        data: bytes,
+        file_name: str,
+        *,
+        caption: str | None = None,
+        mime_type: str | None = None,
+    ) -> dict[str, Any]:
         form = aiohttp.FormData()
         for key, value in {**self._base(), "kind": kind, "file_name": file_name}.items():
             form.add_field(key, str(value))
@@ -64,10 +82,18 @@ class WhatsAppClient:
         return (await self._request("POST", f"/client/{self.wa_id}/messages/{message_id}/edit", body))["id"]
 
     async def revoke(self, message_id: str) -> str:
-        return (await self._request("POST", f"/client/{self.wa_id}/messages/{message_id}/revoke", {"to": self.to} if self.to else {}))["id"]
+        return (
+            await self._request(
+                "POST",
+                f"/client/{self.wa_id}/messages/{message_id}/revoke",
+                {"to": self.to} if self.to else {},
+            )
+        )["id"]
 
     async def read(self) -> list[str]:
-        return (await self._request("POST", f"/client/{self.wa_id}/read", {"to": self.to} if self.to else {}))["read"]
+        return (
+            await self._request("POST", f"/client/{self.wa_id}/read", {"to": self.to} if self.to else {})
+        )["read"]
 
     def _query(self, **params: Any) -> str:
         if self.to:

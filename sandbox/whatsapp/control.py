@@ -170,9 +170,7 @@ class ControlApi:
     async def get_messages(self, request: web.Request) -> web.Response:
         """What the client received from the business, oldest first (``?after=<wamid or
         seq>&timeout=<s>&to=<phone_number_id>``)."""
-        chat, messages = await self._long_poll(
-            request, lambda m: m.sender == "business" and m.visible
-        )
+        chat, messages = await self._long_poll(request, lambda m: m.sender == "business" and m.visible)
         return json_response(
             {
                 "messages": [message_view(chat, m, self.media) for m in messages] if chat else [],
@@ -182,9 +180,7 @@ class ControlApi:
 
     async def get_history(self, request: web.Request) -> web.Response:
         """Both directions, with ``sender``."""
-        chat, messages = await self._long_poll(
-            request, lambda m: m.visible
-        )
+        chat, messages = await self._long_poll(request, lambda m: m.visible)
         return json_response(
             {
                 "messages": [message_view(chat, m, self.media, with_sender=True) for m in messages]

@@ -112,9 +112,7 @@ def invalid_token() -> GraphError:
     # guess: Meta answers a *missing* token with code 104 ("An access token is required to
     # request this resource.", HTTP 400); the sandbox answers missing and wrong tokens alike
     # with 190/401, the code the bridge must treat as "credentials are bad".
-    return GraphError(
-        status=401, code=190, message="Invalid OAuth access token - Cannot parse access token"
-    )
+    return GraphError(status=401, code=190, message="Invalid OAuth access token - Cannot parse access token")
 
 
 def unknown_object(object_id: str, method: str) -> GraphError:
@@ -138,9 +136,7 @@ def unknown_path(path: str) -> GraphError:
 
 def throughput_exceeded() -> GraphError:
     """130429 exactly as the example on Meta's error-code page (subcode 2494055)."""
-    return cloud_error(
-        130429, "Cloud API message throughput has been reached.", subcode=2494055
-    )
+    return cloud_error(130429, "Cloud API message throughput has been reached.", subcode=2494055)
 
 
 def pair_rate_exceeded() -> GraphError:

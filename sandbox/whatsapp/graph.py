@@ -84,7 +84,9 @@ class GraphApi:
 
     def _authorized(self, request: web.Request) -> bool:
         header = request.headers.get("Authorization", "")
-        token = header[7:].strip() if header[:7].lower() == "bearer " else request.query.get("access_token", "")
+        token = (
+            header[7:].strip() if header[:7].lower() == "bearer " else request.query.get("access_token", "")
+        )
         return bool(token) and hmac.compare_digest(token.encode(), self.access_token.encode())
 
     def _guard(
@@ -146,9 +148,7 @@ class GraphApi:
             if number is not None:
                 return graph_response(self.state.describe_number(number))
             if object_id == self.state.waba_id:
-                return graph_response(
-                    {"id": self.state.waba_id, "name": "Sandbox WhatsApp Business Account"}
-                )
+                return graph_response({"id": self.state.waba_id, "name": "Sandbox WhatsApp Business Account"})
             media = self.media.get(object_id)
             if media is not None:
                 token = self.media.issue_url(media)
@@ -239,7 +239,9 @@ class GraphApi:
             media = self.media.download(request.match_info["token"])
         except (KeyError, MediaExpired):
             # guess: Meta's media host answers an expired or unknown URL with 404
-            raise GraphError(status=404, code=100, message="(#100) The media URL is invalid or has expired.") from None
+            raise GraphError(
+                status=404, code=100, message="(#100) The media URL is invalid or has expired."
+            ) from None
         headers = {"Content-Type": media.mime_type}
         if media.filename:
             headers["Content-Disposition"] = f'attachment; filename="{media.filename}"'

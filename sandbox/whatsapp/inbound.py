@@ -101,9 +101,7 @@ async def _read_multipart(request: web.Request) -> ControlBody:
                 data.extend(chunk)
                 if len(data) > MAX_CLIENT_FILE:
                     raise ClientError("files are limited to 100 MB (the Cloud API maximum)", 413)
-            body.file = UploadedFile(
-                bytes(data), part.filename, part.headers.get("Content-Type")
-            )
+            body.file = UploadedFile(bytes(data), part.filename, part.headers.get("Content-Type"))
         elif part.name:
             value = await part.read(decode=True)
             if len(value) > MAX_CONTROL_JSON:

@@ -121,9 +121,7 @@ class MediaStore:
 
     # ------------------------------------------------------------------ storing
 
-    def upload(
-        self, phone_number_id: str, data: bytes, mime_type: str, filename: str | None
-    ) -> StoredMedia:
+    def upload(self, phone_number_id: str, data: bytes, mime_type: str, filename: str | None) -> StoredMedia:
         """Check an upload the way Meta does (type list, then size), then store it."""
         mime = base_mime(mime_type)
         limit = UPLOAD_LIMITS.get(mime)
@@ -235,4 +233,3 @@ def check_sendable(kind: str, media: StoredMedia) -> None:
                 131009,
                 f"A {which} sticker must be at most {_size(limit)}; this one is {media.file_size} bytes.",
             )
-

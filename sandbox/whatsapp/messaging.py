@@ -253,7 +253,9 @@ class Messaging:
         self.state.changes.notify()
         return {"success": True}
 
-    def _find_client_message(self, number: SandboxNumber, message_id: str) -> tuple[Chat, StoredMessage] | None:
+    def _find_client_message(
+        self, number: SandboxNumber, message_id: str
+    ) -> tuple[Chat, StoredMessage] | None:
         for (number_id, _), chat in self.state.chats.items():
             if number_id != number.phone_number_id:
                 continue
@@ -424,9 +426,10 @@ async def fetch_link(url: str, kind: str) -> tuple[bytes, str]:
     from the response (or the URL's extension)."""
     limit = max(UPLOAD_LIMITS.values())
     try:
-        async with aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=LINK_FETCH_TIMEOUT)
-        ) as session, session.get(url) as response:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=LINK_FETCH_TIMEOUT)) as session,
+            session.get(url) as response,
+        ):
             if response.status != 200:
                 raise LinkFetchError(f"HTTP {response.status}")
             data = await response.content.read(limit + 1)

@@ -48,9 +48,7 @@ def normalize_recipient(to: Any) -> str:
         raise missing_parameter("to")
     digits = _PHONE_SEPARATORS.sub("", to.strip()).removeprefix("+")
     if not digits.isdigit() or not 5 <= len(digits) <= 15:
-        raise cloud_error(
-            131009, "The phone number is malformed: Please use the format: +1234567890."
-        )
+        raise cloud_error(131009, "The phone number is malformed: Please use the format: +1234567890.")
     return digits
 
 
@@ -73,9 +71,7 @@ def parse_send(body: Any, catalog: TemplateCatalog, media: MediaStore) -> Outbou
     wa_id = normalize_recipient(to)
     kind = body.get("type", "text")  # Meta defaults the type to text
     if kind in UNEMULATED_TYPES:
-        raise invalid_parameter(
-            "Invalid parameter", f"Message type {kind!r} is not emulated by the sandbox."
-        )
+        raise invalid_parameter("Invalid parameter", f"Message type {kind!r} is not emulated by the sandbox.")
     if kind not in SUPPORTED_TYPES:
         raise invalid_parameter(f"Param type must be one of {{{', '.join(SUPPORTED_TYPES).upper()}}}.")
     request = OutboundRequest(to_input=to, wa_id=wa_id, type=kind, content=None)
@@ -151,9 +147,7 @@ def _media(kind: str, spec: Any, media: MediaStore, request: OutboundRequest) ->
         if not isinstance(caption, str):
             raise invalid_parameter(f"Param {kind}['caption'] must be a string.")
         if len(caption) > CAPTION_MAX:
-            raise invalid_parameter(
-                f"Param {kind}['caption'] must be at most {CAPTION_MAX} characters long."
-            )
+            raise invalid_parameter(f"Param {kind}['caption'] must be at most {CAPTION_MAX} characters long.")
         content["caption"] = caption
     filename = spec.get("filename")
     if kind == "document" and filename is not None:

@@ -74,9 +74,7 @@ def inbound_object(chat: Chat, message: StoredMessage) -> dict[str, Any]:
     return obj
 
 
-def edit_object(
-    chat: Chat, original: StoredMessage, edit_id: str, timestamp: int
-) -> dict[str, Any]:
+def edit_object(chat: Chat, original: StoredMessage, edit_id: str, timestamp: int) -> dict[str, Any]:
     """``type: "edit"`` (Meta's "Edit messages webhook reference")."""
     inner: dict[str, Any] = {}
     if original.context_id is not None:
@@ -94,9 +92,7 @@ def edit_object(
     }
 
 
-def revoke_object(
-    chat: Chat, original: StoredMessage, revoke_id: str, timestamp: int
-) -> dict[str, Any]:
+def revoke_object(chat: Chat, original: StoredMessage, revoke_id: str, timestamp: int) -> dict[str, Any]:
     """``type: "revoke"`` (Meta's "Revoke messages webhook reference")."""
     return {
         "from": chat.client.wa_id,

@@ -72,9 +72,7 @@ class WhatsAppSandbox:
         self.state = SandboxState(list(numbers or [DEFAULT_NUMBER]), waba_id)
         self.media = MediaStore(self.state.clock)
         self.catalog = TemplateCatalog(default_templates() if templates is None else templates)
-        self.limiter = ThroughputLimiter(
-            throughput_limits, mps=throughput_mps, pair_burst=pair_rate_burst
-        )
+        self.limiter = ThroughputLimiter(throughput_limits, mps=throughput_mps, pair_burst=pair_rate_burst)
         self.faults = FaultPlan()
         self.webhooks = WebhookDispatcher(
             app_secret,

@@ -135,9 +135,7 @@ class Chat:
 
 
 class SandboxState:
-    def __init__(
-        self, numbers: list[SandboxNumber], waba_id: str, clock: SandboxClock | None = None
-    ) -> None:
+    def __init__(self, numbers: list[SandboxNumber], waba_id: str, clock: SandboxClock | None = None) -> None:
         if not numbers:
             raise ValueError("the sandbox needs at least one SandboxNumber")
         self.numbers: dict[str, SandboxNumber] = {}

@@ -166,9 +166,7 @@ class TemplateCatalog:
                 raise invalid_parameter("Param template['components'] must be an array.")
             for index, component in enumerate(components):
                 if not isinstance(component, dict) or not isinstance(component.get("type"), str):
-                    raise invalid_parameter(
-                        f"Param template['components'][{index}]['type'] is required."
-                    )
+                    raise invalid_parameter(f"Param template['components'][{index}]['type'] is required.")
                 kind = component["type"].lower()
                 values = given.setdefault(kind, [])
                 for parameter in component.get("parameters") or []:

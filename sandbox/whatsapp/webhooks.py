@@ -274,9 +274,7 @@ class WebhookDispatcher:
             "X-Hub-Signature-256": signature(self.app_secret, delivery.body),
         }
         try:
-            async with self._session.post(
-                subscription.url, data=delivery.body, headers=headers
-            ) as response:
+            async with self._session.post(subscription.url, data=delivery.body, headers=headers) as response:
                 await response.read()
                 return response.status
         except TimeoutError:

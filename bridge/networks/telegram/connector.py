@@ -131,16 +131,25 @@ class TelegramConnector(InviteLinks, ReportsCapture):
             self._report(False, f"getWebhookInfo failed ({type(e).__name__}: {e.message})")
             return
         error_at = int(info.last_error_date.timestamp()) if info.last_error_date else 0
-        seen, self._webhook_error_seen = self._webhook_error_seen, max(error_at, self._webhook_error_seen or 0)
+        seen, self._webhook_error_seen = (
+            self._webhook_error_seen,
+            max(error_at, self._webhook_error_seen or 0),
+        )
         if not info.url:
             self._report(False, "Telegram has no webhook registered for the bot; updates are not delivered")
         elif info.url != self.config.webhook.public_url:
             # Another deployment (or a stale one) registered its own address: Telegram delivers there.
-            self._report(False, "Telegram delivers this bot's updates to another address (someone registered another webhook)")
+            self._report(
+                False,
+                "Telegram delivers this bot's updates to another address (someone registered another webhook)",
+            )
         elif seen is None:
             return  # the first probe: a failed delivery from before this start says nothing about now
         elif error_at > seen:
-            self._report(False, f"Telegram could not deliver to the webhook ({info.last_error_message or 'no reason given'}; {info.pending_update_count} update(s) waiting)")
+            self._report(
+                False,
+                f"Telegram could not deliver to the webhook ({info.last_error_message or 'no reason given'}; {info.pending_update_count} update(s) waiting)",
+            )
         else:
             self._report(True)
 
@@ -155,7 +164,9 @@ class TelegramConnector(InviteLinks, ReportsCapture):
             self._webhook = WebhookServer(webhook, self._on_webhook_update)
             await self._webhook.start()
             await register_webhook(self.bot, webhook, ALLOWED_UPDATES)
-            log.info("event=telegram_connected bot=@%s account=%s mode=webhook", self.bot.username, self.account)
+            log.info(
+                "event=telegram_connected bot=@%s account=%s mode=webhook", self.bot.username, self.account
+            )
             return
         await self.bot.delete_webhook(drop_pending_updates=False)
         log.info("event=telegram_connected bot=@%s account=%s mode=polling", self.bot.username, self.account)
@@ -167,8 +178,13 @@ class TelegramConnector(InviteLinks, ReportsCapture):
         if task.cancelled() or self._stopping.is_set():
             return
         error = task.exception()
-        log.error("event=telegram_poll_stopped error=%s", type(error).__name__ if error else "none", exc_info=error)
-        self._report(False, f"the polling loop stopped ({type(error).__name__ if error else 'ended'}); restart the bridge")
+        log.error(
+            "event=telegram_poll_stopped error=%s", type(error).__name__ if error else "none", exc_info=error
+        )
+        self._report(
+            False,
+            f"the polling loop stopped ({type(error).__name__ if error else 'ended'}); restart the bridge",
+        )
 
     async def _on_webhook_update(self, data: dict) -> None:
         """Answered 200 only after this returns, so Telegram redelivers what was not committed."""
@@ -178,7 +194,10 @@ class TelegramConnector(InviteLinks, ReportsCapture):
         try:
             await self._handle_update(update)
         except Exception as e:
-            self._report(False, f"a webhook update could not be committed ({type(e).__name__}); Telegram delivers it again")
+            self._report(
+                False,
+                f"a webhook update could not be committed ({type(e).__name__}); Telegram delivers it again",
+            )
             raise
         self._report(True)
 
@@ -229,7 +248,9 @@ class TelegramConnector(InviteLinks, ReportsCapture):
                 await self._pause(seconds(e.retry_after))
                 continue
             except InvalidToken:
-                log.error("event=telegram_token_rejected action=retrying_in=60s fix='check networks.telegram.bot_token'")
+                log.error(
+                    "event=telegram_token_rejected action=retrying_in=60s fix='check networks.telegram.bot_token'"
+                )
                 self._report(False, "Telegram rejected the bot token (check networks.telegram.bot_token)")
                 await self._pause(60)
                 continue
@@ -279,25 +300,33 @@ class TelegramConnector(InviteLinks, ReportsCapture):
         """Hand an update to its chat's lane: after the chat's previous update, and after (or,
         for a barrier, before) an update that concerns several chats."""
         key = _chat_key(update)
-        after: list[asyncio.Future[None]] = [f for f in (self._lanes.get(key), self._barrier) if f is not None and not f.done()]
+        after: list[asyncio.Future[None]] = [
+            f for f in (self._lanes.get(key), self._barrier) if f is not None and not f.done()
+        ]
         if _is_barrier(update):
             after = [t for t in self._pending.values() if not t.done()]
         gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(self._run_after(after, update, gate), name=f"telegram-update-{update.update_id}")
+        task = asyncio.create_task(
+            self._run_after(after, update, gate), name=f"telegram-update-{update.update_id}"
+        )
         self._lanes[key] = gate
         if _is_barrier(update):
             self._barrier = task
         self._pending[update.update_id] = task
         task.add_done_callback(partial(self._done, key, update.update_id, gate))
 
-    async def _run_after(self, after: list[asyncio.Future[None]], update: Update, gate: asyncio.Future[None]) -> None:
+    async def _run_after(
+        self, after: list[asyncio.Future[None]], update: Update, gate: asyncio.Future[None]
+    ) -> None:
         try:
             await self._run(after, update, gate)
         finally:
             if not gate.done():
                 gate.set_result(None)
 
-    async def _run(self, after: list[asyncio.Future[None]], update: Update, gate: asyncio.Future[None]) -> None:
+    async def _run(
+        self, after: list[asyncio.Future[None]], update: Update, gate: asyncio.Future[None]
+    ) -> None:
         if after:
             # Only the order matters here; each task's outcome is its own.
             await asyncio.wait(after)
@@ -314,12 +343,17 @@ class TelegramConnector(InviteLinks, ReportsCapture):
                 # stays unconfirmed and holds up its own chat only.
                 log.error(
                     "event=telegram_update_failed update_id=%s error=%s retry_in=%.1fs",
-                    update.update_id, type(e).__name__, backoff, exc_info=True,
+                    update.update_id,
+                    type(e).__name__,
+                    backoff,
+                    exc_info=True,
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30)
 
-    def _done(self, key: object, update_id: int, gate: asyncio.Future[None], task: asyncio.Task[None]) -> None:
+    def _done(
+        self, key: object, update_id: int, gate: asyncio.Future[None], task: asyncio.Task[None]
+    ) -> None:
         if self._lanes.get(key) is gate:
             del self._lanes[key]
         if self._barrier is task:
@@ -339,7 +373,9 @@ class TelegramConnector(InviteLinks, ReportsCapture):
     async def _handle_update(self, update: Update, gate: asyncio.Future[None] | None = None) -> None:
         events = self.translate(update)
         if not events:
-            log.info("event=telegram_update_ignored update_id=%s kind=%s", update.update_id, _update_kind(update))
+            log.info(
+                "event=telegram_update_ignored update_id=%s kind=%s", update.update_id, _update_kind(update)
+            )
         for i, event in enumerate(events):
             # Only the update's last event opens the gate early; the ones before it finish first.
             last = gate is not None and i == len(events) - 1
@@ -358,7 +394,11 @@ class TelegramConnector(InviteLinks, ReportsCapture):
                 # The update stays unconfirmed until the core committed it: retry, never skip.
                 log.warning(
                     "event=inbound_retry update_id=%s chat=%s error=%s detail=%r retry_in=%.1fs",
-                    update.update_id, event.chat.chat_id, type(e).__name__, str(e)[:200], backoff,
+                    update.update_id,
+                    event.chat.chat_id,
+                    type(e).__name__,
+                    str(e)[:200],
+                    backoff,
                     exc_info=log.isEnabledFor(logging.DEBUG),
                 )
                 await asyncio.sleep(backoff + random.random() * 0.1)
@@ -383,13 +423,20 @@ class TelegramConnector(InviteLinks, ReportsCapture):
 
     # outbound
 
-    async def find_delivered(self, delivery: Delivery, after_remote_id: int, known: set[int]) -> DeliveryReceipt | None:
+    async def find_delivered(
+        self, delivery: Delivery, after_remote_id: int, known: set[int]
+    ) -> DeliveryReceipt | None:
         return await self._sender.find_delivered(delivery, after_remote_id, known)
 
     async def send(self, delivery: Delivery) -> DeliveryReceipt:
         receipt = await self._sender.send(delivery)
         # The core's event=outbound_delivered says the same with the room; this is for debugging.
-        log.debug("event=telegram_sent chat=%s kind=%s message_ids=%s", delivery.chat.chat_id, delivery.kind.value, ",".join(receipt.message_ids))
+        log.debug(
+            "event=telegram_sent chat=%s kind=%s message_ids=%s",
+            delivery.chat.chat_id,
+            delivery.kind.value,
+            ",".join(receipt.message_ids),
+        )
         return receipt
 
 
@@ -401,7 +448,11 @@ def _open(gate: asyncio.Future[None] | None) -> None:
 def _chat_key(update: Update) -> object:
     """The conversation an update belongs to (updates without one share a lane)."""
     chat = update.effective_chat
-    business = getattr(update.effective_message, "business_connection_id", None) if update.effective_message else None
+    business = (
+        getattr(update.effective_message, "business_connection_id", None)
+        if update.effective_message
+        else None
+    )
     if update.deleted_business_messages is not None:
         business = update.deleted_business_messages.business_connection_id
     return (business, chat.id if chat is not None else None)

@@ -314,11 +314,46 @@ _ENTITY_TAGS = {
 }
 _HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
 _BLOCKS = {
-    "div", "table", "thead", "tbody", "tfoot", "tr", "caption", "details", "summary", "section",
-    "article", "header", "footer", "nav", "aside", "main", "figure", "figcaption", "address",
-    "center", "dl", "dt", "dd",
+    "div",
+    "table",
+    "thead",
+    "tbody",
+    "tfoot",
+    "tr",
+    "caption",
+    "details",
+    "summary",
+    "section",
+    "article",
+    "header",
+    "footer",
+    "nav",
+    "aside",
+    "main",
+    "figure",
+    "figcaption",
+    "address",
+    "center",
+    "dl",
+    "dt",
+    "dd",
 }
-_VOID = {"br", "img", "hr", "wbr", "input", "meta", "link", "area", "base", "col", "embed", "source", "track", "param"}
+_VOID = {
+    "br",
+    "img",
+    "hr",
+    "wbr",
+    "input",
+    "meta",
+    "link",
+    "area",
+    "base",
+    "col",
+    "embed",
+    "source",
+    "track",
+    "param",
+}
 #: Elements whose content never reaches Telegram: the reply fallback and non-text content.
 _SKIPPED = {"mx-reply", "script", "style", "head", "title", "template"}
 _HR_TEXT = "———"
@@ -691,7 +726,7 @@ def _list_start(value: str | None) -> int:
 def _class_language(value: str | None) -> str:
     for name in (value or "").split():
         if name.startswith("language-"):
-            return _sanitize_language(name[len("language-"):])
+            return _sanitize_language(name[len("language-") :])
     return ""
 
 

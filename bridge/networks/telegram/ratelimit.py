@@ -53,7 +53,14 @@ class Bucket:
 
 
 class SendLimiter:
-    def __init__(self, *, per_chat: float = 1.0, chat_burst: float = 3, group_per_minute: float = 20, overall: float = 30) -> None:
+    def __init__(
+        self,
+        *,
+        per_chat: float = 1.0,
+        chat_burst: float = 3,
+        group_per_minute: float = 20,
+        overall: float = 30,
+    ) -> None:
         self.per_chat, self.chat_burst = per_chat, chat_burst
         self.group_rate = group_per_minute / 60
         self.overall = Bucket(overall, overall)

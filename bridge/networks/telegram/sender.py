@@ -73,7 +73,11 @@ class Sender:
             DeliveryKind.READ: self._read,
             DeliveryKind.TEMPLATE: self._template,
         }[delivery.kind]
-        business = delivery.chat.account.removeprefix(BUSINESS_PREFIX) if delivery.chat.account.startswith(BUSINESS_PREFIX) else None
+        business = (
+            delivery.chat.account.removeprefix(BUSINESS_PREFIX)
+            if delivery.chat.account.startswith(BUSINESS_PREFIX)
+            else None
+        )
         token = _business.set(business)
         try:
             return await handler(delivery, int(delivery.chat.chat_id))
@@ -83,7 +87,9 @@ class Sender:
     async def _template(self, d: Delivery, chat_id: int) -> DeliveryReceipt:
         raise DeliveryError("Telegram has no message templates; write the message itself", permanent=True)
 
-    async def find_delivered(self, d: Delivery, after: int, known: set[int], window: int = 8) -> DeliveryReceipt | None:
+    async def find_delivered(
+        self, d: Delivery, after: int, known: set[int], window: int = 8
+    ) -> DeliveryReceipt | None:
         """Did a delivery reach the chat before a crash? A bot cannot read a chat, but
         editMessageReplyMarkup without a keyboard answers "message is not modified" for a message
         of the bot's that has none — changing nothing — and "not found" / "can't be edited"
@@ -99,7 +105,11 @@ class Sender:
                 await self._call(self.bot.edit_message_reply_markup, chat_id, message_id=candidate)
             except DeliveryError as e:
                 if "changes nothing" in e.reason:
-                    pieces = 1 if d.media is not None or d.text is None else len(split_entities(*self._signed(d.signature, d.text), MAX_TEXT))
+                    pieces = (
+                        1
+                        if d.media is not None or d.text is None
+                        else len(split_entities(*self._signed(d.signature, d.text), MAX_TEXT))
+                    )
                     return DeliveryReceipt(tuple(str(candidate + i) for i in range(pieces)))
                 continue
             log.warning("event=probe_removed_keyboard chat=%s message_id=%s", chat_id, candidate)
@@ -121,12 +131,28 @@ class Sender:
     # kinds
 
     async def _message(self, d: Delivery, chat_id: int) -> DeliveryReceipt:
-        reply = ReplyParameters(message_id=int(d.reply_to), allow_sending_without_reply=True) if d.reply_to else None
+        reply = (
+            ReplyParameters(message_id=int(d.reply_to), allow_sending_without_reply=True)
+            if d.reply_to
+            else None
+        )
         if d.location is not None:
-            msg = await self._call(self.bot.send_location, chat_id, latitude=d.location.latitude, longitude=d.location.longitude, reply_parameters=reply)
+            msg = await self._call(
+                self.bot.send_location,
+                chat_id,
+                latitude=d.location.latitude,
+                longitude=d.location.longitude,
+                reply_parameters=reply,
+            )
             ids = [str(msg.message_id)]
             if d.signature:
-                follow = await self._call(self.bot.send_message, chat_id, text=d.signature, entities=_entities(self._signed(d.signature, None)[1]), reply_parameters=ReplyParameters(message_id=msg.message_id))
+                follow = await self._call(
+                    self.bot.send_message,
+                    chat_id,
+                    text=d.signature,
+                    entities=_entities(self._signed(d.signature, None)[1]),
+                    reply_parameters=ReplyParameters(message_id=msg.message_id),
+                )
                 ids.append(str(follow.message_id))
             return DeliveryReceipt(tuple(ids))
         text, entities = self._signed(d.signature, d.text)
@@ -148,8 +174,12 @@ class Sender:
             kwargs["duration"] = max(1, d.media.duration_ms // 1000)
         try:
             msg = await self._call(
-                getattr(self.bot, method_name), chat_id, caption=caption or None,
-                caption_entities=_entities(caption_entities) or None, reply_parameters=reply, **kwargs,
+                getattr(self.bot, method_name),
+                chat_id,
+                caption=caption or None,
+                caption_entities=_entities(caption_entities) or None,
+                reply_parameters=reply,
+                **kwargs,
             )
         except DeliveryError as e:
             if field != "photo" or "photo" not in e.reason.lower():
@@ -157,19 +187,34 @@ class Sender:
             # Telegram refuses some images as photos (dimensions, format): send the file itself.
             kwargs = {"document": InputFile(d.media.data, filename=d.media.file_name)}
             msg = await self._call(
-                self.bot.send_document, chat_id, caption=caption or None,
-                caption_entities=_entities(caption_entities) or None, reply_parameters=reply, **kwargs,
+                self.bot.send_document,
+                chat_id,
+                caption=caption or None,
+                caption_entities=_entities(caption_entities) or None,
+                reply_parameters=reply,
+                **kwargs,
             )
         ids = [str(msg.message_id)]
         note = ""
         if overflow is not None:
-            rest = await self._send_text(chat_id, overflow[0], overflow[1], ReplyParameters(message_id=msg.message_id), first_id=msg.message_id)
+            rest = await self._send_text(
+                chat_id,
+                overflow[0],
+                overflow[1],
+                ReplyParameters(message_id=msg.message_id),
+                first_id=msg.message_id,
+            )
             ids += rest.message_ids
             note = f"The caption was longer than Telegram allows ({MAX_CAPTION} characters), so it followed the file as a separate message."
         return DeliveryReceipt(tuple(ids), note)
 
     async def _send_text(
-        self, chat_id: int, text: str, entities: list[dict[str, Any]], reply: ReplyParameters | None, first_id: int | None = None
+        self,
+        chat_id: int,
+        text: str,
+        entities: list[dict[str, Any]],
+        reply: ReplyParameters | None,
+        first_id: int | None = None,
     ) -> DeliveryReceipt:
         if not text.strip():
             raise DeliveryError("the message is empty after formatting", permanent=True)
@@ -178,13 +223,18 @@ class Sender:
         for i, (piece, piece_entities) in enumerate(pieces):
             try:
                 msg = await self._call(
-                    self.bot.send_message, chat_id, text=piece, entities=_entities(piece_entities) or None,
+                    self.bot.send_message,
+                    chat_id,
+                    text=piece,
+                    entities=_entities(piece_entities) or None,
                     reply_parameters=reply if i == 0 else None,
                 )
             except DeliveryError as e:
                 if sent or first_id is not None:
                     # Part is out already: resending from the start would duplicate it.
-                    raise DeliveryError(f"only {len(sent)} of {len(pieces)} parts were delivered ({e.reason})", permanent=True) from e
+                    raise DeliveryError(
+                        f"only {len(sent)} of {len(pieces)} parts were delivered ({e.reason})", permanent=True
+                    ) from e
                 raise
             sent.append(str(msg.message_id))
         return DeliveryReceipt(tuple(sent))
@@ -194,20 +244,45 @@ class Sender:
         target = int(d.targets[0])
         if d.target_has_media:
             if len(text) > MAX_CAPTION:
-                raise DeliveryError(f"the new caption is longer than Telegram allows ({MAX_CAPTION} characters)", permanent=True)
-            await self._call(self.bot.edit_message_caption, chat_id, message_id=target, caption=text, caption_entities=_entities(entities) or None)
+                raise DeliveryError(
+                    f"the new caption is longer than Telegram allows ({MAX_CAPTION} characters)",
+                    permanent=True,
+                )
+            await self._call(
+                self.bot.edit_message_caption,
+                chat_id,
+                message_id=target,
+                caption=text,
+                caption_entities=_entities(entities) or None,
+            )
         else:
             if len(text) > MAX_TEXT:
-                raise DeliveryError(f"the edited text is longer than Telegram allows in one message ({MAX_TEXT} characters)", permanent=True)
-            await self._call(self.bot.edit_message_text, chat_id, text=text, message_id=target, entities=_entities(entities) or None)
+                raise DeliveryError(
+                    f"the edited text is longer than Telegram allows in one message ({MAX_TEXT} characters)",
+                    permanent=True,
+                )
+            await self._call(
+                self.bot.edit_message_text,
+                chat_id,
+                text=text,
+                message_id=target,
+                entities=_entities(entities) or None,
+            )
         return DeliveryReceipt()
 
     async def _delete(self, d: Delivery, chat_id: int) -> DeliveryReceipt:
         if d.target_timestamp_ms and time.time() - d.target_timestamp_ms / 1000 > DELETE_WINDOW_S:
-            raise DeliveryError("Telegram lets a bot delete its messages only within 48 hours; the client still sees it", permanent=True)
+            raise DeliveryError(
+                "Telegram lets a bot delete its messages only within 48 hours; the client still sees it",
+                permanent=True,
+            )
         business = _business.get()
         if business is not None:
-            await self._call_plain(self.bot.delete_business_messages, business_connection_id=business, message_ids=[int(t) for t in d.targets])
+            await self._call_plain(
+                self.bot.delete_business_messages,
+                business_connection_id=business,
+                message_ids=[int(t) for t in d.targets],
+            )
             return DeliveryReceipt()
         for target in d.targets:
             await self._call(self.bot.delete_message, chat_id, message_id=int(target))
@@ -216,14 +291,23 @@ class Sender:
     async def _read(self, d: Delivery, chat_id: int) -> DeliveryReceipt:
         business = _business.get()
         if business is not None:  # plain bot chats have no read state to set
-            await self._call_plain(self.bot.read_business_message, business_connection_id=business, chat_id=chat_id, message_id=int(d.targets[0]))
+            await self._call_plain(
+                self.bot.read_business_message,
+                business_connection_id=business,
+                chat_id=chat_id,
+                message_id=int(d.targets[0]),
+            )
         return DeliveryReceipt()
 
     async def _reaction(self, d: Delivery, chat_id: int) -> DeliveryReceipt:
         if _business.get() is not None:
-            raise DeliveryError("Telegram does not let a bot react on behalf of a business account", permanent=True)
+            raise DeliveryError(
+                "Telegram does not let a bot react on behalf of a business account", permanent=True
+            )
         reaction = [ReactionTypeEmoji(d.reaction)] if d.reaction else []
-        await self._call(self.bot.set_message_reaction, chat_id, message_id=int(d.targets[0]), reaction=reaction)
+        await self._call(
+            self.bot.set_message_reaction, chat_id, message_id=int(d.targets[0]), reaction=reaction
+        )
         return DeliveryReceipt()
 
     async def _typing(self, d: Delivery, chat_id: int) -> DeliveryReceipt:
@@ -240,7 +324,11 @@ class Sender:
 
     async def _call_plain(self, method, **kwargs: Any) -> Any:
         chat_id = kwargs.get("chat_id", "-")
-        limited = method.__name__.startswith("send_") and method.__name__ != "send_chat_action" and isinstance(chat_id, int)
+        limited = (
+            method.__name__.startswith("send_")
+            and method.__name__ != "send_chat_action"
+            and isinstance(chat_id, int)
+        )
         for attempt in range(_RATE_LIMIT_RETRIES):
             taken_at = await self.limiter.acquire(chat_id) if limited else None
             refused = False
@@ -252,17 +340,23 @@ class Sender:
                     self.limiter.refused(chat_id)
                 wait = seconds(e.retry_after)
                 if attempt == _RATE_LIMIT_RETRIES - 1 or wait > _MAX_RATE_LIMIT_WAIT:
-                    raise DeliveryError("Telegram asked to slow down", permanent=False, retry_after=wait) from e
+                    raise DeliveryError(
+                        "Telegram asked to slow down", permanent=False, retry_after=wait
+                    ) from e
                 log.info("event=telegram_rate_limited chat=%s retry_after=%.0fs", chat_id, wait)
                 await asyncio.sleep(wait)
             except Forbidden as e:
-                raise DeliveryError(f"the client blocked the company's bot ({e.message})", permanent=True) from e
+                raise DeliveryError(
+                    f"the client blocked the company's bot ({e.message})", permanent=True
+                ) from e
             except ChatMigrated as e:
                 raise DeliveryError("the chat moved to a new id", permanent=True) from e
             except BadRequest as e:
                 raise DeliveryError(_explain(e.message), permanent=True) from e
             except (TimedOut, NetworkError) as e:
-                raise DeliveryError(f"network error talking to Telegram ({type(e).__name__})", permanent=False) from e
+                raise DeliveryError(
+                    f"network error talking to Telegram ({type(e).__name__})", permanent=False
+                ) from e
             finally:
                 if taken_at is not None and not refused:
                     # Answered (or failed after it may have arrived there): see SendLimiter.settle.

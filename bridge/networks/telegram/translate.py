@@ -76,21 +76,41 @@ class Translator:
         if update.my_chat_member is not None:
             event = self._chat_status(update)
             return [event] if event else []
-        message = update.message or update.edited_message or update.business_message or update.edited_business_message
-        if message is None or message.chat.type not in ("private", "group", "supergroup") or message.from_user is None:
+        message = (
+            update.message
+            or update.edited_message
+            or update.business_message
+            or update.edited_business_message
+        )
+        if (
+            message is None
+            or message.chat.type not in ("private", "group", "supergroup")
+            or message.from_user is None
+        ):
             return []
         if message.chat.type != "private":
             service = self._group_service(message)
             if service is not None:
                 return service
-        event = self._message(message, edited=update.edited_message is not None or update.edited_business_message is not None, update_id=update.update_id)
+        event = self._message(
+            message,
+            edited=update.edited_message is not None or update.edited_business_message is not None,
+            update_id=update.update_id,
+        )
         return [event]
 
     def _group_service(self, message: Message) -> list[RemoteEvent] | None:
         """Joins, leaves and migration in a group; None when the message is an ordinary one."""
         base = self._base(message)
         if message.migrate_to_chat_id:
-            return [RemoteEvent(kind=RemoteEventKind.MIGRATE, message_id=f"{message.message_id}/migrate", new_chat_id=str(message.migrate_to_chat_id), **base)]
+            return [
+                RemoteEvent(
+                    kind=RemoteEventKind.MIGRATE,
+                    message_id=f"{message.message_id}/migrate",
+                    new_chat_id=str(message.migrate_to_chat_id),
+                    **base,
+                )
+            ]
         if message.migrate_from_chat_id or message.group_chat_created or message.supergroup_chat_created:
             return []
         members = [(u, True) for u in message.new_chat_members or ()]
@@ -103,7 +123,12 @@ class Translator:
                 kind=RemoteEventKind.MEMBERSHIP,
                 message_id=f"{message.message_id}/member/{user.id}",
                 joined=joined,
-                **{**base, "sender": RemoteUser(NETWORK, str(user.id), full_name(user.first_name, user.last_name), user.username)},
+                **{
+                    **base,
+                    "sender": RemoteUser(
+                        NETWORK, str(user.id), full_name(user.first_name, user.last_name), user.username
+                    ),
+                },
             )
             for user, joined in members
             if user.id != self.bot.id
@@ -127,15 +152,31 @@ class Translator:
             )
         reply_to = str(message.reply_to_message.message_id) if message.reply_to_message else None
         media = self._media(message)
-        location = RemoteLocation(message.location.latitude, message.location.longitude) if message.location and not message.venue else None
+        location = (
+            RemoteLocation(message.location.latitude, message.location.longitude)
+            if message.location and not message.venue
+            else None
+        )
         contact = (
-            RemoteContact(message.contact.phone_number, full_name(message.contact.first_name, message.contact.last_name))
-            if message.contact else None
+            RemoteContact(
+                message.contact.phone_number, full_name(message.contact.first_name, message.contact.last_name)
+            )
+            if message.contact
+            else None
         )
         text = self._text(message)
         if media is None and location is None and contact is None and message.text is None:
-            description = next((words for attr, words in _UNSUPPORTED_WORDS if getattr(message, attr, None)), "a kind of message")
-            return RemoteEvent(kind=RemoteEventKind.UNSUPPORTED, message_id=str(message.message_id), text=text, description=description, **base)
+            description = next(
+                (words for attr, words in _UNSUPPORTED_WORDS if getattr(message, attr, None)),
+                "a kind of message",
+            )
+            return RemoteEvent(
+                kind=RemoteEventKind.UNSUPPORTED,
+                message_id=str(message.message_id),
+                text=text,
+                description=description,
+                **base,
+            )
         return RemoteEvent(
             kind=RemoteEventKind.MESSAGE,
             message_id=str(message.message_id),
@@ -180,7 +221,13 @@ class Translator:
         assert user is not None
         return dict(
             chat=ChatRef(NETWORK, self.account_of(message) or self.account, str(message.chat.id)),
-            sender=RemoteUser(NETWORK, str(user.id), full_name(user.first_name, user.last_name), user.username, user.language_code),
+            sender=RemoteUser(
+                NETWORK,
+                str(user.id),
+                full_name(user.first_name, user.last_name),
+                user.username,
+                user.language_code,
+            ),
             timestamp_ms=int(message.date.timestamp() * 1000),
             chat_title=message.chat.title or full_name(message.chat.first_name, message.chat.last_name),
             is_group=message.chat.type != "private",
@@ -190,7 +237,12 @@ class Translator:
         )
 
     def _account(self, conn: BusinessConnection) -> RemoteEvent:
-        owner = RemoteUser(NETWORK, str(conn.user.id), full_name(conn.user.first_name, conn.user.last_name), conn.user.username)
+        owner = RemoteUser(
+            NETWORK,
+            str(conn.user.id),
+            full_name(conn.user.first_name, conn.user.last_name),
+            conn.user.username,
+        )
         can_reply = bool(conn.rights.can_reply) if conn.rights is not None else False
         account = RemoteAccount(NETWORK, f"{BUSINESS_PREFIX}{conn.id}", owner, conn.is_enabled, can_reply)
         return RemoteEvent(
@@ -235,7 +287,9 @@ class Translator:
         return RemoteEvent(
             kind=RemoteEventKind.CHAT_STATUS,
             chat=ChatRef(NETWORK, self.account, str(member.chat.id)),
-            sender=RemoteUser(NETWORK, str(user.id), full_name(user.first_name, user.last_name), user.username),
+            sender=RemoteUser(
+                NETWORK, str(user.id), full_name(user.first_name, user.last_name), user.username
+            ),
             message_id=f"status/{update.update_id}",
             timestamp_ms=int(member.date.timestamp() * 1000),
             blocked=blocked,
@@ -256,45 +310,120 @@ class Translator:
     def _media(self, message: Message) -> RemoteMedia | None:
         if message.photo:
             p = message.photo[-1]
-            return self._remote_media(MediaKind.IMAGE, p.file_id, p.file_size, "photo.jpg", "image/jpeg", p.width, p.height)
+            return self._remote_media(
+                MediaKind.IMAGE, p.file_id, p.file_size, "photo.jpg", "image/jpeg", p.width, p.height
+            )
         if message.sticker:
             s = message.sticker
-            mime, ext = ("video/webm", "webm") if s.is_video else ("application/x-tgsticker", "tgs") if s.is_animated else ("image/webp", "webp")
-            return self._remote_media(MediaKind.STICKER, s.file_id, s.file_size, f"sticker.{ext}", mime, s.width, s.height)
+            mime, ext = (
+                ("video/webm", "webm")
+                if s.is_video
+                else ("application/x-tgsticker", "tgs")
+                if s.is_animated
+                else ("image/webp", "webp")
+            )
+            return self._remote_media(
+                MediaKind.STICKER, s.file_id, s.file_size, f"sticker.{ext}", mime, s.width, s.height
+            )
         if message.animation:
             a = message.animation
-            return self._remote_media(MediaKind.ANIMATION, a.file_id, a.file_size, a.file_name or "animation.mp4", a.mime_type or "video/mp4", a.width, a.height, a.duration)
+            return self._remote_media(
+                MediaKind.ANIMATION,
+                a.file_id,
+                a.file_size,
+                a.file_name or "animation.mp4",
+                a.mime_type or "video/mp4",
+                a.width,
+                a.height,
+                a.duration,
+            )
         if message.video:
             v = message.video
-            return self._remote_media(MediaKind.VIDEO, v.file_id, v.file_size, v.file_name or "video.mp4", v.mime_type or "video/mp4", v.width, v.height, v.duration)
+            return self._remote_media(
+                MediaKind.VIDEO,
+                v.file_id,
+                v.file_size,
+                v.file_name or "video.mp4",
+                v.mime_type or "video/mp4",
+                v.width,
+                v.height,
+                v.duration,
+            )
         if message.video_note:
             n = message.video_note
-            return self._remote_media(MediaKind.VIDEO_NOTE, n.file_id, n.file_size, "video_note.mp4", "video/mp4", n.length, n.length, n.duration)
+            return self._remote_media(
+                MediaKind.VIDEO_NOTE,
+                n.file_id,
+                n.file_size,
+                "video_note.mp4",
+                "video/mp4",
+                n.length,
+                n.length,
+                n.duration,
+            )
         if message.voice:
             v = message.voice
-            return self._remote_media(MediaKind.VOICE, v.file_id, v.file_size, "voice.ogg", v.mime_type or "audio/ogg", duration=v.duration)
+            return self._remote_media(
+                MediaKind.VOICE,
+                v.file_id,
+                v.file_size,
+                "voice.ogg",
+                v.mime_type or "audio/ogg",
+                duration=v.duration,
+            )
         if message.audio:
             a = message.audio
-            return self._remote_media(MediaKind.AUDIO, a.file_id, a.file_size, a.file_name or "audio.mp3", a.mime_type or "audio/mpeg", duration=a.duration)
+            return self._remote_media(
+                MediaKind.AUDIO,
+                a.file_id,
+                a.file_size,
+                a.file_name or "audio.mp3",
+                a.mime_type or "audio/mpeg",
+                duration=a.duration,
+            )
         if message.document:
             d = message.document
-            return self._remote_media(MediaKind.FILE, d.file_id, d.file_size, d.file_name or "file", d.mime_type or "application/octet-stream")
+            return self._remote_media(
+                MediaKind.FILE,
+                d.file_id,
+                d.file_size,
+                d.file_name or "file",
+                d.mime_type or "application/octet-stream",
+            )
         return None
 
     def _remote_media(
-        self, kind: MediaKind, file_id: str, size: int | None, name: str, mime: str,
-        width: int | None = None, height: int | None = None, duration=None,
+        self,
+        kind: MediaKind,
+        file_id: str,
+        size: int | None,
+        name: str,
+        mime: str,
+        width: int | None = None,
+        height: int | None = None,
+        duration=None,
     ) -> RemoteMedia:
         duration_ms = None
         if duration is not None:
-            duration_ms = int(duration.total_seconds() * 1000) if hasattr(duration, "total_seconds") else int(duration) * 1000
+            duration_ms = (
+                int(duration.total_seconds() * 1000)
+                if hasattr(duration, "total_seconds")
+                else int(duration) * 1000
+            )
         too_big = size is not None and size > MAX_DOWNLOAD_BYTES
         return RemoteMedia(
-            kind=kind, file_name=name, mimetype=mime, size=size, width=width, height=height, duration_ms=duration_ms,
+            kind=kind,
+            file_name=name,
+            mimetype=mime,
+            size=size,
+            width=width,
+            height=height,
+            duration_ms=duration_ms,
             fetch=None if too_big else self._fetcher(file_id),
             unavailable_reason=(
                 f"it is {size / 1e6:.1f} MB and Telegram lets bots download at most 20 MB; ask the client to send it another way"
-                if too_big and size else ""
+                if too_big and size
+                else ""
             ),
         )
 
@@ -313,7 +442,9 @@ class Translator:
         return RemoteEvent(
             kind=RemoteEventKind.REACTION,
             chat=ChatRef(NETWORK, self.account, str(update.chat.id)),
-            sender=RemoteUser(NETWORK, str(user.id), full_name(user.first_name, user.last_name), user.username),
+            sender=RemoteUser(
+                NETWORK, str(user.id), full_name(user.first_name, user.last_name), user.username
+            ),
             message_id=f"{update.message_id}/reaction/{user.id}/{int(update.date.timestamp())}",
             timestamp_ms=int(update.date.timestamp() * 1000),
             target_id=str(update.message_id),

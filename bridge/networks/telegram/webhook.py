@@ -81,7 +81,9 @@ class WebhookServer:
         app.router.add_post(self.config.path, self._on_post)
         # handler_cancellation stays off: Telegram giving up on a request must not cancel a
         # commit half-way; the redelivery will find the update handled.
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=self._shutdown_grace, handler_cancellation=False)
+        runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=self._shutdown_grace, handler_cancellation=False
+        )
         await runner.setup()
         site = web.TCPSite(runner, self.config.listen_host, self.config.listen_port)
         try:
@@ -91,14 +93,18 @@ class WebhookServer:
             log.error(
                 "event=telegram_webhook_listen_failed host=%s port=%s error=%s "
                 "fix='free the port or change networks.telegram.webhook.listen_port'",
-                self.config.listen_host, self.config.listen_port, e.strerror or type(e).__name__,
+                self.config.listen_host,
+                self.config.listen_port,
+                e.strerror or type(e).__name__,
             )
             raise
         self._runner = runner
         self.port = runner.addresses[0][1]
         log.info(
             "event=telegram_webhook_listening host=%s port=%s path=%s",
-            self.config.listen_host, self.port, self.config.path,
+            self.config.listen_host,
+            self.port,
+            self.config.path,
         )
 
     async def stop(self) -> None:
@@ -118,7 +124,8 @@ class WebhookServer:
         if given is None or not hmac.compare_digest(given.encode("utf-8", "replace"), self._secret):
             log.warning(
                 "event=telegram_webhook_rejected status=403 reason=%s remote=%s",
-                "missing_secret" if given is None else "wrong_secret", request.remote,
+                "missing_secret" if given is None else "wrong_secret",
+                request.remote,
             )
             return _error(403, "forbidden")
 
@@ -152,7 +159,9 @@ class WebhookServer:
                     # Unanswered with 2xx, the update stays at Telegram and comes back.
                     log.warning(
                         "event=telegram_webhook_handle_failed update_id=%s status=500 error=%s detail=%r",
-                        update_id, type(e).__name__, str(e)[:200],
+                        update_id,
+                        type(e).__name__,
+                        str(e)[:200],
                         exc_info=log.isEnabledFor(logging.DEBUG),
                     )
                     return _error(500, "update not handled; redeliver")
@@ -161,7 +170,8 @@ class WebhookServer:
             self.queued -= 1
         log.debug(
             "event=telegram_webhook_update update_id=%s status=200 duration_ms=%.1f",
-            update_id, (time.monotonic() - started) * 1000,
+            update_id,
+            (time.monotonic() - started) * 1000,
         )
         # An empty body: a JSON answer could be read by Telegram as a Bot API call to run.
         return web.Response(status=200)
@@ -200,7 +210,9 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 
 def _too_large(size: int | None) -> web.Response:
-    log.warning("event=telegram_webhook_bad_body status=413 reason=too_large size=%s limit=%d", size, MAX_BODY)
+    log.warning(
+        "event=telegram_webhook_bad_body status=413 reason=too_large size=%s limit=%d", size, MAX_BODY
+    )
     return _error(413, f"body larger than {MAX_BODY} bytes")
 
 
@@ -241,7 +253,9 @@ async def register_webhook(
     # Host only: webhook URLs sometimes carry a secret in their path.
     log.info(
         "event=telegram_webhook_registered host=%s max_connections=%d allowed_updates=%s",
-        urlsplit(config.public_url).hostname, max_connections, ",".join(allowed_updates),
+        urlsplit(config.public_url).hostname,
+        max_connections,
+        ",".join(allowed_updates),
     )
 
 

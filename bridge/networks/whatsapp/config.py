@@ -59,15 +59,24 @@ def parse_whatsapp(r: _Reader, appservice_port: int | None) -> WhatsAppConfig | 
     if section is None:
         return None
     if not isinstance(section, dict):
-        r.problems.append(f"{PREFIX}: expected a mapping of keys (see config.example.yaml), got a {type(section).__name__}")
+        r.problems.append(
+            f"{PREFIX}: expected a mapping of keys (see config.example.yaml), got a {type(section).__name__}"
+        )
         return None
     for key in section:
         if key not in _KEYS:
             r.problems.append(f"{PREFIX}.{key}: unknown key; the keys are {', '.join(_KEYS)}")
     enabled = r.boolean(f"{PREFIX}.enabled", False)
     graph_url = r.url(f"{PREFIX}.graph_url", DEFAULT_GRAPH_URL)
-    app_secret = _secret(r, f"{PREFIX}.app_secret", "the App Secret from your Meta app's Settings > Basic page", bool(enabled))
-    verify_token = _secret(r, f"{PREFIX}.verify_token", f"a random string you also enter in the app's webhook settings; {_SECRET_HOWTO}", bool(enabled))
+    app_secret = _secret(
+        r, f"{PREFIX}.app_secret", "the App Secret from your Meta app's Settings > Basic page", bool(enabled)
+    )
+    verify_token = _secret(
+        r,
+        f"{PREFIX}.verify_token",
+        f"a random string you also enter in the app's webhook settings; {_SECRET_HOWTO}",
+        bool(enabled),
+    )
     language = r.string(f"{PREFIX}.default_language", "en")
 
     hook = section.get("webhook", {})
@@ -85,13 +94,17 @@ def parse_whatsapp(r: _Reader, appservice_port: int | None) -> WhatsAppConfig | 
         )
     path = r.string(f"{PREFIX}.webhook.path", "/whatsapp/webhook")
     if path and not _PATH_RE.fullmatch(path):
-        r.problems.append(f"{PREFIX}.webhook.path: '{path}' must start with '/' and use only letters, digits and / . _ ~ -")
+        r.problems.append(
+            f"{PREFIX}.webhook.path: '{path}' must start with '/' and use only letters, digits and / . _ ~ -"
+        )
     public_url = r.url(f"{PREFIX}.webhook.public_url", "")
 
     numbers: list[WhatsAppNumber] = []
     raw_numbers = section.get("numbers", [])
     if not isinstance(raw_numbers, list):
-        r.problems.append(f"{PREFIX}.numbers: expected a list of numbers, each with phone_number_id and access_token")
+        r.problems.append(
+            f"{PREFIX}.numbers: expected a list of numbers, each with phone_number_id and access_token"
+        )
         raw_numbers = []
     if enabled and not raw_numbers:
         r.problems.append(
@@ -109,13 +122,21 @@ def parse_whatsapp(r: _Reader, appservice_port: int | None) -> WhatsAppConfig | 
                 r.problems.append(f"{key}.{k}: unknown key; the keys are {', '.join(_NUMBER_KEYS)}")
         pnid = str(raw.get("phone_number_id", ""))
         if not pnid.isdigit():
-            r.problems.append(f"{key}.phone_number_id: {raw.get('phone_number_id')!r} is not a phone number id; it is the digits WhatsApp Manager shows, e.g. '106540352242922'")
+            r.problems.append(
+                f"{key}.phone_number_id: {raw.get('phone_number_id')!r} is not a phone number id; it is the digits WhatsApp Manager shows, e.g. '106540352242922'"
+            )
             continue
         if pnid in seen:
             r.problems.append(f"{key}.phone_number_id: {pnid} is listed twice")
             continue
         seen.add(pnid)
-        token = _secret(r, f"{key}.access_token", "a system user access token with whatsapp_business_messaging permission", bool(enabled), raw.get("access_token", ""))
+        token = _secret(
+            r,
+            f"{key}.access_token",
+            "a system user access token with whatsapp_business_messaging permission",
+            bool(enabled),
+            raw.get("access_token", ""),
+        )
         waba = str(raw.get("waba_id", ""))
         if waba and not waba.isdigit():
             r.problems.append(f"{key}.waba_id: {waba!r} is not a WhatsApp Business Account id (digits)")
@@ -124,9 +145,15 @@ def parse_whatsapp(r: _Reader, appservice_port: int | None) -> WhatsAppConfig | 
     if not enabled:
         return None
     return WhatsAppConfig(
-        graph_url=graph_url or DEFAULT_GRAPH_URL, app_secret=app_secret or "", verify_token=verify_token or "",
-        listen_host=listen_host or "127.0.0.1", listen_port=listen_port or 29342, path=path or "/whatsapp/webhook",
-        public_url=public_url or "", numbers=tuple(numbers), default_language=language or "en",
+        graph_url=graph_url or DEFAULT_GRAPH_URL,
+        app_secret=app_secret or "",
+        verify_token=verify_token or "",
+        listen_host=listen_host or "127.0.0.1",
+        listen_port=listen_port or 29342,
+        path=path or "/whatsapp/webhook",
+        public_url=public_url or "",
+        numbers=tuple(numbers),
+        default_language=language or "en",
     )
 
 

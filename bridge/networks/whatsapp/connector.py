@@ -30,7 +30,13 @@ import aiohttp
 
 from bridge.events import ChatRef, Delivery, DeliveryKind, DeliveryReceipt, MediaKind, OutboundMedia
 from bridge.networks.base import (
-    CaptureListener, DeliveryError, InboundSink, MediaUnavailable, OutreachError, ReportsCapture, TemplateOutreach,
+    CaptureListener,
+    DeliveryError,
+    InboundSink,
+    MediaUnavailable,
+    OutreachError,
+    ReportsCapture,
+    TemplateOutreach,
 )
 from bridge.networks.whatsapp import outreach
 from bridge.networks.whatsapp.config import WhatsAppConfig
@@ -50,12 +56,24 @@ _NATIVE = {
     MediaKind.VIDEO: ("video", {"video/mp4", "video/3gpp"}, 16 * 1024 * 1024),
     MediaKind.ANIMATION: ("video", {"video/mp4", "video/3gpp"}, 16 * 1024 * 1024),
     MediaKind.VIDEO_NOTE: ("video", {"video/mp4", "video/3gpp"}, 16 * 1024 * 1024),
-    MediaKind.AUDIO: ("audio", {"audio/aac", "audio/mp4", "audio/mpeg", "audio/amr", "audio/ogg", "audio/opus"}, 16 * 1024 * 1024),
-    MediaKind.VOICE: ("audio", {"audio/aac", "audio/mp4", "audio/mpeg", "audio/amr", "audio/ogg", "audio/opus"}, 16 * 1024 * 1024),
+    MediaKind.AUDIO: (
+        "audio",
+        {"audio/aac", "audio/mp4", "audio/mpeg", "audio/amr", "audio/ogg", "audio/opus"},
+        16 * 1024 * 1024,
+    ),
+    MediaKind.VOICE: (
+        "audio",
+        {"audio/aac", "audio/mp4", "audio/mpeg", "audio/amr", "audio/ogg", "audio/opus"},
+        16 * 1024 * 1024,
+    ),
     MediaKind.STICKER: ("sticker", {"image/webp"}, 100 * 1024),
 }
 _DOCUMENT_TYPES = {
-    "text/plain", "application/pdf", "application/vnd.ms-powerpoint", "application/msword", "application/vnd.ms-excel",
+    "text/plain",
+    "application/pdf",
+    "application/vnd.ms-powerpoint",
+    "application/msword",
+    "application/vnd.ms-excel",
     "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
     "application/vnd.openxmlformats-officedocument.presentationml.presentation",
     "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
@@ -81,7 +99,13 @@ class WhatsAppConnector(TemplateOutreach, ReportsCapture):
     display_name = "WhatsApp"
     max_upload_bytes = MAX_UPLOAD_BYTES
 
-    def __init__(self, config: WhatsAppConfig, *, last_inbound: LastInbound | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: WhatsAppConfig,
+        *,
+        last_inbound: LastInbound | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.config = config
         self.last_inbound = last_inbound
         self.clock = clock
@@ -110,13 +134,19 @@ class WhatsAppConnector(TemplateOutreach, ReportsCapture):
         self._sink = sink
         self._session = aiohttp.ClientSession()
         for number in self.config.numbers:
-            self._clients[number.phone_number_id] = GraphClient(self._session, self.config.graph_url, number.phone_number_id, number.access_token)
+            self._clients[number.phone_number_id] = GraphClient(
+                self._session, self.config.graph_url, number.phone_number_id, number.access_token
+            )
         await self._webhook.start()
         log.info(
             "event=whatsapp_connected numbers=%s graph=%s webhook_path=%s",
-            ",".join(self._clients), self.config.graph_url, self.config.path,
+            ",".join(self._clients),
+            self.config.graph_url,
+            self.config.path,
         )
-        self._learning = {asyncio.ensure_future(self._learn_phone(n.phone_number_id)) for n in self.config.numbers}
+        self._learning = {
+            asyncio.ensure_future(self._learn_phone(n.phone_number_id)) for n in self.config.numbers
+        }
         if self._learning:
             await asyncio.wait(self._learning, timeout=LEARN_PHONES_S)
 
@@ -132,7 +162,9 @@ class WhatsAppConnector(TemplateOutreach, ReportsCapture):
     def _client(self, account: str) -> GraphClient:
         client = self._clients.get(account)
         if client is None:
-            raise DeliveryError(f"the WhatsApp number {account} is no longer configured in this bridge", permanent=True)
+            raise DeliveryError(
+                f"the WhatsApp number {account} is no longer configured in this bridge", permanent=True
+            )
         return client
 
     async def _download(self, account: str, media_id: str) -> bytes:
@@ -153,7 +185,11 @@ class WhatsAppConnector(TemplateOutreach, ReportsCapture):
 
     def capture_label(self, account: str) -> str:
         number = self.config.number(account)
-        return f"WhatsApp number {outreach.label(number, self._phones)}" if number is not None else f"WhatsApp number {account}"
+        return (
+            f"WhatsApp number {outreach.label(number, self._phones)}"
+            if number is not None
+            else f"WhatsApp number {account}"
+        )
 
     def _report(self, payload: dict[str, Any], ok: bool, detail: str = "") -> None:
         if self._capture is None:
@@ -186,7 +222,11 @@ class WhatsAppConnector(TemplateOutreach, ReportsCapture):
         try:
             await self._handle_payload(payload)
         except Exception as e:
-            self._report(payload, False, f"a webhook could not be committed ({type(e).__name__}); Meta delivers it again")
+            self._report(
+                payload,
+                False,
+                f"a webhook could not be committed ({type(e).__name__}); Meta delivers it again",
+            )
             raise
         self._report(payload, True)
 
@@ -225,9 +265,15 @@ class WhatsAppConnector(TemplateOutreach, ReportsCapture):
                     await client.mark_read(latest[0], typing=True)
                 return DeliveryReceipt()
             if kind is DeliveryKind.EDIT:
-                raise DeliveryError("WhatsApp does not let a business edit a sent message; the client still sees the original", permanent=True)
+                raise DeliveryError(
+                    "WhatsApp does not let a business edit a sent message; the client still sees the original",
+                    permanent=True,
+                )
             if kind is DeliveryKind.DELETE:
-                raise DeliveryError("WhatsApp does not let a business delete a sent message; the client still sees it", permanent=True)
+                raise DeliveryError(
+                    "WhatsApp does not let a business delete a sent message; the client still sees it",
+                    permanent=True,
+                )
             if kind is DeliveryKind.TEMPLATE:
                 return DeliveryReceipt((await client.send(self._template(delivery)),))
             if not await self._window_open(delivery.chat):
@@ -238,7 +284,13 @@ class WhatsAppConnector(TemplateOutreach, ReportsCapture):
                     permanent=True,
                 )
             if kind is DeliveryKind.REACTION:
-                await client.send({"to": delivery.chat.chat_id, "type": "reaction", "reaction": {"message_id": delivery.targets[0], "emoji": delivery.reaction}})
+                await client.send(
+                    {
+                        "to": delivery.chat.chat_id,
+                        "type": "reaction",
+                        "reaction": {"message_id": delivery.targets[0], "emoji": delivery.reaction},
+                    }
+                )
                 return DeliveryReceipt()
             return await self._message(client, delivery)
         except GraphError as e:
@@ -255,9 +307,14 @@ class WhatsAppConnector(TemplateOutreach, ReportsCapture):
         return last_ms is not None and self.clock() - last_ms / 1000 < WINDOW_S
 
     def _template(self, d: Delivery) -> dict[str, Any]:
-        template: dict[str, Any] = {"name": d.template, "language": {"code": d.template_language or self.config.default_language}}
+        template: dict[str, Any] = {
+            "name": d.template,
+            "language": {"code": d.template_language or self.config.default_language},
+        }
         if d.template_params:
-            template["components"] = [{"type": "body", "parameters": [{"type": "text", "text": p} for p in d.template_params]}]
+            template["components"] = [
+                {"type": "body", "parameters": [{"type": "text", "text": p} for p in d.template_params]}
+            ]
         return {"to": d.chat.chat_id, "type": "template", "template": template}
 
     async def _message(self, client: GraphClient, d: Delivery) -> DeliveryReceipt:
@@ -268,18 +325,40 @@ class WhatsAppConnector(TemplateOutreach, ReportsCapture):
         header = f"*{d.signature}*" if d.signature else ""
         signed = f"{header}\n{text}" if header and text else (header or text)
         if d.location is not None:
-            ids = [await client.send({"to": to, "type": "location", "location": {"latitude": d.location.latitude, "longitude": d.location.longitude}, **context})]
+            ids = [
+                await client.send(
+                    {
+                        "to": to,
+                        "type": "location",
+                        "location": {"latitude": d.location.latitude, "longitude": d.location.longitude},
+                        **context,
+                    }
+                )
+            ]
             if d.signature:
-                ids.append(await client.send({"to": to, "type": "text", "text": {"body": f"*{d.signature}*"}}))
+                ids.append(
+                    await client.send({"to": to, "type": "text", "text": {"body": f"*{d.signature}*"}})
+                )
             return DeliveryReceipt(tuple(ids))
         if d.media is not None:
             return await self._media(client, d, signed, context)
         ids = []
         for i, part in enumerate(split_text(signed, MAX_TEXT)):
-            ids.append(await client.send({"to": to, "type": "text", "text": {"body": part, "preview_url": False}, **(context if i == 0 else {})}))
+            ids.append(
+                await client.send(
+                    {
+                        "to": to,
+                        "type": "text",
+                        "text": {"body": part, "preview_url": False},
+                        **(context if i == 0 else {}),
+                    }
+                )
+            )
         return DeliveryReceipt(tuple(ids))
 
-    async def _media(self, client: GraphClient, d: Delivery, caption: str, context: dict[str, Any]) -> DeliveryReceipt:
+    async def _media(
+        self, client: GraphClient, d: Delivery, caption: str, context: dict[str, Any]
+    ) -> DeliveryReceipt:
         media = d.media
         assert media is not None
         wa_type, mimetype, note = _media_type(media)
@@ -296,14 +375,20 @@ class WhatsAppConnector(TemplateOutreach, ReportsCapture):
         ids = [await client.send({"to": d.chat.chat_id, "type": wa_type, wa_type: body, **context})]
         if separate:
             for part in split_text(separate, MAX_TEXT):
-                ids.append(await client.send({"to": d.chat.chat_id, "type": "text", "text": {"body": part, "preview_url": False}}))
+                ids.append(
+                    await client.send(
+                        {"to": d.chat.chat_id, "type": "text", "text": {"body": part, "preview_url": False}}
+                    )
+                )
             note = note or (
                 "The caption was sent as a separate message: WhatsApp shows no caption on audio and stickers, "
                 f"and at most {MAX_CAPTION} characters elsewhere."
             )
         return DeliveryReceipt(tuple(ids), note=note)
 
-    async def find_delivered(self, delivery: Delivery, after_remote_id: int, known: set[int]) -> DeliveryReceipt | None:
+    async def find_delivered(
+        self, delivery: Delivery, after_remote_id: int, known: set[int]
+    ) -> DeliveryReceipt | None:
         """The Cloud API cannot list a chat's messages: after a crash mid-send the bridge cannot
         tell whether the message went out (it is sent again)."""
         return None
@@ -337,7 +422,9 @@ class WhatsAppConnector(TemplateOutreach, ReportsCapture):
                 return
             except OutreachError:
                 pass  # refused only on WhatsApp's current list, below
-        outreach.check(await self._fetch_templates(number.phone_number_id, number.waba_id), name, language, params)
+        outreach.check(
+            await self._fetch_templates(number.phone_number_id, number.waba_id), name, language, params
+        )
 
     async def _fetch_templates(self, account: str, waba_id: str) -> list[dict[str, Any]]:
         try:
@@ -345,7 +432,9 @@ class WhatsAppConnector(TemplateOutreach, ReportsCapture):
         except GraphError as e:
             reason = "WhatsApp could not be reached" if e.status == 0 else f"WhatsApp answered {e}"
             log.warning("event=whatsapp_templates_failed waba_id=%s error=%s", waba_id, e)
-            raise OutreachError(f"The message templates could not be checked ({reason}); try again in a moment.") from e
+            raise OutreachError(
+                f"The message templates could not be checked ({reason}); try again in a moment."
+            ) from e
         self._templates[waba_id] = (time.monotonic(), templates)
         return templates
 
@@ -383,7 +472,9 @@ def _media_type(media: OutboundMedia) -> tuple[str, str, str]:
     mimetype = media.mimetype.split(";")[0].strip().lower()
     size = len(media.data)
     if size > MAX_UPLOAD_BYTES:
-        raise DeliveryError(f"the file is {size / 1e6:.1f} MB; WhatsApp accepts at most 100 MB", permanent=True)
+        raise DeliveryError(
+            f"the file is {size / 1e6:.1f} MB; WhatsApp accepts at most 100 MB", permanent=True
+        )
     if mimetype not in _UPLOADABLE:
         raise DeliveryError(
             f"WhatsApp does not accept files of type {mimetype} (it takes PDF, Office documents, plain text, "
@@ -398,7 +489,8 @@ def _media_type(media: OutboundMedia) -> tuple[str, str, str]:
     if mimetype in types and size <= limit:
         return wa_type, mimetype, ""
     reason = (
-        f"over WhatsApp's {_size(limit)} limit for a {wa_type}" if mimetype in types
+        f"over WhatsApp's {_size(limit)} limit for a {wa_type}"
+        if mimetype in types
         else f"of a type WhatsApp does not show as a {wa_type} ({mimetype})"
     )
     return "document", mimetype, f"Sent as a document: the file was {reason}."
@@ -411,15 +503,24 @@ def _size(n: int) -> str:
 def _delivery_error(e: GraphError) -> DeliveryError:
     """Graph errors in the core's terms: wait (rate limits), retry (temporary), or tell."""
     if e.code in _RATE_CODES:
-        return DeliveryError(f"WhatsApp asks to slow down (error {e.code})", permanent=False, retry_after=_RATE_CODES[e.code])
+        return DeliveryError(
+            f"WhatsApp asks to slow down (error {e.code})", permanent=False, retry_after=_RATE_CODES[e.code]
+        )
     if e.status == 0 or e.status >= 500 or e.code in _TEMPORARY_CODES:
         return DeliveryError(f"WhatsApp is not answering properly ({e})", permanent=False)
     if e.code == 190 or e.status == 401:
         # A revoked or expired token is fixed by an admin; messages wait (and say so) meanwhile.
         log.error("event=whatsapp_token_rejected fix='renew networks.whatsapp.numbers[].access_token'")
-        return DeliveryError("WhatsApp refused the bridge's access token; an admin must renew it", permanent=False, retry_after=30.0)
+        return DeliveryError(
+            "WhatsApp refused the bridge's access token; an admin must renew it",
+            permanent=False,
+            retry_after=30.0,
+        )
     if e.code == 131047:
-        return DeliveryError("the client last wrote more than 24 hours ago; WhatsApp then accepts only approved message templates", permanent=True)
+        return DeliveryError(
+            "the client last wrote more than 24 hours ago; WhatsApp then accepts only approved message templates",
+            permanent=True,
+        )
     if e.code in (132000, 132001, 132012, 132015, 132016):
         return DeliveryError(f"WhatsApp refused the template: {e.details or e.message}", permanent=True)
     return DeliveryError(f"WhatsApp refused it: {e.details or e.message}", permanent=True)

@@ -105,11 +105,23 @@ def _inline(line: str) -> tuple[str, bool]:
 
     def opener(i: int, m: str) -> bool:
         before = line[i - 1] if i else " "
-        return i + 1 < n and not before.isalnum() and before != m and not line[i + 1].isspace() and line[i + 1] != m
+        return (
+            i + 1 < n
+            and not before.isalnum()
+            and before != m
+            and not line[i + 1].isspace()
+            and line[i + 1] != m
+        )
 
     def closer(j: int, m: str) -> bool:
         after = line[j + 1] if j + 1 < n else " "
-        return not blocked[j] and not line[j - 1].isspace() and line[j - 1] != m and not after.isalnum() and after != m
+        return (
+            not blocked[j]
+            and not line[j - 1].isspace()
+            and line[j - 1] != m
+            and not after.isalnum()
+            and after != m
+        )
 
     closers = {m: [j for j in range(1, n) if line[j] == m and closer(j, m)] for m in _INLINE_TAGS}
     formatted = any(h.startswith("<") for _, h in atoms.values())
@@ -206,7 +218,9 @@ def whatsapp_to_matrix(body: str) -> RichText:
             out.append("<blockquote>" + "<br>".join(block.items) + "</blockquote>")
         else:
             start = f' start="{block.start}"' if block.kind == "ol" and block.start != 1 else ""
-            out.append(f"<{block.kind}{start}>" + "".join(f"<li>{i}</li>" for i in block.items) + f"</{block.kind}>")
+            out.append(
+                f"<{block.kind}{start}>" + "".join(f"<li>{i}</li>" for i in block.items) + f"</{block.kind}>"
+            )
     return RichText(body, "".join(out))
 
 
@@ -226,10 +240,46 @@ _BLANKS = "".join(c for c in map(chr, range(0x3001)) if c.isspace()) + "\x04"
 _MARKS = {"strong": "*", "b": "*", "em": "_", "i": "_", "del": "~", "s": "~", "strike": "~"}
 _HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
 _BLOCKS = {
-    "div", "table", "thead", "tbody", "tfoot", "tr", "caption", "details", "summary", "section", "article",
-    "header", "footer", "nav", "aside", "main", "figure", "figcaption", "address", "center", "dl", "dt", "dd",
+    "div",
+    "table",
+    "thead",
+    "tbody",
+    "tfoot",
+    "tr",
+    "caption",
+    "details",
+    "summary",
+    "section",
+    "article",
+    "header",
+    "footer",
+    "nav",
+    "aside",
+    "main",
+    "figure",
+    "figcaption",
+    "address",
+    "center",
+    "dl",
+    "dt",
+    "dd",
 }
-_VOID = {"br", "img", "hr", "wbr", "input", "meta", "link", "area", "base", "col", "embed", "source", "track", "param"}
+_VOID = {
+    "br",
+    "img",
+    "hr",
+    "wbr",
+    "input",
+    "meta",
+    "link",
+    "area",
+    "base",
+    "col",
+    "embed",
+    "source",
+    "track",
+    "param",
+}
 #: Never shown: the reply fallback (WhatsApp gets a real reply) and non-text content.
 _SKIPPED = {"mx-reply", "script", "style", "head", "title", "template"}
 _SAFE_URL = re.compile(r"(?i)^(?:https?|mailto|tel):")
@@ -290,7 +340,7 @@ def _wrap(inner: str, marker: str) -> str:
         core = piece.strip(_BLANKS)
         if core and "\x02" not in piece:
             start = len(piece) - len(piece.lstrip(_BLANKS))
-            pieces[i] = f"{piece[:start]}{marker}{core}{marker}{piece[start + len(core):]}"
+            pieces[i] = f"{piece[:start]}{marker}{core}{marker}{piece[start + len(core) :]}"
     return "".join(pieces)
 
 
@@ -308,6 +358,7 @@ class _Renderer:
     def finish(self, laid_out: str) -> str:
         """Sentinels → text: breaks become newlines (at most one blank line), spaces collapse,
         nothing leads or trails, and the blocks set aside come back."""
+
         def run(m: re.Match[str]) -> str:
             if m.start() == 0 or m.end() == len(laid_out):
                 return ""
@@ -332,7 +383,9 @@ class _Renderer:
         if tag == "br":
             return "\x05"
         if tag == "img":
-            return _HTML_WS.sub("\x04", _SENTINELS.sub("", node.attrs.get("alt") or node.attrs.get("title") or ""))
+            return _HTML_WS.sub(
+                "\x04", _SENTINELS.sub("", node.attrs.get("alt") or node.attrs.get("title") or "")
+            )
         if tag == "pre":
             return self.pre(node)
         if ctx.code:
@@ -350,7 +403,9 @@ class _Renderer:
             return "\x01" + self.children(node, ctx) + "\x01"
         if tag == "blockquote":
             text = self.finish(self.children(node, _Ctx()))
-            return self.keep("\n".join(f"> {line}" if line else ">" for line in text.split("\n")) if text else "")
+            return self.keep(
+                "\n".join(f"> {line}" if line else ">" for line in text.split("\n")) if text else ""
+            )
         if tag in ("ul", "ol", "li"):
             return self.keep(self.list_(node))
         if tag == "hr":
@@ -371,7 +426,7 @@ class _Renderer:
         href = node.attrs.get("href", "").strip()
         if not _SAFE_URL.match(href) or _MATRIX_TO.match(href):
             return inner  # a pill shows its name; javascript: and friends lose their target
-        shown = href[len("mailto:"):] if href.lower().startswith("mailto:") else href
+        shown = href[len("mailto:") :] if href.lower().startswith("mailto:") else href
         label = self.finish(inner)
         if not label or label in (href, shown):
             return shown

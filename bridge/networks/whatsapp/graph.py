@@ -35,13 +35,17 @@ class GraphError(Exception):
     details: str = ""
 
     def __str__(self) -> str:
-        return f"HTTP {self.status} code {self.code}: {self.message}" + (f" ({self.details})" if self.details else "")
+        return f"HTTP {self.status} code {self.code}: {self.message}" + (
+            f" ({self.details})" if self.details else ""
+        )
 
 
 class GraphClient:
     """Calls on behalf of one company number (its id and access token)."""
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: str, phone_number_id: str, token: str) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, base_url: str, phone_number_id: str, token: str
+    ) -> None:
         self.session = session
         self.base = base_url.rstrip("/")
         self.phone_number_id = phone_number_id
@@ -53,7 +57,9 @@ class GraphClient:
 
     async def _call(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
         try:
-            async with self.session.request(method, url, headers=self._auth, timeout=TIMEOUT, **kwargs) as resp:
+            async with self.session.request(
+                method, url, headers=self._auth, timeout=TIMEOUT, **kwargs
+            ) as resp:
                 raw = await resp.read()
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError) as e:
@@ -66,8 +72,11 @@ class GraphClient:
             err = body.get("error") if isinstance(body, dict) and isinstance(body.get("error"), dict) else {}
             data = err.get("error_data") if isinstance(err.get("error_data"), dict) else {}
             raise GraphError(
-                status, int(err.get("code") or 0), str(err.get("message") or f"HTTP {status}"),
-                err.get("error_subcode") if isinstance(err.get("error_subcode"), int) else None, str(data.get("details") or ""),
+                status,
+                int(err.get("code") or 0),
+                str(err.get("message") or f"HTTP {status}"),
+                err.get("error_subcode") if isinstance(err.get("error_subcode"), int) else None,
+                str(data.get("details") or ""),
             )
         return body
 
@@ -76,7 +85,12 @@ class GraphClient:
         payload = {"messaging_product": "whatsapp", "recipient_type": "individual", **body}
         answer = await self._call("POST", f"{self.base}/{self.phone_number_id}/messages", json=payload)
         messages = answer.get("messages")
-        if not isinstance(messages, list) or not messages or not isinstance(messages[0], dict) or not messages[0].get("id"):
+        if (
+            not isinstance(messages, list)
+            or not messages
+            or not isinstance(messages[0], dict)
+            or not messages[0].get("id")
+        ):
             raise GraphError(200, 0, "the answer carried no message id")
         return str(messages[0]["id"])
 

@@ -51,7 +51,9 @@ def wa_id_of(address: str) -> str:
     """The wa_id for a number as a person types it, or an OutreachError saying how to write it."""
     typed = address.strip()
     if not typed:
-        raise OutreachError(f"No phone number given: write the client's number with the country code, e.g. {EXAMPLE}.")
+        raise OutreachError(
+            f"No phone number given: write the client's number with the country code, e.g. {EXAMPLE}."
+        )
     compact = _SEPARATORS.sub("", typed)
     international = compact.startswith(("+", "00"))
     if international:
@@ -89,7 +91,9 @@ def label(number: WhatsAppNumber, phones: Mapping[str, str]) -> str:
     return f"+{phone} (id {pnid})" if phone else f"id {pnid}"
 
 
-def pick_number(numbers: Sequence[WhatsAppNumber], wanted: str | None, phones: Mapping[str, str]) -> WhatsAppNumber:
+def pick_number(
+    numbers: Sequence[WhatsAppNumber], wanted: str | None, phones: Mapping[str, str]
+) -> WhatsAppNumber:
     """The company number ``--from`` names: its phone_number_id, its configured name (any
     case) or its phone number; None means the first configured one."""
     if not numbers:
@@ -110,8 +114,12 @@ def pick_number(numbers: Sequence[WhatsAppNumber], wanted: str | None, phones: M
             return found[0]
         if found:
             ids = ", ".join(n.phone_number_id for n in found)
-            raise OutreachError(f"“{shown(key)}” names several of the company's WhatsApp numbers ({ids}); give its id instead.")
-    raise OutreachError(f"“{shown(key)}” is not one of the company's WhatsApp numbers; the configured ones are: {listing}.")
+            raise OutreachError(
+                f"“{shown(key)}” names several of the company's WhatsApp numbers ({ids}); give its id instead."
+            )
+    raise OutreachError(
+        f"“{shown(key)}” is not one of the company's WhatsApp numbers; the configured ones are: {listing}."
+    )
 
 
 def refuse_own(wa_id: str, numbers: Sequence[WhatsAppNumber], phones: Mapping[str, str]) -> None:
@@ -119,7 +127,9 @@ def refuse_own(wa_id: str, numbers: Sequence[WhatsAppNumber], phones: Mapping[st
     the bridge talk to itself, each side's messages coming back as the other's client."""
     own = next((n for n in numbers if phones.get(n.phone_number_id) == wa_id), None)
     if own is not None:
-        raise OutreachError(f"+{wa_id} is the company's own WhatsApp number {label(own, phones)}: write to a client's number.")
+        raise OutreachError(
+            f"+{wa_id} is the company's own WhatsApp number {label(own, phones)}: write to a client's number."
+        )
 
 
 def placeholders(text: Any) -> int:
@@ -134,7 +144,9 @@ def check(templates: Sequence[Mapping[str, Any]], name: str, language: str, para
     components = [c for c in template.get("components") or [] if isinstance(c, Mapping)]
     body = _component(components, "BODY")
     text = body.get("text") if body is not None else ""
-    if str(template.get("parameter_format") or "POSITIONAL").upper() == "NAMED" or _NAMED.search(str(text or "")):
+    if str(template.get("parameter_format") or "POSITIONAL").upper() == "NAMED" or _NAMED.search(
+        str(text or "")
+    ):
         raise OutreachError(
             f"Template “{name}” uses named parameters ({{{{first_name}}}}), which the bridge cannot fill; "
             "use a template with numbered ones ({{1}})."
@@ -146,18 +158,30 @@ def check(templates: Sequence[Mapping[str, Any]], name: str, language: str, para
         shown_text = str(text or "")
         if len(shown_text) > _TEXT_SHOWN:
             shown_text = shown_text[: _TEXT_SHOWN - 1] + "…"
-        raise OutreachError(f"Template “{name}” takes {expected} parameter(s), {len(params)} given: “{shown_text}”")
+        raise OutreachError(
+            f"Template “{name}” takes {expected} parameter(s), {len(params)} given: “{shown_text}”"
+        )
     empty = next((i for i, p in enumerate(params, 1) if not p.strip()), None)
     if empty is not None:
-        raise OutreachError(f"Parameter {empty} of template “{name}” is empty; WhatsApp refuses empty parameters.")
+        raise OutreachError(
+            f"Parameter {empty} of template “{name}” is empty; WhatsApp refuses empty parameters."
+        )
 
 
 def _find(templates: Sequence[Mapping[str, Any]], name: str, language: str) -> Mapping[str, Any]:
     named = [t for t in templates if t.get("name") == name]
     if not named:
-        approved = sorted({str(t.get("name")) for t in templates if t.get("language") == language and t.get("status") == "APPROVED"})
+        approved = sorted(
+            {
+                str(t.get("name"))
+                for t in templates
+                if t.get("language") == language and t.get("status") == "APPROVED"
+            }
+        )
         listing = ", ".join(approved) if approved else "none"
-        raise OutreachError(f"There is no template “{shown(name)}”; the approved templates in {language} are: {listing}.")
+        raise OutreachError(
+            f"There is no template “{shown(name)}”; the approved templates in {language} are: {listing}."
+        )
     template = next((t for t in named if t.get("language") == language), None)
     if template is None:
         languages = sorted({str(t.get("language")) for t in named})

@@ -14,7 +14,15 @@ from dataclasses import dataclass, replace
 from typing import Any, Awaitable, Callable
 
 from bridge.events import (
-    ChatRef, MediaKind, RemoteContact, RemoteEvent, RemoteEventKind, RemoteLocation, RemoteMedia, RemoteUser, RichText,
+    ChatRef,
+    MediaKind,
+    RemoteContact,
+    RemoteEvent,
+    RemoteEventKind,
+    RemoteLocation,
+    RemoteMedia,
+    RemoteUser,
+    RichText,
 )
 from bridge.networks.whatsapp.formatting import whatsapp_to_matrix
 
@@ -60,8 +68,12 @@ def failure_reason(errors: Any) -> str:
     code = err.get("code")
     if code in _FAILURES:
         return _FAILURES[code]
-    details = (err.get("error_data") or {}).get("details") if isinstance(err.get("error_data"), dict) else None
-    return f"WhatsApp reported error {code}: {details or err.get('title') or err.get('message') or 'no details'}"
+    details = (
+        (err.get("error_data") or {}).get("details") if isinstance(err.get("error_data"), dict) else None
+    )
+    return (
+        f"WhatsApp reported error {code}: {details or err.get('title') or err.get('message') or 'no details'}"
+    )
 
 
 @dataclass
@@ -85,7 +97,11 @@ class Translator:
             if not isinstance(entry, dict):
                 continue
             for change in entry.get("changes") or []:
-                if not isinstance(change, dict) or change.get("field") != "messages" or not isinstance(change.get("value"), dict):
+                if (
+                    not isinstance(change, dict)
+                    or change.get("field") != "messages"
+                    or not isinstance(change.get("value"), dict)
+                ):
                     continue
                 self._value(change["value"], out)
         return out
@@ -102,11 +118,19 @@ class Translator:
                 profile = contact.get("profile") if isinstance(contact.get("profile"), dict) else {}
                 names[contact["wa_id"]] = str(profile.get("name") or "")
         for message in value.get("messages") or []:
-            if isinstance(message, dict) and isinstance(message.get("from"), str) and isinstance(message.get("id"), str):
+            if (
+                isinstance(message, dict)
+                and isinstance(message.get("from"), str)
+                and isinstance(message.get("id"), str)
+            ):
                 event = self._message(account, message, names)
                 out.events.append(event)
                 key = (account, message["from"])
-                if event.kind in (RemoteEventKind.MESSAGE, RemoteEventKind.REACTION, RemoteEventKind.UNSUPPORTED):
+                if event.kind in (
+                    RemoteEventKind.MESSAGE,
+                    RemoteEventKind.REACTION,
+                    RemoteEventKind.UNSUPPORTED,
+                ):
                     previous = out.inbound.get(key)
                     if previous is None or previous[1] <= event.timestamp_ms:
                         out.inbound[key] = (message["id"], event.timestamp_ms)
@@ -135,7 +159,12 @@ class Translator:
         try:
             return self._content(base, kind, m)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
-            log.warning("event=whatsapp_message_malformed id=%s type=%r error=%s", m["id"], str(kind)[:30], type(e).__name__)
+            log.warning(
+                "event=whatsapp_message_malformed id=%s type=%r error=%s",
+                m["id"],
+                str(kind)[:30],
+                type(e).__name__,
+            )
             return _unsupported(base, f"a {kind} message the bridge could not read")
 
     def _content(self, base: RemoteEvent, kind: Any, m: dict[str, Any]) -> RemoteEvent:
@@ -148,7 +177,8 @@ class Translator:
             loc = m["location"]
             label = ", ".join(str(loc[k]) for k in ("name", "address") if loc.get(k))
             return replace(
-                base, location=RemoteLocation(float(loc["latitude"]), float(loc["longitude"])),
+                base,
+                location=RemoteLocation(float(loc["latitude"]), float(loc["longitude"])),
                 text=RichText(label) if label else None,
             )
         if kind == "contacts":
@@ -158,14 +188,21 @@ class Translator:
             phone = str(phones[0].get("phone") or phones[0].get("wa_id") or "") if phones else ""
             others = len(contacts) - 1
             return replace(
-                base, contact=RemoteContact(phone, str((first.get("name") or {}).get("formatted_name") or phone)),
-                text=RichText(f"(and {others} more contact{'s' if others > 1 else ''}, not shown)") if others else None,
+                base,
+                contact=RemoteContact(phone, str((first.get("name") or {}).get("formatted_name") or phone)),
+                text=RichText(f"(and {others} more contact{'s' if others > 1 else ''}, not shown)")
+                if others
+                else None,
             )
         if kind == "reaction":
             reaction = m["reaction"]
             emoji = reaction.get("emoji") or ""
             return replace(
-                base, kind=RemoteEventKind.REACTION, target_id=str(reaction["message_id"]), reactions=(emoji,) if emoji else (), reply_to=None,
+                base,
+                kind=RemoteEventKind.REACTION,
+                target_id=str(reaction["message_id"]),
+                reactions=(emoji,) if emoji else (),
+                reply_to=None,
             )
         if kind == "edit":
             edit = m["edit"]
@@ -177,11 +214,24 @@ class Translator:
                 text = _caption(new.get(new_kind) or {}) or RichText("")
             else:
                 text = RichText("")
-            return replace(base, kind=RemoteEventKind.EDIT, target_id=str(edit["original_message_id"]), text=text, reply_to=None)
+            return replace(
+                base,
+                kind=RemoteEventKind.EDIT,
+                target_id=str(edit["original_message_id"]),
+                text=text,
+                reply_to=None,
+            )
         if kind == "revoke":
-            return replace(base, kind=RemoteEventKind.DELETE, target_id=str(m["revoke"]["original_message_id"]), reply_to=None)
+            return replace(
+                base,
+                kind=RemoteEventKind.DELETE,
+                target_id=str(m["revoke"]["original_message_id"]),
+                reply_to=None,
+            )
         if kind == "button":
-            return replace(base, text=RichText(str(m["button"].get("text") or m["button"].get("payload") or "")))
+            return replace(
+                base, text=RichText(str(m["button"].get("text") or m["button"].get("payload") or ""))
+            )
         if kind == "interactive":
             reply = m["interactive"].get("button_reply") or m["interactive"].get("list_reply") or {}
             return replace(base, text=RichText(str(reply.get("title") or reply.get("id") or "")))

@@ -54,7 +54,12 @@ class WhatsAppWebhook:
         server = site._server  # the bound port when 0 was asked for (tests)
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else self.config.listen_port
-        log.info("event=whatsapp_webhook_listening host=%s port=%s path=%s", self.config.listen_host, self.port, self.config.path)
+        log.info(
+            "event=whatsapp_webhook_listening host=%s port=%s path=%s",
+            self.config.listen_host,
+            self.port,
+            self.config.path,
+        )
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -65,7 +70,9 @@ class WhatsAppWebhook:
         """Meta's subscription handshake: echo the challenge if the verify token matches."""
         q = request.query
         token = q.get("hub.verify_token", "")
-        if q.get("hub.mode") == "subscribe" and hmac.compare_digest(token.encode(), self.config.verify_token.encode()):
+        if q.get("hub.mode") == "subscribe" and hmac.compare_digest(
+            token.encode(), self.config.verify_token.encode()
+        ):
             log.info("event=whatsapp_webhook_verified")
             return web.Response(text=q.get("hub.challenge", ""), content_type="text/plain")
         log.warning("event=whatsapp_webhook_verify_refused mode=%r", q.get("hub.mode", "")[:20])
@@ -78,7 +85,10 @@ class WhatsAppWebhook:
             log.warning("event=whatsapp_webhook_refused reason=too_large")
             return web.json_response({"error": "body too large"}, status=413)
         if not signature_valid(self.config.app_secret, body, request.headers.get(SIGNATURE_HEADER)):
-            log.warning("event=whatsapp_webhook_refused reason=bad_signature has_header=%s", SIGNATURE_HEADER in request.headers)
+            log.warning(
+                "event=whatsapp_webhook_refused reason=bad_signature has_header=%s",
+                SIGNATURE_HEADER in request.headers,
+            )
             return web.json_response({"error": "invalid signature"}, status=403)
         try:
             payload = json.loads(body)
