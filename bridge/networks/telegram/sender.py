@@ -102,7 +102,7 @@ class Sender:
             if candidate in known:
                 continue
             try:
-                await self._call(self.bot.edit_message_reply_markup, chat_id, message_id=candidate)
+                await self._probe(chat_id, candidate)
             except DeliveryError as e:
                 if "changes nothing" in e.reason:
                     pieces = (
@@ -114,6 +114,20 @@ class Sender:
                 continue
             log.warning("event=probe_removed_keyboard chat=%s message_id=%s", chat_id, candidate)
         return None
+
+    async def _probe(self, chat_id: int, message_id: int, attempts: int = 8) -> None:
+        """One probe, asked again while Telegram's answer is temporary (429, 5xx, a timeout):
+        taking a failed probe for "not this message" would send a delivered message twice."""
+        for attempt in range(attempts):
+            try:
+                await self._call(self.bot.edit_message_reply_markup, chat_id, message_id=message_id)
+                return
+            except DeliveryError as e:
+                if e.permanent or attempt == attempts - 1:
+                    raise
+                await asyncio.sleep(
+                    e.retry_after if e.retry_after is not None else min(0.5 * 2**attempt, 5.0)
+                )
 
     # composition
 
