@@ -105,7 +105,7 @@ class Reminders:
                 log.warning("event=sla_step_failed room=%s step=%s error=%s", row.room_id, name, e.message)
 
     async def _fire(self, portal: PortalRow, row: WaitingRow, step: str, seconds: int) -> None:
-        if row not in await self.pb.store.waiting():
+        if await self.pb.store.waiting_row(row.room_id) != row:
             return  # answered (or counted) since the rows were read
         whom = {
             "remind": self._targets_remind,

@@ -96,3 +96,25 @@ async def download(employee: Employee, mxc: str) -> bytes:
         ) as resp:
             assert resp.status == 200
             return await resp.read()
+
+
+#: The bot's replies already taken by :func:`command`, so the same answer text twice is two replies.
+_replies_seen: set[str] = set()
+
+
+async def command(person: Employee, dm: str, text: str, expect: str) -> str:
+    """Sends a bot command in ``dm`` and returns the body of the bot's next reply containing
+    ``expect``."""
+    await person.send_text(dm, text)
+    reply = await person.wait_for_event(
+        lambda e: (
+            e.room_id == dm
+            and e.sender == BOT
+            and expect in e.content.get("body", "")
+            and e.event_id not in _replies_seen
+        ),
+        30,
+        f"a reply containing {expect!r} to {text!r}",
+    )
+    _replies_seen.add(reply.event_id)
+    return reply.content["body"]

@@ -23,7 +23,16 @@ import yaml
 from bridge.devstack import WHATSAPP_NUMBER, DevStack
 from sandbox.employee import Employee
 from tests.conftest import ROOT, BridgeProcess
-from tests.support import BOT, SIGNATURE, bot_notice_about, bot_notice_in, control, eventually, open_dm
+from tests.support import (
+    BOT,
+    SIGNATURE,
+    bot_notice_about,
+    bot_notice_in,
+    command,
+    control,
+    eventually,
+    open_dm,
+)
 
 COMPLIANCE = "@compliance:localhost"
 EMPLOYEE = "@employee:localhost"
@@ -93,25 +102,6 @@ async def make_bridge(stack: DevStack, tmp_path: Path):
 
 def round_robin(data: dict) -> None:
     data["assignment"]["mode"] = "round_robin"
-
-
-_seen_replies: set[str] = set()
-
-
-async def command(person: Employee, dm: str, text: str, expect: str) -> str:
-    await person.send_text(dm, text)
-    reply = await person.wait_for_event(
-        lambda e: (
-            e.room_id == dm
-            and e.sender == BOT
-            and expect in e.content.get("body", "")
-            and e.event_id not in _seen_replies
-        ),
-        30,
-        f"a reply containing {expect!r} to {text!r}",
-    )
-    _seen_replies.add(reply.event_id)
-    return reply.content["body"]
 
 
 async def _ready(entries: list[dict[str, Any]], count: int) -> list[dict[str, Any]] | None:

@@ -17,7 +17,7 @@ import yaml
 from bridge.devstack import DevStack
 from sandbox.employee import Employee
 from tests.conftest import ROOT, BridgeProcess
-from tests.support import BOT, bot_notice_about, bot_notice_in, eventually, ghost_of, open_dm
+from tests.support import bot_notice_about, bot_notice_in, command, eventually, ghost_of, open_dm
 
 COMPLIANCE = "@compliance:localhost"
 
@@ -53,25 +53,6 @@ async def refused(employee: Employee, room: str, event_id: str) -> dict:
         and "Nothing was sent to the client" in notice.content["body"]
     )
     return notice.content
-
-
-async def command(person: Employee, dm: str, text: str, expect: str) -> str:
-    await person.send_text(dm, text)
-    reply = await person.wait_for_event(
-        lambda e: (
-            e.room_id == dm
-            and e.sender == BOT
-            and expect in e.content.get("body", "")
-            and e.event_id not in seen
-        ),
-        30,
-        f"a reply containing {expect!r}",
-    )
-    seen.add(reply.event_id)
-    return reply.content["body"]
-
-
-seen: set[str] = set()
 
 
 async def test_sharing_rules_stop_what_must_not_leave(

@@ -110,6 +110,9 @@ class Store:
         #: Company accounts by (network, account id); only this process writes the table, and
         #: every outbound message asks for its account.
         self._accounts: dict[tuple[str, str], AccountRow | None] = {}
+        #: Absences, read on every client message (the absence notice) and every new portal;
+        #: only this process writes the table. None: not loaded since the last change.
+        self._absences: dict[str, AbsenceRow] | None = None
         self.db = Database.create(
             url,
             upgrade_table=upgrade_table,
@@ -458,12 +461,16 @@ class Store:
             absence.set_by,
             _now_ms(),
         )
+        self._absences = None
 
     async def absences(self) -> dict[str, AbsenceRow]:
-        rows = await self.db.fetch("SELECT user_id, until_ms, cover, set_by FROM absence")
-        return {
-            r["user_id"]: AbsenceRow(r["user_id"], int(r["until_ms"]), r["cover"], r["set_by"]) for r in rows
-        }
+        if self._absences is None:
+            rows = await self.db.fetch("SELECT user_id, until_ms, cover, set_by FROM absence")
+            self._absences = {
+                r["user_id"]: AbsenceRow(r["user_id"], int(r["until_ms"]), r["cover"], r["set_by"])
+                for r in rows
+            }
+        return dict(self._absences)
 
     async def end_absence(self, user_id: str) -> list[tuple[str, tuple[str, ...]]]:
         """Ends it and returns the rooms it touched with whom it invited there, in one commit."""
@@ -471,6 +478,7 @@ class Store:
             rows = await conn.fetch("SELECT room_id, invited FROM absence_room WHERE user_id=$1", user_id)
             await conn.execute("DELETE FROM absence_room WHERE user_id=$1", user_id)
             await conn.execute("DELETE FROM absence WHERE user_id=$1", user_id)
+        self._absences = None
         return [(r["room_id"], tuple(u for u in r["invited"].split(",") if u)) for r in rows]
 
     async def add_absence_room(self, user_id: str, room_id: str, invited: tuple[str, ...]) -> None:
@@ -547,6 +555,16 @@ class Store:
     async def waiting(self) -> list[WaitingRow]:
         rows = await self.db.fetch("SELECT room_id, since_ms, event_id, steps FROM waiting ORDER BY since_ms")
         return [WaitingRow(r["room_id"], int(r["since_ms"]), r["event_id"], int(r["steps"])) for r in rows]
+
+    async def waiting_row(self, room_id: str) -> WaitingRow | None:
+        row = await self.db.fetchrow(
+            "SELECT room_id, since_ms, event_id, steps FROM waiting WHERE room_id=$1", room_id
+        )
+        return (
+            WaitingRow(row["room_id"], int(row["since_ms"]), row["event_id"], int(row["steps"]))
+            if row
+            else None
+        )
 
     async def waiting_closed_told(self, room_id: str) -> bool:
         """Marks the waiting client as told the company is closed; False if they already were
