@@ -752,7 +752,8 @@ def split_entities(text: str, entities: list[dict], limit: int = 4096) -> list[t
     """Split a long text into pieces Telegram accepts, each with its own entities.
 
     ``limit`` counts characters (code points), like Telegram's message limit. The cuts are
-    those of :func:`~bridge.networks.telegram.text.split_text` (line, then word, else hard), so
+    those of :func:`~bridge.networks.telegram.text.split_text` (the shared rule of
+    bridge.text_split: paragraph, line, word, else a hard cut that keeps characters whole), so
     the pieces join back to the text; an entity crossing a cut continues in the next piece.
     """
     if limit < 1:

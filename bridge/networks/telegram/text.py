@@ -6,6 +6,8 @@ characters; these helpers keep both right for any script or emoji.
 
 from __future__ import annotations
 
+from bridge import text_split
+
 MAX_TEXT = 4096
 
 
@@ -14,21 +16,12 @@ def utf16_len(text: str) -> int:
 
 
 def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
-    """Split into pieces of at most ``limit`` characters, preferring line then word breaks.
+    """Split into pieces of at most ``limit`` characters by :func:`bridge.text_split.split_text`
+    (paragraph, then line, then word break, else a hard cut that keeps characters whole).
 
-    Nothing is dropped: joining the pieces gives back the text (the break characters stay at the
-    end of the piece before them).
+    Nothing is dropped: joining the pieces gives back the text (the whitespace at a cut stays at
+    the end of the piece before it), which :func:`~bridge.networks.telegram.formatting.split_entities`
+    needs to rebase entities. ``limit`` counts code points, not UTF-16 units: Telegram measures
+    entities in UTF-16 but the message length in characters.
     """
-    pieces: list[str] = []
-    rest = text
-    while len(rest) > limit:
-        window = rest[:limit]
-        cut = window.rfind("\n")
-        if cut < limit // 2:
-            cut = window.rfind(" ")
-        if cut < limit // 2:
-            cut = limit - 1
-        pieces.append(rest[: cut + 1])
-        rest = rest[cut + 1 :]
-    pieces.append(rest)
-    return pieces
+    return text_split.split_text(text, limit, measure=len, keep_separators=True)

@@ -20,12 +20,12 @@ way a browser would (whitespace collapses, blocks break lines) before markers ar
 from __future__ import annotations
 
 import re
-import unicodedata
 from bisect import bisect_left
 from dataclasses import dataclass, field, replace
 from html import escape
 from html.parser import HTMLParser
 
+from bridge import text_split
 from bridge.events import RichText
 
 __all__ = ["MAX_CAPTION", "MAX_TEXT", "matrix_to_whatsapp", "split_text", "whatsapp_to_matrix"]
@@ -494,30 +494,15 @@ def matrix_to_whatsapp(text: RichText) -> str:
 
 # --- splitting --------------------------------------------------------------------------------
 
-_WS_RUN = re.compile(r"\s+")
-
-
-def _inside_pair(text: str, i: int) -> bool:
-    """Whether ``text[i - 1:i + 1]`` is a UTF-16 surrogate pair, possible in a str decoded with
-    ``surrogatepass`` or built from JSON escapes by hand."""
-    return "\udc00" <= text[i] <= "\udfff" and "\ud800" <= text[i - 1] <= "\udbff"
-
-
-def _unsafe_cut(text: str, i: int) -> bool:
-    """Whether cutting before ``text[i]`` would split one visible character: a surrogate pair,
-    a combining mark or variation selector from its base, or a ZWJ sequence."""
-    c = text[i]
-    joined = unicodedata.combining(c) > 0 or "\ufe00" <= c <= "\ufe0f" or "\u200d" in (c, text[i - 1])
-    return joined or _inside_pair(text, i)
-
 
 def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
     """Split a long text into parts of at most ``limit`` characters for separate messages.
 
-    Cuts at the last paragraph break in the second half of the window, else the last line
-    break there, else the last space there, else the last whitespace at all, else hard (never
-    inside a surrogate pair, and not inside a combined character when it can be avoided). The
-    whitespace at a cut is dropped, so the parts rejoin to the text modulo that whitespace.
+    The cuts are :func:`bridge.text_split.split_text`'s: the last paragraph break in the second
+    half of the window, else the last line break there, else the last word break there (no-break
+    spaces are not one), else the last whitespace at all, else hard (never inside a surrogate
+    pair, and not inside a combined character when it can be avoided). The whitespace at a cut
+    is dropped, so the parts rejoin to the text modulo that whitespace.
     ``limit`` counts code points (Python's ``len``): Meta documents the limit in characters,
     and we assume a character is a code point, not a UTF-16 unit. ``limit`` must be at least 2
     so that a part can always hold a whole surrogate pair. A text that fits is returned as it
@@ -525,30 +510,4 @@ def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
     """
     if limit < 2:
         raise ValueError("limit must be at least 2")
-    if len(text) <= limit:
-        return [text]
-    parts: list[str] = []
-    pos = 0
-    while len(text) - pos > limit:
-        window_end = pos + limit + 1  # whitespace right after the window may be the cut
-        best: dict[int, int] = {}  # 2/1/0 newlines in the second half, -1 anywhere before
-        for m in _WS_RUN.finditer(text, pos, window_end):
-            if m.start() == pos:
-                continue  # nothing before it to send
-            second_half = m.start() - pos >= limit // 2
-            best[min(m.group().count("\n"), 2) if second_half else -1] = m.start()
-        cut = next((best[k] for k in (2, 1, 0, -1) if k in best), -1)
-        if cut < 0:
-            cut = pos + limit
-            while cut > max(pos + 1, pos + limit - 32) and _unsafe_cut(text, cut):
-                cut -= 1
-            if _unsafe_cut(text, cut):  # no clean cut nearby: at least keep the pair whole
-                cut = pos + limit - _inside_pair(text, pos + limit)
-        gap = _WS_RUN.match(text, cut)
-        resume = gap.end() if gap else cut
-        if not text[pos:cut].isspace():  # a part of nothing but a split point's whitespace
-            parts.append(text[pos:cut])
-        pos = resume
-    if pos < len(text) and not text[pos:].isspace():
-        parts.append(text[pos:])
-    return parts
+    return text_split.split_text(text, limit, measure=len, keep_separators=False)
