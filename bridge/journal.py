@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import smtplib
 import ssl
 import threading
@@ -31,6 +30,7 @@ from mautrix.errors import MatrixRequestError
 from mautrix.types import ContentURI
 from mautrix.util.async_db import Database
 
+from bridge.backoff import Backoff
 from bridge.clock import Clock
 from bridge.integrations_config import SmtpArchiveConfig
 from bridge.record.eml import render_event
@@ -65,6 +65,9 @@ TRANSIENT_MAX_S = 300.0
 PERMANENT_MIN_S = 300.0
 PERMANENT_MAX_S = 3600.0
 UNREACHABLE_MAX_S = 60.0
+_TRANSIENT = Backoff(first=1.0, cap=TRANSIENT_MAX_S, scale=(1.0, 1.1))
+_PERMANENT = Backoff(first=PERMANENT_MIN_S, cap=PERMANENT_MAX_S)
+_UNREACHABLE = Backoff(first=0.5, cap=UNREACHABLE_MAX_S)
 SMTP_TIMEOUT_S = 20.0
 #: A connection unused this long is closed before the next message rather than trusted.
 IDLE_S = 30.0
@@ -576,11 +579,7 @@ class Journal:
         """The SMTP server or the homeserver is unreachable: the whole queue waits (0.5 s
         doubling to a minute; 5 minutes for a configuration error such as AUTH refused)."""
         self._unreachable += 1
-        delay = (
-            PERMANENT_MIN_S
-            if e.permanent
-            else min(UNREACHABLE_MAX_S, 0.5 * 2 ** min(self._unreachable - 1, 8))
-        )
+        delay = PERMANENT_MIN_S if e.permanent else _UNREACHABLE.delay(self._unreachable - 1)
         self._not_before_ms = self.clock.now_ms() + int(delay * 1000)
         if e.permanent:
             self.permanent_failures += 1
@@ -607,9 +606,7 @@ class Journal:
 def _backoff_s(attempts: int, permanent: bool) -> float:
     """1 s, 2 s, 4 s ... up to 5 minutes for what may pass; 5 minutes up to an hour for what
     the archive refused outright (a fix on its side lets the message through)."""
-    if permanent:
-        return min(PERMANENT_MAX_S, PERMANENT_MIN_S * 2 ** min(attempts, 4))
-    return min(TRANSIENT_MAX_S, 2.0 ** min(attempts, 10)) * (1 + random.random() * 0.1)
+    return (_PERMANENT if permanent else _TRANSIENT).delay(attempts)
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from typing import Any, Awaitable, Callable
 
+from bridge.backoff import Backoff
 from bridge.store import Store
 
 log = logging.getLogger("houseline.outbox")
@@ -121,7 +121,7 @@ class Outbox:
                 raise
             except Exception as e:
                 await self.store.outbox_attempted(event["event_id"])
-                delay = min(MAX_BACKOFF_S, 0.5 * 2 ** min(attempts, 7)) + random.random() * 0.2
+                delay = Backoff(first=0.5, cap=MAX_BACKOFF_S, jitter=0.2).delay(attempts)
                 log.warning(
                     "event=outbox_retry room=%s event_id=%s attempts=%d error=%s retry_in=%.1fs",
                     room_id,

@@ -26,7 +26,6 @@ import hashlib
 import hmac
 import json
 import logging
-import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -34,6 +33,7 @@ from typing import Any, Awaitable, Callable, Iterable
 
 import aiohttp
 
+from bridge.backoff import Backoff
 from bridge.clock import Clock
 from bridge.integrations_config import WebhookReceiver
 from bridge.notify import HouseEvent
@@ -81,11 +81,14 @@ def event_body(event: HouseEvent) -> str:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
+_BACKOFF = Backoff(first=BASE_BACKOFF_S, cap=MAX_BACKOFF_S, scale=(0.75, 1.0))
+
+
 def backoff(attempts: int, retry_after: float | None = None) -> float:
     """Seconds before the next try after ``attempts`` earlier failures: 1 s doubling up to 10
     minutes, scaled by 75-100 % so deliveries that failed together do not retry together. A
     receiver's Retry-After is respected up to the same cap."""
-    delay = min(MAX_BACKOFF_S, BASE_BACKOFF_S * 2 ** min(attempts, 20)) * random.uniform(0.75, 1.0)
+    delay = _BACKOFF.delay(attempts)
     if retry_after is not None:
         delay = max(delay, min(retry_after, MAX_BACKOFF_S))
     return delay
@@ -457,7 +460,7 @@ class WebhookDispatcher:
                         attempt + 1,
                         type(e).__name__,
                     )
-                    await asyncio.sleep(min(60.0, 2.0 * 2**attempt))
+                    await asyncio.sleep(Backoff(first=2.0, cap=60.0).delay(attempt))
 
         task = asyncio.create_task(post(), name=f"webhook-report-{name}")
         self._background.add(task)

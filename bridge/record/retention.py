@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from bridge.backoff import Backoff, Retrying
 from bridge.record.reader import HomeserverReader
 from bridge.store import PortalRow, Store
 from policies.model import Policy
@@ -95,7 +96,7 @@ async def _delete_outcome(
 ) -> tuple[str, str]:
     """("complete" or "failed", Synapse's error) once the delete has ended."""
     deadline = time.monotonic() + PURGE_WAIT_S
-    delay = 0.1
+    retry = Retrying(Backoff(first=0.1, cap=2.0))
     while True:
         async with http.get(
             f"{homeserver_url}/_synapse/admin/v2/rooms/delete_status/{quote(delete_id, safe='')}",
@@ -107,5 +108,4 @@ async def _delete_outcome(
             return status, str(body.get("error") or "")
         if time.monotonic() > deadline:
             return "failed", f"still {status or resp.status} after {PURGE_WAIT_S:.0f}s"
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 2.0)
+        await asyncio.sleep(retry.next_delay())
