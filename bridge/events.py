@@ -133,7 +133,8 @@ class RemoteEvent:
     target_id: str | None = None
     #: For REACTION: the sender's reactions on the target after the change.
     reactions: tuple[str, ...] = ()
-    #: For UNSUPPORTED: what it was, in words ("a poll").
+    #: For UNSUPPORTED: what it was, in words ("a poll"); for MIGRATE: what happened to the
+    #: chat, completing "This … group …" ("was upgraded to a supergroup").
     description: str = ""
     #: The chat's own title as the network shows it (used to name the portal).
     chat_title: str = ""

@@ -16,7 +16,8 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from types import MappingProxyType
+from typing import Any, Awaitable, Callable, ClassVar, Mapping, NamedTuple
 
 from mautrix.appservice import IntentAPI
 from mautrix.errors import MatrixRequestError
@@ -50,9 +51,9 @@ class _Context:
     portal: PortalRow
     ghost: IntentAPI
     ghost_name: str
-    #: Whether the message has an in-flight mark, when already read with the dedupe lookup
-    #: (None: not looked up yet).
-    inflight: bool | None = None
+    #: Whether the message has an in-flight mark (the store's, set before its send), when
+    #: already read with the dedupe lookup (None: not looked up yet).
+    marked: bool | None = None
 
 
 #: Called after a client's message was committed to its portal (the disclaimer goes out then).
@@ -68,7 +69,37 @@ OnAccount = Callable[[str, str, bool, str], None]
 _WAITS = (RemoteEventKind.MESSAGE, RemoteEventKind.UNSUPPORTED)
 
 
+class _Route(NamedTuple):
+    """How :meth:`Inbound.handle` treats one kind of remote event."""
+
+    #: The name of the :class:`Inbound` method that handles it.
+    method: str
+    #: True: a client's post in the portal. It is deduplicated, the sender's ghost and the portal
+    #: come first, the method gets a :class:`_Context` and returns ``(event_id, has_media)`` to
+    #: commit as the message mapping (None: nothing to map). False: the method gets the bare
+    #: event and does all of its own work (state of accounts and chats, receipts, membership).
+    in_portal: bool
+
+
 class Inbound:
+    #: Every kind of remote event and its handler, in one table built once: a kind the table
+    #: misses is logged and acknowledged, and tests/test_inbound_dispatch.py checks it misses none.
+    ROUTES: ClassVar[Mapping[RemoteEventKind, _Route]] = MappingProxyType(
+        {
+            RemoteEventKind.MESSAGE: _Route("_message", in_portal=True),
+            RemoteEventKind.EDIT: _Route("_edit", in_portal=True),
+            RemoteEventKind.DELETE: _Route("_delete", in_portal=True),
+            RemoteEventKind.REACTION: _Route("_reaction", in_portal=True),
+            RemoteEventKind.UNSUPPORTED: _Route("_unsupported", in_portal=True),
+            RemoteEventKind.ACCOUNT: _Route("_account", in_portal=False),
+            RemoteEventKind.CHAT_STATUS: _Route("_chat_status", in_portal=False),
+            RemoteEventKind.MEMBERSHIP: _Route("_membership", in_portal=False),
+            RemoteEventKind.MIGRATE: _Route("_migrate", in_portal=False),
+            RemoteEventKind.READ: _Route("_status", in_portal=False),
+            RemoteEventKind.DELIVERY_FAILED: _Route("_status", in_portal=False),
+        }
+    )
+
     def __init__(
         self,
         store: Store,
@@ -95,39 +126,61 @@ class Inbound:
         self._tails: dict[tuple[str, str, str], asyncio.Future[None]] = {}
 
     async def handle(self, event: RemoteEvent, *, on_sent: OnSent | None = None) -> None:
+        """Hand the event to its kind's handler (:attr:`ROUTES`); returns once it is committed."""
+        route = self.ROUTES.get(event.kind)
+        if route is None:
+            self._unhandled(event)
+            return
+        handler = getattr(self, route.method)
+        if not route.in_portal:
+            await handler(event)
+            return
+        ctx = await self._enter(event)
+        if ctx is None:
+            return
+        result = await handler(ctx)
+        if result is not None:
+            event_id, has_media = result
+            await self._commit(ctx, event_id, has_media, on_sent=on_sent)
+
+    def _unhandled(self, event: RemoteEvent) -> None:
+        """A kind without a handler (a connector ahead of this core): one line for the operator,
+        and the connector acknowledges it, rather than have the update fail and come back again."""
+        log.warning(
+            "event=inbound_unhandled network=%s chat=%s message_id=%s kind=%s",
+            event.chat.network,
+            event.chat.chat_id,
+            event.message_id,
+            getattr(event.kind, "value", event.kind),
+        )
+
+    async def _lookup(self, event: RemoteEvent) -> tuple[bool, bool | None]:
+        """(already bridged, has a send mark), read in one lookup: the mark is written only later,
+        by the handling of this same message, so :meth:`_send` can use what was read here. A
+        reaction is not looked up (None: not read): it carries the sender's whole set, compared
+        with the record's by :meth:`_reaction`."""
+        if event.kind is RemoteEventKind.REACTION:
+            return False, None
         chat = event.chat
-        if event.kind is RemoteEventKind.ACCOUNT:
-            await self._account(event)
-            return
-        if event.kind is RemoteEventKind.CHAT_STATUS:
-            await self._chat_status(event)
-            return
-        if event.kind is RemoteEventKind.MIGRATE:
-            await self._migrate(event)
-            return
-        if event.kind is RemoteEventKind.MEMBERSHIP and not event.joined:
-            await self._left(event)
-            return
-        if event.kind in (RemoteEventKind.READ, RemoteEventKind.DELIVERY_FAILED):
-            await self._status(event)
-            return
-        inflight: bool | None = None
-        if event.kind is not RemoteEventKind.REACTION:
-            # Dedupe and the in-flight mark in one lookup: the mark is written only further down,
-            # by the handling of this same message, so _send can use what was read here.
-            mapped, inflight_room = await self.store.inbound_state(
-                chat.network, chat.account, chat.chat_id, event.message_id
+        mapped, marked_room = await self.store.inbound_state(
+            chat.network, chat.account, chat.chat_id, event.message_id
+        )
+        if mapped:
+            log.info(
+                "event=inbound_duplicate network=%s chat=%s message_id=%s",
+                chat.network,
+                chat.chat_id,
+                event.message_id,
             )
-            if mapped:
-                log.info(
-                    "event=inbound_duplicate network=%s chat=%s message_id=%s",
-                    chat.network,
-                    chat.chat_id,
-                    event.message_id,
-                )
-                return
-            inflight = inflight_room is not None
-        network_name = self.network_names.get(chat.network, chat.network)
+        return mapped, marked_room is not None
+
+    async def _enter(self, event: RemoteEvent) -> _Context | None:
+        """Dedupe first (a redelivered update never posts twice), then the sender's ghost and the
+        portal, joined; None when the event is already in its room."""
+        duplicate, marked = await self._lookup(event)
+        if duplicate:
+            return None
+        network_name = self.network_names.get(event.chat.network, event.chat.network)
         role = "company account" if event.from_account else None
         ghost_name = f"{event.sender.display_name} ({network_name}{', ' + role if role else ''})"
         ghost = await self.ghosts.ensure(event.sender.network, event.sender.id, ghost_name)
@@ -136,26 +189,13 @@ class Inbound:
             requested = await self.claim_invite(event)  # before the portal: it decides who gets it
         portal = await self._portal(event, ghost.mxid, requested)
         await ghost.ensure_joined(portal.room_id)
-        if event.kind is RemoteEventKind.MEMBERSHIP:
-            log.info(
-                "event=member_joined network=%s chat=%s user=%s", chat.network, chat.chat_id, event.sender.id
-            )
-            return
-        ctx = _Context(event, portal, ghost, ghost_name, inflight)
-        handler = {
-            RemoteEventKind.MESSAGE: self._message,
-            RemoteEventKind.EDIT: self._edit,
-            RemoteEventKind.DELETE: self._delete,
-            RemoteEventKind.REACTION: self._reaction,
-            RemoteEventKind.UNSUPPORTED: self._unsupported,
-        }[event.kind]
-        result = await handler(ctx)
-        if result is None:
-            return
-        event_id, has_media = result
-        # The message is in the room: the connector may start the chat's next one while this
-        # one's bookkeeping commits (the send is what a chat's order depends on; the bookkeeping
-        # of one message after another stays in order through the tails).
+        return _Context(event, portal, ghost, ghost_name, marked)
+
+    async def _commit(self, ctx: _Context, event_id: str, has_media: bool, *, on_sent: OnSent | None) -> None:
+        """Record a post that is in the room. The connector may start the chat's next event once
+        the send is done (``on_sent``: the send is what a chat's order depends on); the bookkeeping
+        of one message after another stays in order through the chat's tail."""
+        chat = ctx.event.chat
         key = (chat.network, chat.account, chat.chat_id)
         before = self._tails.get(key)
         tail: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -165,52 +205,65 @@ class Inbound:
         try:
             if before is not None and not before.done():
                 await asyncio.wait([before])
-            # The mapping, the end of the in-flight mark and the reminder clock: one commit.
-            await self.store.record_inbound(
-                MessageLink(
-                    chat.network,
-                    chat.account,
-                    chat.chat_id,
-                    event.message_id,
-                    portal.room_id,
-                    event_id,
-                    "in",
-                    has_media=has_media,
-                    created_at=event.timestamp_ms,
-                ),
-                waits=(not event.from_account) if event.kind in _WAITS else None,
-            )
-            log.info(
-                "event=inbound_bridged network=%s chat=%s message_id=%s room=%s event_id=%s kind=%s",
-                chat.network,
-                chat.chat_id,
-                event.message_id,
-                portal.room_id,
-                event_id,
-                event.kind.value,
-            )
-            if self.notifier is not None:
-                await self.notifier.emit(
-                    "message.inbound",
-                    portal.room_id,
-                    event_id=event_id,
-                    kind=event.kind.value,
-                    network=chat.network,
-                    account=chat.account,
-                    chat_id=chat.chat_id,
-                    remote_id=event.message_id,
-                    sender=ctx.ghost.mxid,
-                    from_account=event.from_account,
-                    text=event.text.body if event.text else None,
-                    media=event.media.kind.value if event.media else None,
-                    target_id=event.target_id,
-                )
-            if event.kind is RemoteEventKind.MESSAGE and self.after_message is not None:
-                await self.after_message(await self.portals.by_room(portal.room_id) or portal, event)
+            await self._record(ctx, event_id, has_media)
         finally:
             tail.set_result(None)
             if self._tails.get(key) is tail:
                 del self._tails[key]
+
+    async def _record(self, ctx: _Context, event_id: str, has_media: bool) -> None:
+        """The mapping, the end of the in-flight mark and the reminder clock in one commit (so a
+        crash leaves either all or none); then what follows from it: log, webhooks, disclaimer."""
+        event, portal = ctx.event, ctx.portal
+        chat = event.chat
+        await self.store.record_inbound(
+            MessageLink(
+                chat.network,
+                chat.account,
+                chat.chat_id,
+                event.message_id,
+                portal.room_id,
+                event_id,
+                "in",
+                has_media=has_media,
+                created_at=event.timestamp_ms,
+            ),
+            waits=(not event.from_account) if event.kind in _WAITS else None,
+        )
+        log.info(
+            "event=inbound_bridged network=%s chat=%s message_id=%s room=%s event_id=%s kind=%s",
+            chat.network,
+            chat.chat_id,
+            event.message_id,
+            portal.room_id,
+            event_id,
+            event.kind.value,
+        )
+        await self._notify(ctx, event_id)
+        if event.kind is RemoteEventKind.MESSAGE and self.after_message is not None:
+            await self.after_message(await self.portals.by_room(portal.room_id) or portal, event)
+
+    async def _notify(self, ctx: _Context, event_id: str) -> None:
+        """Tell the webhook subscribers, only once the post is on the record."""
+        if self.notifier is None:
+            return
+        event = ctx.event
+        chat = event.chat
+        await self.notifier.emit(
+            "message.inbound",
+            ctx.portal.room_id,
+            event_id=event_id,
+            kind=event.kind.value,
+            network=chat.network,
+            account=chat.account,
+            chat_id=chat.chat_id,
+            remote_id=event.message_id,
+            sender=ctx.ghost.mxid,
+            from_account=event.from_account,
+            text=event.text.body if event.text else None,
+            media=event.media.kind.value if event.media else None,
+            target_id=event.target_id,
+        )
 
     # helpers
 
@@ -252,7 +305,7 @@ class Inbound:
             # A crash between the send and the mapping would post it twice on redelivery (the
             # homeserver forgets transaction ids when it restarts): mark it first, and when a
             # marked message comes again, look in the room before sending.
-            marked = ctx.inflight
+            marked = ctx.marked
             if marked is None:
                 marked = (
                     await self.store.get_inflight(
@@ -274,7 +327,7 @@ class Inbound:
                 await self.store.set_inflight(
                     chat.network, chat.account, chat.chat_id, ctx.event.message_id, ctx.portal.room_id
                 )
-                ctx.inflight = True
+                ctx.marked = True
         intent = self.portals.bot if as_bot else ctx.ghost
         return await intent.send_message_event(
             ctx.portal.room_id,
@@ -546,6 +599,21 @@ class Inbound:
             "event=chat_status network=%s chat=%s status=%s", event.chat.network, event.chat.chat_id, status
         )
 
+    async def _membership(self, event: RemoteEvent) -> None:
+        """A join is deduplicated and brings the member's ghost into the portal (made if need be)
+        with nothing to post; a leave only takes the ghost out of a portal that exists."""
+        if not event.joined:
+            await self._left(event)
+            return
+        ctx = await self._enter(event)
+        if ctx is not None:
+            log.info(
+                "event=member_joined network=%s chat=%s user=%s",
+                event.chat.network,
+                event.chat.chat_id,
+                event.sender.id,
+            )
+
     async def _left(self, event: RemoteEvent) -> None:
         portal = await self.portals.get(event.chat)
         if portal is None:
@@ -576,7 +644,7 @@ class Inbound:
         await self._bot_notice(
             moved,
             event,
-            f"This {network_name} group was upgraded to a supergroup; the conversation continues here.",
+            f"This {network_name} group {event.description or 'moved to a new chat'}; the conversation continues here.",
         )
         log.info(
             "event=portal_moved room=%s old_chat=%s new_chat=%s",

@@ -108,6 +108,7 @@ class Translator:
                     kind=RemoteEventKind.MIGRATE,
                     message_id=f"{message.message_id}/migrate",
                     new_chat_id=str(message.migrate_to_chat_id),
+                    description="was upgraded to a supergroup",
                     **base,
                 )
             ]
