@@ -63,10 +63,13 @@ def log(msg: str) -> None:
 
 def bench_policy() -> Figure:
     from policies.engine import RoomState, SendOut, decide
+    from bridge.networks import network_names
     from policies.model import parse_policy
 
     policy = parse_policy(
-        yaml.safe_load((REPO / "policies" / "example.yaml").read_text()), local_domain="localhost"
+        yaml.safe_load((REPO / "policies" / "example.yaml").read_text()),
+        local_domain="localhost",
+        networks=network_names(),
     )
     room = RoomState(
         room_id="!portal:localhost",

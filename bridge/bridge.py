@@ -15,6 +15,7 @@ from appservice.registration import Registration
 from appservice.server import HouselineAppService
 from bridge.absences import Absences
 from bridge.audit_log import AuditLog
+from bridge.backoff import Backoff, Retrying
 from bridge.catchup import Catchup, HomeserverWatch
 from bridge.clock import Clock
 from bridge.commands import Commands
@@ -22,7 +23,9 @@ from bridge.config import Config, ConfigError, load_config
 from bridge.health import CaptureHealth, CaptureMonitor, stored_status_room
 from bridge.inbound import Inbound
 from bridge.journal import Journal
+from bridge.networks import spec_of
 from bridge.networks.base import Connector
+from bridge.networks.spec import BuildContext
 from bridge.outbound import Outbound
 from bridge.outbox import Outbox
 from bridge.outreach import OutreachDesk
@@ -56,19 +59,10 @@ class Bridge:
             bridge_name="houseline",
             verify_ssl=config.homeserver.verify_tls,
         )
-        self.connectors: dict[str, Connector] = {}
-        if config.telegram.enabled:
-            from bridge.networks.telegram import TelegramConnector
-
-            connector = TelegramConnector(config.telegram)
-            self.connectors[connector.network] = connector
-        if config.whatsapp is not None:
-            from bridge.networks.whatsapp import WhatsAppConnector
-
-            # The record knows when each client last wrote: the 24-hour window survives restarts.
-            self.connectors["whatsapp"] = WhatsAppConnector(
-                config.whatsapp, last_inbound=self.store.last_inbound_at
-            )
+        context = BuildContext(last_inbound=self.store.last_inbound_at)
+        self.connectors: dict[str, Connector] = {
+            name: spec_of(name).build(section, context) for name, section in config.networks.items()
+        }
         self.inbound: Inbound | None = None
         #: The archive journal (archive.smtp in the config), None when not configured.
         self.journal: Journal | None = None
@@ -402,7 +396,7 @@ class Bridge:
     async def _wait_for_homeserver(self, timeout: float) -> None:
         """The homeserver may start after us (a reboot, a compose file): wait, saying so."""
         deadline = time.monotonic() + timeout
-        delay = 0.2
+        retry = Retrying(Backoff(first=0.2, cap=5.0))
         while True:
             try:
                 await self.az.intent.versions(no_cache=True)
@@ -416,10 +410,9 @@ class Bridge:
                     "event=homeserver_unreachable url=%s error=%s retry_in=%.1fs",
                     self.config.homeserver.url,
                     type(e).__name__,
-                    delay,
+                    retry.current,
                 )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5)
+                await asyncio.sleep(retry.next_delay())
 
     async def stop(self) -> None:
         # The outbox first: its workers must not meet a connector that is already closed (they

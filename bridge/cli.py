@@ -80,8 +80,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         secrets=(
             registration.as_token,
             registration.hs_token,
-            config.telegram.bot_token,
-            *((config.telegram.webhook.secret_token,) if config.telegram.webhook else ()),
             *config.network_secrets(),
         ),
     )

@@ -48,7 +48,7 @@ class DevStack:
     async def connect_whatsapp(self) -> None:
         """Point the sandbox's webhooks at the running bridge (Meta's subscription handshake).
         Messages clients send before this wait in the sandbox, as they would at Meta."""
-        wa = self.config.whatsapp
+        wa = self.config.network("whatsapp")
         if self.whatsapp is None or wa is None:
             return
         await self.whatsapp.subscribe(f"http://{wa.listen_host}:{wa.listen_port}{wa.path}", wa.verify_token)

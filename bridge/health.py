@@ -55,13 +55,8 @@ PROBE_EVERY_S = 300.0
 PROBLEMS = ("failing", "stale", "disabled", "quality")
 #: The problems that mean messages are not reaching the record (quality only warns).
 CAPTURE_PROBLEMS = ("failing", "stale", "disabled")
-#: WhatsApp's ratings that are no problem (UNKNOWN: a new number Meta has not rated yet).
+#: Quality ratings that are no problem (WhatsApp's GREEN; UNKNOWN: a new number not rated yet).
 GOOD_QUALITY = ("GREEN", "UNKNOWN", "NA")
-#: How long each network keeps what it could not deliver (for the recovery notices).
-HELD_BY = {
-    "telegram": "Telegram still holds them (it keeps undelivered updates for 24 hours)",
-    "whatsapp": "WhatsApp still holds them (it retries webhooks for up to 7 days)",
-}
 #: The status room's state events holding the announced, unfinished problems.
 STATE_TYPE = EventType.find("net.houseline.capture", EventType.Class.STATE)
 
@@ -209,7 +204,7 @@ class CaptureHealth:
         if health.disabled:
             found["disabled"] = "its owner disconnected it from Houseline"
         if (health.quality is not None and health.quality not in GOOD_QUALITY) or "quality" in health.carried:
-            found["quality"] = f"WhatsApp rates the number's quality {health.quality or 'low'}"
+            found["quality"] = f"the network rates the account's quality {health.quality or 'low'}"
         return found
 
     def _stale(self, health: AccountHealth) -> bool:
@@ -261,17 +256,20 @@ class CaptureHealth:
         return out
 
 
-def notice_text(t: Transition, health: AccountHealth | None = None) -> str:
+def notice_text(
+    t: Transition, health: AccountHealth | None = None, *, network_name: str = "the network", keeps: str = ""
+) -> str:
     """What the observers read. Starts say what stopped and what it means for the record; ends
-    say for how long, so the gap can be checked in the conversations."""
+    say for how long, so the gap can be checked in the conversations. ``keeps``: how long the
+    network holds what it could not deliver (its capabilities say)."""
     if t.problem == "quality":
         if t.active:
             return (
-                f"Capture at risk: {t.label}: {t.detail}. Meta lowers the rating when clients block or report the number, "
-                "limits its messaging at RED and may disconnect it; messages still arrive for now."
+                f"Capture at risk: {t.label}: {t.detail}. The network lowers the rating when clients block or report the "
+                "account, then limits its messaging and may disconnect it; messages still arrive for now."
             )
         rating = health.quality if health is not None and health.quality else "GREEN"
-        return f"Capture recovered: {t.label}: WhatsApp rates the number's quality {rating} again."
+        return f"Capture recovered: {t.label}: the network rates the account's quality {rating} again."
     if t.active and t.problem == "stale":
         return (
             f"Capture stopped: {t.label}: {t.detail}. If clients are writing, their messages are not reaching the "
@@ -288,7 +286,7 @@ def notice_text(t: Transition, health: AccountHealth | None = None) -> str:
         return f"Capture recovered: {t.label} is connected again (it was disconnected {gap}); its conversations are bridged once more."
     return (
         f"Capture recovered: {t.label} is receiving again (it had stopped {gap}). Messages sent meanwhile arrive now "
-        f"if {HELD_BY.get(t.network, 'the network still holds them')}; check that period in the conversations."
+        f"if {network_name} still holds them{f' ({keeps})' if keeps else ''}; check that period in the conversations."
     )
 
 
@@ -328,6 +326,15 @@ class CaptureMonitor:
         self._next_probe = 0.0
         self._probing: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
+
+    def _notice_text(self, t: Transition) -> str:
+        connector = self.connectors.get(t.network)
+        return notice_text(
+            t,
+            self.health.accounts.get((t.network, t.account)),
+            network_name=connector.display_name if connector is not None else t.network,
+            keeps=connector.capabilities.keeps_undelivered if connector is not None else "",
+        )
 
     # what the parts report (synchronous and cheap: called from connectors' loops)
 
@@ -412,7 +419,7 @@ class CaptureMonitor:
         while self._unsent:
             t = self._unsent[0]
             try:
-                await self.post(notice_text(t, self.health.accounts.get((t.network, t.account))))
+                await self.post(self._notice_text(t))
             except (MatrixError, aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
                 log.warning(
                     "event=capture_notice_failed problem=%s account=%s error=%s retry=next_tick",

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from bridge.config import _Reader
+    from policies.reader import ConfigReader
 
 #: Scopes an API token may carry: read (GET), write (assign, hold, outreach...), admin
 #: (offboard, export, profiles of anyone).
@@ -80,7 +80,7 @@ class SmtpArchiveConfig:
     delay_s: int = 0
 
 
-def parse_integrations(r: _Reader, base: Path) -> dict[str, Any]:
+def parse_integrations(r: ConfigReader, base: Path) -> dict[str, Any]:
     """The four sections as keyword arguments for ``Config``."""
     return {
         "api": _api(r, base),
@@ -90,7 +90,7 @@ def parse_integrations(r: _Reader, base: Path) -> dict[str, Any]:
     }
 
 
-def _section(r: _Reader, name: str, keys: tuple[str, ...]) -> dict[str, Any] | None:
+def _section(r: ConfigReader, name: str, keys: tuple[str, ...]) -> dict[str, Any] | None:
     raw = r.data.get(name)
     if raw is None:
         return None
@@ -99,11 +99,11 @@ def _section(r: _Reader, name: str, keys: tuple[str, ...]) -> dict[str, Any] | N
         return None
     for key in raw:
         if key not in keys:
-            r.problems.append(f"{name}.{key}: unknown key; the keys are {', '.join(keys)}")
+            r.unknown_key(f"{name}.{key}", str(key), tuple(keys))
     return raw
 
 
-def _secret(r: _Reader, path: str, value: Any, what: str) -> str | None:
+def _secret(r: ConfigReader, path: str, value: Any, what: str) -> str | None:
     if not isinstance(value, str) or not value:
         r.problems.append(f"{path}: missing; set it to {what} ({_SECRET_HOWTO})")
         return None
@@ -118,7 +118,7 @@ def _secret(r: _Reader, path: str, value: Any, what: str) -> str | None:
     return value
 
 
-def _api(r: _Reader, base: Path) -> ApiConfig | None:
+def _api(r: ConfigReader, base: Path) -> ApiConfig | None:
     raw = _section(r, "api", ("enabled", "listen_host", "listen_port", "tokens", "token_file", "max_body_kb"))
     if raw is None or r.boolean("api.enabled", False) is not True:
         return None
@@ -163,7 +163,7 @@ def _api(r: _Reader, base: Path) -> ApiConfig | None:
     return ApiConfig(host or "127.0.0.1", port or 29350, tuple(tokens), (max_kb or 1000) * 1024)
 
 
-def _token_file(r: _Reader, base: Path, value: Any) -> list[Any]:
+def _token_file(r: ConfigReader, base: Path, value: Any) -> list[Any]:
     """A YAML file with the same list as ``api.tokens``, kept out of the config (mode 0600)."""
     import yaml
 
@@ -182,7 +182,7 @@ def _token_file(r: _Reader, base: Path, value: Any) -> list[Any]:
     return data
 
 
-def _metrics(r: _Reader) -> MetricsConfig | None:
+def _metrics(r: ConfigReader) -> MetricsConfig | None:
     raw = _section(r, "metrics", ("enabled", "listen_host", "listen_port", "token", "capture_stale_minutes"))
     if raw is None or r.boolean("metrics.enabled", False) is not True:
         return None
@@ -205,7 +205,7 @@ def _metrics(r: _Reader) -> MetricsConfig | None:
     return MetricsConfig(host or "127.0.0.1", port, token, stale or 10)
 
 
-def _webhooks(r: _Reader) -> tuple[WebhookReceiver, ...]:
+def _webhooks(r: ConfigReader) -> tuple[WebhookReceiver, ...]:
     raw = r.data.get("webhooks")
     if raw is None:
         return ()
@@ -220,7 +220,7 @@ def _webhooks(r: _Reader) -> tuple[WebhookReceiver, ...]:
             continue
         for key in entry:
             if key not in ("name", "url", "secret", "events"):
-                r.problems.append(f"{path}.{key}: unknown key; the keys are name, url, secret, events")
+                r.unknown_key(f"{path}.{key}", str(key), ("name", "url", "secret", "events"))
         name = entry.get("name")
         if not isinstance(name, str) or not _TOKEN_NAME.match(name) or any(w.name == name for w in out):
             r.problems.append(
@@ -253,7 +253,7 @@ def _webhooks(r: _Reader) -> tuple[WebhookReceiver, ...]:
     return tuple(out)
 
 
-def _url(r: _Reader, path: str, value: Any) -> str | None:
+def _url(r: ConfigReader, path: str, value: Any) -> str | None:
     from urllib.parse import urlparse
 
     if (
@@ -272,7 +272,7 @@ def _url(r: _Reader, path: str, value: Any) -> str | None:
     return value
 
 
-def _archive(r: _Reader) -> SmtpArchiveConfig | None:
+def _archive(r: ConfigReader) -> SmtpArchiveConfig | None:
     raw = _section(r, "archive", ("smtp",))
     if raw is None or raw.get("smtp") is None:
         return None
@@ -293,7 +293,7 @@ def _archive(r: _Reader) -> SmtpArchiveConfig | None:
     )
     for key in smtp:
         if key not in keys:
-            r.problems.append(f"archive.smtp.{key}: unknown key; the keys are {', '.join(keys)}")
+            r.unknown_key(f"archive.smtp.{key}", str(key), tuple(keys))
     if r.boolean("archive.smtp.enabled", True) is not True:
         return None
     host = r.string("archive.smtp.host")

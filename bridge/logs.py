@@ -14,6 +14,8 @@ import sys
 import time
 from typing import Iterable
 
+from bridge.networks import registered
+
 _PAIR = re.compile(r"(\w+)=('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|\S+)")
 
 
@@ -90,7 +92,8 @@ def setup_logging(level: str = "INFO", fmt: str = "keyvalue", secrets: Iterable[
     root.addHandler(handler)
     root.setLevel(level)
     quiet = "INFO" if level == "DEBUG" else "WARNING"
-    for name in ("httpx", "httpcore", "aiohttp.access", "mau", "telegram", "aiosqlite", "houseline.db"):
+    libraries = [name for spec in registered() for name in spec.library_loggers]
+    for name in ("httpx", "httpcore", "aiohttp.access", "mau", *libraries, "aiosqlite", "houseline.db"):
         logging.getLogger(name).setLevel(
             "WARNING" if name in ("httpx", "httpcore", "aiohttp.access") else quiet
         )

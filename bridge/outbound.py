@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
-from collections import defaultdict
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -20,6 +18,7 @@ from mautrix.appservice import AppService
 from mautrix.errors import MatrixError
 from mautrix.types import EventType
 
+from bridge.backoff import Backoff
 from bridge.config import PortalsConfig
 from bridge.events import (
     ChatRef,
@@ -32,6 +31,7 @@ from bridge.events import (
     RichText,
 )
 from bridge.matrix_content import TEMPLATE_KEY, notice, split_command
+from bridge.networks.spec import DEFAULT_MAX_UPLOAD_BYTES
 from bridge.networks.base import Connector, DeliveryError
 from bridge.portals import Portals
 from bridge.store import MessageLink, PortalRow, Store
@@ -58,11 +58,6 @@ _MEDIA_KINDS = {
     "m.video": MediaKind.VIDEO,
     "m.audio": MediaKind.AUDIO,
 }
-#: Telegram shows a chat action for about 5 s; refresh a little sooner while typing goes on.
-TYPING_REFRESH_S = 4.0
-#: Upload limit of a connector that states none (a connector's ``max_upload_bytes`` wins); a
-#: homeserver file larger than the limit is refused before download.
-MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -100,7 +95,6 @@ class Outbound:
         self.connectors = connectors
         self.portal_config = portal_config
         self.retry = retry
-        self._room_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._typing_sent: dict[str, float] = {}
         self._background: set[asyncio.Task[None]] = set()
         #: Told the network of each temporary failure that is retried (the metrics count them).
@@ -118,10 +112,12 @@ class Outbound:
             if not any(isinstance(u, str) and not self._is_ours(u) for u in users):
                 continue
             portal = await self.portals.by_room(edu["room_id"])
-            if portal is None or portal.network not in self.connectors:
+            connector = self.connectors.get(portal.network) if portal is not None else None
+            refresh_s = connector.capabilities.typing_refresh_s if connector is not None else None
+            if portal is None or refresh_s is None:
                 continue
             now = time.monotonic()
-            if now - self._typing_sent.get(portal.room_id, 0.0) < TYPING_REFRESH_S:
+            if now - self._typing_sent.get(portal.room_id, 0.0) < refresh_s:
                 continue
             self._typing_sent[portal.room_id] = now
             delivery = Delivery(
@@ -178,14 +174,11 @@ class Outbound:
         return user_id == self.az.bot_mxid or self.ghosts.is_ghost(user_id)
 
     async def handle_event(self, raw: dict[str, Any], *, fresh: bool = False) -> None:
-        """One employee event (from the outbox, or released from a hold), in room order.
+        """One employee event from the outbox, in room order: the outbox runs one worker per
+        room (held messages are released into it too), so nothing here needs a lock of its own.
 
         ``fresh``: see bridge.outbox.Handle; an event that may have been delivered before is
         looked up first."""
-        async with self._room_locks[raw["room_id"]]:
-            await self._handle_event(raw, fresh)
-
-    async def _handle_event(self, raw: dict[str, Any], fresh: bool = False) -> None:
         etype = raw.get("type")
         if (
             self._is_ours(raw["sender"])
@@ -288,7 +281,9 @@ class Outbound:
             return replace(base, location=_parse_geo(content.get("geo_uri")))
         if msgtype in _MEDIA_KINDS or msgtype == "m.sticker":
             connector = self.connectors.get(portal.network)
-            limit = getattr(connector, "max_upload_bytes", MAX_UPLOAD_BYTES)
+            limit = (
+                connector.capabilities.max_upload_bytes if connector is not None else DEFAULT_MAX_UPLOAD_BYTES
+            )
             network_name = connector.display_name if connector is not None else portal.network
             media = await self._download(
                 content,
@@ -354,6 +349,7 @@ class Outbound:
             text=text,
             targets=(links[0].remote_id,),
             target_has_media=links[0].has_media,
+            target_timestamp_ms=links[0].created_at,
         )
 
     async def _redaction(self, base: Delivery, raw: dict[str, Any]) -> Delivery | None:
@@ -426,11 +422,22 @@ class Outbound:
                 f"Not delivered: the {portal.network} connection is not enabled in this bridge.",
             )
             return
+        refusal = connector.capabilities.refusal(delivery, connector.display_name, time.time())
+        if refusal is not None:
+            log.info(
+                "event=outbound_unsupported room=%s event_id=%s network=%s kind=%s",
+                delivery.room_id,
+                delivery.event_id,
+                portal.network,
+                delivery.kind.value,
+            )
+            await self._notice(portal, delivery.event_id, f"Not delivered to the client: {refusal}.")
+            return
         receipt = None if fresh else await self._already_delivered(connector, delivery)
         if receipt is None:
             since = await self.store.last_remote_id(portal.network, portal.account, portal.chat_id)
             await self.store.set_outflight(delivery.event_id, delivery.room_id, since)
-        backoff = self.retry.first_backoff
+        backoff = Backoff(first=self.retry.first_backoff, cap=self.retry.max_backoff, jitter=0.2)
         attempt = 0
         while receipt is None:
             attempt += 1
@@ -458,7 +465,7 @@ class Outbound:
                         delivery.event_id,
                         f"Delivery delayed: {e.reason}. Houseline keeps trying; later messages in this conversation wait their turn.",
                     )
-                wait = e.retry_after if e.retry_after is not None else backoff + random.random() * 0.2
+                wait = backoff.after(attempt - 1, e.retry_after)
                 log.info(
                     "event=outbound_retry room=%s event_id=%s attempt=%d wait=%.1fs",
                     delivery.room_id,
@@ -469,7 +476,6 @@ class Outbound:
                 if self.on_retry is not None:
                     self.on_retry(portal.network)
                 await asyncio.sleep(wait)
-                backoff = min(backoff * 2, self.retry.max_backoff)
         has_media = delivery.media is not None
         # The mapping, the end of the in-flight mark and the outbox entry: one commit.
         answered = delivery.kind in (DeliveryKind.MESSAGE, DeliveryKind.TEMPLATE)
@@ -520,6 +526,8 @@ class Outbound:
     async def _already_delivered(self, connector: Connector, delivery: Delivery) -> DeliveryReceipt | None:
         """A delivery marked in flight was interrupted by a crash: ask the network whether it
         arrived before sending it again (a duplicate is as wrong as a loss)."""
+        if not connector.capabilities.finds_delivered:
+            return None
         since = await self.store.get_outflight(delivery.event_id)
         if since is None or delivery.kind is not DeliveryKind.MESSAGE:
             return None

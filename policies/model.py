@@ -12,13 +12,13 @@ look-ups and regular-expression scans. Pure: no I/O, no imports from the rest of
 
 from __future__ import annotations
 
-import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
+from .reader import Checks, value_kind
 from .hours import BusinessHours, parse_duration, parse_hours
 from .detectors import (
     SNIFF_FAMILIES,
@@ -31,7 +31,6 @@ from .detectors import (
 
 __all__ = [
     "ASSIGNMENT_MODES",
-    "KNOWN_NETWORKS",
     "Absence",
     "Assignment",
     "Commands",
@@ -47,8 +46,6 @@ __all__ = [
     "parse_policy",
 ]
 
-#: Networks a per-network disclaimer may name.
-KNOWN_NETWORKS = ("telegram", "whatsapp")
 #: How employees are chosen for a new portal.
 ASSIGNMENT_MODES = ("invite", "round_robin", "account_owner", "desk")
 
@@ -287,50 +284,29 @@ class Policy:
 # Reading, with every problem collected
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, bool):
-        return f"{str(value).lower()} (true/false)"
-    if isinstance(value, (int, float)):
-        return f"the number {value}"
-    if isinstance(value, str):
-        return f"the text '{value}'"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
-
-
 @dataclass
-class _Reader:
+class _Reader(Checks):
     """Collects problems instead of stopping at the first; each check returns None (or an
-    empty value) when it reported a problem, so parsing carries on."""
+    empty value) when it reported a problem, so parsing carries on. The value checks are the
+    shared ones of policies.reader, so the policy and the config word problems alike."""
 
     local_domain: str
+    #: The networks the bridge carries (the caller's registry): per-network keys may name these.
+    networks: tuple[str, ...] = ()
     problems: list[str] = field(default_factory=list)
-
-    def bad(self, path: str, message: str) -> None:
-        self.problems.append(f"{path}: {message}")
 
     def mapping(self, path: str, value: Any, keys: tuple[str, ...] | None, how: str) -> dict[str, Any]:
         """A section: a mapping, with only ``keys`` (None: any key)."""
         if value is None:
             return {}
         if not isinstance(value, dict):
-            self.bad(path, f"expected a mapping, got {_kind(value)}; {how}")
+            self.bad(path, f"expected a mapping, got {value_kind(value)}; {how}")
             return {}
         if keys is not None:
             for key in value:
                 if key not in keys:
-                    self._unknown(f"{path}.{key}" if path else str(key), str(key), keys)
+                    self.unknown_key(f"{path}.{key}" if path else str(key), str(key), keys)
         return value
-
-    def _unknown(self, path: str, key: str, keys: tuple[str, ...]) -> None:
-        close = difflib.get_close_matches(key, keys, n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
-        self.bad(path, f"unknown key; {hint}the allowed keys are {', '.join(keys)}")
 
     def items(self, path: str, value: Any, what: str) -> list[tuple[str, Any]]:
         """A list: (item path, item) pairs."""
@@ -339,28 +315,20 @@ class _Reader:
         if not isinstance(value, list):
             self.bad(
                 path,
-                f"expected a list of {what}, got {_kind(value)}; write it as [first, second] or one '- item' per line",
+                f"expected a list of {what}, got {value_kind(value)}; write it as [first, second] or one '- item' per line",
             )
             return []
         return [(f"{path}[{i}]", item) for i, item in enumerate(value)]
 
     def text(self, path: str, value: Any, how: str) -> str | None:
-        if value is None:
-            return None
-        if not isinstance(value, str):
-            self.bad(path, f"expected text, got {_kind(value)}; {how}")
-            return None
-        if not value.strip():
-            self.bad(path, f"is empty; {how}")
-            return None
-        return value
+        return None if value is None else self.check_text(path, value, how)
 
     def user(self, path: str, value: Any) -> str | None:
         how = f"write it as @localpart:server, e.g. @alice:{self.local_domain}"
         if not isinstance(value, str):
             self.bad(
                 path,
-                f"expected a Matrix user id, got {_kind(value)}; {how} (in quotes: '@' starts no YAML value)",
+                f"expected a Matrix user id, got {value_kind(value)}; {how} (in quotes: '@' starts no YAML value)",
             )
             return None
         if not _USER_ID.match(value):
@@ -384,29 +352,15 @@ class _Reader:
     def name(self, path: str, value: Any, what: str) -> str | None:
         how = f"a {what} name is letters, digits, '_', '.' or '-', e.g. 'adviser'"
         if not isinstance(value, str) or not _NAME.match(value):
-            self.bad(path, f"{_kind(value)} is not a valid {what} name; {how}")
+            self.bad(path, f"{value_kind(value)} is not a valid {what} name; {how}")
             return None
         return value
 
     def boolean(self, path: str, value: Any) -> bool | None:
-        if value is None or isinstance(value, bool):
-            return value
-        self.bad(path, f"expected true or false, got {_kind(value)}; write true or false (no quotes)")
-        return None
+        return None if value is None else self.check_boolean(path, value)
 
     def integer(self, path: str, value: Any, low: int, high: int) -> int | None:
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.bad(
-                path,
-                f"expected a whole number from {low} to {high}, got {_kind(value)}; write a number without quotes",
-            )
-            return None
-        if not low <= value <= high:
-            self.bad(path, f"{value} is out of range; use a number from {low} to {high}")
-            return None
-        return value
+        return None if value is None else self.check_integer(path, value, low, high)
 
     def reference(
         self, path: str, value: Any, known: Mapping[str, Any], what: str, section: str
@@ -475,7 +429,7 @@ def _parse_join(r: _Reader, value: Any, roles: Mapping[str, Any], teams: Mapping
         if not isinstance(v, str) or not _SERVER.match(v):
             r.bad(
                 p,
-                f"{_kind(v)} is not a server name; write the part after ':' in user ids, e.g. partner.example",
+                f"{value_kind(v)} is not a server name; write the part after ':' in user ids, e.g. partner.example",
             )
         elif v.lower() == r.local_domain.lower():
             r.bad(p, f"'{v}' is the company's own homeserver, whose users are governed by roles; remove it")
@@ -500,7 +454,7 @@ def _parse_file_types(r: _Reader, value: Any) -> frozenset[str]:
     types: set[str] = set()
     for p, v in r.items("sharing.blocked_file_types", value, "file extensions"):
         if not isinstance(v, str):
-            r.bad(p, f"expected a file extension, got {_kind(v)}; write it like exe")
+            r.bad(p, f"expected a file extension, got {value_kind(v)}; write it like exe")
             continue
         plain = v.strip().lower()
         if not _EXTENSION.match(plain):
@@ -546,7 +500,7 @@ def _parse_contacts(r: _Reader, value: Any) -> ContactRules:
         d = v.strip().lower().rstrip(".") if isinstance(v, str) else None
         if d is None or not _DOMAIN.match(d):
             fix = f"write {d.split('@')[-1]}" if d and "@" in d else "write a domain like example.com"
-            r.bad(p, f"{_kind(v)} is not a mail domain; {fix} (no '@', no scheme)")
+            r.bad(p, f"{value_kind(v)} is not a mail domain; {fix} (no '@', no scheme)")
         else:
             domains.add(d)
     phones: set[str] = set()
@@ -555,7 +509,7 @@ def _parse_contacts(r: _Reader, value: Any) -> ContactRules:
         if not 7 <= len(digits) <= 15:
             r.bad(
                 p,
-                f"{_kind(v)} is not a phone number; write it in quotes with the country code, e.g. '+49 30 1234567'",
+                f"{value_kind(v)} is not a phone number; write it in quotes with the country code, e.g. '+49 30 1234567'",
             )
         else:
             phones.add(digits)
@@ -569,7 +523,7 @@ def _parse_contacts(r: _Reader, value: Any) -> ContactRules:
         if handle is None:
             r.bad(
                 p,
-                f"{_kind(v)} is not a handle or messenger link; write '@name' or a link like t.me/name or wa.me/4930123456",
+                f"{value_kind(v)} is not a handle or messenger link; write '@name' or a link like t.me/name or wa.me/4930123456",
             )
         elif isinstance(handle, tuple):
             links.add(handle)
@@ -607,7 +561,7 @@ def _parse_patterns(r: _Reader, value: Any) -> tuple[CustomPattern, ...]:
         if not isinstance(item, dict):
             r.bad(
                 p,
-                f'expected a mapping with name and regex, got {_kind(item)}; write {{name: "...", regex: "..."}}',
+                f'expected a mapping with name and regex, got {value_kind(item)}; write {{name: "...", regex: "..."}}',
             )
             continue
         body = r.mapping(p, item, _PATTERN_KEYS, "")
@@ -639,7 +593,9 @@ def _parse_sharing(r: _Reader, value: Any) -> SharingRules:
     mb = body.get("max_file_mb")
     if mb is not None:
         if isinstance(mb, bool) or not isinstance(mb, (int, float)):
-            r.bad("sharing.max_file_mb", f"expected a number of megabytes, got {_kind(mb)}; write e.g. 20")
+            r.bad(
+                "sharing.max_file_mb", f"expected a number of megabytes, got {value_kind(mb)}; write e.g. 20"
+            )
         elif not 0 < mb <= _MAX_FILE_MB:
             r.bad(
                 "sharing.max_file_mb",
@@ -667,8 +623,8 @@ def _parse_notices(r: _Reader, path: str, value: Any) -> Disclaimers:
     for key, text in r.mapping(
         f"{path}.networks", body.get("networks"), None, "write it as 'telegram: \"...\"'"
     ).items():
-        if key not in KNOWN_NETWORKS:
-            r._unknown(f"{path}.networks.{key}", str(key), KNOWN_NETWORKS)
+        if key not in r.networks:
+            r.unknown_key(f"{path}.networks.{key}", str(key), r.networks)
         elif (t := r.text(f"{path}.networks.{key}", text, how)) is not None:
             networks[key] = t
     regions: dict[str, str] = {}
@@ -696,7 +652,9 @@ def _parse_assignment(r: _Reader, value: Any, teams: Mapping[str, Team]) -> Assi
     )
     mode = body.get("mode", "invite")
     if mode not in ASSIGNMENT_MODES:
-        r.bad("assignment.mode", f"{_kind(mode)} is not a mode; use one of {', '.join(ASSIGNMENT_MODES)}")
+        r.bad(
+            "assignment.mode", f"{value_kind(mode)} is not a mode; use one of {', '.join(ASSIGNMENT_MODES)}"
+        )
         mode = "invite"
     team = None
     if body.get("team") is not None:
@@ -721,9 +679,9 @@ def _parse_assignment(r: _Reader, value: Any, teams: Mapping[str, Team]) -> Assi
     for key, owner in r.mapping("assignment.account_owners", body.get("account_owners"), None,
                                 "write it as '\"telegram:business:abc\": \"@alice:server\"'").items():  # fmt: skip
         path = f"assignment.account_owners.{key}"
-        if not isinstance(key, str) or key.split(":", 1)[0] not in KNOWN_NETWORKS or ":" not in key:
+        if not isinstance(key, str) or key.split(":", 1)[0] not in r.networks or ":" not in key:
             r.bad(path, "not a company account; write it as network:account, e.g. telegram:business:abc "
-                        f"(networks: {', '.join(KNOWN_NETWORKS)})")  # fmt: skip
+                        f"(networks: {', '.join(r.networks)})")  # fmt: skip
         elif (user := r.user(path, owner)) is not None:
             owners[key] = user
     if mode == "account_owner" and not body.get("account_owners"):
@@ -763,7 +721,7 @@ def _duration(r: _Reader, path: str, value: Any) -> int | None:
             path,
             str(e)
             if isinstance(e, ValueError)
-            else f"{_kind(value)} is not a duration; write e.g. 15m, 1h or 2h30m",
+            else f"{value_kind(value)} is not a duration; write e.g. 15m, 1h or 2h30m",
         )
         return None
 
@@ -849,7 +807,7 @@ def _period_days(r: _Reader, path: str, value: Any) -> int | None:
     if match is None or int(match.group(1)) == 0:
         r.bad(
             path,
-            f'{_kind(value)} is not a retention period; write a number of days (e.g. 2555) or years (e.g. "7y")',
+            f'{value_kind(value)} is not a retention period; write a number of days (e.g. 2555) or years (e.g. "7y")',
         )
         return None
     amount = int(match.group(1))
@@ -869,12 +827,12 @@ def _parse_retention(r: _Reader, value: Any) -> Retention:
     networks: dict[str, int] = {}
     raw = body.get("networks") or {}
     if not isinstance(raw, dict):
-        r.bad("retention.networks", f"expected a mapping of network -> period, got {_kind(raw)}")
+        r.bad("retention.networks", f"expected a mapping of network -> period, got {value_kind(raw)}")
         raw = {}
     for network, period in raw.items():
         path = f"retention.networks.{network}"
-        if network not in KNOWN_NETWORKS:
-            r.bad(path, f"unknown network; use one of {', '.join(KNOWN_NETWORKS)}")
+        if network not in r.networks:
+            r.bad(path, f"unknown network; use one of {', '.join(r.networks)}")
             continue
         days = _period_days(r, path, period)
         if days is not None:
@@ -888,7 +846,7 @@ def _parse_commands(r: _Reader, value: Any) -> Commands:
     if not isinstance(prefix, str) or not _PREFIX.match(prefix):
         r.bad(
             "commands.prefix",
-            f"{_kind(prefix)} is not a command prefix; use 1 to 16 characters without spaces, e.g. !hl",
+            f"{value_kind(prefix)} is not a command prefix; use 1 to 16 characters without spaces, e.g. !hl",
         )
         prefix = "!hl"
     return Commands(prefix=prefix)
@@ -950,14 +908,15 @@ def _outreach_lookups(outreach: Outreach, user_roles: Mapping[str, frozenset[str
     return replace(outreach, allowed_users=allowed)
 
 
-def parse_policy(data: dict[str, Any] | None, *, local_domain: str) -> Policy:
+def parse_policy(data: dict[str, Any] | None, *, local_domain: str, networks: Collection[str]) -> Policy:
     """Validate the ``policies`` section and build the :class:`Policy`; raises
-    :class:`PolicyError` with every problem. ``None`` or ``{}``: everything allowed."""
-    r = _Reader(local_domain)
+    :class:`PolicyError` with every problem. ``None`` or ``{}``: everything allowed.
+    ``networks``: the names the bridge carries (per-network disclaimers, retention, accounts)."""
+    r = _Reader(local_domain, tuple(networks))
     if data is not None and not isinstance(data, dict):
         allowed = ", ".join(_TOP_KEYS)
         raise PolicyError(
-            [f"policies: expected a mapping of keys, got {_kind(data)}; the allowed keys are {allowed}"]
+            [f"policies: expected a mapping of keys, got {value_kind(data)}; the allowed keys are {allowed}"]
         )
     data = r.mapping("", data or {}, _TOP_KEYS, "")
     admins = r.users("admins", data.get("admins"))

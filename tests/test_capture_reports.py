@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import telegram
 
-from bridge.config import TelegramConfig, TelegramWebhookConfig
+from bridge.networks.telegram.config import TelegramConfig, TelegramWebhookConfig
 from bridge.events import RemoteEvent
 from bridge.networks.base import OnSent, ReportsCapture
 from bridge.networks.telegram.connector import ALLOWED_UPDATES, TelegramConnector
@@ -66,7 +66,6 @@ def telegram_connector(
 ) -> TelegramConnector:
     return TelegramConnector(
         TelegramConfig(
-            enabled=True,
             bot_token=sandbox.token,
             polling_timeout=1,
             base_url=f"{sandbox.url}/bot",

@@ -36,8 +36,8 @@ def test_minimal_config_takes_documented_defaults() -> None:
     assert config.appservice.ghost_localpart_template == "{network}_{id}"
     assert config.database.url.startswith("sqlite:/") and config.database.url.endswith("houseline.db")
     assert config.portals.signature == "{displayname} ({company})"
-    assert config.telegram.polling_timeout == 30
-    assert config.telegram.pacing is True
+    assert config.network("telegram").polling_timeout == 30
+    assert config.network("telegram").pacing is True
     assert config.bot_mxid == "@houseline:example.com"
 
 
@@ -95,7 +95,7 @@ def test_example_config_is_complete_and_only_the_placeholder_token_is_wrong() ->
         ),
         (
             lambda d: d["networks"]["telegram"].update(pacing="off"),
-            "networks.telegram.pacing: expected true or false, got str 'off'",
+            "networks.telegram.pacing: expected true or false, got the text 'off'; write true or false (no quotes)",
         ),
         (lambda d: d["networks"].update(signal={}), "networks.signal: unknown network; supported: telegram"),
         (
@@ -185,15 +185,15 @@ def with_webhook(**keys) -> dict:
 
 
 def test_webhook_is_off_unless_enabled() -> None:
-    assert parse_config(minimal()).telegram.webhook is None
+    assert parse_config(minimal()).network("telegram").webhook is None
     data = with_webhook(enabled=False)
-    assert parse_config(data).telegram.webhook is None
+    assert parse_config(data).network("telegram").webhook is None
     data["networks"]["telegram"]["webhook"] = {"enabled": False}  # no secret needed when off
-    assert parse_config(data).telegram.webhook is None
+    assert parse_config(data).network("telegram").webhook is None
 
 
 def test_webhook_takes_documented_defaults_and_hides_the_secret() -> None:
-    webhook = parse_config(with_webhook()).telegram.webhook
+    webhook = parse_config(with_webhook()).network("telegram").webhook
     assert webhook is not None
     assert webhook.public_url == "https://bridge.example.com/telegram/webhook"
     assert (webhook.listen_host, webhook.listen_port, webhook.path) == (
@@ -216,7 +216,7 @@ def test_webhook_takes_documented_defaults_and_hides_the_secret() -> None:
     ],
 )
 def test_webhook_accepts_https_and_local_http(url: str) -> None:
-    assert parse_config(with_webhook(public_url=url)).telegram.webhook.public_url == url
+    assert parse_config(with_webhook(public_url=url)).network("telegram").webhook.public_url == url
 
 
 def test_webhook_keys_are_checked_even_when_disabled() -> None:
@@ -281,7 +281,8 @@ SECRET_FIX = 'generate one with: python -c "import secrets; print(secrets.token_
         ({"enabled": "yes"}, f"{W}.enabled: expected true or false"),
         (
             {"secret": SECRET},
-            f"{W}.secret: unknown key; the keys are enabled, public_url, listen_host, listen_port, path, secret_token",
+            f"{W}.secret: unknown key; did you mean 'secret_token'? the allowed keys are enabled, public_url, "
+            "listen_host, listen_port, path, secret_token",
         ),
     ],
 )
@@ -305,7 +306,7 @@ def test_webhook_that_is_not_a_mapping_is_one_problem() -> None:
     data = minimal()
     data["networks"]["telegram"]["webhook"] = True
     assert problems_for(data) == [
-        f"{W}: expected a mapping of keys, got a boolean (True); write the webhook keys indented under "
+        f"{W}: expected a mapping of keys, got true (true/false); write the webhook keys indented under "
         "'webhook:' (see config.example.yaml), or leave it out for long polling"
     ]
 
@@ -330,8 +331,8 @@ def test_example_webhook_block_documents_the_defaults() -> None:
     ]
     documented.update(enabled=True, secret_token=SECRET)
     data["networks"]["telegram"]["webhook"] = documented
-    webhook = parse_config(data).telegram.webhook
-    defaults = parse_config(with_webhook()).telegram.webhook
+    webhook = parse_config(data).network("telegram").webhook
+    defaults = parse_config(with_webhook()).network("telegram").webhook
     assert webhook == defaults
 
 

@@ -253,18 +253,18 @@ async def test_writes_share_the_commands_rules_and_audit(
     assert status == 404
 
     status, body = await api_bridge.call(
-        "POST", "/outreach/telegram-link", token="writer", body={"on_behalf_of": OUTSIDER}
+        "POST", "/outreach/telegram/link", token="writer", body={"on_behalf_of": OUTSIDER}
     )
     assert status == 403 and body["error"]["rule"] == "outreach.allowed_roles"
     status, body = await api_bridge.call(
-        "POST", "/outreach/telegram-link", token="writer", body={"on_behalf_of": EMPLOYEE}
+        "POST", "/outreach/telegram/link", token="writer", body={"on_behalf_of": EMPLOYEE}
     )
     assert (
         status == 200 and body["link"].startswith("https://t.me/") and body["expires_at"] > time.time() * 1000
     )
     status, body = await api_bridge.call(
         "POST",
-        "/outreach/whatsapp",
+        "/outreach/whatsapp/template",
         token="writer",
         body={
             "on_behalf_of": EMPLOYEE,
@@ -276,7 +276,7 @@ async def test_writes_share_the_commands_rules_and_audit(
     assert status == 200 and body["created"] is True
     status, body = await api_bridge.call(
         "POST",
-        "/outreach/whatsapp",
+        "/outreach/whatsapp/template",
         token="writer",
         body={
             "on_behalf_of": EMPLOYEE,

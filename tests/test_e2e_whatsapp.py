@@ -285,7 +285,7 @@ async def test_throughput_errors_and_server_errors_are_retried_not_lost(
 async def test_webhook_refuses_forgeries_and_ignores_redeliveries(
     stack: DevStack, bridge: BridgeProcess, employee: Employee
 ) -> None:
-    wa = stack.config.whatsapp
+    wa = stack.config.network("whatsapp")
     assert wa is not None and stack.whatsapp is not None
     url = f"http://{wa.listen_host}:{wa.listen_port}{wa.path}"
     client, room, _ = await open_portal(stack, employee, "Hedy Lamarr")

@@ -90,8 +90,12 @@ def test_stale_after_the_configured_minutes_of_clock_and_the_real_grace(
     health.report("telegram", "42", True)
     [end] = health.transitions()
     assert (end.problem, end.active, end.since) == ("stale", False, last_ok)
-    text = notice_text(end)
-    assert "it had stopped from" in text and ", 16 min)" in text and "Telegram still holds them" in text
+    text = notice_text(end, network_name="Telegram", keeps="it keeps undelivered updates for 24 hours")
+    assert (
+        "it had stopped from" in text
+        and ", 16 min)" in text
+        and "Telegram still holds them (it keeps undelivered updates for 24 hours)" in text
+    )
 
 
 def test_a_clock_jump_that_a_poll_answers_within_the_grace_is_not_announced(

@@ -47,7 +47,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from appservice.server import MAX_TRANSACTION_BYTES, HouselineAppService, token_matches
-from bridge.config import TelegramWebhookConfig
+from bridge.networks.telegram.config import TelegramWebhookConfig
 from bridge.networks.telegram.webhook import MAX_BODY, SECRET_HEADER, WebhookServer
 
 BOUND = 10.0  # seconds; anything slower than this is a hang, not a slow answer

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bridge.networks import network_names
 from policies import (
     Command,
     Outreach,
@@ -23,8 +24,10 @@ from policies import (
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "policies" / "example.yaml"
 DOMAIN = "localhost"
+#: The networks the bridge registers: the policy checks per-network keys against them.
+NETWORKS = network_names()
 DATA = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
-POLICY = parse_policy(DATA, local_domain=DOMAIN)
+POLICY = parse_policy(DATA, local_domain=DOMAIN, networks=NETWORKS)
 EMPLOYEE, ADVISER2, SENIOR = "@employee:localhost", "@adviser2:localhost", "@senior:localhost"
 OUTSIDER, OBSERVER, ADMIN = "@outsider:localhost", "@compliance:localhost", "@admin:localhost"
 
@@ -42,7 +45,7 @@ def pick(policy=POLICY, counter: int = 0, unavailable=None, account_key=None):
 
 def with_assignment(**changes) -> object:
     data = {**DATA, "assignment": {**DATA["assignment"], **changes}}
-    return parse_policy(data, local_domain=DOMAIN)
+    return parse_policy(data, local_domain=DOMAIN, networks=NETWORKS)
 
 
 def test_round_robin_never_picks_the_offboarded_leaver() -> None:
@@ -92,7 +95,9 @@ def test_outreach_is_for_the_roles_the_policy_names() -> None:
     denied = decide(Outreach(user_id=OUTSIDER, network="whatsapp", local_domain=DOMAIN), POLICY)
     assert denied.rule == "outreach.allowed_roles" and "adviser" in denied.reason
     # Without outreach roles, whoever may join portals may reach out.
-    open_policy = parse_policy({k: v for k, v in DATA.items() if k != "outreach"}, local_domain=DOMAIN)
+    open_policy = parse_policy(
+        {k: v for k, v in DATA.items() if k != "outreach"}, local_domain=DOMAIN, networks=NETWORKS
+    )
     assert decide(Outreach(user_id=ADVISER2, network="telegram", local_domain=DOMAIN), open_policy).allowed
     assert not decide(
         Outreach(user_id=OUTSIDER, network="telegram", local_domain=DOMAIN), open_policy
@@ -150,5 +155,5 @@ def test_the_example_policy_configures_every_step() -> None:
 def test_bad_continuity_settings_name_their_key_path(section: str, value: object, path: str) -> None:
     data = {**DATA, section: value}
     with pytest.raises(PolicyError) as err:
-        parse_policy(data, local_domain=DOMAIN)
+        parse_policy(data, local_domain=DOMAIN, networks=NETWORKS)
     assert any(problem.startswith(path + ":") for problem in err.value.problems), err.value.problems

@@ -18,6 +18,7 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from bridge.networks import network_names
 from policies import (
     Command,
     FileInfo,
@@ -44,7 +45,11 @@ from policies.detectors import IBAN_LENGTHS, iban_valid, luhn_valid, normalize_l
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "policies" / "example.yaml"
 DOMAIN = "localhost"
-POLICY = parse_policy(yaml.safe_load(EXAMPLE.read_text(encoding="utf-8")), local_domain=DOMAIN)
+#: The networks the bridge registers: the policy checks per-network keys against them.
+NETWORKS = network_names()
+POLICY = parse_policy(
+    yaml.safe_load(EXAMPLE.read_text(encoding="utf-8")), local_domain=DOMAIN, networks=NETWORKS
+)
 CONTACTS = POLICY.sharing.personal_contacts
 
 BOT = "@houseline:localhost"
@@ -120,13 +125,16 @@ def test_employee_without_an_allowed_role_is_refused(user: str) -> None:
 
 def test_team_membership_is_enough_to_join() -> None:
     policy = parse_policy({"teams": {"desk": {"members": ["@t:localhost"]}}, "roles": {"adviser": []},
-                           "join": {"allowed_roles": ["adviser"], "allowed_teams": ["desk"]}}, local_domain=DOMAIN)  # fmt: skip
+                           "join": {"allowed_roles": ["adviser"], "allowed_teams": ["desk"]}}, local_domain=DOMAIN, networks=NETWORKS)  # fmt: skip
     assert join("@t:localhost", policy=policy).verdict is Verdict.ALLOW
     assert join("@u:localhost", policy=policy).verdict is Verdict.DENY
 
 
 def test_without_role_rules_every_local_user_may_join() -> None:
-    assert join("@anyone:localhost", policy=parse_policy({}, local_domain=DOMAIN)).verdict is Verdict.ALLOW
+    assert (
+        join("@anyone:localhost", policy=parse_policy({}, local_domain=DOMAIN, networks=NETWORKS)).verdict
+        is Verdict.ALLOW
+    )
 
 
 def test_partner_server_user_may_join() -> None:
@@ -141,7 +149,10 @@ def test_other_server_user_is_refused() -> None:
 
 
 def test_remote_user_refused_even_without_any_policy() -> None:
-    assert join("@eve:evil.example", policy=parse_policy(None, local_domain=DOMAIN)).verdict is Verdict.DENY
+    assert (
+        join("@eve:evil.example", policy=parse_policy(None, local_domain=DOMAIN, networks=NETWORKS)).verdict
+        is Verdict.DENY
+    )
 
 
 def test_max_external_counts_remote_members() -> None:
@@ -209,7 +220,7 @@ def test_rules_are_checked_in_order() -> None:
 
 
 def test_empty_policy_allows_everything() -> None:
-    empty = parse_policy(None, local_domain=DOMAIN)
+    empty = parse_policy(None, local_domain=DOMAIN, networks=NETWORKS)
     for text in (VISA, IBAN_DE, "[restricted]", "jo@gmail.com"):
         assert send(text, policy=empty, room=GROUP).verdict is Verdict.ALLOW
     assert file("x.exe", "", b"MZ", size=10**10, policy=empty).verdict is Verdict.ALLOW
@@ -570,7 +581,9 @@ def test_disclaimer_for() -> None:
     assert disclaimer_for(POLICY, "whatsapp", "DE_at") == d.regions["de"]
     assert disclaimer_for(POLICY, "whatsapp", "fr") == d.networks["whatsapp"]
     assert disclaimer_for(POLICY, "signal", None) == d.default
-    assert disclaimer_for(parse_policy(None, local_domain=DOMAIN), "telegram", "de") is None
+    assert (
+        disclaimer_for(parse_policy(None, local_domain=DOMAIN, networks=NETWORKS), "telegram", "de") is None
+    )
 
 
 def test_pick_assignees_round_robin_takes_turns() -> None:
@@ -583,7 +596,7 @@ def test_pick_assignees_other_modes() -> None:
     def with_mode(**assignment: Any) -> Policy:
         doc = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
         doc["assignment"] = assignment
-        return parse_policy(doc, local_domain=DOMAIN)
+        return parse_policy(doc, local_domain=DOMAIN, networks=NETWORKS)
 
     invite = ["@a:localhost", "@b:localhost", "@a:localhost"]
     kw: dict[str, Any] = {"network": "telegram", "invite_list": invite, "counter": 1}

@@ -10,10 +10,13 @@ from typing import Any
 import pytest
 import yaml
 
+from bridge.networks import network_names
 from policies import Policy, PolicyError, parse_policy
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "policies" / "example.yaml"
 DOMAIN = "localhost"
+#: The networks the bridge registers: the policy checks per-network keys against them.
+NETWORKS = network_names()
 
 
 def load_example() -> dict[str, Any]:
@@ -22,7 +25,7 @@ def load_example() -> dict[str, Any]:
 
 def problems_of(doc: Any) -> list[str]:
     with pytest.raises(PolicyError) as info:
-        parse_policy(doc, local_domain=DOMAIN)
+        parse_policy(doc, local_domain=DOMAIN, networks=NETWORKS)
     return info.value.problems
 
 
@@ -31,7 +34,7 @@ def problems_of(doc: Any) -> list[str]:
 
 
 def test_example_parses_with_every_rule_on() -> None:
-    policy = parse_policy(load_example(), local_domain=DOMAIN)
+    policy = parse_policy(load_example(), local_domain=DOMAIN, networks=NETWORKS)
     assert policy.admins == {"@admin:localhost"}
     assert policy.observers == {"@compliance:localhost"}
     assert policy.default_role == "staff"
@@ -96,7 +99,7 @@ def test_example_documents_every_key_with_a_comment() -> None:
 
 @pytest.mark.parametrize("doc", [None, {}])
 def test_missing_policy_allows_everything(doc: dict[str, Any] | None) -> None:
-    policy = parse_policy(doc, local_domain=DOMAIN)
+    policy = parse_policy(doc, local_domain=DOMAIN, networks=NETWORKS)
     assert policy.admins == frozenset() and policy.observers == frozenset()
     assert policy.join.all_local_allowed and policy.join.senior_role is None
     s = policy.sharing
@@ -107,7 +110,7 @@ def test_missing_policy_allows_everything(doc: dict[str, Any] | None) -> None:
 
 
 def test_policy_is_frozen() -> None:
-    policy = parse_policy(load_example(), local_domain=DOMAIN)
+    policy = parse_policy(load_example(), local_domain=DOMAIN, networks=NETWORKS)
     with pytest.raises(dataclasses.FrozenInstanceError):
         policy.admins = frozenset()  # type: ignore[misc]
     with pytest.raises(TypeError):
@@ -120,7 +123,7 @@ def test_memberships_are_precomputed() -> None:
         "teams": {"wealth": {"members": ["@t:localhost", "@a:localhost"], "roles": ["senior"]}},
         "join": {"allowed_teams": ["wealth"], "senior_role": "senior"},
     }
-    policy = parse_policy(doc, local_domain=DOMAIN)
+    policy = parse_policy(doc, local_domain=DOMAIN, networks=NETWORKS)
     assert policy.user_roles["@t:localhost"] == {"senior"}
     assert policy.user_roles["@a:localhost"] == {"adviser", "senior"}
     assert policy.user_teams["@t:localhost"] == {"wealth"}
@@ -133,12 +136,12 @@ def test_memberships_are_precomputed() -> None:
 
 def test_default_role_in_allowed_roles_allows_every_local_user() -> None:
     doc = {"roles": {"staff": []}, "default_role": "staff", "join": {"allowed_roles": ["staff"]}}
-    assert parse_policy(doc, local_domain=DOMAIN).join.all_local_allowed
+    assert parse_policy(doc, local_domain=DOMAIN, networks=NETWORKS).join.all_local_allowed
 
 
 def test_shorthands_and_spellings() -> None:
     doc = {"sharing": {"personal_contacts": True, "blocked_file_types": ["JPG", "scr"], "max_file_mb": 0.5}}
-    s = parse_policy(doc, local_domain=DOMAIN).sharing
+    s = parse_policy(doc, local_domain=DOMAIN, networks=NETWORKS).sharing
     assert s.personal_contacts.enabled and not s.personal_contacts.company_domains
     assert "jpeg" in s.blocked_file_types  # one spelling per type
     assert "exe" in s.blocked_file_types  # blocking one kind of Windows program blocks them all by content
@@ -262,11 +265,11 @@ def test_all_problems_are_reported_at_once() -> None:
 
 def test_error_renders_every_problem() -> None:
     with pytest.raises(PolicyError) as info:
-        parse_policy({"admins": ["x"], "observers": ["y"]}, local_domain=DOMAIN)
+        parse_policy({"admins": ["x"], "observers": ["y"]}, local_domain=DOMAIN, networks=NETWORKS)
     text = str(info.value)
     assert text.startswith("policies: 2 problem(s):")
     assert "  - admins[0]:" in text and "  - observers[0]:" in text
 
 
 def test_parse_result_is_a_policy() -> None:
-    assert isinstance(parse_policy(load_example(), local_domain=DOMAIN), Policy)
+    assert isinstance(parse_policy(load_example(), local_domain=DOMAIN, networks=NETWORKS), Policy)

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 import telegram
 
-from bridge.config import TelegramConfig
+from bridge.networks.telegram.config import TelegramConfig
 from bridge.events import ChatRef, RemoteEvent, RemoteEventKind
 from bridge.networks.base import InviteLinks, OnSent
 from bridge.networks.telegram.connector import TelegramConnector
@@ -64,7 +64,6 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 def connector_for(sandbox: TelegramSandbox) -> TelegramConnector:
     return TelegramConnector(
         TelegramConfig(
-            enabled=True,
             bot_token=sandbox.token,
             polling_timeout=1,
             base_url=f"{sandbox.url}/bot",

@@ -20,7 +20,7 @@ import pytest
 import telegram
 import telegram.error
 
-from bridge.config import TelegramWebhookConfig
+from bridge.networks.telegram.config import TelegramWebhookConfig
 from bridge.networks.telegram.webhook import (
     MAX_BODY,
     SECRET_HEADER,

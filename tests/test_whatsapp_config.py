@@ -35,7 +35,7 @@ def problems(data: dict) -> list[str]:
 
 def test_a_valid_section_is_parsed_with_documented_defaults() -> None:
     config = parse_config(with_whatsapp())
-    wa = config.whatsapp
+    wa = config.network("whatsapp")
     assert wa is not None
     assert wa.graph_url == "https://graph.facebook.com/v21.0"
     assert (wa.listen_host, wa.listen_port, wa.path, wa.default_language) == (
@@ -47,13 +47,14 @@ def test_a_valid_section_is_parsed_with_documented_defaults() -> None:
     assert wa.number("106540352242922").waba_id == "102290129340398"
     text = repr(config)
     assert SECRET not in text and TOKEN not in text
-    assert set(config.network_secrets()) == {SECRET, SECRET + "v", TOKEN}
+    bot_token = config.network("telegram").bot_token
+    assert set(config.network_secrets()) == {SECRET, SECRET + "v", TOKEN, bot_token}
 
 
 def test_disabled_or_absent_means_no_connector() -> None:
-    assert parse_config(minimal()).whatsapp is None
+    assert parse_config(minimal()).network("whatsapp") is None
     data = with_whatsapp(enabled=False, app_secret="REPLACE-ME")
-    assert parse_config(data).whatsapp is None
+    assert parse_config(data).network("whatsapp") is None
 
 
 @pytest.mark.parametrize(

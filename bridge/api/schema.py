@@ -52,8 +52,12 @@ class Operation:
 
 
 class ApiDocument:
-    def __init__(self, path: Path = DOCUMENT) -> None:
+    def __init__(self, path: Path = DOCUMENT, networks: tuple[str, ...] | None = None) -> None:
+        """``networks``: the registered networks, which a ``{network}`` in a path may name (the
+        document lists the built-in ones)."""
         self.doc: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if networks is not None:
+            self.doc["components"]["parameters"]["Network"]["schema"]["enum"] = list(networks)
         self.registry = Registry().with_resource(
             _BASE, Resource.from_contents(self.doc, default_specification=DRAFT202012)
         )

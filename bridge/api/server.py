@@ -25,6 +25,7 @@ from mautrix.errors import MatrixRequestError
 from mautrix.types import Membership
 
 from bridge.absences import AbsenceError, parse_until
+from bridge.networks import network_names
 from bridge.api.schema import ApiDocument, Operation, RequestInvalid
 from bridge.integrations_config import ApiConfig, ApiToken
 from bridge.networks.base import OutreachError
@@ -80,7 +81,7 @@ class ApiServer:
         """``metrics``: serve GET /metrics here too (when it has no listener of its own)."""
         self.config = config
         self.bridge = bridge
-        self.document = ApiDocument()
+        self.document = ApiDocument(networks=network_names())
         self.app = web.Application(client_max_size=config.max_body_bytes, middlewares=[self._errors])
         self._handlers: dict[str, Handler] = {
             "list_conversations": self.list_conversations,
@@ -95,8 +96,8 @@ class ApiServer:
             "offboard": self.offboard,
             "set_absence": self.set_absence,
             "end_absence": self.end_absence,
-            "outreach_whatsapp": self.outreach_whatsapp,
-            "outreach_telegram_link": self.outreach_telegram_link,
+            "outreach_template": self.outreach_template,
+            "outreach_link": self.outreach_link,
         }
         scopes = {
             op["operationId"]: op.get("x-scope", "admin")
@@ -425,12 +426,12 @@ class ApiServer:
         rooms = await self.bridge.absences.back(call.actor, user)
         return 200, {"ok": True, "message": f"{user} is back; the cover left {rooms} conversation(s)"}
 
-    async def outreach_whatsapp(self, call: Call) -> tuple[int, Any]:
+    async def outreach_template(self, call: Call) -> tuple[int, Any]:
         body = call.params["body"]
         try:
             started = await self.bridge.outreach.contact(
                 body["on_behalf_of"],
-                "whatsapp",
+                call.params["network"],
                 body["number"],
                 from_account=body.get("from"),
                 template=body["template"],
@@ -441,10 +442,10 @@ class ApiServer:
             raise ApiError("denied" if e.rule else "invalid", e.reason, rule=e.rule) from None
         return 200, {"room_id": started.portal.room_id, "created": started.created}
 
-    async def outreach_telegram_link(self, call: Call) -> tuple[int, Any]:
+    async def outreach_link(self, call: Call) -> tuple[int, Any]:
         try:
             link, expires = await self.bridge.outreach.invite_link(
-                call.params["body"]["on_behalf_of"], "telegram"
+                call.params["body"]["on_behalf_of"], call.params["network"]
             )
         except OutreachError as e:
             raise ApiError("denied" if e.rule else "invalid", e.reason, rule=e.rule) from None

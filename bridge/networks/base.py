@@ -6,6 +6,7 @@ import abc
 from typing import Awaitable, Callable, Protocol
 
 from bridge.events import ChatRef, Delivery, DeliveryReceipt, RemoteEvent
+from bridge.networks.spec import Capabilities
 
 #: Called by the core once an inbound event's message is in its room, before its bookkeeping is
 #: committed: the chat's next event may be handled from then on (its send cannot overtake).
@@ -45,6 +46,8 @@ class Connector(Protocol):
     network: str
     #: Shown to people, e.g. "Telegram".
     display_name: str
+    #: What the network can do (its spec's): the core checks these before handing a delivery over.
+    capabilities: Capabilities
 
     async def start(self, sink: InboundSink) -> None:
         """Connect and begin handing inbound events to ``sink``."""

@@ -1,5 +1,8 @@
-"""Telegram through the Bot API (python-telegram-bot). The only place that imports ``telegram``."""
+"""Telegram through the Bot API (python-telegram-bot), the only package that imports ``telegram``.
 
-from bridge.networks.telegram.connector import TelegramConnector
+The package exports its description (``SPEC``); the connector is imported when it is built.
+"""
 
-__all__ = ["TelegramConnector"]
+from bridge.networks.telegram.spec import SPEC
+
+__all__ = ["SPEC"]

@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from functools import partial
 
 from telegram import Bot, Update
 from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter, TelegramError, TimedOut
 from telegram.request import HTTPXRequest
 
-from bridge.config import TelegramConfig
+from bridge.backoff import Backoff, Retrying
+from bridge.networks.telegram.spec import SPEC
+from bridge.networks.telegram.config import TelegramConfig
 from bridge.events import Delivery, DeliveryReceipt, RemoteEvent
 from bridge.networks.base import CaptureListener, InboundSink, InviteLinks, OnSent, ReportsCapture
 from bridge.networks.telegram.sender import Sender, seconds
@@ -53,8 +54,9 @@ ALLOWED_UPDATES = [
 
 
 class TelegramConnector(InviteLinks, ReportsCapture):
-    network = NETWORK
-    display_name = "Telegram"
+    network = SPEC.name
+    display_name = SPEC.display_name
+    capabilities = SPEC.capabilities
     #: Start parameters may be up to 64 characters; 32 of the 64-letter alphabet is plenty.
     invite_code_length = 32
 
@@ -231,7 +233,7 @@ class TelegramConnector(InviteLinks, ReportsCapture):
     # inbound
 
     async def _poll(self) -> None:
-        backoff = 1.0
+        retry = Retrying(Backoff(first=1.0, cap=30.0))
         while not self._stopping.is_set():
             await self._wait_for_room()
             # Long polling only with nothing in hand: otherwise Telegram answers at once anyway
@@ -242,7 +244,7 @@ class TelegramConnector(InviteLinks, ReportsCapture):
                 updates = await self.bot.get_updates(
                     offset=self._confirmable(), timeout=timeout, allowed_updates=ALLOWED_UPDATES
                 )
-                backoff = 1.0
+                retry.reset()
                 self._report(True)
             except RetryAfter as e:
                 await self._pause(seconds(e.retry_after))
@@ -257,22 +259,23 @@ class TelegramConnector(InviteLinks, ReportsCapture):
             except Conflict:
                 log.warning("event=telegram_conflict reason='another poller or a webhook uses this bot'")
                 self._report(False, "another poller or a webhook takes this bot's updates (Conflict)")
-                await self._pause(backoff)
-                backoff = min(backoff * 2, 30)
+                await self._pause(retry.next_delay())
                 continue
             except (TimedOut, NetworkError) as e:
-                log.warning("event=telegram_poll_error error=%s retry_in=%.1fs", type(e).__name__, backoff)
+                log.warning(
+                    "event=telegram_poll_error error=%s retry_in=%.1fs", type(e).__name__, retry.current
+                )
                 self._report(False, f"getUpdates failed ({type(e).__name__}: {e.message})")
-                await self._pause(backoff)
-                backoff = min(backoff * 2, 30)
+                await self._pause(retry.next_delay())
                 continue
             except TelegramError as e:
                 # Any other refusal (400, 403...) must not end the loop: that would stop capture
                 # silently. Retried with the same backoff, and reported.
-                log.warning("event=telegram_poll_error error=%s retry_in=%.1fs", type(e).__name__, backoff)
+                log.warning(
+                    "event=telegram_poll_error error=%s retry_in=%.1fs", type(e).__name__, retry.current
+                )
                 self._report(False, f"getUpdates was refused ({type(e).__name__}: {e.message})")
-                await self._pause(backoff)
-                backoff = min(backoff * 2, 30)
+                await self._pause(retry.next_delay())
                 continue
             for update in updates:
                 if self._seen is None or update.update_id > self._seen:
@@ -330,7 +333,7 @@ class TelegramConnector(InviteLinks, ReportsCapture):
         if after:
             # Only the order matters here; each task's outcome is its own.
             await asyncio.wait(after)
-        backoff = 0.5
+        retry = Retrying(Backoff(first=0.5, cap=30.0))
         while True:
             try:
                 await self._handle_update(update, gate)
@@ -345,11 +348,10 @@ class TelegramConnector(InviteLinks, ReportsCapture):
                     "event=telegram_update_failed update_id=%s error=%s retry_in=%.1fs",
                     update.update_id,
                     type(e).__name__,
-                    backoff,
+                    retry.current,
                     exc_info=True,
                 )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30)
+                await asyncio.sleep(retry.next_delay())
 
     def _done(
         self, key: object, update_id: int, gate: asyncio.Future[None], task: asyncio.Task[None]
@@ -383,7 +385,7 @@ class TelegramConnector(InviteLinks, ReportsCapture):
 
     async def _commit(self, update: Update, event: RemoteEvent, on_sent: OnSent | None = None) -> None:
         assert self._sink is not None
-        backoff = 0.5
+        retry = Retrying(Backoff(first=0.5, cap=30.0, jitter=0.1))
         while True:
             try:
                 await self._sink(event, on_sent=on_sent)
@@ -398,11 +400,10 @@ class TelegramConnector(InviteLinks, ReportsCapture):
                     event.chat.chat_id,
                     type(e).__name__,
                     str(e)[:200],
-                    backoff,
+                    retry.current,
                     exc_info=log.isEnabledFor(logging.DEBUG),
                 )
-                await asyncio.sleep(backoff + random.random() * 0.1)
-                backoff = min(backoff * 2, 30)
+                await asyncio.sleep(retry.next_delay())
 
     def translate(self, update: Update) -> list[RemoteEvent]:
         return self._translator.translate(update)

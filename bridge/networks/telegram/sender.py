@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import time
 from typing import Any
 
 from telegram import Bot, InputFile, Message, MessageEntity, ReactionTypeEmoji, ReplyParameters
 from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter, TimedOut
 
+from bridge.backoff import Backoff
 from bridge.events import Delivery, DeliveryKind, DeliveryReceipt, MediaKind, RichText
 from bridge.networks.base import DeliveryError
 from bridge.networks.telegram.formatting import matrix_to_telegram, split_entities
@@ -28,8 +28,6 @@ MAX_TEXT = 4096
 MAX_CAPTION = 1024
 #: sendPhoto takes at most 10 MB; larger images go as documents (up to the 50 MB upload limit).
 MAX_PHOTO_BYTES = 10 * 1024 * 1024
-#: Bots may delete their messages for 48 hours.
-DELETE_WINDOW_S = 48 * 3600
 _RATE_LIMIT_RETRIES = 5
 _MAX_RATE_LIMIT_WAIT = 30.0
 
@@ -125,9 +123,7 @@ class Sender:
             except DeliveryError as e:
                 if e.permanent or attempt == attempts - 1:
                     raise
-                await asyncio.sleep(
-                    e.retry_after if e.retry_after is not None else min(0.5 * 2**attempt, 5.0)
-                )
+                await asyncio.sleep(Backoff(first=0.5, cap=5.0).after(attempt, e.retry_after))
 
     # composition
 
@@ -285,11 +281,6 @@ class Sender:
         return DeliveryReceipt()
 
     async def _delete(self, d: Delivery, chat_id: int) -> DeliveryReceipt:
-        if d.target_timestamp_ms and time.time() - d.target_timestamp_ms / 1000 > DELETE_WINDOW_S:
-            raise DeliveryError(
-                "Telegram lets a bot delete its messages only within 48 hours; the client still sees it",
-                permanent=True,
-            )
         business = _business.get()
         if business is not None:
             await self._call_plain(

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from telegram import Bot
 
-from bridge.config import TelegramWebhookConfig
+from bridge.networks.telegram.config import TelegramWebhookConfig
 
 log = logging.getLogger("houseline.telegram.webhook")
 

@@ -1,5 +1,8 @@
-"""WhatsApp Business through Meta's Cloud API (webhooks in, Graph API out)."""
+"""WhatsApp Business through Meta's Cloud API (webhooks in, Graph API out).
 
-from bridge.networks.whatsapp.connector import WhatsAppConnector
+The package exports its description (``SPEC``); the connector is imported when it is built.
+"""
 
-__all__ = ["WhatsAppConnector"]
+from bridge.networks.whatsapp.spec import SPEC
+
+__all__ = ["SPEC"]

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from bridge.config import _Reader
+    from bridge.networks.spec import ConfigContext
+    from policies.reader import ConfigReader
 
 PREFIX = "networks.whatsapp"
 DEFAULT_GRAPH_URL = "https://graph.facebook.com/v21.0"
@@ -48,12 +49,16 @@ class WhatsAppConfig:
     numbers: tuple[WhatsAppNumber, ...]
     default_language: str = "en"
 
+    def secrets(self) -> tuple[str, ...]:
+        return (self.app_secret, self.verify_token, *(n.access_token for n in self.numbers))
+
     def number(self, phone_number_id: str) -> WhatsAppNumber | None:
         return next((n for n in self.numbers if n.phone_number_id == phone_number_id), None)
 
 
-def parse_whatsapp(r: _Reader, appservice_port: int | None) -> WhatsAppConfig | None:
+def parse_whatsapp(r: ConfigReader, context: ConfigContext) -> WhatsAppConfig | None:
     """None unless ``networks.whatsapp.enabled`` is true; the keys are checked either way."""
+    appservice_port = context.appservice_port
     networks = r.data.get("networks")
     section = networks.get("whatsapp") if isinstance(networks, dict) else None
     if section is None:
@@ -65,7 +70,7 @@ def parse_whatsapp(r: _Reader, appservice_port: int | None) -> WhatsAppConfig | 
         return None
     for key in section:
         if key not in _KEYS:
-            r.problems.append(f"{PREFIX}.{key}: unknown key; the keys are {', '.join(_KEYS)}")
+            r.unknown_key(f"{PREFIX}.{key}", str(key), tuple(_KEYS))
     enabled = r.boolean(f"{PREFIX}.enabled", False)
     graph_url = r.url(f"{PREFIX}.graph_url", DEFAULT_GRAPH_URL)
     app_secret = _secret(
@@ -85,7 +90,7 @@ def parse_whatsapp(r: _Reader, appservice_port: int | None) -> WhatsAppConfig | 
         hook = {}
     for key in hook:
         if key not in _WEBHOOK_KEYS:
-            r.problems.append(f"{PREFIX}.webhook.{key}: unknown key; the keys are {', '.join(_WEBHOOK_KEYS)}")
+            r.unknown_key(f"{PREFIX}.webhook.{key}", str(key), tuple(_WEBHOOK_KEYS))
     listen_host = r.string(f"{PREFIX}.webhook.listen_host", "127.0.0.1")
     listen_port = r.integer(f"{PREFIX}.webhook.listen_port", 29342, low=1, high=65535)
     if enabled and listen_port is not None and listen_port == appservice_port:
@@ -119,7 +124,7 @@ def parse_whatsapp(r: _Reader, appservice_port: int | None) -> WhatsAppConfig | 
             continue
         for k in raw:
             if k not in _NUMBER_KEYS:
-                r.problems.append(f"{key}.{k}: unknown key; the keys are {', '.join(_NUMBER_KEYS)}")
+                r.unknown_key(f"{key}.{k}", str(k), tuple(_NUMBER_KEYS))
         pnid = str(raw.get("phone_number_id", ""))
         if not pnid.isdigit():
             r.problems.append(
@@ -157,7 +162,7 @@ def parse_whatsapp(r: _Reader, appservice_port: int | None) -> WhatsAppConfig | 
     )
 
 
-def _secret(r: _Reader, key: str, what: str, required: bool, value: object = None) -> str | None:
+def _secret(r: ConfigReader, key: str, what: str, required: bool, value: object = None) -> str | None:
     """A secret: when the network is enabled, present, not a placeholder, not trivially short.
     While it is disabled only the type is checked (an example file's placeholders are fine)."""
     if value is None:

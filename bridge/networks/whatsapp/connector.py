@@ -29,6 +29,7 @@ from typing import Any, Awaitable, Callable
 import aiohttp
 
 from bridge.events import ChatRef, Delivery, DeliveryKind, DeliveryReceipt, MediaKind, OutboundMedia
+from bridge.networks.whatsapp.spec import SPEC
 from bridge.networks.base import (
     CaptureListener,
     DeliveryError,
@@ -95,9 +96,9 @@ LastInbound = Callable[[ChatRef], Awaitable[int | None]]
 
 
 class WhatsAppConnector(TemplateOutreach, ReportsCapture):
-    network = NETWORK
-    display_name = "WhatsApp"
-    max_upload_bytes = MAX_UPLOAD_BYTES
+    network = SPEC.name
+    display_name = SPEC.display_name
+    capabilities = SPEC.capabilities
 
     def __init__(
         self,
@@ -264,16 +265,9 @@ class WhatsAppConnector(TemplateOutreach, ReportsCapture):
                 if latest is not None and await self._window_open(delivery.chat):
                     await client.mark_read(latest[0], typing=True)
                 return DeliveryReceipt()
-            if kind is DeliveryKind.EDIT:
-                raise DeliveryError(
-                    "WhatsApp does not let a business edit a sent message; the client still sees the original",
-                    permanent=True,
-                )
-            if kind is DeliveryKind.DELETE:
-                raise DeliveryError(
-                    "WhatsApp does not let a business delete a sent message; the client still sees it",
-                    permanent=True,
-                )
+            if kind in (DeliveryKind.EDIT, DeliveryKind.DELETE):
+                # The core refuses these before sending (CAPABILITIES has no edit or delete window).
+                raise DeliveryError(f"WhatsApp cannot {kind.value} a sent message", permanent=True)
             if kind is DeliveryKind.TEMPLATE:
                 return DeliveryReceipt((await client.send(self._template(delivery)),))
             if not await self._window_open(delivery.chat):
