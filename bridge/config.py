@@ -7,6 +7,7 @@ whole file is valid: ``houseline run`` exits with status 2 on a :class:`ConfigEr
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from yarl import URL
 
 from bridge.networks import network_names, registered, spec_of
 from policies.reader import MISSING, ConfigReader, value_kind
-from bridge.networks.spec import ConfigContext
+from bridge.networks.spec import ConfigContext, NetworkSpec
 from policies.model import Policy, PolicyError, parse_policy
 from puppets.ids import GhostNamer, ghost_localpart_pattern
 
@@ -316,9 +317,21 @@ def _parse_networks(r: ConfigReader, context: ConfigContext) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for spec in registered():
         section = spec.parse_config(r, context)
-        if section is not None:
+        if section is not None and _installed(r, spec):
             out[spec.name] = section
     return out
+
+
+def _installed(r: ConfigReader, spec: NetworkSpec) -> bool:
+    modules, extra = spec.requires
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        r.problems.append(
+            f"{spec.config_path}: the {spec.display_name} library is not installed (no module "
+            f"{', '.join(missing)}); install it with: pip install 'houseline[{extra}]' "
+            f"(or set {spec.config_path}.enabled: false)"
+        )
+    return not missing
 
 
 def _policies(raw: Any, base: Path, domain: str | None, problems: list[str]) -> Policy | None:

@@ -367,3 +367,20 @@ def test_policy_problems_name_their_path_under_policies(tmp_path: Path) -> None:
     policy_file.write_text("join: {max_external: -1}\n")
     data["policies"] = {"file": str(policy_file)}
     assert any(p.startswith("policies.file") and "join.max_external" in p for p in problems_for(data))
+
+
+def test_a_network_whose_library_is_missing_names_its_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    import bridge.networks
+    from bridge.networks.telegram import SPEC
+
+    without = dataclasses.replace(SPEC, requires=(("telegram_library_not_installed",), "telegram"))
+    monkeypatch.setitem(bridge.networks._SPECS, "telegram", without)
+    assert problems_for(minimal()) == [
+        "networks.telegram: the Telegram library is not installed (no module telegram_library_not_installed); "
+        "install it with: pip install 'houseline[telegram]' (or set networks.telegram.enabled: false)"
+    ]
+    data = minimal()
+    data["networks"]["telegram"]["enabled"] = False
+    assert parse_config(data).networks == {}

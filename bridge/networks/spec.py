@@ -120,6 +120,10 @@ class NetworkSpec:
     secrets: Callable[[Any], tuple[str, ...]] = lambda config: ()
     #: Loggers of the network's library, kept at WARNING like the core's HTTP libraries.
     library_loggers: tuple[str, ...] = ()
+    #: The library modules ``build`` imports and the extra that installs them, e.g.
+    #: ``(("telegram",), "telegram")``: a switched-on network without them is a config problem
+    #: naming the install command, not an ImportError at start.
+    requires: tuple[tuple[str, ...], str] = ((), "")
 
     @property
     def config_path(self) -> str:

@@ -39,4 +39,5 @@ SPEC = NetworkSpec(
     capabilities=CAPABILITIES,
     secrets=TelegramConfig.secrets,
     library_loggers=("telegram",),
+    requires=(("telegram",), "telegram"),
 )
