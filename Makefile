@@ -22,6 +22,14 @@ $(VENV)/.installed-postgres: $(VENV)/.installed pyproject.toml
 	@$(PY) -m pip install -qq -e '.[test,postgres]'
 	@touch $@
 
+# Debian's Chromium: tests/test_reports.py opens the HTML report in it, headless.
+APT_GET := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
+$(VENV)/.chromium:
+	@command -v chromium >/dev/null || { echo "installing Debian's chromium (the HTML report test) ..."; \
+		$(APT_GET) install -y -qq --no-install-recommends chromium >/dev/null 2>&1 || \
+		{ $(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends chromium >/dev/null; }; }
+	@mkdir -p $(VENV) && touch $@
+
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
@@ -30,7 +38,7 @@ demo: $(VENV)/.installed
 demo-once: $(VENV)/.installed
 	$(VENV)/bin/houseline demo --once
 
-test: $(VENV)/.installed-postgres
+test: $(VENV)/.installed-postgres $(VENV)/.chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # ruff, configured in pyproject.toml: lint, and the formatting the tree keeps.
