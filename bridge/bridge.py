@@ -25,7 +25,7 @@ from bridge.inbound import Inbound
 from bridge.journal import Journal
 from bridge.networks import spec_of
 from bridge.networks.base import Connector
-from bridge.networks.spec import BuildContext
+from bridge.networks.spec import BuildContext, MappedIds
 from bridge.outbound import Outbound
 from bridge.outbox import Outbox
 from bridge.outreach import OutreachDesk
@@ -59,7 +59,12 @@ class Bridge:
             bridge_name="houseline",
             verify_ssl=config.homeserver.verify_tls,
         )
-        context = BuildContext(last_inbound=self.store.last_inbound_at)
+        context = BuildContext(
+            last_inbound=self.store.last_inbound_at,
+            mapped_ids=MappedIds(
+                highest_numeric=self.store.highest_numeric_remote_id, of_chat=self.store.remote_ids_of_chat
+            ),
+        )
         self.connectors: dict[str, Connector] = {
             name: spec_of(name).build(section, context) for name, section in config.networks.items()
         }

@@ -25,7 +25,7 @@ from mautrix.api import Method, Path
 from mautrix.types import EventType
 
 from bridge import matrix_content as mc
-from bridge.events import RemoteEvent, RemoteEventKind, RichText
+from bridge.events import ChatRef, RemoteEvent, RemoteEventKind, RichText
 from bridge.networks.base import MediaUnavailable, OnSent
 from bridge.notify import Notifier
 from bridge.portals import Portals
@@ -51,7 +51,7 @@ class _Context:
     portal: PortalRow
     ghost: IntentAPI
     ghost_name: str
-    #: Whether the message has an in-flight mark (the store's, set before its send), when
+    #: Whether the message has a posting mark (the store's, set before its send), when
     #: already read with the dedupe lookup (None: not looked up yet).
     marked: bool | None = None
 
@@ -123,7 +123,7 @@ class Inbound:
         #: Per chat, the bookkeeping still being committed for a message already in its room.
         #: The chat's next message may be sent meanwhile (see ``on_sent``); whatever looks up an
         #: earlier message of the chat (replies, edits, deletions, reactions) waits for it.
-        self._tails: dict[tuple[str, str, str], asyncio.Future[None]] = {}
+        self._tails: dict[ChatRef, asyncio.Future[None]] = {}
 
     async def handle(self, event: RemoteEvent, *, on_sent: OnSent | None = None) -> None:
         """Hand the event to its kind's handler (:attr:`ROUTES`); returns once it is committed."""
@@ -162,9 +162,7 @@ class Inbound:
         if event.kind is RemoteEventKind.REACTION:
             return False, None
         chat = event.chat
-        mapped, marked_room = await self.store.inbound_state(
-            chat.network, chat.account, chat.chat_id, event.message_id
-        )
+        mapped, marked_room = await self.store.inbound_state(chat, event.message_id)
         if mapped:
             log.info(
                 "event=inbound_duplicate network=%s chat=%s message_id=%s",
@@ -195,8 +193,7 @@ class Inbound:
         """Record a post that is in the room. The connector may start the chat's next event once
         the send is done (``on_sent``: the send is what a chat's order depends on); the bookkeeping
         of one message after another stays in order through the chat's tail."""
-        chat = ctx.event.chat
-        key = (chat.network, chat.account, chat.chat_id)
+        key = ctx.event.chat
         before = self._tails.get(key)
         tail: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._tails[key] = tail
@@ -212,7 +209,7 @@ class Inbound:
                 del self._tails[key]
 
     async def _record(self, ctx: _Context, event_id: str, has_media: bool) -> None:
-        """The mapping, the end of the in-flight mark and the reminder clock in one commit (so a
+        """The mapping, the end of the posting mark and the reminder clock in one commit (so a
         crash leaves either all or none); then what follows from it: log, webhooks, disclaimer."""
         event, portal = ctx.event, ctx.portal
         chat = event.chat
@@ -307,12 +304,7 @@ class Inbound:
             # marked message comes again, look in the room before sending.
             marked = ctx.marked
             if marked is None:
-                marked = (
-                    await self.store.get_inflight(
-                        chat.network, chat.account, chat.chat_id, ctx.event.message_id
-                    )
-                    is not None
-                )
+                marked = await self.store.inbound_posting(chat, ctx.event.message_id) is not None
             if marked:
                 found = await self._find_in_room(ctx.portal.room_id, content[REMOTE_KEY])
                 if found is not None:
@@ -324,9 +316,7 @@ class Inbound:
                     )
                     return found
             else:
-                await self.store.set_inflight(
-                    chat.network, chat.account, chat.chat_id, ctx.event.message_id, ctx.portal.room_id
-                )
+                await self.store.mark_inbound_posting(chat, ctx.event.message_id, ctx.portal.room_id)
                 ctx.marked = True
         intent = self.portals.bot if as_bot else ctx.ghost
         return await intent.send_message_event(
@@ -353,10 +343,10 @@ class Inbound:
         if remote_id is None:
             return None
         chat = ctx.event.chat
-        tail = self._tails.get((chat.network, chat.account, chat.chat_id))
+        tail = self._tails.get(chat)
         if tail is not None and not tail.done():
             await asyncio.wait([tail])  # the message referred to may be one still being recorded
-        return await self.store.get_message(chat.network, chat.account, chat.chat_id, remote_id)
+        return await self.store.get_message(chat, remote_id)
 
     # one method per kind
 
@@ -438,10 +428,7 @@ class Inbound:
             log.info("event=reaction_unmapped chat=%s target=%s", chat.chat_id, event.target_id)
             return None
         current = {
-            r.emoji: r
-            for r in await self.store.get_reactions(
-                chat.network, chat.account, chat.chat_id, original.remote_id, event.sender.id
-            )
+            r.emoji: r for r in await self.store.get_reactions(chat, original.remote_id, event.sender.id)
         }
         wanted = set(event.reactions)
         for emoji in wanted - current.keys():
@@ -482,7 +469,7 @@ class Inbound:
         the client's ghost), or it did not reach the client after all (a notice replying to it,
         so the employee never believes a client got what it did not)."""
         chat = event.chat
-        portal = await self.store.get_portal(chat.network, chat.account, chat.chat_id)
+        portal = await self.store.get_portal(chat)
         if portal is None or event.target_id is None:
             log.info(
                 "event=status_ignored network=%s chat=%s kind=%s reason=no_portal",
@@ -491,9 +478,7 @@ class Inbound:
                 event.kind.value,
             )
             return
-        link = await self.store.wait_for_message(
-            chat.network, chat.account, chat.chat_id, event.target_id, STATUS_WAIT_S
-        )
+        link = await self.store.wait_for_message(chat, event.target_id, STATUS_WAIT_S)
         if event.kind is RemoteEventKind.READ:
             if link is None:
                 log.info(

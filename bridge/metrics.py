@@ -182,7 +182,7 @@ class Metrics:
             _gauge(
                 "houseline_held_messages",
                 "Employee messages held back by policy until a condition is met.",
-                await self.store.held_count(),
+                await self.store.held_for_senior_count(),
             ),
         ]
         families += await self._timers()

@@ -21,7 +21,6 @@ from mautrix.types import EventType
 from bridge.backoff import Backoff
 from bridge.config import PortalsConfig
 from bridge.events import (
-    ChatRef,
     Delivery,
     DeliveryKind,
     DeliveryReceipt,
@@ -122,7 +121,7 @@ class Outbound:
             self._typing_sent[portal.room_id] = now
             delivery = Delivery(
                 DeliveryKind.TYPING,
-                ChatRef(portal.network, portal.account, portal.chat_id),
+                portal.chat,
                 portal.room_id,
                 "",
             )
@@ -149,7 +148,7 @@ class Outbound:
                 continue
             delivery = Delivery(
                 DeliveryKind.READ,
-                ChatRef(portal.network, portal.account, portal.chat_id),
+                portal.chat,
                 portal.room_id,
                 event_id,
                 targets=(links[-1].remote_id,),
@@ -241,7 +240,7 @@ class Outbound:
             )
         base = Delivery(
             kind=DeliveryKind.MESSAGE,
-            chat=ChatRef(portal.network, portal.account, portal.chat_id),
+            chat=portal.chat,
             room_id=raw["room_id"],
             event_id=raw["event_id"],
         )
@@ -435,8 +434,11 @@ class Outbound:
             return
         receipt = None if fresh else await self._already_delivered(connector, delivery)
         if receipt is None:
-            since = await self.store.last_remote_id(portal.network, portal.account, portal.chat_id)
-            await self.store.set_outflight(delivery.event_id, delivery.room_id, since)
+            # Taken before the send, so the connector can later tell what it delivered after it.
+            checkpoint = (
+                await connector.checkpoint(delivery.chat) if connector.capabilities.finds_delivered else ""
+            )
+            await self.store.mark_outbound_sending(delivery.event_id, delivery.room_id, checkpoint)
         backoff = Backoff(first=self.retry.first_backoff, cap=self.retry.max_backoff, jitter=0.2)
         attempt = 0
         while receipt is None:
@@ -455,7 +457,7 @@ class Outbound:
                         attempt,
                         e.reason,
                     )
-                    await self.store.clear_outflight(delivery.event_id)
+                    await self.store.clear_outbound_sending(delivery.event_id)
                     await self._notice(portal, delivery.event_id, f"Not delivered to the client: {e.reason}.")
                     return
                 if attempt == self.retry.notice_after:
@@ -477,7 +479,7 @@ class Outbound:
                     self.on_retry(portal.network)
                 await asyncio.sleep(wait)
         has_media = delivery.media is not None
-        # The mapping, the end of the in-flight mark and the outbox entry: one commit.
+        # The mapping, the end of the sending mark and the outbox entry: one commit.
         answered = delivery.kind in (DeliveryKind.MESSAGE, DeliveryKind.TEMPLATE)
         await self.store.record_delivery(
             delivery.event_id,
@@ -524,17 +526,15 @@ class Outbound:
         )
 
     async def _already_delivered(self, connector: Connector, delivery: Delivery) -> DeliveryReceipt | None:
-        """A delivery marked in flight was interrupted by a crash: ask the network whether it
-        arrived before sending it again (a duplicate is as wrong as a loss)."""
+        """A delivery marked as sending was interrupted by a crash: ask the network whether it
+        arrived before sending it again (a duplicate is as wrong as a loss). The checkpoint is
+        the connector's own, handed back as it was taken."""
         if not connector.capabilities.finds_delivered:
             return None
-        since = await self.store.get_outflight(delivery.event_id)
-        if since is None or delivery.kind is not DeliveryKind.MESSAGE:
+        checkpoint = await self.store.outbound_checkpoint(delivery.event_id)
+        if checkpoint is None or delivery.kind is not DeliveryKind.MESSAGE:
             return None
-        known = await self.store.remote_ids_of_chat(
-            delivery.chat.network, delivery.chat.account, delivery.chat.chat_id
-        )
-        found = await connector.find_delivered(delivery, since, known)
+        found = await connector.find_delivered(delivery, checkpoint)
         if found is not None:
             log.info(
                 "event=outbound_settled room=%s event_id=%s remote_ids=%s",

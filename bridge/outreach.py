@@ -230,11 +230,7 @@ class OutreachDesk:
         if not event.invite_code or not isinstance(connector, InviteLinks):
             return None
         claim = await self.pb.store.claim_invite_code(
-            code_hash(event.invite_code),
-            event.chat.network,
-            event.chat.account,
-            event.chat.chat_id,
-            self.clock.now_ms(),
+            event.chat, code_hash(event.invite_code), self.clock.now_ms()
         )
         self._claims[(event.chat, event.message_id)] = (claim.status, claim.created_by, claim.created_at)
         return claim.created_by if claim.status == "ok" else None

@@ -217,7 +217,7 @@ class PolicyBot:
             return False
         delivery = Delivery(
             kind=DeliveryKind.MESSAGE,
-            chat=ChatRef(portal.network, portal.account, portal.chat_id),
+            chat=portal.chat,
             room_id=portal.room_id,
             event_id=key,
             text=RichText(text),
@@ -336,12 +336,12 @@ class PolicyBot:
             log.info("event=join_denied room=%s user=%s rule=%s", portal.room_id, user, decision.rule)
             return
         if self.policy.join.senior_role and self.policy.join.senior_role in roles_of(user, self.policy):
-            await self._release_held(portal.room_id)
+            await self._release_held_for_senior(portal.room_id)
 
-    async def _release_held(self, room_id: str) -> None:
+    async def _release_held_for_senior(self, room_id: str) -> None:
         """Held events go back to the outbox in one commit and leave through it like every
         message (decided again, delivered in order, crash-safe), never from here."""
-        held = await self.store.held_events(room_id)
+        held = await self.store.held_for_senior(room_id)
         if not held:
             return
         await self.store.release_to_outbox(room_id, held)
@@ -405,7 +405,7 @@ class PolicyBot:
     async def refuse(self, portal: PortalRow, raw: dict[str, Any], decision: Decision) -> None:
         """A denied message never leaves: it stays here, answered by a notice naming the rule."""
         if decision.verdict is Verdict.HOLD:
-            await self.store.hold(portal.room_id, raw["event_id"], raw)
+            await self.store.hold_for_senior(portal.room_id, raw["event_id"], raw)
             text = f"{decision.reason} (rule {decision.rule}) Nothing was sent to the client yet."
         else:
             text = f"{decision.reason} (rule {decision.rule}) Nothing was sent to the client; the message stays here as part of the record."

@@ -61,7 +61,7 @@ class Portals:
     async def get(self, chat: ChatRef) -> PortalRow | None:
         row = self._by_chat.get(chat)
         if row is None:
-            row = await self.store.get_portal(chat.network, chat.account, chat.chat_id)
+            row = await self.store.get_portal(chat)
             if row is not None:
                 self._remember(row)
         return row
@@ -83,7 +83,7 @@ class Portals:
     async def move(self, portal: PortalRow, new_chat_id: str) -> PortalRow:
         """Keep the room when the network renumbers the chat (group → supergroup)."""
         await self.store.move_portal(portal.room_id, new_chat_id)
-        self._by_chat.pop(ChatRef(portal.network, portal.account, portal.chat_id), None)
+        self._by_chat.pop(portal.chat, None)
         row = replace(portal, chat_id=new_chat_id)
         self._remember(row)
         return row
@@ -92,10 +92,10 @@ class Portals:
         """Drop the cached row after a change made straight in the store."""
         row = self._by_room.pop(room_id, None)
         if row is not None:
-            self._by_chat.pop(ChatRef(row.network, row.account, row.chat_id), None)
+            self._by_chat.pop(row.chat, None)
 
     def _remember(self, row: PortalRow) -> None:
-        self._by_chat[ChatRef(row.network, row.account, row.chat_id)] = row
+        self._by_chat[row.chat] = row
         self._by_room[row.room_id] = row
 
     async def get_or_create(

@@ -79,7 +79,10 @@ class MemoryConnector:
             self._changed.notify_all()
         return DeliveryReceipt((f"out-{next(self._ids)}",))
 
-    async def find_delivered(self, delivery: Delivery, after_remote_id: int, known: set[int]) -> None:
+    async def checkpoint(self, chat: ChatRef) -> str:
+        return ""
+
+    async def find_delivered(self, delivery: Delivery, checkpoint: str) -> None:
         return None
 
     async def client_says(self, client_id: str, name: str, text: str) -> None:

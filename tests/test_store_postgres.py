@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from bench.postgres import find_binaries, start_postgres
+from bridge.events import ChatRef
 from bridge.store.store import AccountRow, MessageLink, PortalRow, ReactionLink, Store
 
 pytestmark = pytest.mark.skipif(
@@ -23,12 +24,15 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+CHAT = ChatRef("telegram", "1", "42")
+
+
 async def _exercise(url: str) -> None:
     store = Store(url)
     await store.start()
     try:
         await store.add_portal(PortalRow("telegram", "1", "42", "!r:localhost", "Client"))
-        assert (await store.get_portal("telegram", "1", "42")).room_id == "!r:localhost"
+        assert (await store.get_portal(CHAT)).room_id == "!r:localhost"
         await store.set_portal_flag("!r:localhost", "legal_hold", True)
         assert (await store.get_portal_by_room("!r:localhost")).legal_hold is True
         await store.put_account(AccountRow("telegram", "1", "@a:l", "A", True, False))
@@ -39,19 +43,22 @@ async def _exercise(url: str) -> None:
         numbers = await asyncio.gather(*(store.next_counter("assignment") for _ in range(30)))
         assert sorted(numbers) == list(range(30))
 
-        assert await store.inbound_state("telegram", "1", "42", "7") == (False, None)
-        await store.set_inflight("telegram", "1", "42", "7", "!r:localhost")
-        assert await store.inbound_state("telegram", "1", "42", "7") == (False, "!r:localhost")
-        await store.clear_inflight("telegram", "1", "42", "7")
+        assert await store.inbound_state(CHAT, "7") == (False, None)
+        await store.mark_inbound_posting(CHAT, "7", "!r:localhost")
+        assert await store.inbound_state(CHAT, "7") == (False, "!r:localhost")
+        assert await store.inbound_posting(CHAT, "7") == "!r:localhost"
+        await store.clear_inbound_posting(CHAT, "7")
         await store.add_message(
             MessageLink("telegram", "1", "42", "7", "!r:localhost", "$m", "in", has_media=True, created_at=5)
         )
         await store.add_message(
             MessageLink("telegram", "1", "42", "7", "!r:localhost", "$m", "in")
         )  # a repeat: ignored
-        assert await store.inbound_state("telegram", "1", "42", "7") == (True, None)
-        assert (await store.get_message("telegram", "1", "42", "7")).has_media is True
-        assert await store.last_remote_id("telegram", "1", "42") == 7
+        await store.add_message(MessageLink("telegram", "1", "42", "7/edit/9", "!r:localhost", "$e", "in"))
+        assert await store.inbound_state(CHAT, "7") == (True, None)
+        assert (await store.get_message(CHAT, "7")).has_media is True
+        assert await store.highest_numeric_remote_id(CHAT) == 7
+        assert await store.remote_ids_of_chat(CHAT) == {"7", "7/edit/9"}
 
         await store.outbox_add(
             [{"event_id": "$o1", "room_id": "!r:localhost"}, {"event_id": "$o2", "room_id": "!r:localhost"}]
@@ -63,9 +70,17 @@ async def _exercise(url: str) -> None:
         link = ReactionLink("telegram", "1", "42", "7", "99", "👍", "!r:localhost", "$re")
         await store.add_reaction(link)
         await store.add_reaction(link)
-        assert len(await store.get_reactions("telegram", "1", "42", "7", "99")) == 1
-        await store.set_outflight("$x", "!r:localhost", 5)
-        assert await store.get_outflight("$x") == 5
+        assert len(await store.get_reactions(CHAT, "7", "99")) == 1
+        await store.mark_outbound_sending("$x", "!r:localhost", "5")
+        assert await store.outbound_checkpoint("$x") == "5"
+        await store.clear_outbound_sending("$x")
+        assert await store.outbound_checkpoint("$x") is None
+
+        await store.hold_for_senior("!r:localhost", "$h", {"event_id": "$h", "room_id": "!r:localhost"})
+        assert await store.held_for_senior_count() == 1
+        held = await store.held_for_senior("!r:localhost")
+        await store.release_to_outbox("!r:localhost", held)
+        assert await store.held_for_senior_count() == 0 and await store.outbox_size() == 2
         await store.delete_portal("!r:localhost")
         assert await store.count_portals() == 0
     finally:

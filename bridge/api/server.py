@@ -251,7 +251,7 @@ class ApiServer:
         store = self.bridge.store
         waiting = {w.room_id: w.since_ms for w in await store.waiting()}
         activity = await profiles.last_activity(store.db)
-        held = await profiles.held_rooms(store.db) if p.get("status") == "held" else set()
+        held = await profiles.rooms_held_for_senior(store.db) if p.get("status") == "held" else set()
         ghosts = self.bridge.policy_bot.ghosts
         out = []
         for portal in reversed(await store.all_portals()):

@@ -58,12 +58,17 @@ class Connector(Protocol):
     async def send(self, delivery: Delivery) -> DeliveryReceipt:
         """Send one delivery; raise DeliveryError on failure."""
 
-    async def find_delivered(
-        self, delivery: Delivery, after_remote_id: int, known: set[int]
-    ) -> DeliveryReceipt | None:
-        """After a crash mid-send: the remote messages this delivery already became (ids above
-        ``after_remote_id`` and not in ``known``, the ids the message map has), or None if it
-        did not arrive or the network cannot tell."""
+    async def checkpoint(self, chat: ChatRef) -> str:
+        """Where the chat stands just before a send, in a form only this connector reads back:
+        after a crash, ``find_delivered`` gets it to look for what was delivered since. The core
+        stores it as it is, asks only when ``capabilities.finds_delivered``, and never
+        interprets it (nor any remote id)."""
+
+    async def find_delivered(self, delivery: Delivery, checkpoint: str) -> DeliveryReceipt | None:
+        """After a crash mid-send: the remote messages this delivery already became since
+        ``checkpoint`` (what ``checkpoint`` returned before the send), or None if it did not
+        arrive or the network cannot tell. Asked only for messages, and only when
+        ``capabilities.finds_delivered``."""
 
 
 class OutreachError(Exception):

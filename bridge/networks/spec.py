@@ -37,8 +37,9 @@ class Capabilities:
     #: How long the network shows "typing…" after one signal, so the core repeats it a little
     #: sooner while an employee types; None: typing is not shown to clients.
     typing_refresh_s: float | None = None
-    #: Whether ``find_delivered`` can tell that a send interrupted by a crash arrived; without,
-    #: such a send is repeated (a possible duplicate the operator is told about in the docs).
+    #: Whether ``find_delivered`` can tell that a send interrupted by a crash arrived (the core
+    #: then asks ``checkpoint`` before every message); without, such a send is repeated (a
+    #: possible duplicate the operator is told about in the docs).
     finds_delivered: bool = False
     #: Seconds after sending during which the company may edit / delete its message; 0: never,
     #: None: no limit.
@@ -95,10 +96,24 @@ LastInbound = Callable[["ChatRef"], Awaitable["int | None"]]
 
 
 @dataclass(frozen=True)
+class MappedIds:
+    """The remote message ids the record holds in a chat, for a connector that settles a crash
+    by finding what it sent after a checkpoint (see ``Connector.checkpoint``). The core treats
+    remote ids as opaque text; what a number means is the connector's business."""
+
+    #: The highest id that is a decimal number (0: none), computed by the database: it is asked
+    #: before every send, and a busy chat maps thousands of messages.
+    highest_numeric: Callable[["ChatRef"], Awaitable[int]]
+    #: Every id mapped in the chat, as the network gave it.
+    of_chat: Callable[["ChatRef"], Awaitable[set[str]]]
+
+
+@dataclass(frozen=True)
 class BuildContext:
     """What the core offers a connector it builds."""
 
     last_inbound: LastInbound
+    mapped_ids: MappedIds
 
 
 @dataclass(frozen=True)

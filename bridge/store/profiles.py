@@ -94,8 +94,9 @@ async def last_activity(db: Database) -> dict[str, int]:
     return {r["room_id"]: int(r["at"]) for r in rows if r["at"] is not None}
 
 
-async def held_rooms(db: Database) -> set[str]:
-    return {r["room_id"] for r in await db.fetch("SELECT DISTINCT room_id FROM held")}
+async def rooms_held_for_senior(db: Database) -> set[str]:
+    """Rooms with an employee message waiting for a senior (the API's status=held)."""
+    return {r["room_id"] for r in await db.fetch("SELECT DISTINCT room_id FROM held_for_senior")}
 
 
 async def ghost_name(db: Database, network: str, remote_id: str) -> str | None:

@@ -32,6 +32,10 @@ class PortalRow:
     initiated_by: str | None = None
     initiated_at: int | None = None
 
+    @property
+    def chat(self) -> ChatRef:
+        return ChatRef(self.network, self.account, self.chat_id)
+
 
 @dataclass(frozen=True)
 class AbsenceRow:
@@ -86,6 +90,10 @@ class ReactionLink:
     room_id: str
     event_id: str
 
+    @property
+    def chat(self) -> ChatRef:
+        return ChatRef(self.network, self.account, self.chat_id)
+
 
 @dataclass(frozen=True)
 class MessageLink:
@@ -99,6 +107,10 @@ class MessageLink:
     has_media: bool = False
     created_at: int = 0
 
+    @property
+    def chat(self) -> ChatRef:
+        return ChatRef(self.network, self.account, self.chat_id)
+
 
 class Store:
     """Owns the database; SQLite by default, PostgreSQL when the URL says so."""
@@ -106,7 +118,7 @@ class Store:
     _last_sequence: int = 0
 
     def __init__(self, url: str) -> None:
-        self._message_waiters: dict[tuple[str, str, str, str], list[asyncio.Future[MessageLink]]] = {}
+        self._message_waiters: dict[tuple[ChatRef, str], list[asyncio.Future[MessageLink]]] = {}
         #: Company accounts by (network, account id); only this process writes the table, and
         #: every outbound message asks for its account.
         self._accounts: dict[tuple[str, str], AccountRow | None] = {}
@@ -127,12 +139,12 @@ class Store:
 
     # portals
 
-    async def get_portal(self, network: str, account: str, chat_id: str) -> PortalRow | None:
+    async def get_portal(self, chat: ChatRef) -> PortalRow | None:
         row = await self.db.fetchrow(
             f"SELECT {_PORTAL_COLUMNS} FROM portal WHERE network=$1 AND account=$2 AND chat_id=$3",
-            network,
-            account,
-            chat_id,
+            chat.network,
+            chat.account,
+            chat.chat_id,
         )
         return _portal(row) if row else None
 
@@ -288,24 +300,25 @@ class Store:
             for r in rows
         ]
 
-    # messages held back by policy until a condition is met
+    # employees' messages the policy holds back until a senior is present (join.senior_role);
+    # not the legal hold, which is a portal's flag
 
-    async def hold(self, room_id: str, event_id: str, event: dict) -> None:
+    async def hold_for_senior(self, room_id: str, event_id: str, event: dict) -> None:
         await self.db.execute(
-            "INSERT INTO held (room_id, event_id, event, held_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            "INSERT INTO held_for_senior (room_id, event_id, event, held_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
             room_id,
             event_id,
             json.dumps(event),
             _now_ms(),
         )
 
-    async def held_count(self) -> int:
-        """Messages held back by policy in all rooms (the metrics)."""
-        return int(await self.db.fetchval("SELECT COUNT(*) FROM held"))
+    async def held_for_senior_count(self) -> int:
+        """Messages waiting for a senior in all rooms (the metrics)."""
+        return int(await self.db.fetchval("SELECT COUNT(*) FROM held_for_senior"))
 
-    async def held_events(self, room_id: str) -> list[dict]:
+    async def held_for_senior(self, room_id: str) -> list[dict]:
         rows = await self.db.fetch(
-            "SELECT event FROM held WHERE room_id=$1 ORDER BY held_at, event_id", room_id
+            "SELECT event FROM held_for_senior WHERE room_id=$1 ORDER BY held_at, event_id", room_id
         )
         return [json.loads(r["event"]) for r in rows]
 
@@ -315,7 +328,7 @@ class Store:
         async with self.db.acquire() as conn, conn.transaction():
             for event in events:
                 await conn.execute(
-                    "DELETE FROM held WHERE room_id=$1 AND event_id=$2", room_id, event["event_id"]
+                    "DELETE FROM held_for_senior WHERE room_id=$1 AND event_id=$2", room_id, event["event_id"]
                 )
                 await conn.execute(
                     "INSERT INTO outbox (event_id, room_id, event, enqueued_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
@@ -523,18 +536,16 @@ class Store:
             expires_at,
         )
 
-    async def claim_invite_code(
-        self, code_hash: str, network: str, account: str, chat_id: str, now_ms: int
-    ) -> InviteClaim:
+    async def claim_invite_code(self, chat: ChatRef, code_hash: str, now_ms: int) -> InviteClaim:
         """Single use, atomically: the first chat to bring a valid code gets it; the same chat
         bringing it again (a redelivered message) gets it again, anyone else is refused."""
         row = await self.db.fetchrow(
             "UPDATE invite_code SET used_at=$5, used_chat=$4 WHERE code_hash=$1 AND network=$2 AND account=$3"
             " AND expires_at > $5 AND (used_chat IS NULL OR used_chat=$4) RETURNING created_by, created_at",
             code_hash,
-            network,
-            account,
-            chat_id,
+            chat.network,
+            chat.account,
+            chat.chat_id,
             now_ms,
         )
         if row is not None:
@@ -542,8 +553,8 @@ class Store:
         row = await self.db.fetchrow(
             "SELECT created_by, created_at, expires_at, used_chat FROM invite_code WHERE code_hash=$1 AND network=$2 AND account=$3",
             code_hash,
-            network,
-            account,
+            chat.network,
+            chat.account,
         )
         if row is None:
             return InviteClaim("unknown")
@@ -624,14 +635,12 @@ class Store:
 
     # message map
 
-    async def get_message(
-        self, network: str, account: str, chat_id: str, remote_id: str
-    ) -> MessageLink | None:
+    async def get_message(self, chat: ChatRef, remote_id: str) -> MessageLink | None:
         row = await self.db.fetchrow(
             f"SELECT {_MESSAGE_COLUMNS} FROM message WHERE network=$1 AND account=$2 AND chat_id=$3 AND remote_id=$4",
-            network,
-            account,
-            chat_id,
+            chat.network,
+            chat.account,
+            chat.chat_id,
             remote_id,
         )
         return _message(row) if row else None
@@ -655,7 +664,7 @@ class Store:
         self._announce([link])
 
     async def record_inbound(self, link: MessageLink, *, waits: bool | None = None) -> None:
-        """A bridged client message: its mapping written and its in-flight mark cleared in one
+        """A bridged client message: its mapping written and its posting mark cleared in one
         commit (one fsync on PostgreSQL instead of two, on the path every message takes).
 
         ``waits``: True, the client now waits for an answer (the reminder clock starts unless
@@ -664,7 +673,7 @@ class Store:
         async with self.db.acquire() as conn, conn.transaction():
             await self._insert_message(conn, link)
             await conn.execute(
-                "DELETE FROM inflight WHERE network=$1 AND account=$2 AND chat_id=$3 AND remote_id=$4",
+                "DELETE FROM inbound_in_flight WHERE network=$1 AND account=$2 AND chat_id=$3 AND remote_id=$4",
                 link.network,
                 link.account,
                 link.chat_id,
@@ -684,13 +693,13 @@ class Store:
     async def record_delivery(
         self, event_id: str, links: list[MessageLink], *, answered: bool = False
     ) -> None:
-        """A delivered employee event: its mapping(s) written, its in-flight mark and its outbox
+        """A delivered employee event: its mapping(s) written, its sending mark and its outbox
         entry removed, in one commit; ``answered`` (a message reached the client) also stops
         the room's reminder clock in that commit."""
         async with self.db.acquire() as conn, conn.transaction():
             for link in links:
                 await self._insert_message(conn, link)
-            await conn.execute("DELETE FROM outflight WHERE event_id=$1", event_id)
+            await conn.execute("DELETE FROM outbound_in_flight WHERE event_id=$1", event_id)
             await conn.execute("DELETE FROM outbox WHERE event_id=$1", event_id)
             if answered and links:
                 await conn.execute("DELETE FROM waiting WHERE room_id=$1", links[0].room_id)
@@ -715,26 +724,22 @@ class Store:
     def _announce(self, links: list[MessageLink]) -> None:
         """Committed: wake whoever waits for these mappings."""
         for link in links:
-            for waiter in self._message_waiters.pop(
-                (link.network, link.account, link.chat_id, link.remote_id), []
-            ):
+            for waiter in self._message_waiters.pop((link.chat, link.remote_id), []):
                 if not waiter.done():
                     waiter.set_result(link)
 
-    async def wait_for_message(
-        self, network: str, account: str, chat_id: str, remote_id: str, timeout: float
-    ) -> MessageLink | None:
+    async def wait_for_message(self, chat: ChatRef, remote_id: str, timeout: float) -> MessageLink | None:
         """The mapping of a remote message, waiting up to ``timeout`` for it to be recorded: a
         network may report on a message (read, failed) before its send call has returned."""
-        found = await self.get_message(network, account, chat_id, remote_id)
+        found = await self.get_message(chat, remote_id)
         if found is not None or timeout <= 0:
             return found
-        key = (network, account, chat_id, remote_id)
+        key = (chat, remote_id)
         waiter: asyncio.Future[MessageLink] = asyncio.get_running_loop().create_future()
         self._message_waiters.setdefault(key, []).append(waiter)
         try:
             # Recorded between the lookup and the registration: look once more.
-            found = await self.get_message(network, account, chat_id, remote_id)
+            found = await self.get_message(chat, remote_id)
             if found is not None:
                 return found
             return await asyncio.wait_for(waiter, timeout)
@@ -747,81 +752,70 @@ class Store:
                 if not waiters:
                     del self._message_waiters[key]
 
-    # inbound sends in flight: written before the Matrix send, cleared with the mapping
+    # inbound posts in flight: a client message marked before it is posted to Matrix, the mark
+    # cleared with the mapping (see record_inbound)
 
-    async def set_inflight(
-        self, network: str, account: str, chat_id: str, remote_id: str, room_id: str
-    ) -> None:
+    async def mark_inbound_posting(self, chat: ChatRef, remote_id: str, room_id: str) -> None:
         await self.db.execute(
-            "INSERT INTO inflight (network, account, chat_id, remote_id, room_id) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-            network,
-            account,
-            chat_id,
+            "INSERT INTO inbound_in_flight (network, account, chat_id, remote_id, room_id) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            chat.network,
+            chat.account,
+            chat.chat_id,
             remote_id,
             room_id,
         )
 
-    async def inbound_state(
-        self, network: str, account: str, chat_id: str, remote_id: str
-    ) -> tuple[bool, str | None]:
-        """(already mapped, room of its in-flight mark or None) for a remote message, in one round
+    async def inbound_state(self, chat: ChatRef, remote_id: str) -> tuple[bool, str | None]:
+        """(already mapped, room of its posting mark or None) for a remote message, in one round
         trip: every inbound message asks both, and each round trip costs the event loop a hop to
         the database's thread (SQLite) or the server (PostgreSQL)."""
         row = await self.db.fetchrow(
             "SELECT EXISTS (SELECT 1 FROM message WHERE network=$1 AND account=$2 AND chat_id=$3 AND remote_id=$4) AS mapped,"
-            " (SELECT room_id FROM inflight WHERE network=$1 AND account=$2 AND chat_id=$3 AND remote_id=$4) AS inflight",
-            network,
-            account,
-            chat_id,
+            " (SELECT room_id FROM inbound_in_flight WHERE network=$1 AND account=$2 AND chat_id=$3 AND remote_id=$4) AS posting",
+            chat.network,
+            chat.account,
+            chat.chat_id,
             remote_id,
         )
-        return bool(row["mapped"]), row["inflight"]
+        return bool(row["mapped"]), row["posting"]
 
-    async def get_inflight(self, network: str, account: str, chat_id: str, remote_id: str) -> str | None:
+    async def inbound_posting(self, chat: ChatRef, remote_id: str) -> str | None:
+        """The room a client message was marked as being posted to, or None."""
         return await self.db.fetchval(
-            "SELECT room_id FROM inflight WHERE network=$1 AND account=$2 AND chat_id=$3 AND remote_id=$4",
-            network,
-            account,
-            chat_id,
+            "SELECT room_id FROM inbound_in_flight WHERE network=$1 AND account=$2 AND chat_id=$3 AND remote_id=$4",
+            chat.network,
+            chat.account,
+            chat.chat_id,
             remote_id,
         )
 
-    async def clear_inflight(self, network: str, account: str, chat_id: str, remote_id: str) -> None:
+    async def clear_inbound_posting(self, chat: ChatRef, remote_id: str) -> None:
         await self.db.execute(
-            "DELETE FROM inflight WHERE network=$1 AND account=$2 AND chat_id=$3 AND remote_id=$4",
-            network,
-            account,
-            chat_id,
+            "DELETE FROM inbound_in_flight WHERE network=$1 AND account=$2 AND chat_id=$3 AND remote_id=$4",
+            chat.network,
+            chat.account,
+            chat.chat_id,
             remote_id,
         )
 
     # outbound sends in flight: a crash between the network's answer and the mapping is settled
-    # by asking the network (see Connector.find_delivered) instead of sending twice
+    # by asking the network (see Connector.find_delivered) instead of sending twice; the
+    # checkpoint is the connector's own (Connector.checkpoint), opaque here
 
-    async def set_outflight(self, event_id: str, room_id: str, since_remote: int) -> None:
+    async def mark_outbound_sending(self, event_id: str, room_id: str, checkpoint: str) -> None:
         await self.db.execute(
-            "INSERT INTO outflight (event_id, room_id, since_remote) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            "INSERT INTO outbound_in_flight (event_id, room_id, checkpoint) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
             event_id,
             room_id,
-            since_remote,
+            checkpoint,
         )
 
-    async def get_outflight(self, event_id: str) -> int | None:
-        value = await self.db.fetchval("SELECT since_remote FROM outflight WHERE event_id=$1", event_id)
-        return int(value) if value is not None else None
+    async def outbound_checkpoint(self, event_id: str) -> str | None:
+        """The checkpoint an interrupted send was marked with, or None if it was not marked."""
+        return await self.db.fetchval("SELECT checkpoint FROM outbound_in_flight WHERE event_id=$1", event_id)
 
-    async def clear_outflight(self, event_id: str) -> None:
-        await self.db.execute("DELETE FROM outflight WHERE event_id=$1", event_id)
-
-    async def remote_ids_of_chat(self, network: str, account: str, chat_id: str) -> set[int]:
-        """The numeric remote message ids the message map knows in a chat."""
-        rows = await self.db.fetch(
-            "SELECT remote_id FROM message WHERE network=$1 AND account=$2 AND chat_id=$3",
-            network,
-            account,
-            chat_id,
-        )
-        return {int(r["remote_id"]) for r in rows if r["remote_id"].isdigit()}
+    async def clear_outbound_sending(self, event_id: str) -> None:
+        await self.db.execute("DELETE FROM outbound_in_flight WHERE event_id=$1", event_id)
 
     async def last_inbound_at(self, chat: ChatRef) -> int | None:
         """When the client last wrote in a chat (ms), from the message map."""
@@ -833,32 +827,45 @@ class Store:
         )
         return int(value) if value is not None else None
 
-    async def last_remote_id(self, network: str, account: str, chat_id: str) -> int:
-        """The highest numeric remote message id mapped in a chat (0 if none), computed by the
-        database: every outbound message asks, and a busy chat has thousands of rows."""
+    # the remote ids a chat's message map holds, for a connector settling a crash (handed to it
+    # as bridge.networks.spec.MappedIds); the core itself never reads a remote id as a number
+
+    async def remote_ids_of_chat(self, chat: ChatRef) -> set[str]:
+        """Every remote message id the message map knows in a chat."""
+        rows = await self.db.fetch(
+            "SELECT remote_id FROM message WHERE network=$1 AND account=$2 AND chat_id=$3",
+            chat.network,
+            chat.account,
+            chat.chat_id,
+        )
+        return {r["remote_id"] for r in rows}
+
+    async def highest_numeric_remote_id(self, chat: ChatRef) -> int:
+        """The highest remote message id mapped in a chat that is a decimal number (0 if none),
+        computed by the database: it is asked before every send to such a network, and a busy
+        chat has thousands of rows. Telegram's ids are increasing integers; only its connector
+        asks."""
         if self.db.scheme in (Scheme.POSTGRES, Scheme.COCKROACH):
             numeric = "remote_id ~ '^[0-9]{1,18}$'"
         else:
             numeric = "remote_id <> '' AND remote_id NOT GLOB '*[^0-9]*' AND length(remote_id) <= 18"
         value = await self.db.fetchval(
             f"SELECT MAX(CAST(remote_id AS BIGINT)) FROM message WHERE network=$1 AND account=$2 AND chat_id=$3 AND {numeric}",
-            network,
-            account,
-            chat_id,
+            chat.network,
+            chat.account,
+            chat.chat_id,
         )
         return int(value) if value is not None else 0
 
     # client reactions (one Matrix reaction event per emoji per client per message)
 
-    async def get_reactions(
-        self, network: str, account: str, chat_id: str, target_id: str, sender_id: str
-    ) -> list[ReactionLink]:
+    async def get_reactions(self, chat: ChatRef, target_id: str, sender_id: str) -> list[ReactionLink]:
         rows = await self.db.fetch(
             "SELECT network, account, chat_id, target_id, sender_id, emoji, room_id, event_id FROM reaction"
             " WHERE network=$1 AND account=$2 AND chat_id=$3 AND target_id=$4 AND sender_id=$5",
-            network,
-            account,
-            chat_id,
+            chat.network,
+            chat.account,
+            chat.chat_id,
             target_id,
             sender_id,
         )

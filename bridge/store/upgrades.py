@@ -279,3 +279,27 @@ async def upgrade_v10(conn: Connection, scheme: Scheme) -> None:
     )
     # Rooms the bridge keeps for itself ("Houseline status" for capture health).
     await conn.execute("CREATE TABLE bridge_room (name TEXT PRIMARY KEY, room_id TEXT NOT NULL)")
+
+
+@upgrade_table.register(
+    description="In-flight marks named by direction, an opaque outbound checkpoint, held_for_senior"
+)
+async def upgrade_v11(conn: Connection, scheme: Scheme) -> None:
+    # A client message being posted to Matrix; an employee message being sent to the network.
+    await conn.execute("ALTER TABLE inflight RENAME TO inbound_in_flight")
+    # The checkpoint is the connector's (Connector.checkpoint): text the core never interprets.
+    # A new table rather than a changed column: SQLite cannot change a column's type.
+    await conn.execute(
+        """CREATE TABLE outbound_in_flight (
+            event_id   TEXT PRIMARY KEY,
+            room_id    TEXT NOT NULL,
+            checkpoint TEXT NOT NULL
+        )"""
+    )
+    await conn.execute(
+        "INSERT INTO outbound_in_flight (event_id, room_id, checkpoint)"
+        " SELECT event_id, room_id, CAST(since_remote AS TEXT) FROM outflight"
+    )
+    await conn.execute("DROP TABLE outflight")
+    # What the policy holds until a senior joins (join.senior_role), not the legal hold.
+    await conn.execute("ALTER TABLE held RENAME TO held_for_senior")

@@ -28,8 +28,9 @@ from telegram.request import HTTPXRequest
 from bridge.backoff import Backoff, Retrying
 from bridge.networks.telegram.spec import SPEC
 from bridge.networks.telegram.config import TelegramConfig
-from bridge.events import Delivery, DeliveryReceipt, RemoteEvent
+from bridge.events import ChatRef, Delivery, DeliveryReceipt, RemoteEvent
 from bridge.networks.base import CaptureListener, InboundSink, InviteLinks, OnSent, ReportsCapture
+from bridge.networks.spec import MappedIds
 from bridge.networks.telegram.sender import Sender, seconds
 from bridge.networks.telegram.translate import NETWORK, START_PAYLOAD, Translator
 from bridge.networks.telegram.webhook import WebhookServer, register_webhook
@@ -60,8 +61,11 @@ class TelegramConnector(InviteLinks, ReportsCapture):
     #: Start parameters may be up to 64 characters; 32 of the 64-letter alphabet is plenty.
     invite_code_length = 32
 
-    def __init__(self, config: TelegramConfig) -> None:
+    def __init__(self, config: TelegramConfig, *, mapped_ids: MappedIds | None = None) -> None:
         self.config = config
+        #: The record's message ids per chat, for crash settlement (None: a send interrupted by a
+        #: crash cannot be found and is sent again).
+        self.mapped_ids = mapped_ids
         kwargs = {}
         if config.base_url:
             kwargs["base_url"] = config.base_url
@@ -424,10 +428,19 @@ class TelegramConnector(InviteLinks, ReportsCapture):
 
     # outbound
 
-    async def find_delivered(
-        self, delivery: Delivery, after_remote_id: int, known: set[int]
-    ) -> DeliveryReceipt | None:
-        return await self._sender.find_delivered(delivery, after_remote_id, known)
+    async def checkpoint(self, chat: ChatRef) -> str:
+        """The highest message id the record maps in the chat: Telegram numbers a chat's
+        messages upwards, so whatever the coming send becomes lies above it."""
+        if self.mapped_ids is None:
+            return ""
+        return str(await self.mapped_ids.highest_numeric(chat))
+
+    async def find_delivered(self, delivery: Delivery, checkpoint: str) -> DeliveryReceipt | None:
+        """Probes the ids above the checkpoint that the record does not map (Sender.find_delivered)."""
+        if self.mapped_ids is None or not _is_message_id(checkpoint):
+            return None
+        known = {int(r) for r in await self.mapped_ids.of_chat(delivery.chat) if _is_message_id(r)}
+        return await self._sender.find_delivered(delivery, int(checkpoint), known)
 
     async def send(self, delivery: Delivery) -> DeliveryReceipt:
         receipt = await self._sender.send(delivery)
@@ -439,6 +452,12 @@ class TelegramConnector(InviteLinks, ReportsCapture):
             ",".join(receipt.message_ids),
         )
         return receipt
+
+
+def _is_message_id(value: str) -> bool:
+    """A Telegram message id as the record keeps it (decimal digits); the record also holds ids
+    the connector made up for edits, reactions and the like."""
+    return value.isascii() and value.isdigit()
 
 
 def _open(gate: asyncio.Future[None] | None) -> None:

@@ -28,7 +28,8 @@ CAPABILITIES = Capabilities(
 def _build(config: TelegramConfig, context: BuildContext) -> Connector:
     from bridge.networks.telegram.connector import TelegramConnector
 
-    return TelegramConnector(config)
+    # The record's message ids: crash settlement probes the ids after the highest one mapped.
+    return TelegramConnector(config, mapped_ids=context.mapped_ids)
 
 
 SPEC = NetworkSpec(

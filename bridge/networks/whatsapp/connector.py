@@ -380,9 +380,11 @@ class WhatsAppConnector(TemplateOutreach, ReportsCapture):
             )
         return DeliveryReceipt(tuple(ids), note=note)
 
-    async def find_delivered(
-        self, delivery: Delivery, after_remote_id: int, known: set[int]
-    ) -> DeliveryReceipt | None:
+    async def checkpoint(self, chat: ChatRef) -> str:
+        """Nothing to start from: see ``find_delivered`` (the core does not ask)."""
+        return ""
+
+    async def find_delivered(self, delivery: Delivery, checkpoint: str) -> DeliveryReceipt | None:
         """The Cloud API cannot list a chat's messages: after a crash mid-send the bridge cannot
         tell whether the message went out (it is sent again)."""
         return None
