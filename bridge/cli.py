@@ -382,6 +382,53 @@ def _age(ms: int) -> str:
     return f"{m}m{s % 60}s" if m else f"{s}s"
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """A service report for a period, from the record (bridge.reports)."""
+    from bridge.record.export import ExportError, parse_time
+
+    config = _load(args.config)
+    try:
+        registration = load_registration(config.appservice.registration)
+        until = parse_time(args.until, "until") or int(time.time() * 1000)
+        since = parse_time(args.since, "since") or until - 7 * 86_400_000
+    except (RegistrationError, ExportError) as e:
+        print(f"report: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    if since >= until:
+        print("report: --since must be before --until", file=sys.stderr)
+        return EXIT_CONFIG
+
+    async def go() -> str:
+        from bridge.reports.collect import produce
+        from bridge.reports.render import to_csv, to_html
+        from bridge.store import Store
+
+        store = Store(config.database.url)
+        await store.start()
+        try:
+            report = await produce(
+                store,
+                config.policy,
+                homeserver_url=config.homeserver.url,
+                as_token=registration.as_token,
+                bot=config.bot_mxid,
+                verify_tls=config.homeserver.verify_tls,
+                since_ms=since,
+                until_ms=until,
+            )
+        finally:
+            await store.stop()
+        return to_csv(report) if args.format == "csv" else to_html(report, company=config.portals.company)
+
+    text = asyncio.run(go())
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"report written to {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from bridge.demo import run_demo
 
@@ -459,6 +506,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--since", help="journal: only events from this date/time on (when journaling was switched on)"
     )
     p.set_defaults(func=cmd_record)
+
+    p = sub.add_parser(
+        "report", help="how clients were served in a period (CSV or one HTML page), from the record"
+    )
+    p.add_argument("-c", "--config", default="config.yaml")
+    p.add_argument(
+        "--since", help="from this date/time (UTC unless a zone is given; default: 7 days before --until)"
+    )
+    p.add_argument("--until", help="until this date/time (default: now)")
+    p.add_argument("--format", default="html", choices=["csv", "html"])
+    p.add_argument("-o", "--output", help="write to this file instead of standard output")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="local homeserver + sandbox Telegram + bridge, ready to try")
     p.add_argument("--once", action="store_true", help="run the scripted round trip, print it and exit")

@@ -79,6 +79,31 @@ class HomeserverReader:
             if not token or not page.get("chunk"):
                 return
 
+    async def events_since(
+        self, room_id: str, since_ms: int, slack_ms: int = 7 * 86_400_000
+    ) -> list[dict[str, Any]]:
+        """The room's events from ``since_ms`` on, oldest first, read backwards from the newest
+        so a report on last week does not read a conversation's whole history. A client message
+        carries the time the client sent it, which after an outage is earlier than events posted
+        before it: reading goes on until events are ``slack_ms`` older than ``since_ms``."""
+        token: str | None = None
+        room = quote(room_id, safe="")
+        newest_first: list[dict[str, Any]] = []
+        while True:
+            params: dict[str, Any] = {"dir": "b", "limit": PAGE}
+            if token:
+                params["from"] = token
+            page = await self._get(f"/_matrix/client/v3/rooms/{room}/messages", params)
+            chunk = page.get("chunk", [])
+            newest_first += [e for e in chunk if e.get("origin_server_ts", 0) >= since_ms]
+            token = page.get("end")
+            if (
+                not token
+                or not chunk
+                or any(e.get("origin_server_ts", 0) < since_ms - slack_ms for e in chunk)
+            ):
+                return newest_first[::-1]
+
     async def state(self, room_id: str) -> list[dict[str, Any]]:
         return await self._get(f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/state")
 

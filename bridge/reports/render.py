@@ -25,6 +25,7 @@ FIELDS: tuple[tuple[str, str], ...] = (
     ("messages_out", "Messages out"),
     ("first_response_median_s", "First response, median"),
     ("first_response_p90_s", "First response, p90"),
+    ("answered_waits", "Answered waits"),
     ("over_sla", "Waits over SLA"),
     ("denials", "Denials"),
     ("reviews_opened", "Reviews opened"),

@@ -1,0 +1,112 @@
+"""A service report read from the record, end to end: a scripted set of conversations through
+the sandbox, the bridge and Synapse, then ``houseline report`` (CSV and HTML) whose figures are
+checked against the script. The bridge has a store of its own, so the report sees exactly the
+conversations of this test."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import shutil
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bridge.devstack import DevStack
+from sandbox.employee import Employee
+from tests.conftest import ROOT, BridgeProcess
+from tests.support import bot_notice_about, ghost_of
+
+EMPLOYEE = "@employee:localhost"
+
+
+@pytest.fixture
+async def own_bridge(stack: DevStack, tmp_path: Path):
+    policy = tmp_path / "policy.yaml"
+    shutil.copy(ROOT / "tests" / "policy.yaml", policy)
+    config = yaml.safe_load(stack.config_path.read_text())
+    config["policies"] = {"file": str(policy)}
+    config["database"] = {"url": f"sqlite:{tmp_path / 'bridge.db'}"}
+    path = stack.config_path.with_name(f"config-{tmp_path.name}.yaml")
+    path.write_text(yaml.safe_dump(config))
+    proc = BridgeProcess(path)
+    await proc.start()
+    yield proc
+    print(f"--- bridge output ---\n{proc.output}")
+    if proc.proc is not None and proc.proc.returncode is None:
+        assert await proc.stop() == 0
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+
+
+async def report(config: Path, since: float, until: float, fmt: str, out: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "report", "-c", str(config),
+        "--since", iso(since), "--until", iso(until), "--format", fmt, "-o", str(out),
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output, _ = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, output.decode()
+
+
+async def test_a_scripted_day_reported_from_the_record(
+    own_bridge: BridgeProcess, employee: Employee, new_client, tmp_path: Path
+) -> None:
+    since = time.time() - 1
+    anna, ben = new_client("Anna", "Report"), new_client("Ben", "Report")
+
+    # Anna writes twice and is answered; the time is bounded by what the test saw.
+    said = time.time()
+    await anna.say("Hello, a question about my account")
+    first = await employee.wait_for_message("Hello, a question about my account", sender=ghost_of(anna))
+    await anna.say("It is about the fees")
+    await employee.wait_for_message("It is about the fees", sender=ghost_of(anna))
+    await employee.send_text(first.room_id, "Happy to help with the fees")
+    await anna.wait_for_text("Happy to help with the fees")
+    bounds = [time.time() - said]
+
+    # Ben writes and waits: his wait is still open when the report ends two hours later, past
+    # the policy's 15-minute SLA. A card number to him is denied and is no answer.
+    await ben.say("Can someone call me back?")
+    ben_msg = await employee.wait_for_message("Can someone call me back?", sender=ghost_of(ben))
+    card = await employee.send_text(ben_msg.room_id, "Your card 4111 1111 1111 1111 is on file")
+    denial = await employee.wait_for_event(bot_notice_about(ben_msg.room_id, card), 30, "the denial")
+    assert "sharing.card_numbers" in denial.content["body"]
+
+    # Anna's second wait.
+    said = time.time()
+    await anna.say("One more thing")
+    await employee.wait_for_message("One more thing", sender=ghost_of(anna))
+    await employee.send_text(first.room_id, "Of course")
+    await anna.wait_for_text("Of course")
+    bounds.append(time.time() - said)
+    until = time.time() + 2 * 3600
+
+    out = tmp_path / "report.csv"
+    await report(own_bridge.config_path, since, until, "csv", out)
+    rows = {(r["section"], r["key"]): r for r in csv.DictReader(io.StringIO(out.read_text()))}
+    me = rows[("employees", EMPLOYEE)]
+    assert (me["conversations"], me["messages_in"], me["messages_out"]) == ("2", "4", "2"), me
+    assert me["answered_waits"] == "2" and me["over_sla"] == "1", me
+    assert me["denials"] == "sharing.card_numbers=1", me
+    assert 0 <= float(me["first_response_median_s"]) <= max(bounds) + 1, (me, bounds)
+    total = rows[("total", "total")]
+    assert (total["messages_in"], total["messages_out"], total["over_sla"]) == ("4", "2", "1"), total
+    assert rows[("teams", "wealth")]["messages_out"] == "2"
+    telegram = [r for (section, _), r in rows.items() if section == "accounts"]
+    assert len(telegram) == 1 and telegram[0]["key"].startswith("telegram:")
+    assert telegram[0]["conversations"] == "2"
+
+    # The same period as one HTML page carries the same figures.
+    page = tmp_path / "report.html"
+    await report(own_bridge.config_path, since, until, "html", page)
+    html = page.read_text()
+    assert f'<tr data-key="{EMPLOYEE}">' in html and 'data-field="messages_in" data-value="4"' in html
+    assert "Example Advisers" in html
