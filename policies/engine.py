@@ -12,6 +12,7 @@ number is "a card number ending 1111").
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -29,6 +30,7 @@ from .detectors import (
     mask_digits,
     scan_text,
 )
+from .lexicon import LexiconHit
 from .model import Notices, Policy
 
 __all__ = [
@@ -41,21 +43,28 @@ __all__ = [
     "Join",
     "RoomState",
     "SendOut",
+    "Supervise",
+    "SupervisionResult",
     "Verdict",
     "decide",
     "disclaimer_for",
     "is_admin",
     "is_observer",
+    "is_sampled",
     "choose_assignees",
     "notice_for",
     "pick_assignees",
+    "reviewers_of",
     "roles_of",
     "stand_ins",
+    "supervise",
+    "supervisors_of",
 ]
 
 #: Commands every employee may use; the rest are for admins. ``away`` and ``back`` only for
-#: oneself (``Command.target``); ``invite`` and ``contact`` are then decided as outreach.
-EMPLOYEE_COMMANDS = frozenset({"help", "waiting", "away", "back", "invite", "contact"})
+#: oneself (``Command.target``); ``invite`` and ``contact`` are then decided as outreach;
+#: ``review`` answers only the reviewers and supervisors (bridge.review checks who asks).
+EMPLOYEE_COMMANDS = frozenset({"help", "waiting", "away", "back", "invite", "contact", "review"})
 _SELF_COMMANDS = frozenset({"away", "back"})
 
 
@@ -463,7 +472,130 @@ def decide(action: Action, policy: Policy) -> Decision:
         return _decide_command(action, policy)
     if isinstance(action, Outreach):
         return _decide_outreach(action, policy)
-    raise TypeError(f"decide() takes Join, SendOut, Command or Outreach, not {type(action).__name__}")
+    hint = "; supervise() takes Supervise" if isinstance(action, Supervise) else ""
+    raise TypeError(f"decide() takes Join, SendOut, Command or Outreach, not {type(action).__name__}{hint}")
+
+
+# --------------------------------------------------------------------------------------------
+# Supervision: what the reviewers see
+
+
+@dataclass(frozen=True)
+class Supervise:
+    """A message to check for review, in either direction: ``direction`` is "inbound" (client
+    to company) or "outbound" (company to client). ``message_id`` decides sampling, so use an
+    id that never changes (the Matrix event id). ``language``: the client's language code
+    when the network reports it (Telegram's language_code); a known language skips the terms
+    listed for other languages, so leave it None when unsure: then every term applies.
+    ``html``: the formatted body, scanned too when it says something else than ``text``."""
+
+    text: str
+    direction: str
+    message_id: str
+    language: str | None = None
+    html: str | None = None
+
+
+@dataclass(frozen=True)
+class SupervisionResult:
+    """What :func:`supervise` found. ``hits``: the lexicon terms found, in text order (see
+    :class:`policies.lexicon.LexiconHit` for spans and excerpts). ``hold``: an outbound message
+    hit a lexicon whose action is hold, so the caller keeps it from the client until a reviewer
+    releases it. ``sampled``: chosen by ``supervision.sample_rate`` whatever it says. ``rules``:
+    the policy keys that put it in review ("supervision.lexicons.promises",
+    "supervision.sample_rate"), one each, in order."""
+
+    hits: tuple[LexiconHit, ...] = ()
+    hold: bool = False
+    sampled: bool = False
+    rules: tuple[str, ...] = ()
+
+    @property
+    def review(self) -> bool:
+        """The message goes to the review queue."""
+        return bool(self.hits) or self.sampled
+
+    @property
+    def lexicons(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(h.lexicon for h in self.hits))
+
+    @property
+    def reason(self) -> str:
+        """A sentence for the sender's notice or the queue; it names lexicons, never the text."""
+        if self.hold:
+            held = [h.lexicon for h in self.hits if h.action == "hold"]
+            return (
+                f"Held for compliance review: the message matches the lexicon '{held[0]}'; "
+                "it goes to the client once a reviewer releases it."
+            )
+        if self.hits:
+            return f"For compliance review: the message matches {_names('lexicon', self.lexicons)}."
+        if self.sampled:
+            return "For compliance review: the message was chosen in the random sample."
+        return "Not for review."
+
+
+_NOT_SUPERVISED = SupervisionResult()
+_SAMPLE_SPACE = 1 << 64
+
+
+def _names(what: str, names: tuple[str, ...]) -> str:
+    quoted = [f"'{n}'" for n in names]
+    return f"the {what} {quoted[0]}" if len(quoted) == 1 else f"the {what}s {', '.join(quoted)}"
+
+
+def is_sampled(message_id: str, rate: float) -> bool:
+    """Whether ``message_id`` is in the random sample of ``rate`` (0..1): the first 8 bytes of
+    its SHA-256 as a fraction, below ``rate``. Stable across processes and restarts, unlike
+    ``hash()``, so a message is sampled once and for all, and an auditor can recompute it."""
+    if rate <= 0:
+        return False
+    digest = hashlib.sha256(message_id.encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big") < rate * _SAMPLE_SPACE
+
+
+def supervise(action: Supervise, policy: Policy) -> SupervisionResult:
+    """Whether a message goes to review, and why. Pure, like :func:`decide`, but a separate
+    function: supervision does not decide whether a message may go (the sharing rules do),
+    it finds every lexicon hit in both directions, plus the sample. Raises ValueError for a
+    direction other than "inbound" or "outbound" (a bug in the caller, not in the message)."""
+    if action.direction not in ("inbound", "outbound"):
+        raise ValueError(f"direction must be 'inbound' or 'outbound', not {action.direction!r}")
+    rules = policy.supervision
+    if not rules.enabled:
+        return _NOT_SUPERVISED
+    index = rules.index
+    hits = index.find(action.text or "", action.direction, action.language)
+    if action.html:
+        shown = html_to_text(action.html)
+        if shown.split() != (action.text or "").split():
+            seen = {(h.lexicon, h.term) for h in hits}
+            extra = index.find(shown, action.direction, action.language, source="html")
+            hits += tuple(h for h in extra if (h.lexicon, h.term) not in seen)
+    sampled = is_sampled(action.message_id, rules.sample_rate)
+    if not hits and not sampled:
+        return _NOT_SUPERVISED
+    names = tuple(f"supervision.lexicons.{n}" for n in dict.fromkeys(h.lexicon for h in hits))
+    return SupervisionResult(
+        hits=hits,
+        hold=action.direction == "outbound" and any(h.action == "hold" for h in hits),
+        sampled=sampled,
+        rules=names + (("supervision.sample_rate",) if sampled else ()),
+    )
+
+
+def reviewers_of(policy: Policy) -> frozenset[str]:
+    """Who reviews supervision items: the members of ``supervision.reviewer_role`` (roles given
+    through teams included), else the compliance observers."""
+    role = policy.supervision.reviewer_role
+    return policy.roles.get(role, frozenset()) if role else policy.observers
+
+
+def supervisors_of(policy: Policy) -> frozenset[str]:
+    """Where a reviewer escalates an item: the members of ``supervision.supervisor_role``;
+    empty when the policy names none (then there is no escalation step)."""
+    role = policy.supervision.supervisor_role
+    return policy.roles.get(role, frozenset()) if role else frozenset()
 
 
 # --------------------------------------------------------------------------------------------

@@ -28,6 +28,16 @@ from .detectors import (
     normalize_label,
     normalize_phone,
 )
+from .lexicon import (
+    DIRECTIONS,
+    LANGUAGES,
+    LEXICON_ACTIONS,
+    Lexicon,
+    LexiconIndex,
+    Term,
+    TermError,
+    compile_term,
+)
 
 __all__ = [
     "ASSIGNMENT_MODES",
@@ -35,13 +45,16 @@ __all__ = [
     "Assignment",
     "Commands",
     "CustomPattern",
+    "DEFAULT_CLOSE_REASONS",
     "Disclaimers",
     "JoinRules",
+    "Lexicon",
     "Outreach",
     "Policy",
     "PolicyError",
     "ServiceLevels",
     "SharingRules",
+    "Supervision",
     "Team",
     "parse_policy",
 ]
@@ -66,7 +79,7 @@ _MAX_FILE_MB = 100_000
 _MAX_EXTERNAL = 1000
 
 _TOP_KEYS = ("admins", "observers", "roles", "teams", "default_role", "join", "sharing", "disclaimers",
-             "assignment", "commands", "retention", "outreach", "sla", "absence")  # fmt: skip
+             "assignment", "commands", "retention", "outreach", "sla", "absence", "supervision")  # fmt: skip
 _RETENTION_KEYS = ("default", "networks")
 _TEAM_KEYS = ("members", "roles", "hours", "tz")
 _OUTREACH_KEYS = ("allowed_roles", "allowed_teams", "link_expiry")
@@ -91,6 +104,10 @@ _PATTERN_KEYS = ("name", "regex")
 _DISCLAIMER_KEYS = ("default", "networks", "regions")
 _ASSIGNMENT_KEYS = ("mode", "team", "desk", "account_owners")
 _COMMAND_KEYS = ("prefix",)
+_SUPERVISION_KEYS = ("lexicons", "sample_rate", "reviewer_role", "supervisor_role", "close_reasons")
+_LEXICON_KEYS = ("direction", "action", "terms", "exclude")
+#: How a reviewer may close a supervision item when the policy names none.
+DEFAULT_CLOSE_REASONS = ("no_issue", "coached", "false_positive", "reported")
 
 
 @dataclass(frozen=True)
@@ -256,6 +273,29 @@ class Absence:
 
 
 @dataclass(frozen=True)
+class Supervision:
+    """Review of client conversations (FINRA 3110-style supervision): messages that hit a
+    lexicon, plus a random ``sample_rate`` of all messages, go to the reviewers. ``index`` is
+    the lexicons compiled for matching (see :mod:`policies.lexicon`), built once here.
+    ``reviewer_role`` None: the observers review; ``supervisor_role`` None: no escalation."""
+
+    lexicons: tuple[Lexicon, ...] = ()
+    #: Fraction (0..1) of all messages sampled for review whatever they say.
+    sample_rate: float = 0.0
+    reviewer_role: str | None = None
+    supervisor_role: str | None = None
+    close_reasons: tuple[str, ...] = DEFAULT_CLOSE_REASONS
+    index: LexiconIndex = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "index", LexiconIndex.build(self.lexicons))
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.lexicons) or self.sample_rate > 0
+
+
+@dataclass(frozen=True)
 class Policy:
     """The whole policy, read-only. ``roles`` (role → users), ``user_roles`` and
     ``user_teams`` are the explicit memberships, roles given by teams included; ``default_role`` is added for every user
@@ -276,6 +316,7 @@ class Policy:
     outreach: Outreach = Outreach()
     sla: ServiceLevels = ServiceLevels()
     absence: Absence = Absence()
+    supervision: Supervision = Supervision()
     user_roles: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
     user_teams: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -840,6 +881,132 @@ def _parse_retention(r: _Reader, value: Any) -> Retention:
     return Retention(default_days=default, networks=MappingProxyType(networks))
 
 
+_TERMS_HOWTO = (
+    'write a list like ["risk free", "guarantee* NEAR/3 return*"], or per language {en: [...], de: [...]}'
+)
+
+
+def _parse_term_list(r: _Reader, path: str, value: Any, language: str | None) -> list[Term]:
+    out: list[Term] = []
+    for p, item in r.items(path, value, "terms"):
+        if not isinstance(item, str):
+            r.bad(p, f'expected a term in quotes, got {value_kind(item)}; write e.g. "risk free"')
+            continue
+        try:
+            out.append(compile_term(item, language))
+        except TermError as e:
+            r.bad(p, str(e))
+    return out
+
+
+def _parse_terms(r: _Reader, path: str, value: Any) -> tuple[Term, ...]:
+    """A list (every language) or a mapping language -> list; each term compiled now, so a
+    message is only matched, never parsed."""
+    if not isinstance(value, dict):
+        return tuple(_parse_term_list(r, path, value, None))
+    out: list[Term] = []
+    for key, terms in value.items():
+        lang = key.lower() if isinstance(key, str) else None
+        if lang not in LANGUAGES:
+            base = re.split(r"[-_]", lang or "")[0]
+            fix = (
+                f"terms are per language, not per region: write {base}"
+                if base in LANGUAGES
+                else "write a two-letter ISO 639-1 code such as en or de"
+            )
+            r.bad(f"{path}.{key}", f"{value_kind(key)} is not a language code; {fix}")
+            continue
+        out.extend(_parse_term_list(r, f"{path}.{key}", terms, lang))
+    return tuple(out)
+
+
+def _parse_lexicon(r: _Reader, path: str, key: Any, value: Any) -> Lexicon | None:
+    name = r.name(path, key, "lexicon")
+    if isinstance(value, list):
+        r.bad(path, f"expected a mapping with terms (and direction, action, exclude), got a list; write it as "
+                    f"{key}: {{terms: [...]}}")  # fmt: skip
+        return None
+    body = r.mapping(path, value, _LEXICON_KEYS, f"write it as {key}: {{direction: outbound, terms: [...]}}")
+    direction = body.get("direction", "both")
+    if direction not in DIRECTIONS:
+        r.bad(f"{path}.direction", f"{value_kind(direction)} is not a direction; use inbound (client to company), "
+                                   "outbound (company to client) or both")  # fmt: skip
+        direction = None
+    action = body.get("action", "alert")
+    if action not in LEXICON_ACTIONS:
+        r.bad(f"{path}.action", f"{value_kind(action)} is not an action; use alert (tell the reviewers) or "
+                                "hold (also keep an outbound message until a reviewer releases it)")  # fmt: skip
+        action = None
+    elif action == "hold" and direction is not None and direction != "outbound":
+        r.bad(f"{path}.action", f"hold needs direction: outbound (this lexicon scans {direction}), since an inbound "
+                                "message has already reached the company; set direction: outbound or use action: alert")  # fmt: skip
+    if not body.get("terms"):
+        r.bad(f"{path}.terms", f"missing or empty; a lexicon needs at least one term: {_TERMS_HOWTO}")
+    terms = _parse_terms(r, f"{path}.terms", body.get("terms"))
+    exclude = _parse_terms(r, f"{path}.exclude", body.get("exclude"))
+    if name is None or direction is None or action is None or not terms:
+        return None
+    return Lexicon(name=name, terms=terms, exclude=exclude, direction=direction, action=action)
+
+
+def _parse_sample_rate(r: _Reader, value: Any) -> float:
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        r.bad("supervision.sample_rate", f"expected a fraction from 0 to 1, got {value_kind(value)}; "
+                                         "write e.g. 0.01 to review 1% of all messages")  # fmt: skip
+        return 0.0
+    if not 0 <= value <= 1:
+        r.bad(
+            "supervision.sample_rate",
+            f"{value} is out of range; use a fraction from 0 to 1, e.g. 0.01 for 1%",
+        )
+        return 0.0
+    return float(value)
+
+
+def _parse_close_reasons(r: _Reader, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return DEFAULT_CLOSE_REASONS
+    path = "supervision.close_reasons"
+    reasons: list[str] = []
+    for p, item in r.items(path, value, "close reasons"):
+        reason = r.name(p, item, "close reason")
+        if reason is not None and reason in reasons:
+            r.bad(p, f"'{reason}' is listed twice; remove one")
+        elif reason is not None:
+            reasons.append(reason)
+    if isinstance(value, list) and not value:
+        r.bad(
+            path,
+            f"is empty, so no review could ever be closed; list reasons such as {', '.join(DEFAULT_CLOSE_REASONS)}",
+        )
+    return tuple(reasons) or DEFAULT_CLOSE_REASONS
+
+
+def _parse_supervision(r: _Reader, value: Any, roles: Mapping[str, Any]) -> Supervision:
+    body = r.mapping(
+        "supervision", value, _SUPERVISION_KEYS, "write it as 'supervision:' followed by indented keys"
+    )
+    lexicons: list[Lexicon] = []
+    for key, lex in r.mapping("supervision.lexicons", body.get("lexicons"), None,
+                              "write it as 'name: {direction: outbound, terms: [...]}'").items():  # fmt: skip
+        lexicon = _parse_lexicon(r, f"supervision.lexicons.{key}", key, lex)
+        if lexicon is not None:
+            lexicons.append(lexicon)
+    found = {
+        key: r.reference(f"supervision.{key}", body[key], roles, "role", "roles") if body.get(key) is not None else None
+        for key in ("reviewer_role", "supervisor_role")
+    }  # fmt: skip
+    return Supervision(
+        lexicons=tuple(lexicons),
+        sample_rate=_parse_sample_rate(r, body.get("sample_rate")),
+        reviewer_role=found["reviewer_role"],
+        supervisor_role=found["supervisor_role"],
+        close_reasons=_parse_close_reasons(r, body.get("close_reasons")),
+    )
+
+
 def _parse_commands(r: _Reader, value: Any) -> Commands:
     body = r.mapping("commands", value, _COMMAND_KEYS, "write it as 'commands: {prefix: \"!hl\"}'")
     prefix = body.get("prefix", "!hl")
@@ -936,6 +1103,7 @@ def parse_policy(data: dict[str, Any] | None, *, local_domain: str, networks: Co
     outreach = _parse_outreach(r, data.get("outreach"), roles, teams)
     sla = _parse_sla(r, data.get("sla"), roles)
     absence = _parse_absence(r, data.get("absence"), teams)
+    supervision = _parse_supervision(r, data.get("supervision"), roles)
     if r.problems:
         raise PolicyError(r.problems)
     user_roles, user_teams = _memberships(roles, teams)
@@ -957,6 +1125,7 @@ def parse_policy(data: dict[str, Any] | None, *, local_domain: str, networks: Co
         outreach=_outreach_lookups(outreach, user_roles, user_teams),
         sla=sla,
         absence=absence,
+        supervision=supervision,
         user_roles=MappingProxyType(user_roles),
         user_teams=MappingProxyType(user_teams),
     )
