@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 from mautrix.errors import MatrixError
+from mautrix.types import FileInfo
 
 from appservice.registration import Registration
 from appservice.server import HouselineAppService
@@ -32,6 +33,7 @@ from bridge.outreach import OutreachDesk
 from bridge.policy_bot import PolicyBot
 from bridge.portals import Portals
 from bridge.reminders import Reminders
+from bridge.review import ReviewDesk
 from bridge.status_room import StatusRoom
 from bridge.store import Store
 from bridge.webhooks import WebhookDispatcher
@@ -147,6 +149,8 @@ class Bridge:
         self.absences = Absences(self.policy_bot, self.clock)
         self.reminders = Reminders(self.policy_bot, self.clock)
         self.outreach = OutreachDesk(self.policy_bot, ghosts, self.outbox.enqueue, self.clock)
+        self.review = ReviewDesk(self.policy_bot, self.clock, wake_outbox=self.outbox.wake)
+        self.outbound.review = self.review.before_send
         self.commands = Commands(
             self.policy_bot,
             self._reload_policy,
@@ -154,6 +158,8 @@ class Bridge:
             absences=self.absences,
             outreach=self.outreach,
             reminders=self.reminders,
+            review=self.review,
+            report=self.report_to_room,
         )
         self.inbound = Inbound(
             self.store,
@@ -265,6 +271,7 @@ class Bridge:
             self.outreach.after_message,
             self.absences.client_wrote,
             self.reminders.client_wrote,
+            self.review.client_wrote,
         ):
             try:
                 await step(portal, event)
@@ -346,6 +353,47 @@ class Bridge:
         )
         return str(out)
 
+    async def report_to_room(
+        self, actor: str, since: str | None, until: str | None, room_id: str
+    ) -> tuple[str, bytes]:
+        """An admin's ``!hl report``: the page is posted as a file in ``room_id``; returns the
+        summary line and the page. Raises ValueError for a date it cannot read."""
+        from bridge.record.export import ExportError, parse_time
+        from bridge.reports.collect import produce
+        from bridge.reports.render import to_html
+
+        try:
+            until_ms = parse_time(until, "until") or self.clock.now_ms()
+            since_ms = parse_time(since, "since") or until_ms - 7 * 86_400_000
+        except ExportError as e:
+            raise ValueError(str(e)) from None
+        if since_ms >= until_ms:
+            raise ValueError("--since must be before --until.")
+        report = await produce(
+            self.store,
+            self.policy_bot.policy,
+            homeserver_url=self.config.homeserver.url,
+            as_token=self.registration.as_token,
+            bot=self.az.bot_mxid,
+            verify_tls=self.config.homeserver.verify_tls,
+            since_ms=since_ms,
+            until_ms=until_ms,
+        )
+        page = to_html(report, company=self.config.portals.company).encode()
+        name = f"houseline-report-{time.strftime('%Y%m%d', time.gmtime(since_ms / 1000))}-{time.strftime('%Y%m%d', time.gmtime(until_ms / 1000))}.html"
+        bot = self.az.intent
+        mxc = await bot.upload_media(page, mime_type="text/html", filename=name)
+        await bot.send_file(room_id, mxc, file_name=name, info=FileInfo(mimetype="text/html", size=len(page)))
+        await self.audit.record(actor=actor, action="report", subject=room_id, verdict="allow", rule="commands.admin",
+                                since=since_ms, until=until_ms)  # fmt: skip
+        t = report.total
+        return (
+            f"Report {name}: {t.conversations} conversation(s), {t.messages_in} client message(s), "
+            f"{t.messages_out} answer(s), {t.over_sla} wait(s) over the SLA, {t.denials_total} denial(s), "
+            f"{t.reviews_opened} review item(s) opened.",
+            page,
+        )
+
     async def _on_events(self, events: list[dict]) -> None:
         """Policy first (membership, commands), then what goes to clients. An event already
         handled (a resent transaction, a catch-up that found it first) is handled once."""
@@ -371,6 +419,13 @@ class Bridge:
                     await self.commands.on_invite(raw)
                 elif portal is not None:
                     await self.policy_bot.on_member(raw, portal)
+                continue
+            if (
+                portal is None
+                and raw.get("type") == "m.reaction"
+                and await self.review.is_review_room(room_id)
+            ):
+                await self.review.on_reaction(raw)
                 continue
             if raw.get("sender") != self.az.bot_mxid and self.commands.is_command(raw):
                 if portal is not None and self.commands.is_template(raw):

@@ -21,6 +21,7 @@ from bridge.operations import OperationError, Operations
 from bridge.outreach import OutreachDesk
 from bridge.policy_bot import PolicyBot
 from bridge.reminders import Reminders
+from bridge.review import ReviewDesk, ReviewError
 from bridge.store import PortalRow
 from policies.engine import Command, RoomState, SendOut, Verdict, decide
 from policies.model import Policy
@@ -43,6 +44,8 @@ USAGE = {
     "contact": "contact <network> <number> [--from <company number>] template <name> [--lang en] [parameters...] — start a conversation with a client, where the network lets the company write first with an approved template",
     "invite": "invite <network> — a one-time link that starts a conversation with you when the client opens it, where the network has such links",
     "waiting": "waiting — conversations waiting for an answer, oldest first",
+    "review": "review [claim | close <reason> | escalate | approve | reject [reason]] <item> — the compliance review queue (reviewers)",
+    "report": "report [--since YYYY-MM-DD] [--until YYYY-MM-DD] — how clients were served (default: the last 7 days), as an HTML page here",
     "away": "away [@user:server] --until <YYYY-MM-DD> [--cover <@colleague:server | team:NAME>] — new clients skip them, a cover stands in",
     "back": "back [@user:server] — end an absence now",
 }
@@ -70,6 +73,8 @@ class Commands:
         absences: Absences | None = None,
         outreach: OutreachDesk | None = None,
         reminders: Reminders | None = None,
+        review: ReviewDesk | None = None,
+        report: Callable[..., Awaitable[tuple[str, bytes]]] | None = None,
     ) -> None:
         self.pb = policy_bot
         self.ops = Operations(policy_bot)
@@ -78,6 +83,8 @@ class Commands:
         self.absences = absences
         self.outreach = outreach
         self.reminders = reminders
+        self.review = review
+        self.report = report
 
     @property
     def prefix(self) -> str:
@@ -395,6 +402,40 @@ class Commands:
             f"Send this link to the client (it works once, until {when(expires)}); when they open it and press Start, "
             f"their conversation comes to you:\n{link}"
         )
+
+    async def cmd_review(self, ctx: CommandContext, args: list[str]) -> str:
+        """The reviewers' queue: the same ReviewDesk.act as the reactions on an item."""
+        if self.review is None or not self.review.enabled:
+            return "Supervision is not configured (supervision in the policy), so there is no review queue."
+        try:
+            if not args:
+                return await self.review.worklist(ctx.sender)
+            action = args[0].lower()
+            if len(args) < 2 or not args[1].lstrip("#").isdigit():
+                raise UsageError("Which item? Give its number, e.g. 12.")
+            reason = " ".join(args[2:]) or None
+            return (await self.review.act(ctx.sender, action, int(args[1].lstrip("#")), reason)).text
+        except ReviewError as e:
+            return str(e)
+
+    async def cmd_report(self, ctx: CommandContext, args: list[str]) -> str:
+        """An admin's report, posted here as one HTML page (the same as houseline report)."""
+        if self.report is None:
+            return "Reports are not available in this bridge."
+        options = {"--since": None, "--until": None}
+        rest = list(args)
+        while rest:
+            flag = rest.pop(0)
+            if flag not in options or not rest:
+                raise UsageError(
+                    f"“{flag}” is not an option." if flag not in options else f"{flag} needs a date."
+                )
+            options[flag] = rest.pop(0)
+        try:
+            summary, page = await self.report(ctx.sender, options["--since"], options["--until"], ctx.room_id)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        return summary
 
     async def cmd_waiting(self, ctx: CommandContext, args: list[str]) -> str:
         if self.reminders is None:

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import aiohttp
 from mautrix.appservice import AppService
@@ -96,6 +96,9 @@ class Outbound:
         self.retry = retry
         self._typing_sent: dict[str, float] = {}
         self._background: set[asyncio.Task[None]] = set()
+        #: Asked once the sharing rules allowed a message (bridge.review.ReviewDesk.before_send):
+        #: True holds it for a compliance reviewer.
+        self.review: Callable[[PortalRow, dict[str, Any], Delivery], Awaitable[bool]] | None = None
         #: Told the network of each temporary failure that is retried (the metrics count them).
         self.on_retry: Callable[[str], None] | None = None
 
@@ -209,6 +212,8 @@ class Outbound:
                 if decision.verdict is not Verdict.ALLOW:
                     await self.policy.refuse(portal, raw, decision)
                     return
+            if self.review is not None and await self.review(portal, raw, delivery):
+                return  # held for a compliance reviewer, who releases it through the outbox
             await self._deliver(portal, delivery, fresh, origin_ts=raw.get("origin_server_ts"))
         except Refused as e:
             await self._notice(portal, raw["event_id"], str(e))

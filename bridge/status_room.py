@@ -27,11 +27,27 @@ ROOM_TOPIC = "Problems with the bridge's own health and integrations, for the co
 
 
 class StatusRoom:
-    def __init__(self, store: Store, bot: IntentAPI, observers: Callable[[], tuple[str, ...]]) -> None:
+    """A room of the bridge's own (not a client conversation) that the bot posts notices to:
+    the status room, and the review rooms (bridge.review) with their own key, name and members."""
+
+    def __init__(
+        self,
+        store: Store,
+        bot: IntentAPI,
+        observers: Callable[[], tuple[str, ...]],
+        *,
+        key: str = ROOM_KEY,
+        name: str = ROOM_NAME,
+        topic: str = ROOM_TOPIC,
+        mention: bool = True,
+    ) -> None:
         self.store = store
         self.bot = bot
         #: Read at each notice: the policy may have been reloaded since.
         self.observers = observers
+        self.key, self.name, self.topic = key, name, topic
+        #: Each notice mentions the members (the status room's problems must reach them).
+        self.mention = mention
         self._lock = asyncio.Lock()
         self._room_id: str | None = None
 
@@ -49,7 +65,7 @@ class StatusRoom:
         observers = self.observers()
         await self._invite_missing(room_id, observers)
         content = mc.notice(text)
-        if observers:
+        if observers and self.mention:
             content["m.mentions"] = {"user_ids": list(observers)}
             content["body"] += " (" + ", ".join(observers) + ")"
         event_id = await self.bot.send_message_event(RoomID(room_id), EventType.ROOM_MESSAGE, content)
@@ -57,21 +73,23 @@ class StatusRoom:
         return str(event_id)
 
     async def _stored(self) -> str | None:
-        return await self.store.db.fetchval("SELECT room_id FROM bridge_room WHERE name=$1", ROOM_KEY)
+        return await self.store.db.fetchval("SELECT room_id FROM bridge_room WHERE name=$1", self.key)
 
     async def _create(self) -> str:
         room_id = await self.bot.create_room(
-            name=ROOM_NAME,
-            topic=ROOM_TOPIC,
+            name=self.name,
+            topic=self.topic,
             preset=RoomCreatePreset.PRIVATE,
             invitees=[UserID(u) for u in self.observers()],
         )
         await self.store.db.execute(
             "INSERT INTO bridge_room (name, room_id) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET room_id=excluded.room_id",
-            ROOM_KEY,
+            self.key,
             str(room_id),
         )
-        log.info("event=status_room_created room=%s invited=%d", room_id, len(self.observers()))
+        log.info(
+            "event=bridge_room_created key=%s room=%s invited=%d", self.key, room_id, len(self.observers())
+        )
         return str(room_id)
 
     async def _invite_missing(self, room_id: str, observers: tuple[str, ...]) -> None:

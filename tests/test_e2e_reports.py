@@ -20,7 +20,7 @@ import yaml
 from bridge.devstack import DevStack
 from sandbox.employee import Employee
 from tests.conftest import ROOT, BridgeProcess
-from tests.support import bot_notice_about, ghost_of
+from tests.support import BOT, bot_notice_about, ghost_of, open_dm
 
 EMPLOYEE = "@employee:localhost"
 
@@ -57,7 +57,7 @@ async def report(config: Path, since: float, until: float, fmt: str, out: Path) 
 
 
 async def test_a_scripted_day_reported_from_the_record(
-    own_bridge: BridgeProcess, employee: Employee, new_client, tmp_path: Path
+    own_bridge: BridgeProcess, employee: Employee, staff: dict[str, Employee], new_client, tmp_path: Path
 ) -> None:
     since = time.time() - 1
     anna, ben = new_client("Anna", "Report"), new_client("Ben", "Report")
@@ -110,3 +110,34 @@ async def test_a_scripted_day_reported_from_the_record(
     html = page.read_text()
     assert f'<tr data-key="{EMPLOYEE}">' in html and 'data-field="messages_in" data-value="4"' in html
     assert "Example Advisers" in html
+
+    # An admin asks the bot: the same page, posted as a file, and a summary line.
+    admin = staff["admin"]
+    dm = await open_dm(admin)
+    await admin.send_text(dm, f"!hl report --since {iso(since)} --until {iso(until)}")
+    summary = await admin.wait_for_event(
+        lambda e: e.room_id == dm and e.sender == BOT and e.content.get("body", "").startswith("Report "),
+        60,
+        "the report's summary",
+    )
+    assert (
+        "2 conversation(s), 4 client message(s), 2 answer(s), 1 wait(s) over the SLA, 1 denial(s)"
+        in (summary.content["body"])
+    )
+    posted = await admin.wait_for_event(
+        lambda e: e.room_id == dm and e.sender == BOT and e.content.get("msgtype") == "m.file", 30, "the page"
+    )
+    assert posted.content["info"]["mimetype"] == "text/html" and posted.content["body"].endswith(".html")
+    resp = await admin.client.download(posted.content["url"])
+    assert 'data-field="messages_in" data-value="4"' in resp.body.decode()
+    # An employee who is not an admin may not.
+    await employee.send_text(dm_of_employee := await open_dm(employee), "!hl report")
+    await employee.wait_for_event(
+        lambda e: (
+            e.room_id == dm_of_employee
+            and e.sender == BOT
+            and "only Houseline admins" in e.content.get("body", "")
+        ),
+        30,
+        "the refusal",
+    )

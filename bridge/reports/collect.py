@@ -8,7 +8,6 @@ Shared by ``houseline report`` and the ``report`` bot command, so both print the
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable
 
 from bridge.networks import network_names, spec_of
 from bridge.record.reader import HomeserverReader
@@ -23,14 +22,12 @@ from bridge.reports.model import (
 )
 from bridge.store import Store
 from bridge.store import reports as queries
+from bridge.store import review as review_rows
 from policies.model import Policy
 
 #: How far the bridge's recording time may lag the record's timestamp (a client message posted
 #: after an outage): the store is read this much wider, the homeserver's times decide.
 SLACK_MS = 7 * 86_400_000
-
-#: The review queue's items in a period, once it exists in the store (bridge.review).
-Reviews = Callable[[int, int], Awaitable[Iterable[ReviewFacts]]]
 
 
 def account_label(network: str, account: str) -> str:
@@ -50,7 +47,6 @@ async def collect(
     bot: str,
     since_ms: int,
     until_ms: int,
-    reviews: Reviews | None = None,
 ) -> ReportInput:
     portals = {p.room_id: p for p in await store.all_portals()}
     mapped = await queries.mapped_events(store.db, since_ms - SLACK_MS, until_ms + SLACK_MS)
@@ -79,7 +75,10 @@ async def collect(
         ),
         messages=tuple(messages),
         denials=tuple(denials),
-        reviews=tuple(await reviews(since_ms, until_ms)) if reviews is not None else (),
+        reviews=tuple(
+            ReviewFacts(i.sender, i.opened_at, i.closed_at)
+            for i in await review_rows.items_between(store.db, since_ms, until_ms)
+        ),
         teams=teams_of(policy),
         sla_s=policy.sla.remind_after_s,
     )
@@ -95,11 +94,8 @@ async def produce(
     verify_tls: bool,
     since_ms: int,
     until_ms: int,
-    reviews: Reviews | None = None,
 ) -> Report:
     """The report for a period, read as the bot (the CLI and the bot command both call this)."""
     async with HomeserverReader(homeserver_url, as_token, bot, verify_tls) as reader:
-        data = await collect(
-            store, reader, policy, bot=bot, since_ms=since_ms, until_ms=until_ms, reviews=reviews
-        )
+        data = await collect(store, reader, policy, bot=bot, since_ms=since_ms, until_ms=until_ms)
     return compute(data)

@@ -338,6 +338,29 @@ class Store:
                     self._next_sequence(),
                 )
 
+    async def release_reviewed(self, item_id: int, event: dict, *, actor: str, at_ms: int) -> bool:
+        """A held message a reviewer approved goes into the outbox in the commit that closes
+        its review item: never approved and lost, never queued and still held. False when the
+        item was finished meanwhile (another reviewer approved or rejected it)."""
+        async with self.db.acquire() as conn, conn.transaction():
+            done = await conn.fetchval(
+                "UPDATE review_item SET state='approved', closed_by=$2, closed_at=$3, event=NULL"
+                " WHERE id=$1 AND held AND state IN ('open', 'claimed', 'escalated') RETURNING id",
+                item_id,
+                actor,
+                at_ms,
+            )
+            if done is None:
+                return False
+            await conn.execute(
+                "INSERT INTO outbox (event_id, room_id, event, enqueued_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                event["event_id"],
+                event["room_id"],
+                json.dumps(event),
+                self._next_sequence(),
+            )
+        return True
+
     # outbox: employees' events waiting to be delivered, in arrival order per room
 
     async def outbox_add(self, events: list[dict]) -> None:

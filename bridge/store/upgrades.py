@@ -303,3 +303,31 @@ async def upgrade_v11(conn: Connection, scheme: Scheme) -> None:
     await conn.execute("DROP TABLE outflight")
     # What the policy holds until a senior joins (join.senior_role), not the legal hold.
     await conn.execute("ALTER TABLE held RENAME TO held_for_senior")
+
+
+@upgrade_table.register(description="The compliance review queue")
+async def upgrade_v12(conn: Connection, scheme: Scheme) -> None:
+    # One item per message (a lexicon hit or the random sample); a held one keeps the employee's
+    # event until a reviewer approves (it then goes into the outbox) or rejects it.
+    await conn.execute(
+        """CREATE TABLE review_item (
+            id          BIGINT PRIMARY KEY,
+            portal_room TEXT NOT NULL,
+            event_id    TEXT NOT NULL UNIQUE,
+            sender      TEXT NOT NULL,
+            direction   TEXT NOT NULL,
+            rules       TEXT NOT NULL,
+            excerpt     TEXT NOT NULL,
+            held        BOOLEAN NOT NULL,
+            state       TEXT NOT NULL,
+            claimed_by  TEXT,
+            closed_by   TEXT,
+            reason      TEXT,
+            opened_at   BIGINT NOT NULL,
+            closed_at   BIGINT,
+            review_room TEXT NOT NULL DEFAULT '',
+            notice_id   TEXT NOT NULL DEFAULT '',
+            event       TEXT
+        )"""
+    )
+    await conn.execute("CREATE INDEX review_item_notice_idx ON review_item (notice_id)")
