@@ -121,6 +121,7 @@ class Absences:
             invited, trouble = await self.pb.bring_in(portal, covers)
             problems.extend(trouble)
             await self.pb.store.add_absence_room(user, portal.room_id, tuple(invited))
+            await self.pb.sync_managers(portal.room_id)  # the covers' team managers follow
             who = ", ".join(covers) or "nobody (new clients go elsewhere)"
             await self._room_notice(
                 portal.room_id, f"Absence: {user} is away until {when(until_ms)}; covering: {who}."
@@ -166,6 +167,7 @@ class Absences:
                 await self._room_notice(
                     room_id, f"Absence over: {user} is back; {', '.join(invited)} no longer cover(s) here."
                 )
+            await self.pb.sync_managers(room_id)
         await self.pb.audit.record(
             actor=actor,
             action="absence.end",

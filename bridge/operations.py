@@ -84,6 +84,7 @@ class Operations:
                 raise OperationError(f"Could not invite {user}: {e.message}", "failed") from e
         await self.pb.store.set_assignee(portal.room_id, user)
         self.pb.portals.forget(portal.room_id)
+        await self.pb.sync_managers(portal.room_id)  # the new team's managers follow
         await self.pb.audit.record(
             actor=actor,
             action="assign",
@@ -130,6 +131,7 @@ class Operations:
                 problems.append(f"{portal.name}: could not remove {leaver} ({e.message})")
             _, trouble = await self.pb.bring_in(portal, successors)
             problems.extend(trouble)
+            await self.pb.sync_managers(portal.room_id)
             await self.pb.bot.send_message_event(
                 portal.room_id,
                 EventType.ROOM_MESSAGE,

@@ -39,6 +39,7 @@ from policies.engine import (
     decide,
     disclaimer_for,
     roles_of,
+    room_managers,
     stand_ins,
 )
 from policies.model import Policy
@@ -108,7 +109,8 @@ class PolicyBot:
         if requested is not None:
             decision = await self.join_decision(requested, None)
             if decision.allowed:
-                return Assigned(tuple(dict.fromkeys((requested, *observers))), requested)
+                managers = self._managers_for(requested)
+                return Assigned(tuple(dict.fromkeys((requested, *observers, *managers))), requested)
         counter = await self.store.next_counter("assignment")
         chosen = choose_assignees(
             self.policy,
@@ -130,7 +132,8 @@ class PolicyBot:
                 if chosen.users
                 else "nobody the assignment rule names is available and the policy names no absence fallback: nobody was invited"
             )
-        invite = tuple(dict.fromkeys((*chosen.users, *observers)))
+        managers = self._managers_for(chosen.users[0]) if chosen.users else ()
+        invite = tuple(dict.fromkeys((*chosen.users, *observers, *managers)))
         return Assigned(
             invite, chosen.users[0] if chosen.users else None, note, tell_observers=chosen.fallback
         )
@@ -268,8 +271,52 @@ class PolicyBot:
             members = frozenset(await self.bot.get_joined_members(room_id))
         ghosts = frozenset(m for m in members if self.ghosts.is_ghost(m))
         return RoomState(
-            room_id=room_id, members=members, ghosts=ghosts, is_group=portal.chat_id.startswith("-")
+            room_id=room_id,
+            members=members,
+            ghosts=ghosts,
+            is_group=portal.chat_id.startswith("-"),
+            caretakers=await self.caretakers(portal),
         )
+
+    def _managers_for(self, assignee: str) -> tuple[str, ...]:
+        """The managers a new conversation of ``assignee`` invites (teams.<name>.managers)."""
+        return tuple(sorted(self.policy.managers_of.get(assignee, frozenset()) - {assignee}))
+
+    async def caretakers(self, portal: PortalRow) -> frozenset[str]:
+        """Who looks after the conversation: its assignee, and whoever stands in while they are
+        away or after they left. Their teams' managers may read it. Only asked of the store when
+        the policy names managers (it is part of every outbound decision)."""
+        if portal.assignee is None:
+            return frozenset()
+        if not self.policy.managers:
+            return frozenset({portal.assignee})
+        unavailable = await self.unavailable()
+        return frozenset({portal.assignee, *unavailable.get(portal.assignee, ())})
+
+    async def sync_managers(self, room_id: str) -> None:
+        """After the conversation moved (assigned, handed over, covered, back): the managers of
+        its caretakers' teams are invited, and managers who were there only as managers of the
+        earlier caretakers leave."""
+        if not self.policy.managers:
+            return
+        portal = await self.portals.by_room(room_id)
+        if portal is None:
+            return
+        state = await self.room_state(room_id, portal)
+        wanted = room_managers(state, self.policy)
+        members = await self.bot.get_room_members(room_id, (Membership.JOIN, Membership.INVITE))
+        await self.bring_in(portal, sorted(wanted - set(members)))
+        for user in sorted((set(members) & self.policy.managers) - wanted):
+            if (await self.join_decision(user, portal)).allowed:
+                continue  # in the room by a right of their own (a role)
+            try:
+                await self.bot.kick_user(
+                    room_id, user, reason="no longer manages the team looking after this client"
+                )
+            except MatrixRequestError as e:
+                log.warning("event=kick_failed room=%s user=%s error=%s", room_id, user, e)
+                continue
+            log.info("event=manager_left room=%s user=%s", room_id, user)
 
     async def join_decision(self, user: str, portal: PortalRow | None) -> Decision:
         """May ``user`` be in this portal (None: a portal not created yet)? Offboarded

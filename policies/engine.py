@@ -56,6 +56,7 @@ __all__ = [
     "pick_assignees",
     "reviewers_of",
     "roles_of",
+    "room_managers",
     "stand_ins",
     "supervise",
     "supervisors_of",
@@ -98,6 +99,9 @@ class RoomState:
     members: frozenset[str]
     ghosts: frozenset[str] = frozenset()
     is_group: bool = False
+    #: Who looks after the conversation: its assignee and the covers of an absence. The
+    #: managers of their teams may read it (teams.<name>.managers).
+    caretakers: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,11 @@ Action = Join | SendOut | Command | Outreach
 _ALLOWED = Decision(Verdict.ALLOW, "sharing.allowed", "The message may be sent to the client.")
 _REACTION = Decision(Verdict.ALLOW, "sharing.allowed", "Reactions may be sent to the client.")
 _OBSERVER_JOIN = Decision(Verdict.ALLOW, "join.observer", "Compliance observers are in every portal.")
+_MANAGER_SEND = Decision(
+    Verdict.DENY,
+    "join.manager_read_only",
+    "Not sent: team managers can read their team's conversations but not write to the client.",
+)
 _OBSERVER_SEND = Decision(
     Verdict.DENY,
     "join.observer_read_only",
@@ -199,7 +208,37 @@ def is_observer(user_id: str, policy: Policy) -> bool:
 # Joins
 
 
+def room_managers(room: RoomState, policy: Policy) -> frozenset[str]:
+    """The managers of the teams of whoever looks after the conversation: they may read it."""
+    found: set[str] = set()
+    for user in room.caretakers:
+        found |= policy.managers_of.get(user, frozenset())
+    return frozenset(found)
+
+
+def _reads_only(user: str, room: RoomState, policy: Policy) -> bool:
+    """A manager who is in the conversation only as a manager (no role lets them take part)."""
+    rules = policy.join
+    return (
+        user in policy.managers
+        and not rules.all_local_allowed
+        and user not in rules.allowed_users
+        and user in room_managers(room, policy)
+    )
+
+
 def _decide_join(action: Join, policy: Policy) -> Decision:
+    decision = _decide_member(action, policy)
+    if not decision.allowed and action.user_id in room_managers(action.room, policy):
+        return Decision(
+            Verdict.ALLOW,
+            "join.team_manager",
+            f"{action.user_id} manages the team looking after this client, and may read the conversation.",
+        )
+    return decision
+
+
+def _decide_member(action: Join, policy: Policy) -> Decision:
     user = action.user_id
     if user in policy.observers:
         return _OBSERVER_JOIN
@@ -376,6 +415,8 @@ def _check_senior(action: SendOut, policy: Policy) -> Decision | None:
 def _decide_send(action: SendOut, policy: Policy) -> Decision:
     if action.sender in policy.observers:
         return _OBSERVER_SEND
+    if _reads_only(action.sender, action.room, policy):
+        return _MANAGER_SEND
     if action.kind == "reaction":
         return _REACTION
     decision = _check_file(action, policy) or _check_labels(action, policy)

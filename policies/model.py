@@ -81,7 +81,7 @@ _MAX_EXTERNAL = 1000
 _TOP_KEYS = ("admins", "observers", "roles", "teams", "default_role", "join", "sharing", "disclaimers",
              "assignment", "commands", "retention", "outreach", "sla", "absence", "supervision")  # fmt: skip
 _RETENTION_KEYS = ("default", "networks")
-_TEAM_KEYS = ("members", "roles", "hours", "tz")
+_TEAM_KEYS = ("members", "roles", "hours", "tz", "managers")
 _OUTREACH_KEYS = ("allowed_roles", "allowed_teams", "link_expiry")
 _SLA_KEYS = (
     "remind_after",
@@ -148,6 +148,8 @@ class Team:
     roles: frozenset[str] = frozenset()
     #: The team's business hours (None: those of ``sla``), when the reminder clock runs.
     hours: BusinessHours | None = None
+    #: Invited read-only to the conversations of the team's members, and to no others.
+    managers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -319,6 +321,10 @@ class Policy:
     supervision: Supervision = Supervision()
     user_roles: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
     user_teams: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
+    #: Member -> the managers of the member's teams (teams.<name>.managers).
+    managers_of: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
+    #: Everyone who manages some team.
+    managers: frozenset[str] = frozenset()
 
 
 # --------------------------------------------------------------------------------------------
@@ -450,11 +456,12 @@ def _parse_teams(r: _Reader, value: Any, roles: Mapping[str, Any]) -> dict[str, 
             continue
         body = r.mapping(path, body, _TEAM_KEYS, f"write it as {key}: {{members: [...], roles: [...]}}")
         members = r.users(f"{path}.members", body.get("members"))
+        managers = r.users(f"{path}.managers", body.get("managers"))
         role_items = r.items(f"{path}.roles", body.get("roles"), "role names")
         team_roles = [r.reference(p, v, roles, "role", "roles") for p, v in role_items]
         hours = _parse_hours(r, path, body)
         if name is not None:
-            teams[name] = Team(name, members, frozenset(x for x in team_roles if x), hours)
+            teams[name] = Team(name, members, frozenset(x for x in team_roles if x), hours, managers)
     return teams
 
 
@@ -1045,6 +1052,14 @@ def _memberships(
     )
 
 
+def _managers_of(teams: Mapping[str, Team]) -> dict[str, frozenset[str]]:
+    out: dict[str, set[str]] = {}
+    for team in teams.values():
+        for member in team.members:
+            out.setdefault(member, set()).update(team.managers)
+    return {u: frozenset(ms) for u, ms in out.items() if ms}
+
+
 def _with_lookups(join: JoinRules, user_roles: Mapping[str, frozenset[str]], user_teams: Mapping[str, frozenset[str]],
                   default_role: str | None) -> JoinRules:  # fmt: skip
     """Join rules plus the precomputed sets the engine checks a join and a hold against."""
@@ -1128,4 +1143,6 @@ def parse_policy(data: dict[str, Any] | None, *, local_domain: str, networks: Co
         supervision=supervision,
         user_roles=MappingProxyType(user_roles),
         user_teams=MappingProxyType(user_teams),
+        managers_of=MappingProxyType(_managers_of(teams)),
+        managers=frozenset(m for team in teams.values() for m in team.managers),
     )
