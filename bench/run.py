@@ -25,7 +25,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import quote
 
 import aiohttp
@@ -115,6 +115,64 @@ def bench_policy() -> Figure:
         lambda v: v >= 100_000,
         note="SendOut text, 200 chars, example policy, one pinned core",
     )
+
+
+def _per_call_s(call: Callable[[], object], seconds: float = 1.0) -> float:
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for _ in range(200):
+            call()
+        n += 200
+    return (time.perf_counter() - t0) / n
+
+
+def bench_supervision() -> list[Figure]:
+    """The lexicon check as a ratio to the sharing decision on the same text, both in this
+    process on one pinned core (absolute rates move with the machine, ratios much less)."""
+    from bridge.networks import network_names
+    from policies.engine import RoomState, SendOut, Supervise, decide, supervise
+    from policies.model import parse_policy
+
+    policy = parse_policy(
+        yaml.safe_load((REPO / "policies" / "example.yaml").read_text()),
+        local_domain="localhost",
+        networks=network_names(),
+    )
+    room = RoomState(room_id="!portal:localhost", members=frozenset({"@employee:localhost"}))
+    share = SendOut(sender="@employee:localhost", room=room, kind="text", text=TYPICAL_TEXT)
+    typical = Supervise(TYPICAL_TEXT, "outbound", "$typical")
+    hit = Supervise("We guarantee you a 12% return every year, you cannot lose.", "outbound", "$hit")
+    assert not supervise(typical, policy).review and supervise(hit, policy).hold
+    try:
+        old_affinity = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {min(old_affinity)})
+    except (AttributeError, OSError):
+        old_affinity = None
+    typical_ratio, hit_ratio = [], []
+    try:
+        for _ in range(RUNS):
+            base = _per_call_s(lambda: decide(share, policy))
+            typical_ratio.append(_per_call_s(lambda: supervise(typical, policy)) / base)
+            hit_ratio.append(_per_call_s(lambda: supervise(hit, policy)) / base)
+    finally:
+        if old_affinity is not None:
+            os.sched_setaffinity(0, old_affinity)
+    return [
+        Figure(
+            "supervision_ratio_to_sharing_decision",
+            typical_ratio,
+            "ratio",
+            "<= 1.5",
+            lambda v: v <= 1.5,
+            note="supervise() / decide(SendOut) on the same 200-char message without hits, example policy",
+        ),
+        Figure(
+            "supervision_ratio_to_sharing_decision_on_a_hit",
+            hit_ratio,
+            "ratio",
+            note="a held promise of returns: the hit's excerpt and exclusions cost more",
+        ),
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -689,6 +747,7 @@ async def main() -> int:
 
     log("1/8 policy decisions")
     figures.append(bench_policy())
+    figures.extend(bench_supervision())
 
     setup_logging("WARNING")
     with tempfile.TemporaryDirectory(prefix="houseline-bench-") as tmp_s:
