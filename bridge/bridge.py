@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 from mautrix.errors import MatrixError
-from mautrix.types import FileInfo
+from mautrix.types import EventType, FileInfo
 
 from appservice.registration import Registration
 from appservice.server import HouselineAppService
+from bridge import matrix_content as mc
 from bridge.absences import Absences
 from bridge.audit_log import AuditLog
 from bridge.backoff import Backoff, Retrying
@@ -33,6 +34,7 @@ from bridge.outreach import OutreachDesk
 from bridge.policy_bot import PolicyBot
 from bridge.portals import Portals
 from bridge.reminders import Reminders
+from bridge.reports.schedule import ReportSchedule
 from bridge.review import ReviewDesk
 from bridge.status_room import StatusRoom
 from bridge.store import Store
@@ -150,6 +152,11 @@ class Bridge:
         self.reminders = Reminders(self.policy_bot, self.clock)
         self.outreach = OutreachDesk(self.policy_bot, ghosts, self.outbox.enqueue, self.clock)
         self.review = ReviewDesk(self.policy_bot, self.clock, wake_outbox=self.outbox.wake)
+        self.report_schedule = (
+            ReportSchedule(self.config.reports.schedule, self.store, self.clock, self._scheduled_report)
+            if self.config.reports is not None
+            else None
+        )
         self.outbound.review = self.review.before_send
         self.commands = Commands(
             self.policy_bot,
@@ -286,7 +293,10 @@ class Bridge:
         tests, so due times are compared, never slept towards). A failing round is logged and
         the next one tries again: the rows stay in the store until their step is counted."""
         while True:
-            for job in (self.absences.expire, self.reminders.tick):
+            jobs = [self.absences.expire, self.reminders.tick]
+            if self.report_schedule is not None:
+                jobs.append(self.report_schedule.tick)
+            for job in jobs:
                 try:
                     await job()
                 except asyncio.CancelledError:
@@ -359,8 +369,6 @@ class Bridge:
         """An admin's ``!hl report``: the page is posted as a file in ``room_id``; returns the
         summary line and the page. Raises ValueError for a date it cannot read."""
         from bridge.record.export import ExportError, parse_time
-        from bridge.reports.collect import produce
-        from bridge.reports.render import to_html
 
         try:
             until_ms = parse_time(until, "until") or self.clock.now_ms()
@@ -369,6 +377,20 @@ class Bridge:
             raise ValueError(str(e)) from None
         if since_ms >= until_ms:
             raise ValueError("--since must be before --until.")
+        return await self._post_report(actor, since_ms, until_ms, room_id)
+
+    async def _scheduled_report(self, since_ms: int, until_ms: int) -> None:
+        """``reports.schedule``: the period's report in the compliance review room."""
+        room_id = await self.review.main_room()
+        summary, _ = await self._post_report(self.az.bot_mxid, since_ms, until_ms, room_id)
+        await self.az.intent.send_message_event(room_id, EventType.ROOM_MESSAGE, mc.notice(summary))
+
+    async def _post_report(self, actor: str, since_ms: int, until_ms: int, room_id: str) -> tuple[str, bytes]:
+        """The report for a period as one HTML page posted in ``room_id`` (houseline report
+        prints the same), audited; returns its summary line and the page."""
+        from bridge.reports.collect import produce
+        from bridge.reports.render import to_html
+
         report = await produce(
             self.store,
             self.policy_bot.policy,
@@ -380,7 +402,8 @@ class Bridge:
             until_ms=until_ms,
         )
         page = to_html(report, company=self.config.portals.company).encode()
-        name = f"houseline-report-{time.strftime('%Y%m%d', time.gmtime(since_ms / 1000))}-{time.strftime('%Y%m%d', time.gmtime(until_ms / 1000))}.html"
+        day = lambda ms: time.strftime("%Y%m%d", time.gmtime(ms / 1000))  # noqa: E731
+        name = f"houseline-report-{day(since_ms)}-{day(until_ms)}.html"
         bot = self.az.intent
         mxc = await bot.upload_media(page, mime_type="text/html", filename=name)
         await bot.send_file(room_id, mxc, file_name=name, info=FileInfo(mimetype="text/html", size=len(page)))

@@ -24,7 +24,13 @@ from policies.model import Policy, PolicyError, parse_policy
 from puppets.ids import GhostNamer, ghost_localpart_pattern
 
 if TYPE_CHECKING:
-    from bridge.integrations_config import ApiConfig, MetricsConfig, SmtpArchiveConfig, WebhookReceiver
+    from bridge.integrations_config import (
+        ApiConfig,
+        MetricsConfig,
+        ReportsConfig,
+        SmtpArchiveConfig,
+        WebhookReceiver,
+    )
 
 #: Placeholders a ghost localpart template may use.
 GHOST_TEMPLATE_FIELDS = {"network", "id"}
@@ -105,6 +111,7 @@ class Config:
     metrics: MetricsConfig | None = None
     webhooks: tuple[WebhookReceiver, ...] = ()
     archive: SmtpArchiveConfig | None = None
+    reports: ReportsConfig | None = None
 
     def network(self, name: str) -> Any | None:
         """The config of network ``name``, None when it is off."""
@@ -167,7 +174,7 @@ def parse_config(data: Any, *, path: Path | None = None) -> Config:
     base = path.parent if path else Path.cwd()
 
     known_sections = {"homeserver", "appservice", "database", "networks", "portals", "logging", "policies",
-                      "api", "metrics", "webhooks", "archive"}  # fmt: skip
+                      "api", "metrics", "webhooks", "archive", "reports"}  # fmt: skip
     for key in data:
         if key not in known_sections:
             r.problems.append(f"{key}: unknown section; the sections are {', '.join(sorted(known_sections))}")

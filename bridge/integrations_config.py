@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from policies.reader import value_kind
+
 if TYPE_CHECKING:
     from policies.reader import ConfigReader
 
@@ -80,14 +82,40 @@ class SmtpArchiveConfig:
     delay_s: int = 0
 
 
+@dataclass(frozen=True)
+class ReportsConfig:
+    """``reports``: the service report posted to the compliance review room on a schedule."""
+
+    #: "daily" (the day before, after midnight UTC) or "weekly" (Monday to Monday, UTC).
+    schedule: str
+
+
+REPORT_SCHEDULES = ("daily", "weekly")
+
+
 def parse_integrations(r: ConfigReader, base: Path) -> dict[str, Any]:
-    """The four sections as keyword arguments for ``Config``."""
+    """The integration sections as keyword arguments for ``Config``."""
     return {
         "api": _api(r, base),
         "metrics": _metrics(r),
         "webhooks": _webhooks(r),
         "archive": _archive(r),
+        "reports": _reports(r),
     }
+
+
+def _reports(r: ConfigReader) -> ReportsConfig | None:
+    raw = _section(r, "reports", ("schedule",))
+    if raw is None:
+        return None
+    schedule = raw.get("schedule")
+    if schedule not in REPORT_SCHEDULES:
+        r.bad(
+            "reports.schedule",
+            f"{value_kind(schedule)} is not a schedule; use daily or weekly (or leave the reports section out)",
+        )
+        return None
+    return ReportsConfig(schedule)
 
 
 def _section(r: ConfigReader, name: str, keys: tuple[str, ...]) -> dict[str, Any] | None:

@@ -216,6 +216,13 @@ class ReviewDesk:
             self._rooms[audience] = room
         return room
 
+    async def main_room(self) -> str:
+        """The room of every reviewer and supervisor (scheduled reports go there)."""
+        room = self._room_for("")
+        room_id = await room.room_id()
+        self._room_ids.add(room_id)
+        return room_id
+
     async def is_review_room(self, room_id: str) -> bool:
         if room_id in self._room_ids:
             return True

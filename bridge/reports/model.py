@@ -78,6 +78,10 @@ class ReviewFacts:
 
 @dataclass(frozen=True)
 class ReportInput:
+    """``messages`` in each room's timeline order: a client message carries the time the
+    network gives it (Telegram's are whole seconds), so timestamps alone cannot order a
+    client's message and an answer in the same second."""
+
     since_ms: int
     until_ms: int
     portals: tuple[PortalFacts, ...]
@@ -197,7 +201,7 @@ def compute(data: ReportInput) -> Report:
         if m.room_id in portals and data.since_ms <= m.ts_ms < data.until_ms:
             by_room[m.room_id].append(m)
     for room_id, messages in by_room.items():
-        _walk(tallies, portals[room_id], sorted(messages, key=lambda m: (m.ts_ms, m.event_id)))
+        _walk(tallies, portals[room_id], messages)
     for d in data.denials:
         if data.since_ms <= d.ts_ms < data.until_ms:
             for t in [*tallies.for_employee(d.actor), tallies.total]:
