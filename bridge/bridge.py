@@ -270,15 +270,15 @@ class Bridge:
         self.outbound.on_retry = self.metrics.retried
 
     async def _after_client_message(self, portal, event) -> None:
-        """What follows a client's message once it is recorded, in this order: the disclaimer
-        (first contact), the outcome of an invitation link, an absence notice, an out-of-hours
-        notice."""
+        """What follows a client's message once it is recorded, in this order: its compliance
+        review, the disclaimer (first contact), the outcome of an invitation link, an absence
+        notice, an out-of-hours notice."""
         for step in (
+            self.review.client_wrote,  # first: the record's review does not wait on notices
             self.policy_bot.ensure_disclaimer,
             self.outreach.after_message,
             self.absences.client_wrote,
             self.reminders.client_wrote,
-            self.review.client_wrote,
         ):
             try:
                 await step(portal, event)

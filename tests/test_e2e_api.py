@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import shutil
 import sqlite3
 import time
 from pathlib import Path
@@ -18,12 +17,11 @@ from urllib.parse import quote
 
 import aiohttp
 import pytest
-import yaml
 
 from bridge.devstack import DevStack
 from sandbox.employee import Employee
 from sandbox.homeserver import free_port
-from tests.conftest import ROOT, BridgeProcess
+from tests.conftest import ROOT, BridgeFactory, BridgeProcess
 from tests.support import BOT, ghost_of, open_dm
 
 EMPLOYEE, ADVISER2, OUTSIDER = "@employee:localhost", "@adviser2:localhost", "@outsider:localhost"
@@ -32,7 +30,6 @@ EMPLOYEE, ADVISER2, OUTSIDER = "@employee:localhost", "@adviser2:localhost", "@o
 class ApiBridge(BridgeProcess):
     url: str
     tokens: dict[str, str]
-    db_path: Path
 
     async def call(self, method: str, path: str, *, token: str | None = "admin", body: Any = None, raw: bytes | None = None,
                    params: dict[str, str] | None = None) -> tuple[int, Any]:  # fmt: skip
@@ -60,35 +57,27 @@ class ApiBridge(BridgeProcess):
 
 
 @pytest.fixture
-async def api_bridge(stack: DevStack, tmp_path: Path):
-    policy = tmp_path / "policy.yaml"
-    shutil.copy(ROOT / "tests" / "policy.yaml", policy)
+async def api_bridge(own_bridge: BridgeFactory) -> ApiBridge:
+    """A bridge with the API on, with a reader's, a writer's and an admin's token (none of
+    them may appear in its log: own_bridge checks the config's secrets)."""
     tokens = {name: secrets.token_urlsafe(32) for name in ("reader", "writer", "admin")}
     port = free_port()
-    config = yaml.safe_load(stack.config_path.read_text())
-    config["policies"] = {"file": str(policy)}
-    config["database"] = {"url": f"sqlite:{tmp_path / 'bridge.db'}"}
-    config["api"] = {
-        "enabled": True,
-        "listen_port": port,
-        "max_body_kb": 16,
-        "tokens": [
-            {"name": "crm-reader", "token": tokens["reader"], "scopes": ["read"]},
-            {"name": "crm", "token": tokens["writer"], "scopes": ["read", "write"]},
-            {"name": "ops", "token": tokens["admin"], "scopes": ["admin"]},
-        ],
-    }
-    path = stack.config_path.with_name(f"config-{tmp_path.name}.yaml")
-    path.write_text(yaml.safe_dump(config))
-    proc = ApiBridge(path)
-    proc.url, proc.tokens, proc.db_path = f"http://127.0.0.1:{port}/api/v1", tokens, tmp_path / "bridge.db"
-    await proc.start()
-    await stack.connect_whatsapp()
-    yield proc
-    print(f"--- bridge output ---\n{proc.output}")
-    if proc.proc is not None and proc.proc.returncode is None:
-        assert await proc.stop() == 0
-    assert not any(t in proc.output for t in tokens.values()), "an API token appeared in the log"
+
+    def api(config: dict) -> None:
+        config["api"] = {
+            "enabled": True,
+            "listen_port": port,
+            "max_body_kb": 16,
+            "tokens": [
+                {"name": "crm-reader", "token": tokens["reader"], "scopes": ["read"]},
+                {"name": "crm", "token": tokens["writer"], "scopes": ["read", "write"]},
+                {"name": "ops", "token": tokens["admin"], "scopes": ["admin"]},
+            ],
+        }
+
+    proc = await own_bridge(config=api, cls=ApiBridge)
+    proc.url, proc.tokens = f"http://127.0.0.1:{port}/api/v1", tokens
+    return proc
 
 
 def room_path(room_id: str, suffix: str = "") -> str:

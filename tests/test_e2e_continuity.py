@@ -10,19 +10,14 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import sqlite3
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
-from typing import Any, Callable
-
-import pytest
-import yaml
+from typing import Any
 
 from bridge.devstack import WHATSAPP_NUMBER, DevStack
 from sandbox.employee import Employee
-from tests.conftest import ROOT, BridgeProcess
+from tests.conftest import BridgeFactory, BridgeProcess
 from tests.support import (
     BOT,
     SIGNATURE,
@@ -41,15 +36,6 @@ SENIOR = "@senior:localhost"
 
 
 class ContinuityBridge(BridgeProcess):
-    policy_path: Path
-    db_path: Path
-    clock_path: Path
-
-    def advance(self, seconds: float) -> None:
-        """Moves the bridge's timer clock (read by the bridge at every tick)."""
-        now = float(self.clock_path.read_text() or 0)
-        self.clock_path.write_text(str(now + seconds))
-
     async def audited(self, action: str, count: int) -> list[dict[str, Any]]:
         """The trail's ``action`` entries once there are ``count`` (the trail commits in groups,
         a moment after the log line that announced the event)."""
@@ -64,40 +50,6 @@ class ContinuityBridge(BridgeProcess):
         return [
             {"actor": a, "subject": s, "verdict": v, "rule": r, **json.loads(d)} for a, s, v, r, d in rows
         ]
-
-
-@pytest.fixture
-async def make_bridge(stack: DevStack, tmp_path: Path):
-    """Starts a bridge whose policy is the test policy changed by ``change`` (a function of the
-    parsed YAML); several calls restart the same bridge (same store, same clock)."""
-    procs: list[ContinuityBridge] = []
-    policy = tmp_path / "policy.yaml"
-    shutil.copy(ROOT / "tests" / "policy.yaml", policy)
-    clock = tmp_path / "clock"
-    clock.write_text("0")
-    config = yaml.safe_load(stack.config_path.read_text())
-    config["policies"] = {"file": str(policy)}
-    config["database"] = {"url": f"sqlite:{tmp_path / 'bridge.db'}"}
-    path = stack.config_path.with_name(f"config-{tmp_path.name}.yaml")
-    path.write_text(yaml.safe_dump(config))
-
-    async def start(change: Callable[[dict], None] | None = None) -> ContinuityBridge:
-        if change is not None:
-            data = yaml.safe_load(policy.read_text())
-            change(data)
-            policy.write_text(yaml.safe_dump(data))
-        proc = ContinuityBridge(path, env={"HOUSELINE_CLOCK_FILE": str(clock)})
-        proc.policy_path, proc.db_path, proc.clock_path = policy, tmp_path / "bridge.db", clock
-        await proc.start()
-        await stack.connect_whatsapp()
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        print(f"--- bridge output ---\n{proc.output}")
-        if proc.proc is not None and proc.proc.returncode is None:
-            assert await proc.stop() == 0
 
 
 def round_robin(data: dict) -> None:
@@ -122,9 +74,9 @@ def future_day(days: int = 3) -> str:
 
 
 async def test_offboarded_and_absent_employees_get_no_new_clients(
-    stack: DevStack, make_bridge, employee: Employee, staff, new_client
+    stack: DevStack, own_bridge: BridgeFactory, employee: Employee, staff, new_client
 ) -> None:
-    proc = await make_bridge(round_robin)
+    proc = await own_bridge(policy=round_robin, clock=True, cls=ContinuityBridge)
     admin = staff["admin"]
     dm = await open_dm(admin)
     await command(admin, dm, f"!hl offboard {EMPLOYEE} --to {ADVISER2}", "Offboarded")
@@ -161,9 +113,9 @@ async def test_offboarded_and_absent_employees_get_no_new_clients(
 
 
 async def test_released_message_survives_a_crash_and_arrives_once(
-    stack: DevStack, make_bridge, employee: Employee, staff
+    stack: DevStack, own_bridge: BridgeFactory, employee: Employee, staff
 ) -> None:
-    proc = await make_bridge()
+    proc = await own_bridge(clock=True, cls=ContinuityBridge)
     alice, bob = (
         9_300_000_001 + int(time.time()) % 100_000 * 10,
         9_300_000_002 + int(time.time()) % 100_000 * 10,
@@ -203,7 +155,7 @@ async def test_released_message_survives_a_crash_and_arrives_once(
     finally:
         await control(stack, "POST", "/sandbox/faults", {"fail_next": 0})
 
-    await make_bridge()
+    await own_bridge()
 
     async def answers() -> list[dict[str, Any]]:
         msgs = (await control(stack, "GET", f"/groups/{gid}/messages"))["messages"]
@@ -233,10 +185,10 @@ async def open_link(stack: DevStack, client, link: str) -> dict[str, Any]:
 
 
 async def test_telegram_invitation_link_assigns_the_client_to_its_maker(
-    stack: DevStack, make_bridge, employee: Employee, staff, new_client
+    stack: DevStack, own_bridge: BridgeFactory, employee: Employee, staff, new_client
 ) -> None:
     # Round robin would give the next new client to the test employee; the link wins.
-    proc = await make_bridge(round_robin)
+    proc = await own_bridge(policy=round_robin, clock=True, cls=ContinuityBridge)
     adviser2, outsider = staff["adviser2"], staff["outsider"]
     dm = await open_dm(adviser2)
     reply = await command(adviser2, dm, "!hl invite telegram", "https://t.me/")
@@ -293,12 +245,12 @@ async def test_telegram_invitation_link_assigns_the_client_to_its_maker(
 
 
 async def test_whatsapp_outreach_sends_a_template_through_the_outbox(
-    stack: DevStack, make_bridge, employee: Employee, staff
+    stack: DevStack, own_bridge: BridgeFactory, employee: Employee, staff
 ) -> None:
     from sandbox.whatsapp.client import WhatsAppClient
 
     assert stack.whatsapp is not None
-    proc = await make_bridge()
+    proc = await own_bridge(clock=True, cls=ContinuityBridge)
     dm = await open_dm(employee)
     number = f"49155{int(time.time() * 1000) % 10**8:08d}"
     spaced = f"+49 155 {number[5:9]} {number[9:]}"
@@ -366,9 +318,10 @@ def reminders_in(person: Employee, room: str, lead: str) -> list[Any]:
 
 
 async def test_reminders_escalate_survive_a_restart_and_stop_at_an_answer(
-    stack: DevStack, make_bridge, employee: Employee, staff, new_client
+    stack: DevStack, own_bridge: BridgeFactory, employee: Employee, staff, new_client
 ) -> None:
-    proc = await make_bridge(round_robin)  # the first new client goes to the test employee
+    # Round robin: the first new client goes to the test employee.
+    proc = await own_bridge(policy=round_robin, clock=True, cls=ContinuityBridge)
     client = new_client("Wai", "Ting")
     await client.say("I need an answer please")
     room = await room_of(proc, client.user_id)
@@ -388,7 +341,7 @@ async def test_reminders_escalate_survive_a_restart_and_stop_at_an_answer(
     # The bridge restarts in the middle of the wait; after an hour the team is called in, once.
     assert await proc.stop() == 0
     proc.advance(45 * 60)
-    proc = await make_bridge()
+    proc = await own_bridge()
     escalation = await employee.wait_for_event(
         bot_notice_in(room, "Escalation: the client has waited"), 30, "the escalation"
     )
@@ -427,9 +380,9 @@ async def _no_waiting(proc: ContinuityBridge) -> bool:
 
 
 async def test_absence_covers_notices_clients_and_reverts(
-    stack: DevStack, make_bridge, employee: Employee, staff, new_client
+    stack: DevStack, own_bridge: BridgeFactory, employee: Employee, staff, new_client
 ) -> None:
-    proc = await make_bridge(round_robin)
+    proc = await own_bridge(policy=round_robin, clock=True, cls=ContinuityBridge)
     admin, adviser2 = staff["admin"], staff["adviser2"]
     client = new_client("Abby", "Sent")
     await client.say("hello adviser")
@@ -500,7 +453,7 @@ async def test_absence_covers_notices_clients_and_reverts(
 
 
 async def test_outside_business_hours_the_client_is_told_and_the_clock_pauses(
-    stack: DevStack, make_bridge, employee: Employee, staff, new_client
+    stack: DevStack, own_bridge: BridgeFactory, employee: Employee, staff, new_client
 ) -> None:
     # The wealth team works one day a week, three days from now: it is closed now.
     opening_day = datetime.now(timezone.utc).replace(hour=8, minute=0, second=0, microsecond=0) + timedelta(
@@ -513,7 +466,7 @@ async def test_outside_business_hours_the_client_is_told_and_the_clock_pauses(
         data["assignment"].pop("team")
         data["sla"]["out_of_hours"] = {"default": "We are closed now and will answer when we open."}
 
-    proc = await make_bridge(closed_team)
+    proc = await own_bridge(policy=closed_team, clock=True, cls=ContinuityBridge)
     client = new_client("Owen", "Hours")
     await client.say("a question at an odd hour")
     room = await room_of(proc, client.user_id)

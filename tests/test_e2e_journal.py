@@ -29,7 +29,6 @@ from types import SimpleNamespace
 from typing import Any, Callable
 
 import pytest
-import yaml
 from aiosmtpd.smtp import SMTP, AuthResult
 
 from bench.postgres import find_binaries, start_postgres
@@ -42,7 +41,7 @@ from bridge.store import journal as journal_store
 from bridge.store.store import Store
 from sandbox.employee import Employee
 from sandbox.homeserver import _write_self_signed_cert, free_port
-from tests.conftest import ROOT, BridgeProcess
+from tests.conftest import ROOT, BridgeFactory, BridgeProcess
 from tests.support import bot_notice_about, eventually, ghost_of
 
 JOURNAL = "journal@archive.test"
@@ -170,17 +169,10 @@ async def archive() -> Archive:
 
 
 # --------------------------------------------------------------------------------------------
-# A bridge per test (the make_bridge pattern of test_e2e_continuity), journaling to the archive
+# A bridge per test (conftest's own_bridge), journaling to the archive
 
 
 class JournalBridge(BridgeProcess):
-    db_path: Path
-    clock_path: Path
-
-    def advance(self, seconds: float) -> None:
-        now = float(self.clock_path.read_text() or 0)
-        self.clock_path.write_text(str(now + seconds))
-
     def query(self, sql: str, *args: Any) -> list[tuple]:
         with sqlite3.connect(self.db_path, timeout=10) as db:
             return db.execute(sql, args).fetchall()
@@ -200,53 +192,40 @@ class JournalBridge(BridgeProcess):
 
         await eventually(done, f"receipts for {len(event_ids)} event(s)", timeout)
 
-
-@pytest.fixture
-async def make_bridge(stack: DevStack, tmp_path: Path, archive: Archive):
-    """Starts (or restarts: same store, same clock) a bridge journaling to ``archive``;
-    keyword arguments go into ``archive.smtp`` of its config."""
-    procs: list[JournalBridge] = []
-    policy = tmp_path / "policy.yaml"
-    # No reminders: these tests move the clock by hours, and the reminders' notices (journaled
-    # like every message) would arrive in the middle of what they count.
-    rules = yaml.safe_load((ROOT / "tests" / "policy.yaml").read_text())
-    rules.pop("sla", None)
-    policy.write_text(yaml.safe_dump(rules))
-    clock = tmp_path / "clock"
-    clock.write_text("0")
-    path = stack.config_path.with_name(f"config-{tmp_path.name}.yaml")
-
-    async def start(**smtp: Any) -> JournalBridge:
-        config = yaml.safe_load(stack.config_path.read_text())
-        config["policies"] = {"file": str(policy)}
-        config["database"] = {"url": f"sqlite:{tmp_path / 'bridge.db'}"}
-        config["archive"] = {
-            "smtp": {
-                "host": "127.0.0.1",
-                "port": archive.port,
-                "security": "none",
-                "journal_address": JOURNAL,
-                "sender": SENDER,
-                **smtp,
-            }
-        }
-        path.write_text(yaml.safe_dump(config))
-        proc = JournalBridge(path, env={"HOUSELINE_CLOCK_FILE": str(clock)})
-        proc.db_path, proc.clock_path = tmp_path / "bridge.db", clock
-        await proc.start()
-        await stack.connect_whatsapp()
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        print(f"--- bridge output ---\n{proc.output}")
-        if proc.proc is not None and proc.proc.returncode is None:
-            assert await proc.stop() == 0
-        journal_lines = [line for line in proc.lines if "event=journal" in line]
+    def check_log(self) -> None:
+        journal_lines = [line for line in self.lines if "event=journal" in line]
         assert not [line for line in journal_lines if "4111" in line], (
             "a message body reached the journal's log lines"
         )
+
+
+def no_reminders(rules: dict) -> None:
+    # These tests move the clock by hours, and the reminders' notices (journaled like every
+    # message) would arrive in the middle of what they count.
+    rules.pop("sla", None)
+
+
+@pytest.fixture
+def make_bridge(archive: Archive, own_bridge: BridgeFactory):
+    """Starts (or restarts: same store, same clock) a bridge journaling to ``archive``;
+    keyword arguments go into ``archive.smtp`` of its config."""
+
+    async def start(**smtp: Any) -> JournalBridge:
+        def journaling(config: dict) -> None:
+            config["archive"] = {
+                "smtp": {
+                    "host": "127.0.0.1",
+                    "port": archive.port,
+                    "security": "none",
+                    "journal_address": JOURNAL,
+                    "sender": SENDER,
+                    **smtp,
+                }
+            }
+
+        return await own_bridge(policy=no_reminders, config=journaling, clock=True, cls=JournalBridge)
+
+    return start
 
 
 async def houseline(*args: str) -> tuple[int, str]:

@@ -5,14 +5,9 @@ through the sandbox, the bridge, Synapse and matrix-nio, with two teams."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
-import pytest
-import yaml
-
-from bridge.devstack import DevStack
 from sandbox.employee import Employee
-from tests.conftest import ROOT, BridgeProcess
+from tests.conftest import BridgeFactory
 from tests.support import BOT, command, eventually, ghost_of, open_dm
 
 EMPLOYEE = "@employee:localhost"
@@ -23,9 +18,7 @@ WEALTH_MANAGER = "@outsider:localhost"
 DESK_MANAGER = "@senior:localhost"
 
 
-@pytest.fixture
-async def managed_bridge(stack: DevStack, tmp_path: Path):
-    rules = yaml.safe_load((ROOT / "tests" / "policy.yaml").read_text())
+def two_teams(rules: dict) -> None:
     rules.pop("sla", None)
     rules["teams"] = {
         "wealth": {"members": [EMPLOYEE], "roles": ["adviser"], "managers": [WEALTH_MANAGER]},
@@ -33,19 +26,6 @@ async def managed_bridge(stack: DevStack, tmp_path: Path):
     }
     rules["join"]["allowed_roles"] = ["adviser"]  # the desk's manager has no say as a senior here
     rules["join"].pop("senior_role", None)
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(yaml.safe_dump(rules))
-    config = yaml.safe_load(stack.config_path.read_text())
-    config["policies"] = {"file": str(policy)}
-    config["database"] = {"url": f"sqlite:{tmp_path / 'bridge.db'}"}
-    path = stack.config_path.with_name(f"config-{tmp_path.name}.yaml")
-    path.write_text(yaml.safe_dump(config))
-    proc = BridgeProcess(path)
-    await proc.start()
-    yield proc
-    print(f"--- bridge output ---\n{proc.output}")
-    if proc.proc is not None and proc.proc.returncode is None:
-        assert await proc.stop() == 0
 
 
 async def memberships(person: Employee, room_id: str) -> dict[str, str]:
@@ -70,8 +50,9 @@ def present(found: dict[str, str], user: str) -> bool:
 
 
 async def test_managers_read_their_team_only_and_follow_the_conversation(
-    managed_bridge: BridgeProcess, employee: Employee, staff: dict[str, Employee], new_client
+    own_bridge: BridgeFactory, employee: Employee, staff: dict[str, Employee], new_client
 ) -> None:
+    await own_bridge(policy=two_teams)
     wealth_manager = staff["outsider"]
     client = new_client("Mona", "Managed")
     await client.say("Hello, who looks after me?")

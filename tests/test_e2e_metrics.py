@@ -13,19 +13,17 @@ import os
 import secrets
 import sqlite3
 import time
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.devstack import WHATSAPP_NUMBER, WHATSAPP_SECOND_NUMBER, DevStack
 from sandbox.employee import Employee
 from sandbox.homeserver import free_port
 from sandbox.whatsapp.client import WhatsAppClient
-from tests.conftest import ROOT, BridgeProcess
+from tests.conftest import BridgeFactory, BridgeProcess
 from tests.support import BOT, bot_notice_about, control, eventually
 
 COMPLIANCE = "@compliance:localhost"
@@ -36,14 +34,12 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 class MetricsBridge(BridgeProcess):
-    db_path: Path
-    clock_path: Path
     metrics_url: str
     token: str | None
 
-    def advance(self, seconds: float) -> None:
-        """Moves the bridge's clock (bridge.clock reads the file at every call)."""
-        self.clock_path.write_text(str(float(self.clock_path.read_text() or 0) + seconds))
+    async def start(self, timeout: float = 60) -> None:
+        await super().start(timeout)
+        await self.wait_for_log("event=capture_health_started")
 
     async def scrape(self, token: str | None = "default") -> tuple[int, str, str]:
         token = self.token if token == "default" else token
@@ -72,39 +68,20 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
 
 
 @pytest.fixture
-async def make_bridge(stack: DevStack, tmp_path: Path):
+def make_bridge(own_bridge: BridgeFactory):
     """A bridge with its own store and clock file and ``metrics:`` as given; several calls
     restart the same bridge (same store, clock and metrics port)."""
-    procs: list[MetricsBridge] = []
-    clock = tmp_path / "clock"
-    clock.write_text("0")
     port = free_port()
 
     async def start(**metrics: Any) -> MetricsBridge:
-        config = yaml.safe_load(stack.config_path.read_text())
-        config["policies"] = {"file": str(ROOT / "tests" / "policy.yaml")}
-        config["database"] = {"url": f"sqlite:{tmp_path / 'bridge.db'}"}
-        config["metrics"] = {"enabled": True, "listen_host": "127.0.0.1", "listen_port": port, **metrics}
-        path = stack.config_path.with_name(f"config-{tmp_path.name}.yaml")
-        path.write_text(yaml.safe_dump(config))
-        proc = MetricsBridge(path, env={"HOUSELINE_CLOCK_FILE": str(clock)})
-        proc.db_path, proc.clock_path, proc.token = tmp_path / "bridge.db", clock, metrics.get("token")
-        proc.metrics_url = f"http://127.0.0.1:{port}/metrics"
-        await proc.start()
-        await proc.wait_for_log("event=capture_health_started")
-        await stack.connect_whatsapp()
-        procs.append(proc)
+        def with_metrics(config: dict) -> None:
+            config["metrics"] = {"enabled": True, "listen_host": "127.0.0.1", "listen_port": port, **metrics}
+
+        proc = await own_bridge(config=with_metrics, clock=True, cls=MetricsBridge)
+        proc.token, proc.metrics_url = metrics.get("token"), f"http://127.0.0.1:{port}/metrics"
         return proc
 
-    yield start
-    for proc in procs:
-        print(f"--- bridge output ---\n{proc.output}")
-        if proc.proc is not None and proc.proc.returncode is None:
-            assert await proc.stop() == 0
-    secrets_ = [stack.registration.as_token, stack.telegram.token, *stack.config.network_secrets()]
-    assert not any(s in proc.output for proc in procs for s in secrets_), (
-        "a secret appeared in the bridge's log"
-    )
+    return start
 
 
 async def status_notices(person: Employee, room: str) -> list[dict[str, Any]]:

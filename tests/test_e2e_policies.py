@@ -4,41 +4,19 @@ own store and a copy of the test policy it may change."""
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 import subprocess
 import sys
-from pathlib import Path
 
 import aiohttp
-import pytest
 import yaml
 
 from bridge.devstack import DevStack
 from sandbox.employee import Employee
-from tests.conftest import ROOT, BridgeProcess
+from tests.conftest import BridgeFactory
 from tests.support import bot_notice_about, bot_notice_in, command, eventually, ghost_of, open_dm
 
 COMPLIANCE = "@compliance:localhost"
-
-
-@pytest.fixture
-async def policy_bridge(stack: DevStack, tmp_path: Path):
-    policy = tmp_path / "policy.yaml"
-    shutil.copy(ROOT / "tests" / "policy.yaml", policy)
-    config = yaml.safe_load(stack.config_path.read_text())
-    config["policies"] = {"file": str(policy)}
-    config["database"] = {"url": f"sqlite:{tmp_path / 'bridge.db'}"}
-    path = stack.config_path.with_name(f"config-{tmp_path.name}.yaml")
-    path.write_text(yaml.safe_dump(config))
-    proc = BridgeProcess(path)
-    await proc.start()
-    proc.policy_path = policy  # type: ignore[attr-defined]
-    proc.db_path = tmp_path / "bridge.db"  # type: ignore[attr-defined]
-    yield proc
-    print(f"--- bridge output ---\n{proc.output}")
-    if proc.proc is not None and proc.proc.returncode is None:
-        assert await proc.stop() == 0
 
 
 async def portal_for(client, employee: Employee, text: str = "hello") -> str:
@@ -56,8 +34,9 @@ async def refused(employee: Employee, room: str, event_id: str) -> dict:
 
 
 async def test_sharing_rules_stop_what_must_not_leave(
-    stack: DevStack, policy_bridge: BridgeProcess, employee: Employee, staff, new_client
+    stack: DevStack, own_bridge: BridgeFactory, employee: Employee, staff, new_client
 ) -> None:
+    await own_bridge()
     client = new_client("Sha", "Ring")
     room = await portal_for(client, employee)
     attempts = {
@@ -130,8 +109,9 @@ async def test_sharing_rules_stop_what_must_not_leave(
 
 
 async def test_join_rules_commands_and_reload(
-    stack: DevStack, policy_bridge: BridgeProcess, employee: Employee, staff, new_client
+    stack: DevStack, own_bridge: BridgeFactory, employee: Employee, staff, new_client
 ) -> None:
+    policy_bridge = await own_bridge()
     client = new_client("Jo", "In")
     room = await portal_for(client, employee)
     admin, adviser2 = staff["admin"], staff["adviser2"]
@@ -186,8 +166,9 @@ async def test_join_rules_commands_and_reload(
 
 
 async def test_offboarding_hands_every_conversation_over(
-    stack: DevStack, policy_bridge: BridgeProcess, employee: Employee, staff, new_client
+    stack: DevStack, own_bridge: BridgeFactory, employee: Employee, staff, new_client
 ) -> None:
+    await own_bridge()
     client = new_client("Off", "Board")
     room = await portal_for(client, employee)
     admin, adviser2, senior = staff["admin"], staff["adviser2"], staff["senior"]
@@ -215,8 +196,9 @@ async def test_offboarding_hands_every_conversation_over(
 
 
 async def test_disclaimer_once_in_the_clients_language(
-    stack: DevStack, policy_bridge: BridgeProcess, employee: Employee, new_client
+    stack: DevStack, own_bridge: BridgeFactory, employee: Employee, new_client
 ) -> None:
+    await own_bridge()
     client = new_client("Dora", "Deutsch")
     client.language_code = "de"
     room = await portal_for(client, employee, "Guten Tag")
@@ -234,8 +216,9 @@ async def test_disclaimer_once_in_the_clients_language(
 
 
 async def test_audit_trail_verifies_and_detects_tampering(
-    stack: DevStack, policy_bridge: BridgeProcess, employee: Employee, new_client
+    stack: DevStack, own_bridge: BridgeFactory, employee: Employee, new_client
 ) -> None:
+    policy_bridge = await own_bridge()
     client = new_client("Au", "Dit")
     room = await portal_for(client, employee)
     denied = await employee.send_text(room, "card 4111 1111 1111 1111")
@@ -256,8 +239,9 @@ async def test_audit_trail_verifies_and_detects_tampering(
 
 
 async def test_round_robin_assignment_takes_turns(
-    stack: DevStack, policy_bridge: BridgeProcess, employee: Employee, staff, new_client
+    stack: DevStack, own_bridge: BridgeFactory, employee: Employee, staff, new_client
 ) -> None:
+    policy_bridge = await own_bridge()
     admin, adviser2 = staff["admin"], staff["adviser2"]
     policy = yaml.safe_load(policy_bridge.policy_path.read_text())
     policy["assignment"]["mode"] = "round_robin"

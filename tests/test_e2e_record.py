@@ -18,7 +18,7 @@ import aiohttp
 
 from bridge.devstack import DevStack
 from sandbox.employee import Employee
-from tests.conftest import BridgeProcess
+from tests.conftest import BridgeFactory, BridgeProcess
 from tests.support import BOT, bot_notice_about, bot_notice_in, control, ghost
 
 _owners = itertools.count(8_500_000_001)
@@ -211,19 +211,13 @@ async def test_admin_exports_from_the_bot(
 
 
 async def test_retention_lists_and_purges_only_what_is_expired_and_not_held(
-    stack: DevStack, employee: Employee, staff, new_client, tmp_path: Path
+    stack: DevStack, own_bridge: BridgeFactory, employee: Employee, staff, new_client, tmp_path: Path
 ) -> None:
     """Its own bridge and store (so the purge touches only its portals)."""
-    import yaml
-
     from tests.support import open_dm
 
-    config = yaml.safe_load(stack.config_path.read_text())
-    config["database"] = {"url": f"sqlite:{tmp_path / 'retention.db'}"}
-    path = stack.config_path.with_name(f"config-{tmp_path.name}.yaml")
-    path.write_text(yaml.safe_dump(config))
-    bridge = BridgeProcess(path)
-    await bridge.start()
+    bridge = await own_bridge()
+    path = bridge.config_path
     try:
         rooms = []
         for name in ("Old", "Held"):

@@ -8,38 +8,18 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import shutil
+import sqlite3
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import pytest
-import yaml
-
-from bridge.devstack import DevStack
+from bridge.reports.schedule import period_start
 from sandbox.employee import Employee
-from tests.conftest import ROOT, BridgeProcess
-from tests.support import BOT, bot_notice_about, ghost_of, open_dm
+from tests.conftest import ROOT, BridgeFactory
+from tests.support import BOT, bot_notice_about, eventually, ghost_of, open_dm
 
 EMPLOYEE = "@employee:localhost"
-
-
-@pytest.fixture
-async def own_bridge(stack: DevStack, tmp_path: Path):
-    policy = tmp_path / "policy.yaml"
-    shutil.copy(ROOT / "tests" / "policy.yaml", policy)
-    config = yaml.safe_load(stack.config_path.read_text())
-    config["policies"] = {"file": str(policy)}
-    config["database"] = {"url": f"sqlite:{tmp_path / 'bridge.db'}"}
-    path = stack.config_path.with_name(f"config-{tmp_path.name}.yaml")
-    path.write_text(yaml.safe_dump(config))
-    proc = BridgeProcess(path)
-    await proc.start()
-    yield proc
-    print(f"--- bridge output ---\n{proc.output}")
-    if proc.proc is not None and proc.proc.returncode is None:
-        assert await proc.stop() == 0
 
 
 def iso(ts: float) -> str:
@@ -57,8 +37,9 @@ async def report(config: Path, since: float, until: float, fmt: str, out: Path) 
 
 
 async def test_a_scripted_day_reported_from_the_record(
-    own_bridge: BridgeProcess, employee: Employee, staff: dict[str, Employee], new_client, tmp_path: Path
+    own_bridge: BridgeFactory, employee: Employee, staff: dict[str, Employee], new_client, tmp_path: Path
 ) -> None:
+    bridge = await own_bridge()
     since = time.time() - 1
     anna, ben = new_client("Anna", "Report"), new_client("Ben", "Report")
 
@@ -90,7 +71,7 @@ async def test_a_scripted_day_reported_from_the_record(
     until = time.time() + 2 * 3600
 
     out = tmp_path / "report.csv"
-    await report(own_bridge.config_path, since, until, "csv", out)
+    await report(bridge.config_path, since, until, "csv", out)
     rows = {(r["section"], r["key"]): r for r in csv.DictReader(io.StringIO(out.read_text()))}
     me = rows[("employees", EMPLOYEE)]
     assert (me["conversations"], me["messages_in"], me["messages_out"]) == ("2", "4", "2"), me
@@ -106,7 +87,7 @@ async def test_a_scripted_day_reported_from_the_record(
 
     # The same period as one HTML page carries the same figures.
     page = tmp_path / "report.html"
-    await report(own_bridge.config_path, since, until, "html", page)
+    await report(bridge.config_path, since, until, "html", page)
     html = page.read_text()
     assert f'<tr data-key="{EMPLOYEE}">' in html and 'data-field="messages_in" data-value="4"' in html
     assert "Example Advisers" in html
@@ -141,3 +122,63 @@ async def test_a_scripted_day_reported_from_the_record(
         30,
         "the refusal",
     )
+
+
+def test_periods_start_at_utc_midnight_and_on_mondays() -> None:
+    wednesday_noon = int(datetime(2026, 12, 2, 12, 0, tzinfo=timezone.utc).timestamp() * 1000)
+    assert period_start(wednesday_noon, "daily") == int(
+        datetime(2026, 12, 2, tzinfo=timezone.utc).timestamp() * 1000
+    )
+    monday = int(datetime(2026, 11, 30, tzinfo=timezone.utc).timestamp() * 1000)
+    assert period_start(wednesday_noon, "weekly") == monday
+    assert period_start(monday, "weekly") == monday
+
+
+async def test_the_scheduled_report_reaches_the_review_room_once_per_period(
+    own_bridge: BridgeFactory, employee: Employee, staff: dict[str, Employee], new_client
+) -> None:
+    bridge = await own_bridge(config=lambda c: c.update(reports={"schedule": "daily"}), clock=True)
+    client = new_client("Dora", "Daily")
+    await client.say("A question for the daily report")
+    await employee.wait_for_message("A question for the daily report", sender=ghost_of(client))
+    # The first day the bridge sees end: past midnight on its clock, the report is posted.
+    bridge.advance(86_400 - time.time() % 86_400 + 60)
+    line = await bridge.wait_for_log("event=report_scheduled schedule=daily", 30)
+    assert "since_ms=" in line
+
+    async def review_room() -> str | None:
+        with sqlite3.connect(bridge.db_path) as db:
+            found = db.execute("SELECT room_id FROM bridge_room WHERE name='review'").fetchall()
+        return found[0][0] if found else None
+
+    room = await eventually(review_room, "the review room")
+    compliance = staff["compliance"]
+    await compliance.join(room)
+    posted = await compliance.wait_for_event(
+        lambda e: e.room_id == room and e.sender == BOT and e.content.get("msgtype") == "m.file",
+        30,
+        "the scheduled report",
+    )
+    assert posted.content["info"]["mimetype"] == "text/html"
+    summary = await compliance.wait_for_event(
+        lambda e: e.room_id == room and e.sender == BOT and e.content.get("body", "").startswith("Report "),
+        30,
+        "the report's summary",
+    )
+    assert "1 conversation(s), 1 client message(s)" in summary.content["body"]
+    # Later ticks of the same day post nothing more; a restart does not either.
+    assert await bridge.stop() == 0
+    bridge = await own_bridge()
+    await compliance.send_text(room, "!hl help")
+    await compliance.wait_for_event(
+        lambda e: (
+            e.room_id == room
+            and e.sender == BOT
+            and "review" in e.content.get("body", "")
+            and e.event_id != summary.event_id
+            and e.origin_server_ts > summary.origin_server_ts
+        ),
+        30,
+        "the bot answering after the restart",
+    )
+    assert "event=report_scheduled" not in bridge.output

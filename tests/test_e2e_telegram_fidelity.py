@@ -8,17 +8,15 @@ import importlib.util
 import struct
 import time
 import zlib
-from pathlib import Path
 
 import aiohttp
 import pytest
-import yaml
 
 from bench.postgres import find_binaries, start_postgres
 
 from bridge.devstack import DevStack
 from sandbox.employee import Employee
-from tests.conftest import BridgeProcess
+from tests.conftest import BridgeFactory, BridgeProcess
 from tests.support import download, upload, SIGNATURE, bot_notice_about, control, ghost_of
 
 SIG_LEN = len(SIGNATURE.encode("utf-16-le")) // 2
@@ -295,18 +293,17 @@ async def test_a_reply_and_an_edit_right_behind_their_message_find_it(
     reason="PostgreSQL (apt-get install postgresql) or asyncpg (pip install -e '.[postgres]') not installed",
 )
 async def test_a_reply_and_an_edit_right_behind_their_message_find_it_on_postgresql(
-    stack: DevStack, employee: Employee, new_client, tmp_path: Path
+    stack: DevStack, own_bridge: BridgeFactory, employee: Employee, new_client
 ) -> None:
     """The same with the store on PostgreSQL, whose pool lets a lookup overtake the commit before
     it (on SQLite one connection queues them)."""
     cluster = await start_postgres({"bridge": False})
     try:
-        config = yaml.safe_load(stack.config_path.read_text())
-        config["database"] = {"url": cluster.url("bridge")}
-        path = stack.config_path.with_name(f"config-{tmp_path.name}.yaml")
-        path.write_text(yaml.safe_dump(config))
-        proc = BridgeProcess(path)
-        await proc.start()
+
+        def on_postgres(config: dict) -> None:
+            config["database"] = {"url": cluster.url("bridge")}
+
+        proc = await own_bridge(config=on_postgres)
         try:
             await _reply_and_edit_right_behind(stack, employee, new_client("Right", "BehindPg"))
         finally:

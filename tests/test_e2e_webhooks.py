@@ -14,22 +14,19 @@ import hashlib
 import hmac
 import json
 import re
-import shutil
 import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
-import yaml
 from aiohttp import web
 
 from bridge.devstack import DevStack
 from bridge.webhooks import MAX_BACKOFF_S, backoff
 from sandbox.employee import Employee
-from tests.conftest import ROOT, BridgeProcess
+from tests.conftest import BridgeFactory, BridgeProcess
 from tests.support import BOT, bot_notice_about, bot_notice_in, eventually, ghost_of
 
 COMPLIANCE = "@compliance:localhost"
@@ -141,13 +138,6 @@ class Receiver:
 
 
 class HookBridge(BridgeProcess):
-    db_path: Path
-    clock_path: Path
-
-    def advance(self, seconds: float) -> None:
-        now = float(self.clock_path.read_text() or 0)
-        self.clock_path.write_text(str(now + seconds))
-
     def queued(self, receiver: str) -> list[tuple[str, str, str]]:
         """(id, type, room) of every event queued for ``receiver``, in queue order."""
         out = []
@@ -181,37 +171,13 @@ async def receiver():
     await r.down()
 
 
-@pytest.fixture
-async def make_bridge(stack: DevStack, tmp_path: Path):
-    """Starts a bridge with the test policy and ``webhooks``; calling it again restarts the same
-    bridge (same store, same clock)."""
-    procs: list[HookBridge] = []
-    policy = tmp_path / "policy.yaml"
-    shutil.copy(ROOT / "tests" / "policy.yaml", policy)
-    clock = tmp_path / "clock"
-    clock.write_text("0")
-    path = stack.config_path.with_name(f"config-{tmp_path.name}.yaml")
+def hooks(webhooks: list[dict[str, Any]]) -> Callable[[dict], None]:
+    """The bridge config's ``webhooks``."""
 
-    async def start(webhooks: list[dict[str, Any]]) -> HookBridge:
-        config = yaml.safe_load(stack.config_path.read_text())
-        config["policies"] = {"file": str(policy)}
-        config["database"] = {"url": f"sqlite:{tmp_path / 'bridge.db'}"}
+    def change(config: dict) -> None:
         config["webhooks"] = webhooks
-        path.write_text(yaml.safe_dump(config))
-        proc = HookBridge(path, env={"HOUSELINE_CLOCK_FILE": str(clock)})
-        proc.db_path, proc.clock_path = tmp_path / "bridge.db", clock
-        await proc.start()
-        await stack.connect_whatsapp()
-        procs.append(proc)
-        return proc
 
-    yield start
-    for proc in procs:
-        print(f"--- bridge output ---\n{proc.output}")
-        if proc.proc is not None and proc.proc.returncode is None:
-            assert await proc.stop() == 0
-        leaked = [name for name, s in SECRETS.items() if s in proc.output]
-        assert not leaked, f"webhook secrets {leaked} appeared in the bridge's log"
+    return change
 
 
 def by_room(items: list[tuple[str, str, str]] | list[Got]) -> dict[str, list[str]]:
@@ -252,9 +218,13 @@ def test_backoff_starts_at_a_second_doubles_and_stops_at_ten_minutes() -> None:
 
 
 async def test_events_arrive_signed_typed_and_in_order(
-    stack: DevStack, make_bridge, receiver: Receiver, employee: Employee, new_client
+    stack: DevStack, own_bridge: BridgeFactory, receiver: Receiver, employee: Employee, new_client
 ) -> None:
-    proc = await make_bridge(receiver.config("crm", "denials", events={"denials": ["message.denied"]}))
+    proc = await own_bridge(
+        config=hooks(receiver.config("crm", "denials", events={"denials": ["message.denied"]})),
+        clock=True,
+        cls=HookBridge,
+    )
     client = new_client("Hook", "Client")
     await client.say("Hello, webhooks")
     room = (await employee.wait_for_message("Hello, webhooks", sender=ghost_of(client))).room_id
@@ -308,11 +278,10 @@ async def test_events_arrive_signed_typed_and_in_order(
 
 
 async def test_a_crash_mid_delivery_loses_nothing_and_repeats_the_same_id(
-    stack: DevStack, make_bridge, receiver: Receiver, employee: Employee, new_client
+    stack: DevStack, own_bridge: BridgeFactory, receiver: Receiver, employee: Employee, new_client
 ) -> None:
     receiver.answers["crm"] = 500
-    hooks = receiver.config("crm")
-    first = await make_bridge(hooks)
+    first = await own_bridge(config=hooks(receiver.config("crm")), clock=True, cls=HookBridge)
     client = new_client("Crash", "Course")
     for text in ("first", "second", "third"):
         await client.say(text)
@@ -333,7 +302,7 @@ async def test_a_crash_mid_delivery_loses_nothing_and_repeats_the_same_id(
 
     receiver.answers["crm"] = 200
     receiver.release.set()
-    second = await make_bridge(hooks)
+    second = await own_bridge()
     await client.say("after the restart")
     await employee.wait_for_message("after the restart", sender=ghost_of(client))
     got = await all_accepted(receiver, "crm", [first, second])
@@ -356,10 +325,10 @@ async def test_a_crash_mid_delivery_loses_nothing_and_repeats_the_same_id(
 
 
 async def test_a_receiver_refusing_forever_is_reported_once_and_blocks_nobody(
-    stack: DevStack, make_bridge, receiver: Receiver, employee: Employee, staff, new_client
+    stack: DevStack, own_bridge: BridgeFactory, receiver: Receiver, employee: Employee, staff, new_client
 ) -> None:
     receiver.answers["broken"] = 404
-    proc = await make_bridge(receiver.config("crm", "broken"))
+    proc = await own_bridge(config=hooks(receiver.config("crm", "broken")), clock=True, cls=HookBridge)
     client = new_client("Refused", "Receiver")
     await client.say("one")
     room = (await employee.wait_for_message("one", sender=ghost_of(client))).room_id
@@ -420,9 +389,9 @@ async def test_a_receiver_refusing_forever_is_reported_once_and_blocks_nobody(
 
 
 async def test_an_hour_long_outage_loses_nothing(
-    stack: DevStack, make_bridge, receiver: Receiver, employee: Employee, new_client
+    stack: DevStack, own_bridge: BridgeFactory, receiver: Receiver, employee: Employee, new_client
 ) -> None:
-    proc = await make_bridge(receiver.config("crm"))
+    proc = await own_bridge(config=hooks(receiver.config("crm")), clock=True, cls=HookBridge)
     alice = new_client("Alice", "Outage")
     await alice.say("before the outage")
     room = (await employee.wait_for_message("before the outage", sender=ghost_of(alice))).room_id
