@@ -7,7 +7,7 @@ policy's network names and the connectors; a new network is its package and one 
 
 from __future__ import annotations
 
-from bridge.networks import telegram, whatsapp
+from bridge.networks import line, telegram, whatsapp
 from bridge.networks.spec import NetworkSpec
 
 __all__ = ["NetworkSpec", "network_names", "register", "registered", "spec_of", "unregister"]
@@ -17,6 +17,7 @@ _SPECS: dict[str, NetworkSpec] = {
     for spec in (
         telegram.SPEC,
         whatsapp.SPEC,
+        line.SPEC,
     )
 }
 
