@@ -16,6 +16,7 @@ import yaml
 from appservice.registration import Registration, build_registration, write_registration
 from bridge.config import Config, load_config
 from sandbox.homeserver import LocalHomeserver, RegisteredUser, free_port
+from sandbox.line import LineSandbox
 from sandbox.telegram import TelegramSandbox
 from sandbox.whatsapp import SandboxNumber, WhatsAppSandbox
 
@@ -40,6 +41,7 @@ class DevStack:
     registration: Registration
     extra_employees: dict[str, RegisteredUser] = field(default_factory=dict)
     whatsapp: WhatsAppSandbox | None = None
+    line: LineSandbox | None = None
 
     @property
     def config(self) -> Config:
@@ -58,6 +60,8 @@ class DevStack:
         await self.telegram.stop()
         if self.whatsapp is not None:
             await self.whatsapp.stop()
+        if self.line is not None:
+            await self.line.stop()
 
 
 #: The people of the demo company besides the employee (the example policy names them).
@@ -80,6 +84,7 @@ def write_bridge_config(
     policy_file: Path | None = None,
     database_url: str = "sqlite:houseline.db",
     whatsapp: WhatsAppSandbox | None = None,
+    line: LineSandbox | None = None,
 ) -> Path:
     config = {
         "homeserver": {"url": homeserver_url, "domain": DOMAIN},
@@ -122,6 +127,22 @@ def write_bridge_config(
                 for number in (WHATSAPP_NUMBER, WHATSAPP_SECOND_NUMBER)
             ],
         }
+    if line is not None:
+        port = free_port()
+        config["networks"]["line"] = {
+            "enabled": True,
+            "channel_secret": line.channel_secret,
+            "channel_access_token": line.channel_access_token,
+            "api_url": line.api_url,
+            "data_url": line.data_url,
+            # The bridge registers this as the channel's webhook URL at start, as on LINE.
+            "webhook": {
+                "listen_host": "127.0.0.1",
+                "listen_port": port,
+                "path": "/line/webhook",
+                "public_url": f"http://127.0.0.1:{port}/line/webhook",
+            },
+        }
     if policy_file is not None:
         config["policies"] = {"file": str(policy_file)}
     path = workdir / "config.yaml"
@@ -161,6 +182,10 @@ async def start_dev_stack(
         throughput_limits=rate_limits,
     )
     await whatsapp.start()
+    line = LineSandbox(
+        secrets.token_urlsafe(32), secrets.token_urlsafe(32), rate_limits=rate_limits, display_name=COMPANY
+    )
+    await line.start()
     try:
         hs_port, as_port = free_port(), free_port()
         employee_id = f"@{EMPLOYEE_LOCALPART}:{DOMAIN}"
@@ -173,6 +198,7 @@ async def start_dev_stack(
             policy_file=policy_file,
             database_url=bridge_database_url or "sqlite:houseline.db",
             whatsapp=whatsapp,
+            line=line,
         )
         config = load_config(config_path)
         registration = build_registration(
@@ -195,6 +221,7 @@ async def start_dev_stack(
     except BaseException:
         await telegram.stop()
         await whatsapp.stop()
+        await line.stop()
         raise
     try:
         employee = await homeserver.register_user(
@@ -208,5 +235,6 @@ async def start_dev_stack(
         await homeserver.stop()
         await telegram.stop()
         await whatsapp.stop()
+        await line.stop()
         raise
-    return DevStack(workdir, telegram, homeserver, employee, config_path, registration, extra, whatsapp)
+    return DevStack(workdir, telegram, homeserver, employee, config_path, registration, extra, whatsapp, line)
