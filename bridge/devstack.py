@@ -182,8 +182,14 @@ async def start_dev_stack(
         throughput_limits=rate_limits,
     )
     await whatsapp.start()
+    # Webhook redelivery switched on, for about a minute: a bridge restarting (the fault suite
+    # kills it) gets what LINE could not deliver meanwhile.
     line = LineSandbox(
-        secrets.token_urlsafe(32), secrets.token_urlsafe(32), rate_limits=rate_limits, display_name=COMPANY
+        secrets.token_urlsafe(32),
+        secrets.token_urlsafe(32),
+        rate_limits=rate_limits,
+        display_name=COMPANY,
+        webhook_max_redeliveries=60,
     )
     await line.start()
     try:
