@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import aiohttp
 import yaml
 
 import policies
@@ -38,6 +39,11 @@ ANSWER = "Hello Dana, happy to help. When would suit you for a call?"
 WA_CLIENT_ID = "4915551234567"
 WA_HELLO = "Hi, is the *fund* still open to new investors?"
 WA_ANSWER = "Hi Wendy, yes it is. Shall I send you the factsheet?"
+#: The LINE client: an alias the sandbox turns into a stable LINE user id (U + 32 hex digits).
+LINE_CLIENT = "lin"
+LINE_NAME = "Lin"
+LINE_HELLO = "Hello, can I still change my savings plan this month?"
+LINE_ANSWER = "Hello Lin, yes you can. Shall we go through it together?"
 #: The demo's accounts, in the order they are listed, with what each is in the example policy
 #: (``role``, None: none that lets them into client conversations) and what it is for.
 ACCOUNTS: dict[str, tuple[str | None, str]] = {
@@ -130,6 +136,19 @@ async def _round_trip(stack: DevStack, t0: float, timeout: float = 60.0) -> int:
                 transcript.append(f"client   <- WhatsApp {WHATSAPP_NUMBER}: {text_of(answer)!r}")
             finally:
                 await adviser.close()
+        if stack.line is not None:
+            # And on LINE, with the very requests the instructions show (curl there). The third
+            # new client: the round-robin is back at the employee.
+            await line_say(stack.line.url, LINE_HELLO)
+            transcript.append(f"client   -> LINE account: {LINE_HELLO}")
+            line_room = await employee.wait_for_invite(timeout, exclude={room_id})
+            await employee.join(line_room)
+            seen = await employee.wait_for_message(LINE_HELLO, line_room, timeout=timeout)
+            transcript.append(f"employee <- {seen.sender} in {line_room}: {LINE_HELLO}")
+            await employee.send_text(line_room, LINE_ANSWER)
+            transcript.append(f"employee -> portal      : {LINE_ANSWER}")
+            got_line = await line_wait_for_text(stack.line.url, LINE_ANSWER, timeout)
+            transcript.append(f"client   <- LINE account: {got_line!r}")
         print("\n".join(transcript))
         print(f"round trip OK in {time.monotonic() - t0:.1f}s (including start-up)", flush=True)
         return 0
@@ -142,6 +161,36 @@ async def _round_trip(stack: DevStack, t0: float, timeout: float = 60.0) -> int:
 
 def demo_client(stack: DevStack) -> SandboxClient:
     return SandboxClient(stack.telegram.url, CLIENT_ID, "Dana", "Client", "dana_client")
+
+
+async def line_say(line_url: str, text: str) -> dict:
+    """The LINE client writes to the company's account: what the instructions' curl does."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        async with http.post(
+            f"{line_url}/client/{LINE_CLIENT}/messages", json={"displayName": LINE_NAME, "text": text}
+        ) as resp:
+            body = await resp.json()
+            if resp.status != 200:
+                raise AssertionError(f"the LINE sandbox refused the client's message: {resp.status} {body}")
+            return body
+
+
+async def line_wait_for_text(line_url: str, needle: str, timeout: float) -> str:
+    """The first text the LINE client received from the account containing ``needle`` (the
+    instructions' second curl, long-polling)."""
+    deadline = time.monotonic() + timeout
+    after = ""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout + 10)) as http:
+        while time.monotonic() < deadline:
+            async with http.get(f"{line_url}/client/{LINE_CLIENT}/messages?timeout=5{after}") as resp:
+                messages = (await resp.json()).get("messages", [])
+            for view in messages:
+                text = (view.get("message") or {}).get("text") or ""
+                if needle in text:
+                    return text
+            if messages:
+                after = f"&after={messages[-1]['seq']}"
+    raise AssertionError(f"the LINE client did not receive {needle!r} within {timeout:.0f}s")
 
 
 def demo_accounts(stack: DevStack) -> dict[str, RegisteredUser]:
@@ -215,6 +264,7 @@ def ready_line(stack: DevStack) -> dict:
             "telegram": stack.telegram.url,
             "telegram_bot_token": stack.telegram.token,
             "whatsapp": stack.whatsapp.url if stack.whatsapp else None,
+            "line": stack.line.url if stack.line else None,
         },
         "config": str(stack.config_path),
     }
@@ -234,6 +284,7 @@ def instructions(ready: dict, *, workdir: Path, elapsed: float) -> str:
         accounts["admin"]["user_id"],
     )
     telegram, whatsapp = ready["sandbox"]["telegram"], ready["sandbox"]["whatsapp"] or ""
+    line = ready["sandbox"].get("line") or ""
     return f"""
 Houseline demo is running (ready in {elapsed:.1f}s). Ctrl-C stops everything.
 Its files (config, policy, store, homeserver) are in {workdir}.
@@ -243,8 +294,9 @@ sign in). The demo company's accounts (user / password, new each run):
 {listed}
 
 New clients go to the wealth team's two advisers in turn (round-robin): Dana went to
-{employee}, so the next new client, on WhatsApp or Telegram, goes to {adviser2},
-the one after to {employee} again. Log in as both (a second browser or a private window).
+{employee}, so the next new client, on WhatsApp, LINE or Telegram, goes to
+{adviser2}, the one after to {employee} again. Log in as both (a second
+browser or a private window).
 
 Be the employee: as {employee}, accept the invite to "Dana Client (Telegram)" and answer
 the client.
@@ -255,12 +307,21 @@ as the first after Dana, "Wendy (WhatsApp)" goes to {adviser2}.
        -H 'content-type: application/json' -d '{{"to": "1001", "name": "Wendy", "text": "Hi *there*"}}'
   curl -s '{whatsapp}/client/{WA_CLIENT_ID}/messages?to=1001'
 
+Be a LINE client (sandbox Messaging API; the company's LINE Official Account). "{LINE_CLIENT}" is
+an alias the sandbox turns into a LINE user id; Lin is a new client too, so "{LINE_NAME} (LINE)"
+goes to the adviser whose turn it is (see "A new client" below).
+  curl -s -X POST {line}/client/{LINE_CLIENT}/messages \\
+       -H 'content-type: application/json' -d '{{"displayName": "{LINE_NAME}", "text": "Hello from LINE"}}'
+  curl -s {line}/client/{LINE_CLIENT}/messages      # what the client received
+Pictures, stickers, locations, groups, unsend, blocking: sandbox/line/README.md (Control API).
+
 Be the client (sandbox Telegram):
   curl -s -X POST {telegram}/client/{CLIENT_ID}/messages \\
        -H 'content-type: application/json' -d '{{"text": "Are you there?"}}'
   curl -s {telegram}/client/{CLIENT_ID}/messages      # what the client received
 
-A new client: use another number in place of {CLIENT_ID} and add "first_name" to the JSON, then
+A new client: use another number in place of {CLIENT_ID} and add "first_name" to the JSON (on
+LINE: another alias in place of "{LINE_CLIENT}", with its "displayName"; on WhatsApp: another number), then
 look for the conversation as the adviser whose turn it is: {adviser2} if it is the
 first new client after Dana (Wendy counts as one), {employee} if the second, and so on.
 

@@ -1,6 +1,7 @@
 """`houseline demo --once` (what `make demo-once` runs): the whole stack comes up from nothing,
-prints its ready line with both sandboxes and every demo account, each printed password logs in
-to the demo's homeserver, and the scripted round trips on Telegram and WhatsApp both arrive."""
+prints its ready line with the three sandboxes and every demo account, each printed password logs
+in to the demo's homeserver, and the scripted round trips on Telegram, WhatsApp and LINE arrive
+(LINE's with the requests the instructions show as curl)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bridge.demo import instructions
+from bridge.demo import LINE_ANSWER, LINE_CLIENT, LINE_HELLO, LINE_NAME, instructions
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The accounts a newcomer needs (the example policy names them all), and what each is there.
@@ -57,7 +58,7 @@ async def _check_logins(ready: dict) -> None:
         assert status == 403 and body["errcode"] == "M_FORBIDDEN"
 
 
-async def test_demo_once_round_trips_on_both_networks() -> None:
+async def test_demo_once_round_trips_on_every_network() -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -86,6 +87,8 @@ async def test_demo_once_round_trips_on_both_networks() -> None:
             )
             assert ready["sandbox"]["telegram"].startswith("http://127.0.0.1:")
             assert ready["sandbox"]["whatsapp"].startswith("http://127.0.0.1:")
+            line_url = ready["sandbox"]["line"]
+            assert line_url.startswith("http://127.0.0.1:")
 
             accounts = ready["accounts"]
             assert set(ROLES) <= set(accounts), sorted(accounts)
@@ -121,6 +124,14 @@ async def test_demo_once_round_trips_on_both_networks() -> None:
             text = instructions(ready, workdir=Path(ready["config"]).parent, elapsed=1.0)
             for name, account in accounts.items():
                 assert f"{account['user_id']} / {account['password']}" in text, name
+            # How to play a LINE client, against the sandbox of this very run; the round trip
+            # below sends exactly this request (bridge.demo.line_say) and polls the second.
+            assert (
+                f"curl -s -X POST {line_url}/client/{LINE_CLIENT}/messages \\\n"
+                f"       -H 'content-type: application/json' -d "
+                f'\'{{"displayName": "{LINE_NAME}", "text": "Hello from LINE"}}\''
+            ) in text
+            assert f"curl -s {line_url}/client/{LINE_CLIENT}/messages " in text
             new_client = text[text.index("A new client:") :].split("\n\n")[0]
             assert "@adviser2:localhost" in new_client and "@employee:localhost" in new_client
 
@@ -145,5 +156,14 @@ async def test_demo_once_round_trips_on_both_networks() -> None:
     assert any(
         line.startswith("client   <- WhatsApp 1001:") and "*Alex Adviser (Example Advisers)*" in line
         for line in lines
+    )
+    # The LINE client's message reached the employee (the third new client: the round-robin is
+    # back at them), and the answer came back signed.
+    assert f"client   -> LINE account: {LINE_HELLO}" in lines
+    assert any(
+        line.startswith("employee <- @line_") and line.endswith(f": {LINE_HELLO}") for line in lines
+    ), lines
+    assert (
+        f"client   <- LINE account: {'Erin Employee (Example Advisers)' + chr(10) + LINE_ANSWER!r}" in lines
     )
     assert lines[-1].startswith("round trip OK")

@@ -666,11 +666,16 @@ class _Quota:
         return count
 
     async def check(self, needed: int) -> None:
-        known = await self._current()
+        known = await self._current(QUOTA_FRESH_S)
+        if known is not None and self._over(known, needed):
+            # A refusal is final for the message, so it rests on LINE's figures of now, not on
+            # a cached answer up to a minute old: an admin may just have raised the limit. (Only
+            # refusals ask again: they are rare, and two quick calls.)
+            known = await self._current(0.0)
         if known is None:
             return
         limit, used = known
-        if limit is not None and used + needed > limit:
+        if self._over(known, needed):
             raise DeliveryError(
                 f"the LINE account's monthly message limit is reached ({used} of {limit} messages sent this month"
                 f"{f', and this push would count {needed}' if needed > 1 else ''}); the client can still be answered "
@@ -684,9 +689,15 @@ class _Quota:
             fetched, limit, used = self._known
             self._known = (fetched, limit, used + recipients)
 
-    async def _current(self) -> tuple[int | None, int] | None:
+    @staticmethod
+    def _over(known: tuple[int | None, int], needed: int) -> bool:
+        limit, used = known
+        return limit is not None and used + needed > limit
+
+    async def _current(self, max_age: float) -> tuple[int | None, int] | None:
+        """LINE's (limit, used), asked again when the figures kept are older than ``max_age``."""
         now = self.c.monotonic()
-        if self._known is None or now - self._known[0] > QUOTA_FRESH_S:
+        if self._known is None or now - self._known[0] > max_age:
             try:
                 limit = await self.c.api.quota()
                 used = await self.c.api.consumption() if limit is not None else 0
