@@ -26,6 +26,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from bridge.listener import listen
 from bridge.clock import Clock
 from bridge.health import PROBLEMS, CaptureHealth
 from bridge.integrations_config import MetricsConfig
@@ -358,12 +359,7 @@ class MetricsServer:
     async def start(self) -> None:
         app = web.Application(client_max_size=1024)
         app.router.add_get("/metrics", metrics_handler(self.metrics))
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.listen_host, self.config.listen_port)
-        await site.start()
-        sockets = getattr(site._server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self.config.listen_port
+        self._runner, self.port = await listen(app, self.config.listen_host, self.config.listen_port)
         log.info(
             "event=metrics_listening host=%s port=%s path=/metrics token=%s",
             self.config.listen_host,

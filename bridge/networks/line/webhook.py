@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web
 from linebot.v3 import SignatureValidator
 
+from bridge.listener import listen
 from bridge.networks.line.config import LineConfig
 from bridge.networks.line.media import PREVIEW_NAME, MediaStore, content_type, placeholder_png
 
@@ -81,13 +82,7 @@ class LineWebhook:
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_post(self.config.path, self._deliver)
         app.router.add_get(f"{self.config.media_path}/{{name}}", self._serve)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.listen_host, self.config.listen_port)
-        await site.start()
-        server = site._server  # the bound port when 0 was asked for (tests)
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self.config.listen_port
+        self._runner, self.port = await listen(app, self.config.listen_host, self.config.listen_port)
         log.info(
             "event=line_webhook_listening host=%s port=%s path=%s media_path=%s",
             self.config.listen_host,

@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge.listener import listen
 from bridge.networks.whatsapp.config import WhatsAppConfig
 
 log = logging.getLogger("houseline.whatsapp.webhook")
@@ -47,13 +48,7 @@ class WhatsAppWebhook:
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_get(self.config.path, self._verify)
         app.router.add_post(self.config.path, self._deliver)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.listen_host, self.config.listen_port)
-        await site.start()
-        server = site._server  # the bound port when 0 was asked for (tests)
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self.config.listen_port
+        self._runner, self.port = await listen(app, self.config.listen_host, self.config.listen_port)
         log.info(
             "event=whatsapp_webhook_listening host=%s port=%s path=%s",
             self.config.listen_host,
