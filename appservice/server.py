@@ -25,6 +25,8 @@ from mautrix.client.state_store import MemoryStateStore
 from mautrix.types import Event, EventType
 from mautrix.types.util.serializable import SerializerError
 
+from appservice.strands import StrandGuard
+
 log = logging.getLogger("houseline.appservice")
 
 #: Receives the raw event dicts exactly as the homeserver sent them (mautrix's typed events
@@ -86,6 +88,10 @@ class HouselineAppService(AppService):
         self.ephemeral_handler: EventsHandler | None = None
         self._done_txns: OrderedDict[str, None] = OrderedDict()
         self._running_txns: dict[str, asyncio.Task[None]] = {}
+        #: A process that just started was unreachable a moment ago: the homeserver may be
+        #: recovering, and a recovery's end is where it strands a transaction.
+        self.strands = StrandGuard()
+        self.strands.arm("start")
         kwargs.setdefault("state_store", MemoryASStateStore())
         kwargs["aiohttp_params"] = {
             "client_max_size": MAX_TRANSACTION_BYTES,
@@ -145,6 +151,8 @@ class HouselineAppService(AppService):
             return _matrix_error(400, "M_BAD_JSON", "Expected an object with an 'events' list")
 
         task = self._running_txns.get(txn_id)
+        if task is None and not self.strands.admit(txn_id):
+            return _matrix_error(503, "M_UNKNOWN", "An earlier transaction has not arrived; resend")
         if task is None:
             ephemeral = body.get("ephemeral", body.get("de.sorunome.msc2409.ephemeral", []))
             task = asyncio.ensure_future(
@@ -159,6 +167,7 @@ class HouselineAppService(AppService):
             await asyncio.shield(task)
         except Exception:
             log.exception("event=as_txn_failed txn=%s", txn_id)
+            self.strands.arm("txn_failed")
             return _matrix_error(500, "M_UNKNOWN", "Transaction could not be handled; retry")
         self._done_txns[txn_id] = None
         while len(self._done_txns) > _REMEMBERED_TXNS:

@@ -161,6 +161,7 @@ class HomeserverWatch:
         requeue: Requeue,
         interval: float = 0.5,
         forget_after_s: float = 14 * 86400,
+        on_back: Callable[[], None] | None = None,
     ) -> None:
         self.intent = intent
         self.catchup = catchup
@@ -169,6 +170,8 @@ class HomeserverWatch:
         self.requeue = requeue
         self.interval = interval
         self.forget_after_s = forget_after_s
+        #: Told when the homeserver answers again after an outage.
+        self.on_back = on_back
         self._task: asyncio.Task[None] | None = None
         self._beat: asyncio.Task[None] | None = None
         #: Wall-clock time (s) a freeze of this process began, until a catch-up is scheduled for it.
@@ -272,6 +275,8 @@ class HomeserverWatch:
                 if self.down_since is not None:
                     log.info("event=homeserver_back after_s=%.1f", time.time() - self.down_since)
                     self.down_since = None
+                    if self.on_back is not None:
+                        self.on_back()
                 if self._pending is not None:
                     since_ms, rooms, why = self._pending
                     await self._catch_up(why, since_ms, rooms)
