@@ -212,6 +212,7 @@ class Bridge:
             pause=self.outbox.pause,
             resume=self.outbox.resume,
             requeue=self.outbox.requeue,
+            on_back=lambda: self.az.strands.arm("homeserver_back"),
         )
         await self.watch.start()
         self._started.append("watch")
