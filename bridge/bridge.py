@@ -26,7 +26,7 @@ from bridge.health import CaptureHealth, CaptureMonitor, stored_status_room
 from bridge.inbound import Inbound
 from bridge.journal import Journal
 from bridge.networks import spec_of
-from bridge.networks.base import Connector
+from bridge.networks.base import Connector, PictureSource
 from bridge.networks.spec import BuildContext, MappedIds
 from bridge.outbound import Outbound
 from bridge.outbox import Outbox
@@ -103,7 +103,7 @@ class Bridge:
         except MatrixError as e:
             log.warning("event=bot_displayname_failed error=%s", e)
 
-        ghosts = Ghosts(self.az, self.config.ghost_namer(), self.store)
+        ghosts = Ghosts(self.az, self.config.ghost_namer(), self.store, clock=self.clock.now)
         self.audit = AuditLog(self.store)
         portals = Portals(self.store, bot, self._assign)
         self.policy_bot = PolicyBot(
@@ -177,6 +177,7 @@ class Bridge:
             claim_invite=self.outreach.claim,
             notifier=self.policy_bot.notify,
             on_account=self.capture.account_changed,
+            pictures={n: c.fetch_picture for n, c in self.connectors.items() if isinstance(c, PictureSource)},
         )
         if self.config.metrics is not None:
             self._setup_metrics()

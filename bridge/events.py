@@ -66,6 +66,10 @@ class RemoteUser:
     username: str | None = None
     #: Language or region code the network reports for the user (picks the disclaimer).
     language: str | None = None
+    #: The user's profile picture as a reference only their connector reads (LINE: the
+    #: pictureUrl), different whenever the picture changes; None: not known, the ghost's avatar
+    #: stays as it is. Fetched through the connector's ``PictureSource``.
+    picture: str | None = None
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from bridge.networks.base import MediaUnavailable, OnSent
 from bridge.notify import Notifier
 from bridge.portals import Portals
 from bridge.store import AccountRow, MessageLink, PortalRow, ReactionLink, Store
-from puppets.ghosts import Ghosts
+from puppets.ghosts import Ghosts, PictureFetch
 
 log = logging.getLogger("houseline.inbound")
 
@@ -111,6 +111,7 @@ class Inbound:
         claim_invite: ClaimInvite | None = None,
         notifier: Notifier | None = None,
         on_account: OnAccount | None = None,
+        pictures: Mapping[str, PictureFetch] | None = None,
     ) -> None:
         self.store = store
         self.portals = portals
@@ -120,6 +121,8 @@ class Inbound:
         self.claim_invite = claim_invite
         self.notifier = notifier
         self.on_account = on_account
+        #: Per network with profile pictures (its connector is a PictureSource), the fetch.
+        self.pictures: Mapping[str, PictureFetch] = pictures or {}
         #: Per chat, the bookkeeping still being committed for a message already in its room.
         #: The chat's next message may be sent meanwhile (see ``on_sent``); whatever looks up an
         #: earlier message of the chat (replies, edits, deletions, reactions) waits for it.
@@ -181,13 +184,20 @@ class Inbound:
         network_name = self.network_names.get(event.chat.network, event.chat.network)
         role = "company account" if event.from_account else None
         ghost_name = f"{event.sender.display_name} ({network_name}{', ' + role if role else ''})"
-        ghost = await self.ghosts.ensure(event.sender.network, event.sender.id, ghost_name)
+        ghost = await self._ghost(event, ghost_name)
         requested = None
         if event.invite_code and event.kind is RemoteEventKind.MESSAGE and self.claim_invite is not None:
             requested = await self.claim_invite(event)  # before the portal: it decides who gets it
         portal = await self._portal(event, ghost.mxid, requested)
         await ghost.ensure_joined(portal.room_id)
         return _Context(event, portal, ghost, ghost_name, marked)
+
+    async def _ghost(self, event: RemoteEvent, name: str) -> IntentAPI:
+        """The sender's ghost, named ``name`` and with their picture where the network has one."""
+        sender = event.sender
+        return await self.ghosts.ensure(
+            sender.network, sender.id, name, picture=sender.picture, fetch=self.pictures.get(sender.network)
+        )
 
     async def _commit(self, ctx: _Context, event_id: str, has_media: bool, *, on_sent: OnSent | None) -> None:
         """Record a post that is in the room. The connector may start the chat's next event once
@@ -554,9 +564,7 @@ class Inbound:
             if not event.is_group or event.blocked:
                 return  # blocked before ever writing: there is no conversation to annotate
             # The company was added to a group: its portal exists from now on.
-            adder = await self.ghosts.ensure(
-                event.sender.network, event.sender.id, f"{name} ({network_name})"
-            )
+            adder = await self._ghost(event, f"{name} ({network_name})")
             portal = await self._portal(event, adder.mxid)
             await adder.ensure_joined(portal.room_id)
             await self._bot_notice(

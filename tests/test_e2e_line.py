@@ -19,6 +19,7 @@ from typing import Any, Callable
 import aiohttp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from nio import ProfileGetResponse
 
 from bridge.devstack import DevStack
 from sandbox.employee import Employee, SeenEvent
@@ -107,6 +108,24 @@ class LineClient:
     async def unsend(self, message_id: str) -> dict[str, Any]:
         return await self.call("POST", f"/client/{self.alias}/unsend/{message_id}")
 
+    async def set_picture(self, image: bytes | None = None, *, status: int = 200) -> dict[str, Any]:
+        """A new profile picture, at a new URL on the sandbox's CDN (no ``image``: a PNG the
+        sandbox makes); with an error ``status`` that URL answers the error instead."""
+        body: dict[str, Any] = (
+            {"status": status} if image is None else {"image": b64(image), "status": status}
+        )
+        answer = await self.call("PUT", f"/client/{self.alias}/picture", body)
+        self.user_id = answer["userId"]
+        return answer
+
+    async def mend_picture(self) -> dict[str, Any]:
+        """The current picture's URL serves the picture from now on."""
+        return await self.call("PATCH", f"/client/{self.alias}/picture", {"status": 200})
+
+    async def picture(self) -> dict[str, Any]:
+        """The current picture as the sandbox serves it (``fetches``: requests its URL got)."""
+        return await self.call("GET", f"/client/{self.alias}/picture")
+
     async def inbox(self) -> list[dict[str, Any]]:
         """Everything the account delivered to this user, oldest first."""
         return (await self.call("GET", f"/client/{self.alias}/messages"))["messages"]
@@ -156,6 +175,19 @@ async def open_portal(
     if disclaimer:
         await client.wait_for_text(DISCLAIMER)
     return room, sent
+
+
+async def avatar(employee: Employee, user_id: str) -> str | None:
+    """The user's avatar (an mxc URL) as the employee's homeserver gives it; None: none. Read
+    from the whole profile: for a user without avatar Synapse answers the avatar_url endpoint
+    with ``{}``, which matrix-nio's get_avatar takes for an error."""
+    answer = await employee.client.get_profile(user_id)
+    assert isinstance(answer, ProfileGetResponse), answer
+    return answer.avatar_url
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def in_room(room: str, msgtype: str) -> Callable[[SeenEvent], bool]:
@@ -325,6 +357,85 @@ async def test_a_group_is_one_portal_with_a_ghost_per_member(
     present = {m.user_id for m in members}
     assert ghost(stack, ids["Aiko Arai"]) in present and ghost(stack, ids["Bo Berg"]) in present
     assert cho_ghost not in present
+
+
+async def test_a_clients_profile_picture_is_their_ghosts_avatar(
+    stack: DevStack, bridge: BridgeProcess, employee: Employee
+) -> None:
+    pia = new_client(stack, "Pia Picture")
+    await pia.set_picture(PNG)
+    await open_portal(stack, employee, pia, "hello, this is my face")
+    pia_ghost = ghost(stack, pia.user_id)
+    face = await avatar(employee, pia_ghost)
+    assert face is not None and await download(employee, face) == PNG
+    await bridge.wait_for_log(f"event=ghost_picture user={pia_ghost}")
+    # The same picture is not fetched again for every message.
+    await pia.say("and a second message")
+    await employee.wait_for_message("and a second message", sender=pia_ghost)
+    assert (await pia.picture())["fetches"] == 1
+    assert await avatar(employee, pia_ghost) == face
+
+    # Without a picture on LINE the ghost has no avatar, and the message arrives all the same.
+    nora = new_client(stack, "Nora Plain")
+    await open_portal(stack, employee, nora, "no picture on my profile")
+    assert await avatar(employee, ghost(stack, nora.user_id)) is None
+
+    # A picture LINE's CDN will not serve costs the message nothing; the log says why, without
+    # the picture's address.
+    bea = new_client(stack, "Bea Broken")
+    broken = await bea.set_picture(PNG, status=500)
+    await open_portal(stack, employee, bea, "my picture does not load")
+    bea_ghost = ghost(stack, bea.user_id)
+    assert await avatar(employee, bea_ghost) is None
+    failed = await bridge.wait_for_log(f"event=ghost_picture_failed user={bea_ghost}")
+    assert "network=line" in failed and "HTTP 500" in failed
+    assert broken["pictureUrl"].rsplit("/", 1)[-1] not in bridge.output
+    assert (await bea.picture())["fetches"] == 1
+
+
+async def test_a_changed_picture_is_the_new_avatar_and_a_broken_one_is_tried_again_later(
+    stack: DevStack, own_bridge: BridgeFactory, employee: Employee
+) -> None:
+    proc = await own_bridge(clock=True)
+    kai = new_client(stack, "Kai Change")
+    await kai.set_picture(PNG)
+    room, _ = await open_portal(stack, employee, kai, "my first picture")
+    kai_ghost = ghost(stack, kai.user_id)
+    first = await avatar(employee, kai_ghost)
+    assert first is not None and await download(employee, first) == PNG
+
+    # A broken picture is not fetched again for every message, only after ten minutes.
+    bea = new_client(stack, "Bea Retry")
+    await bea.set_picture(status=503)
+    bea_room, _ = await open_portal(stack, employee, bea, "my picture is broken today")
+    bea_ghost = ghost(stack, bea.user_id)
+    await proc.wait_for_log(f"event=ghost_picture_failed user={bea_ghost}")
+    mended = await bea.mend_picture()
+    await bea.say("still broken?")
+    await employee.wait_for_message("still broken?", bea_room)
+    assert (await bea.picture())["fetches"] == 1 and await avatar(employee, bea_ghost) is None
+    proc.advance(11 * 60)
+    await bea.say("ten minutes later")
+    await employee.wait_for_message("ten minutes later", bea_room)
+    bea_face = await avatar(employee, bea_ghost)
+    assert bea_face is not None and sha256(await download(employee, bea_face)) == mended["sha256"]
+    assert (await bea.picture())["fetches"] == 2
+
+    # Kai changes their picture. LINE says so to no one; the connector learns it at its next
+    # profile look-up (it keeps profiles for a day, a restart starts afresh).
+    changed = await kai.set_picture()
+    assert await proc.stop() == 0
+    proc = await own_bridge()
+    await kai.say("my new picture")
+    await employee.wait_for_message("my new picture", room)
+    second = await avatar(employee, kai_ghost)
+    assert second is not None and second != first
+    assert sha256(await download(employee, second)) == changed["sha256"]
+    # Bea's is unchanged: the store remembers it across the restart, so it is not fetched again.
+    await bea.say("after the restart")
+    await employee.wait_for_message("after the restart", bea_room)
+    assert (await bea.picture())["fetches"] == 2
+    assert await avatar(employee, bea_ghost) == bea_face
 
 
 async def test_outbound_text_image_location_and_what_line_cannot_take(

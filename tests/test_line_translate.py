@@ -17,7 +17,8 @@ USER = "U4af4980629" + "0" * 22
 OTHER = "U91eeaf62d9" + "0" * 22
 GROUP = "Ca56f94637c" + "0" * 22
 ROOM = "Ra8dbf4673c" + "0" * 22
-NAMES = {USER: Profile("Taro Yamada", "ja"), OTHER: Profile("Hanako")}
+PICTURE = "https://profile.line-scdn.net/0hTaro"
+NAMES = {USER: Profile("Taro Yamada", "ja", PICTURE), OTHER: Profile("Hanako")}
 
 
 class Directory:
@@ -97,6 +98,7 @@ async def test_a_text_message_with_a_mention_and_an_emoji_keeps_their_text() -> 
         event.sender.id == USER
         and event.sender.display_name == "Taro Yamada"
         and event.sender.language == "ja"
+        and event.sender.picture == PICTURE  # the ghost's avatar; only the connector reads it
     )
     assert event.message_id == "444573844083572737"
     assert event.timestamp_ms == 1462629479859

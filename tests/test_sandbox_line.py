@@ -827,6 +827,53 @@ async def test_profiles_are_404_for_users_who_did_not_add_the_account(
     assert (await api(http, sandbox, "GET", f"/v2/bot/profile/{alice}"))[0] == 200
 
 
+async def test_profile_pictures_are_served_from_the_sandboxs_cdn(
+    sandbox: LineSandbox, http: aiohttp.ClientSession
+) -> None:
+    alice = (await friend(http, sandbox))["userId"]
+    jpeg = b"\xff\xd8\xff\xe0" + b"picture" * 10
+    put = await ok(http, sandbox, "PUT", "/client/alice/picture", json={"image": b64(jpeg)})
+    url = put["pictureUrl"]
+    assert url.startswith(f"{sandbox.url}/profile-pictures/0h")
+    assert (put["contentType"], put["size"]) == ("image/jpeg", len(jpeg))
+    profile = (await api(http, sandbox, "GET", f"/v2/bot/profile/{alice}"))[1]
+    assert profile["pictureUrl"] == url
+    group = await ok(http, sandbox, "POST", "/groups", json={"members": ["alice"]})
+    member = (await api(http, sandbox, "GET", f"/v2/bot/group/{group['groupId']}/member/{alice}"))[1]
+    assert member["pictureUrl"] == url
+    # Like LINE's CDN: no token needed, the picture's own content type.
+    status, body, headers = await api(http, sandbox, "GET", url.removeprefix(sandbox.url), token=None)
+    assert (status, body, headers["Content-Type"]) == (200, jpeg, "image/jpeg")
+
+    # A generated picture is a PNG at a new address; the old address still serves the old one.
+    second = await ok(http, sandbox, "PUT", "/client/alice/picture", json={})
+    assert second["pictureUrl"] != url and second["contentType"] == "image/png"
+    status, png, _ = await api(
+        http, sandbox, "GET", second["pictureUrl"].removeprefix(sandbox.url), token=None
+    )
+    assert (
+        status == 200 and png.startswith(b"\x89PNG") and hashlib.sha256(png).hexdigest() == second["sha256"]
+    )
+    assert (await api(http, sandbox, "GET", url.removeprefix(sandbox.url), token=None))[1] == jpeg
+
+    # A broken picture: the same address answers an error until it is mended.
+    broken = await ok(http, sandbox, "PATCH", "/client/alice/picture", json={"status": 500})
+    assert broken["pictureUrl"] == second["pictureUrl"]
+    path = second["pictureUrl"].removeprefix(sandbox.url)
+    assert (await api(http, sandbox, "GET", path, token=None))[0] == 500
+    await ok(http, sandbox, "PATCH", "/client/alice/picture", json={"status": 200})
+    assert (await api(http, sandbox, "GET", path, token=None))[1] == png
+    assert (await ok(http, sandbox, "GET", "/client/alice/picture"))["fetches"] == 3
+
+    assert (await control(http, sandbox, "PATCH", "/client/alice/picture", json={"status": 302}))[0] == 400
+
+    await ok(http, sandbox, "DELETE", "/client/alice/picture")
+    assert "pictureUrl" not in (await api(http, sandbox, "GET", f"/v2/bot/profile/{alice}"))[1]
+    assert (await control(http, sandbox, "GET", "/client/alice/picture"))[0] == 404
+    assert (await control(http, sandbox, "PATCH", "/client/alice/picture", json={"status": 500}))[0] == 404
+    assert (await api(http, sandbox, "GET", "/profile-pictures/0hunknown", token=None))[0] == 404
+
+
 async def test_group_events_and_endpoints(
     sandbox: LineSandbox, receiver: Receiver, http: aiohttp.ClientSession
 ) -> None:

@@ -83,6 +83,13 @@ async def _exercise(url: str) -> None:
         assert await store.held_for_senior_count() == 0 and await store.outbox_size() == 2
         await store.delete_portal("!r:localhost")
         assert await store.count_portals() == 0
+
+        await store.put_ghost("@line_u1:localhost", "line", "U1", "Lina (LINE)")
+        assert await store.get_ghost_picture("@line_u1:localhost") is None
+        await store.put_ghost_picture("@line_u1:localhost", "https://profile.line-scdn.net/0h1")
+        await store.put_ghost("@line_u1:localhost", "line", "U1", "Lina L. (LINE)")
+        assert await store.get_ghost_displayname("@line_u1:localhost") == "Lina L. (LINE)"
+        assert await store.get_ghost_picture("@line_u1:localhost") == "https://profile.line-scdn.net/0h1"
     finally:
         await store.stop()
 

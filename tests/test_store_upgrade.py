@@ -1,6 +1,7 @@
 """Store upgrades keep what a running bridge left behind: a database made by an older version,
 with messages in flight both ways and messages held for a senior, comes out of the upgrade with
-the same rows under the new names, on SQLite and (when installed) on PostgreSQL."""
+the same rows under the new names; ghosts keep their names and gain a place for their picture;
+on SQLite and (when installed) on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from mautrix.util.async_db import Database, Scheme, UpgradeTable
 from bench.postgres import find_binaries, start_postgres
 from bridge.events import ChatRef
 from bridge.store.store import Store
-from bridge.store.upgrades import upgrade_table, upgrade_v11
+from bridge.store.upgrades import upgrade_table, upgrade_v11, upgrade_v13
 
 CHAT = ChatRef("telegram", "1", "42")
 #: Larger than a float holds exactly: the checkpoint must keep every digit.
@@ -23,6 +24,8 @@ BIG_ID = 9_007_199_254_740_993
 HELD = {"event_id": "$held", "room_id": "!r:localhost", "type": "m.room.message", "content": {"body": "hi"}}
 #: The version whose upgrade renamed the in-flight marks and the held messages.
 NAMED_VERSION = upgrade_table.upgrades.index(upgrade_v11) + 1
+#: The version whose upgrade gave ghosts their picture reference.
+PICTURE_VERSION = upgrade_table.upgrades.index(upgrade_v13) + 1
 POSTGRES = find_binaries() is not None and importlib.util.find_spec("asyncpg") is not None
 
 
@@ -109,3 +112,32 @@ async def _has_table(db: Database, name: str) -> bool:
     else:
         query = "SELECT COUNT(*) FROM information_schema.tables WHERE table_name=$1"
     return int(await db.fetchval(query, name)) > 0
+
+
+async def test_ghosts_keep_their_names_and_gain_a_picture_reference(url: str) -> None:
+    db = await _database_at(url, PICTURE_VERSION - 1)
+    try:
+        await db.execute(
+            "INSERT INTO ghost (user_id, network, remote_id, displayname) VALUES ($1, $2, $3, $4)",
+            "@line_u1:localhost",
+            "line",
+            "U1",
+            "Lina (LINE)",
+        )
+    finally:
+        await db.stop()
+
+    store = Store(url)
+    await store.start()
+    try:
+        assert await store.db.fetchval("SELECT version FROM houseline_version") == len(upgrade_table.upgrades)
+        assert await store.get_ghost_displayname("@line_u1:localhost") == "Lina (LINE)"
+        assert await store.get_ghost_picture("@line_u1:localhost") is None  # none set yet
+        await store.put_ghost_picture("@line_u1:localhost", "https://profile.line-scdn.net/0habc")
+        assert await store.get_ghost_picture("@line_u1:localhost") == "https://profile.line-scdn.net/0habc"
+        # A new name leaves the picture as it is.
+        await store.put_ghost("@line_u1:localhost", "line", "U1", "Lina L. (LINE)")
+        assert await store.get_ghost_picture("@line_u1:localhost") == "https://profile.line-scdn.net/0habc"
+        assert await store.get_ghost_picture("@line_unknown:localhost") is None
+    finally:
+        await store.stop()

@@ -8,6 +8,9 @@ from typing import Awaitable, Callable, Protocol
 from bridge.events import ChatRef, Delivery, DeliveryReceipt, RemoteEvent
 from bridge.networks.spec import Capabilities
 
+# Raised by a PictureSource; defined with the ghosts (puppets may not import the core).
+from puppets.ghosts import PictureUnavailable as PictureUnavailable
+
 #: Called by the core once an inbound event's message is in its room, before its bookkeeping is
 #: committed: the chat's next event may be handled from then on (its send cannot overtake).
 OnSent = Callable[[], None]
@@ -152,3 +155,15 @@ class ReportsCapture(abc.ABC):
         """The network's quality rating per account where it keeps one (WhatsApp: GREEN,
         YELLOW, RED), asked with ``probe_capture``; an account it cannot tell is left out."""
         return {}
+
+
+class PictureSource(abc.ABC):
+    """A network whose users have profile pictures: ``RemoteUser.picture`` names one, and the
+    core gives the client's ghost that picture as its avatar whenever the reference changes, so
+    employees recognise who writes. The reference is opaque to the core."""
+
+    @abc.abstractmethod
+    async def fetch_picture(self, ref: str) -> tuple[bytes, str]:
+        """The picture ``ref`` names: its bytes and mimetype. Raises PictureUnavailable (or any
+        exception) when it cannot be had; the core then keeps the avatar and tries again later.
+        The core bounds the call with a timeout of its own: a picture never holds up a message."""

@@ -656,6 +656,14 @@ class Store:
             displayname,
         )
 
+    async def get_ghost_picture(self, user_id: str) -> str | None:
+        return await self.db.fetchval("SELECT picture_ref FROM ghost WHERE user_id=$1", user_id)
+
+    async def put_ghost_picture(self, user_id: str, ref: str) -> None:
+        """Only for a ghost already stored (``put_ghost`` comes first: a ghost gets its name
+        before its picture)."""
+        await self.db.execute("UPDATE ghost SET picture_ref=$1 WHERE user_id=$2", ref, user_id)
+
     # message map
 
     async def get_message(self, chat: ChatRef, remote_id: str) -> MessageLink | None:

@@ -331,3 +331,10 @@ async def upgrade_v12(conn: Connection, scheme: Scheme) -> None:
         )"""
     )
     await conn.execute("CREATE INDEX review_item_notice_idx ON review_item (notice_id)")
+
+
+@upgrade_table.register(description="The profile picture each ghost shows")
+async def upgrade_v13(conn: Connection, scheme: Scheme) -> None:
+    # The connector's opaque reference of the picture last set as the ghost's avatar (NULL: none
+    # set yet), so a restart neither uploads every client's picture again nor misses a change.
+    await conn.execute("ALTER TABLE ghost ADD COLUMN picture_ref TEXT")

@@ -1,6 +1,7 @@
 """The sandbox server: LINE's Messaging API at ``/v2/bot/...`` (the paths of both
-``api.line.me`` and ``api-data.line.me``, on one base URL), and the control API at
-``/client/...``, ``/groups/...`` and ``/control/...`` (see sandbox/line/README.md).
+``api.line.me`` and ``api-data.line.me``, on one base URL), LINE's CDN for profile pictures at
+``/profile-pictures/...``, and the control API at ``/client/...``, ``/groups/...`` and
+``/control/...`` (see sandbox/line/README.md).
 
 The bridge talks to it with the same HTTP calls it makes to LINE — only the base URLs differ —
 and receives webhooks signed with the channel secret, so what is tested is the code path that
@@ -27,6 +28,7 @@ from .events import Events
 from .faults import FaultPlan
 from .media import MediaFetcher
 from .messaging import Messaging
+from .pictures import ProfilePictures
 from .ratelimit import RateLimiter
 from .state import BotIdentity, SandboxState
 from .webhook import WebhookDispatcher
@@ -127,6 +129,7 @@ class LineSandbox:
         self.webhook_api = WebhookApi(self.webhooks)
         self.client_control = ClientControl(self.state, self.events)
         self.group_control = GroupControl(self.state, self.events)
+        self.pictures = ProfilePictures(self.state)
         self.knobs = KnobsControl(self.state, self.webhooks, self.faults, self.limiter, channel_secret)
         self.url: str | None = None
         self._runner: web.AppRunner | None = None
@@ -227,6 +230,7 @@ class LineSandbox:
         self.client_control.add_routes(app)
         self.group_control.add_routes(app)
         self.knobs.add_routes(app)
+        self.pictures.add_routes(app)
         self.messaging_api.add_routes(app, self.router)
         self.chats_api.add_routes(app, self.router)
         self.webhook_api.add_routes(app, self.router)

@@ -74,6 +74,16 @@ class BotInfo:
     display_name: str
 
 
+@dataclass(frozen=True)
+class LineProfile:
+    """What a profile endpoint says of a person; LINE leaves out what the user did not set."""
+
+    display_name: str
+    language: str | None = None
+    #: On LINE's CDN, readable without a token; a new picture gets a new URL.
+    picture_url: str | None = None
+
+
 class LineApi:
     def __init__(self, config: LineConfig) -> None:
         self._api_client = AsyncApiClient(
@@ -112,15 +122,17 @@ class LineApi:
 
     # people and chats
 
-    async def profile(self, user_id: str) -> tuple[str, str | None]:
-        """A friend's display name and language (404 for someone who is not a friend)."""
+    async def profile(self, user_id: str) -> LineProfile:
+        """A friend's profile (404 for someone who is not a friend)."""
         profile = await _call(lambda: self.api.get_profile(user_id, _request_timeout=TIMEOUT_S))
-        return profile.display_name, profile.language
+        return LineProfile(profile.display_name, profile.language, profile.picture_url)
 
-    async def member_profile(self, kind: str, chat_id: str, user_id: str) -> str:
-        """A group or multi-person chat member's display name (they need not be a friend)."""
+    async def member_profile(self, kind: str, chat_id: str, user_id: str) -> LineProfile:
+        """A group or multi-person chat member's profile (they need not be a friend); it has no
+        language."""
         get = self.api.get_group_member_profile if kind == "group" else self.api.get_room_member_profile
-        return (await _call(lambda: get(chat_id, user_id, _request_timeout=TIMEOUT_S))).display_name
+        profile = await _call(lambda: get(chat_id, user_id, _request_timeout=TIMEOUT_S))
+        return LineProfile(profile.display_name, picture_url=profile.picture_url)
 
     async def group_name(self, group_id: str) -> str:
         return (

@@ -25,6 +25,7 @@ import re
 import time
 import uuid
 from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Generic, TypeVar
 from urllib.parse import quote, urlsplit
@@ -39,6 +40,8 @@ from bridge.networks.base import (
     InboundSink,
     InviteLinks,
     MediaUnavailable,
+    PictureSource,
+    PictureUnavailable,
     ReportsCapture,
 )
 from bridge.networks.line import media as line_media
@@ -85,6 +88,9 @@ REMEMBERED = 50_000
 RETRY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://houseline.invalid/line/x-line-retry-key")
 _INVITE_CODE = re.compile(rf"[A-Za-z0-9]{{{INVITE_LENGTH}}}")
 _EXTERNAL_TIMEOUT = aiohttp.ClientTimeout(total=300, connect=10)
+#: Profile pictures: LINE's are small JPEGs; these bounds keep a bad URL from costing much.
+MAX_PICTURE_BYTES = 10 * 1024 * 1024
+_PICTURE_TIMEOUT = aiohttp.ClientTimeout(total=10, connect=5)
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -125,7 +131,7 @@ def utf16_len(text: str) -> int:
     return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
-class LineConnector(InviteLinks, ReportsCapture):
+class LineConnector(InviteLinks, ReportsCapture, PictureSource):
     network = SPEC.name
     display_name = SPEC.display_name
     capabilities = SPEC.capabilities
@@ -369,8 +375,7 @@ class LineConnector(InviteLinks, ReportsCapture):
 
     async def _fetch_external(self, url: str) -> bytes:
         """Content a LIFF app sent from its own server: fetched without LINE's token."""
-        parts = urlsplit(url)
-        if parts.scheme != "https" and parts.hostname not in ("127.0.0.1", "localhost"):
+        if not _fetchable(url):
             raise MediaUnavailable("the file was sent from an address that is not https")
         assert self._session is not None
         async with self._session.get(url) as resp:
@@ -378,6 +383,25 @@ class LineConnector(InviteLinks, ReportsCapture):
                 raise MediaUnavailable(f"the file's own server no longer has it (HTTP {resp.status})")
             resp.raise_for_status()
             return await resp.read()
+
+    async def fetch_picture(self, ref: str) -> tuple[bytes, str]:
+        """A profile's pictureUrl. LINE serves it from its CDN to anyone holding the URL, so
+        the channel access token is never sent with it (this session carries none)."""
+        if not _fetchable(ref):
+            raise PictureUnavailable("the picture's address is not https")
+        if self._session is None:
+            raise PictureUnavailable("the LINE connection is not started")
+        try:
+            async with self._session.get(ref, timeout=_PICTURE_TIMEOUT) as resp:
+                if resp.status != 200:
+                    raise PictureUnavailable(f"LINE answered HTTP {resp.status}")
+                if not resp.content_type.startswith("image/"):
+                    raise PictureUnavailable(f"not an image ({resp.content_type[:60]})")
+                return await _read_bounded(resp, MAX_PICTURE_BYTES), resp.content_type
+        except aiohttp.ClientError as e:  # its text names the URL: only the kind is told
+            raise PictureUnavailable(f"could not fetch it ({type(e).__name__})") from None
+        except asyncio.TimeoutError:
+            raise PictureUnavailable(f"no answer within {_PICTURE_TIMEOUT.total:.0f} s") from None
 
     # invitations: a LINE Official Account cannot write to someone who never wrote to it
 
@@ -583,39 +607,48 @@ class LineConnector(InviteLinks, ReportsCapture):
 
 
 class _Directory:
-    """Display names from LINE's profile endpoints, cached (a failed look-up is retried after
-    a few minutes and meanwhile gives a neutral name: a profile must not hold up a message)."""
+    """Names and pictures from LINE's profile endpoints, cached (a failed look-up is retried
+    after a few minutes and meanwhile gives a neutral name: a profile must not hold up a
+    message). A person is looked up per chat (a group's member endpoint is not the friend's),
+    but their picture is the newest any look-up gave: their ghost is one, and two chats' caches
+    of different ages must not swap its avatar back and forth."""
 
     def __init__(self, connector: LineConnector) -> None:
         self.c = connector
         self._members: Bounded[tuple[str, str], tuple[float, Profile]] = Bounded(REMEMBERED)
+        self._pictures: Bounded[str, str | None] = Bounded(REMEMBERED)
         self._titles: Bounded[str, tuple[float, str]] = Bounded(10_000)
 
     async def member(self, source: Source, user_id: str) -> Profile:
         key = ("" if source.kind == "user" else source.chat_id, user_id)
         cached = self._members.get(key)
         now = self.c.monotonic()
-        if cached is not None and now < cached[0]:
-            return cached[1]
-        profile, fresh_s = await self._look_up(source, user_id)
-        self._members[key] = (now + fresh_s, profile)
-        return profile
+        if cached is None or now >= cached[0]:
+            found = await self._look_up(source, user_id)
+            if found is None:
+                cached = (now + PROFILE_RETRY_S, Profile(f"LINE user {user_id[-4:]}"))
+            else:
+                cached = (now + PROFILE_FRESH_S, found)
+                self._pictures[user_id] = found.picture
+            self._members[key] = cached
+        return replace(cached[1], picture=self._pictures.get(user_id))
 
-    async def _look_up(self, source: Source, user_id: str) -> tuple[Profile, float]:
-        fallback = Profile(f"LINE user {user_id[-4:]}")
+    async def _look_up(self, source: Source, user_id: str) -> Profile | None:
+        """The profile, or None when LINE would not say (the caller names them neutrally)."""
         if not USER_ID.fullmatch(user_id):
-            return fallback, PROFILE_FRESH_S
+            return None
         try:
             if source.kind == "user":
-                name, language = await self.c.api.profile(user_id)
-                return Profile(name or fallback.name, language), PROFILE_FRESH_S
-            name = await self.c.api.member_profile(source.kind, source.chat_id, user_id)
-            return Profile(name or fallback.name), PROFILE_FRESH_S
+                found = await self.c.api.profile(user_id)
+            else:
+                found = await self.c.api.member_profile(source.kind, source.chat_id, user_id)
         except Exception as e:  # a name must never hold up a message
             log.info(
                 "event=line_profile_unknown user=%s error=%s", user_id, getattr(e, "status", type(e).__name__)
             )
-            return fallback, PROFILE_RETRY_S
+            return None
+        name = found.display_name or f"LINE user {user_id[-4:]}"
+        return Profile(name, found.language, found.picture_url or None)
 
     async def title(self, source: Source) -> str:
         """A group's name; multi-person chats have none."""
@@ -707,6 +740,26 @@ class _Quota:
                 return None
             self._known = (now, limit, used)
         return self._known[1], self._known[2]
+
+
+def _fetchable(url: str) -> bool:
+    """https, or plain http to this machine (the local emulator stands in for LINE's hosts)."""
+    parts = urlsplit(url)
+    return parts.scheme == "https" or (
+        parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost")
+    )
+
+
+async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body, refused once it passes ``limit`` (a Content-Length may be absent or wrong)."""
+    if resp.content_length is not None and resp.content_length > limit:
+        raise PictureUnavailable(f"larger than {limit // (1024 * 1024)} MB")
+    data = bytearray()
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        data += chunk
+        if len(data) > limit:
+            raise PictureUnavailable(f"larger than {limit // (1024 * 1024)} MB")
+    return bytes(data)
 
 
 def _delivery_error(e: LineError) -> DeliveryError:

@@ -84,6 +84,8 @@ class Source:
 class Profile:
     name: str
     language: str | None = None
+    #: The pictureUrl (the ghost's avatar); None: none known.
+    picture: str | None = None
 
 
 class Directory(Protocol):
@@ -195,7 +197,7 @@ class _Context:
         if not user_id:
             return self.anonymous()
         profile = await self.t.directory.member(self.source, user_id)
-        return RemoteUser(NETWORK, user_id, profile.name, language=profile.language)
+        return RemoteUser(NETWORK, user_id, profile.name, language=profile.language, picture=profile.picture)
 
     def anonymous(self) -> RemoteUser:
         """Whoever LINE does not name (a join, a member on LINE's desktop app): one ghost per
