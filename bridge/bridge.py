@@ -18,7 +18,7 @@ from bridge import matrix_content as mc
 from bridge.absences import Absences
 from bridge.audit_log import AuditLog
 from bridge.backoff import Backoff, Retrying
-from bridge.catchup import Catchup, HomeserverWatch
+from bridge.catchup import Catchup, HomeserverWatch, QuietSweep
 from bridge.clock import Clock
 from bridge.commands import Commands
 from bridge.config import Config, ConfigError, load_config
@@ -181,6 +181,18 @@ class Bridge:
         )
         if self.config.metrics is not None:
             self._setup_metrics()
+        catchup = Catchup(
+            intent=bot,
+            store=self.store,
+            handle=self._on_events,
+            is_ours=self.policy_bot.is_ours,
+            rooms=self._portal_rooms,
+            remember=self._read_back,
+        )
+        sweep = QuietSweep(catchup, self.outbox.requeue)
+        self.outbox.settle = sweep.settle
+        # Before the outbox starts: rooms a sweep still owed a read are read before delivering.
+        await sweep.resume()
         await self.outbox.start()
         self._started.append("outbox")
         if self.config.archive is not None:
@@ -202,18 +214,12 @@ class Bridge:
         self.az.ephemeral_handler = self.outbound.handle_ephemeral
         self.watch = HomeserverWatch(
             intent=bot,
-            catchup=Catchup(
-                intent=bot,
-                store=self.store,
-                handle=self._on_events,
-                is_ours=self.policy_bot.is_ours,
-                rooms=self._portal_rooms,
-                remember=self._read_back,
-            ),
+            catchup=catchup,
             pause=self.outbox.pause,
             resume=self.outbox.resume,
             requeue=self.outbox.requeue,
             on_back=lambda: self.az.strands.arm("homeserver_back"),
+            sweep=sweep,
         )
         await self.watch.start()
         self._started.append("watch")

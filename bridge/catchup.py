@@ -6,10 +6,16 @@ forgets the queued events: the employee sees the message in the room, the client
 (Synapse refuses ``/sync`` to appservice users, so the bridge cannot simply resume a stream.)
 
 So when the homeserver goes away the outbox stops taking new work, and when it is back the bridge
-reads the recent timeline of its portals (newest first, back to a little before the outage),
-hands every event it never saw to the same handler a transaction would, and puts each room's
-queued events back into the room's own order before the outbox resumes. Events found this way
-and later sent by the homeserver too are recognised as seen and handled once.
+reads the recent timeline of the portals where employees were writing (newest first, back to a
+little before the outage), hands every event it never saw to the same handler a transaction
+would, and puts each room's queued events back into the room's own order before the outbox
+resumes. Events found this way and later sent by the homeserver too are recognised as seen and
+handled once.
+
+The other portals, the quiet ones (most of them, in a company with thousands of clients), are
+read afterwards in the background (:class:`QuietSweep`), so the pause grows with the
+conversations under way, not with every portal; a quiet room the outbox is about to deliver to
+is read first, so its order holds too.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from mautrix.api import Method, Path
 from mautrix.appservice import IntentAPI
 from mautrix.errors import MatrixError
 
+from bridge.backoff import Backoff
 from bridge.store import Store
 
 log = logging.getLogger("houseline.catchup")
@@ -143,6 +150,121 @@ class Catchup:
         return result
 
 
+#: How far before an outage a room counts as one where employees were writing.
+ACTIVE_S = 3600.0
+#: Quiet rooms read side by side in the background (the outbox and new traffic come first).
+SWEEP_CONCURRENCY = 2
+#: The store's mark for a sweep not finished yet, so a restart resumes it.
+SWEEP_MARK = "catchup_sweep_since_ms"
+
+
+class QuietSweep:
+    """Reads the quiet portals after an outage in the background, each once; the outbox asks
+    :meth:`settle` before delivering to a room, which reads that room first if it is pending."""
+
+    def __init__(self, catchup: Catchup, requeue: Requeue) -> None:
+        self.catchup = catchup
+        self.requeue = requeue
+        #: room -> read its timeline from this (ms)
+        self._pending: dict[str, int] = {}
+        self._reading: dict[str, asyncio.Future[CatchupResult]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._result = CatchupResult()
+        self._t0 = 0.0
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def add(self, rooms: list[str], since_ms: int) -> None:
+        """Durable once this returns: a restart before the sweep ends reads every portal again."""
+        if not rooms:
+            return
+        mark = await self.catchup.store.get_mark(SWEEP_MARK)
+        await self.catchup.store.put_mark(SWEEP_MARK, since_ms if mark is None else min(mark, since_ms))
+        for room_id in rooms:
+            self._pending[room_id] = min(since_ms, self._pending.get(room_id, since_ms))
+        if self._task is None or self._task.done():
+            self._result, self._t0 = CatchupResult(), time.monotonic()
+            self._task = asyncio.create_task(self._run(), name="catchup-sweep")
+
+    async def resume(self) -> None:
+        """A sweep the last run of the bridge did not finish: every portal again, from its mark."""
+        since_ms = await self.catchup.store.get_mark(SWEEP_MARK)
+        if since_ms is not None:
+            await self.add(await self.catchup.rooms(), since_ms)
+
+    async def settle(self, room_id: str) -> bool:
+        """Read ``room_id`` now if it is still pending; True if it was (its queue may have
+        changed: the caller takes its next event again)."""
+        if room_id not in self._pending and room_id not in self._reading:
+            return False
+        await self._read(room_id)
+        return True
+
+    async def _read(self, room_id: str) -> None:
+        running = self._reading.get(room_id)
+        if running is not None:
+            await asyncio.shield(running)
+            return
+        since_ms = self._pending.get(room_id)
+        if since_ms is None:
+            return
+        future: asyncio.Future[CatchupResult] = asyncio.get_running_loop().create_future()
+        self._reading[room_id] = future
+        try:
+            result = await self.catchup.run(since_ms, self.requeue, [room_id])
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as e:
+            future.set_exception(e)
+            future.exception()  # retrieved: whoever waits re-raises it; nobody waiting is fine
+            raise
+        finally:
+            self._reading.pop(room_id, None)
+        self._pending.pop(room_id, None)
+        self._result.recovered += result.recovered
+        self._result.rooms += 1
+        future.set_result(result)
+
+    async def _run(self) -> None:
+        limit = asyncio.Semaphore(SWEEP_CONCURRENCY)
+
+        async def one(room_id: str) -> None:
+            async with limit:
+                attempt = 0
+                while room_id in self._pending:
+                    try:
+                        await self._read(room_id)
+                    except _HS_ERRORS as e:
+                        # The homeserver went away again: the room stays pending, and the outbox
+                        # reads it before delivering to it.
+                        log.info("event=catchup_sweep_retry room=%s error=%s", room_id, type(e).__name__)
+                    except Exception:
+                        log.exception("event=catchup_sweep_error room=%s", room_id)
+                    else:
+                        return
+                    await asyncio.sleep(Backoff(first=1.0, cap=30.0).delay(attempt))
+                    attempt += 1
+
+        while self._pending:
+            await asyncio.gather(*(one(r) for r in list(self._pending)))
+        await self.catchup.store.drop_mark(SWEEP_MARK)
+        log.info(
+            "event=catchup_sweep_done rooms=%d recovered=%d ms=%d",
+            self._result.rooms,
+            self._result.recovered,
+            (time.monotonic() - self._t0) * 1000,
+        )
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+
 class HomeserverWatch:
     """Notices the homeserver going away and coming back, and runs the catch-up in between.
 
@@ -162,6 +284,7 @@ class HomeserverWatch:
         interval: float = 0.5,
         forget_after_s: float = 14 * 86400,
         on_back: Callable[[], None] | None = None,
+        sweep: QuietSweep | None = None,
     ) -> None:
         self.intent = intent
         self.catchup = catchup
@@ -172,6 +295,9 @@ class HomeserverWatch:
         self.forget_after_s = forget_after_s
         #: Told when the homeserver answers again after an outage.
         self.on_back = on_back
+        #: Reads the quiet portals after an outage (every portal is read before the outbox
+        #: resumes without one).
+        self.sweep = sweep
         self._task: asyncio.Task[None] | None = None
         self._beat: asyncio.Task[None] | None = None
         #: Wall-clock time (s) a freeze of this process began, until a catch-up is scheduled for it.
@@ -199,6 +325,8 @@ class HomeserverWatch:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         self._task = self._beat = None
+        if self.sweep is not None:
+            await self.sweep.stop()
 
     async def _up(self) -> bool:
         try:
@@ -211,12 +339,19 @@ class HomeserverWatch:
         """The outbox stays paused if this fails; the caller keeps it pending and tries again."""
         await self.pause()
         t0 = time.monotonic()
+        quiet: list[str] = []
+        if rooms is None and self.sweep is not None:
+            rooms, quiet = await self._split(since_ms)
+            # Marked pending before the outbox resumes: it reads a quiet room before delivering.
+            await self.sweep.add(quiet, since_ms)
         result = await self.catchup.run(since_ms, self.requeue, rooms)
         self.catchups += 1
         log.info(
-            "event=catchup_done why=%s rooms_read=%s rooms=%d events=%d recovered=%d requeued_rooms=%d ms=%d",
+            "event=catchup_done why=%s rooms_read=%s quiet=%d rooms=%d events=%d recovered=%d"
+            " requeued_rooms=%d ms=%d",
             why,
             "all" if rooms is None else len(rooms),
+            len(quiet),
             result.rooms,
             result.events,
             result.recovered,
@@ -224,6 +359,13 @@ class HomeserverWatch:
             (time.monotonic() - t0) * 1000,
         )
         self.resume()
+
+    async def _split(self, since_ms: int) -> tuple[list[str], list[str]]:
+        """The portals where employees were writing before ``since_ms``, and the others."""
+        store = self.catchup.store
+        active = set(await store.rooms_active_since(int(since_ms - ACTIVE_S * 1000)))
+        portals = await self.catchup.rooms()
+        return [r for r in portals if r in active], [r for r in portals if r not in active]
 
     def _schedule(self, since_s: float, why: str) -> None:
         """A catch-up over every room, from ``since_s`` minus the margin (merged with one due)."""

@@ -25,9 +25,14 @@ MAX_BACKOFF_S = 60.0
 
 
 class Outbox:
-    def __init__(self, store: Store, handle: Handle) -> None:
+    def __init__(
+        self, store: Store, handle: Handle, settle: Callable[[str], Awaitable[bool]] | None = None
+    ) -> None:
         self.store = store
         self.handle = handle
+        #: Asked before each delivery: reads the room's timeline first if a catch-up still owes
+        #: it a read (True: the room's queue may have changed).
+        self.settle = settle
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._wake: dict[str, asyncio.Event] = {}
         self._stopping = False
@@ -113,9 +118,11 @@ class Outbox:
             delay = 0.0
             self._busy += 1
             self._idle.clear()
-            fresh = event["event_id"] in self._fresh and attempts == 0
-            self._fresh.discard(event["event_id"])
             try:
+                if self.settle is not None and await self.settle(room_id):
+                    continue  # the room was read back: its first event may be another one now
+                fresh = event["event_id"] in self._fresh and attempts == 0
+                self._fresh.discard(event["event_id"])
                 await self.handle(event, fresh=fresh)
             except asyncio.CancelledError:
                 raise

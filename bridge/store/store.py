@@ -638,6 +638,31 @@ class Store:
             value = await conn.fetchval("SELECT value FROM counter WHERE name=$1", name)
         return int(value) - 1
 
+    # named numbers (the counter table): marks that must survive a restart
+
+    async def put_mark(self, name: str, value: int) -> None:
+        await self.db.execute(
+            "INSERT INTO counter (name, value) VALUES ($1, $2)"
+            " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            name,
+            value,
+        )
+
+    async def get_mark(self, name: str) -> int | None:
+        value = await self.db.fetchval("SELECT value FROM counter WHERE name=$1", name)
+        return int(value) if value is not None else None
+
+    async def drop_mark(self, name: str) -> None:
+        await self.db.execute("DELETE FROM counter WHERE name=$1", name)
+
+    async def rooms_active_since(self, at_ms: int) -> list[str]:
+        """Rooms where the homeserver sent the bridge an event since ``at_ms``, or with an event
+        still queued for delivery: where employees are writing."""
+        rows = await self.db.fetch(
+            "SELECT room_id FROM seen_event WHERE seen_at >= $1 UNION SELECT room_id FROM outbox", at_ms
+        )
+        return [r["room_id"] for r in rows]
+
     async def count_portals(self) -> int:
         return int(await self.db.fetchval("SELECT COUNT(*) FROM portal"))
 
