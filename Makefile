@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-once test lint format faults bench install clean
+.PHONY: demo demo-once test lint format faults bench bench-scale install clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Houseline needs Python 3.11 or newer: set PYTHON=python3.11")'
@@ -20,6 +20,12 @@ $(VENV)/.installed: pyproject.toml
 $(VENV)/.installed-postgres: $(VENV)/.installed pyproject.toml
 	@echo "installing the PostgreSQL drivers (the postgres extra) into $(VENV) for the bench ..."
 	@$(PY) -m pip install -qq -e '.[test,postgres]'
+	@touch $@
+
+# What the bench adds (the bench extra).
+$(VENV)/.installed-bench: $(VENV)/.installed-postgres pyproject.toml
+	@echo "installing the bench's tools (the bench extra) into $(VENV) ..."
+	@$(PY) -m pip install -qq -e '.[bench]'
 	@touch $@
 
 # Debian's Chromium: tests/test_reports.py opens the HTML report in it, headless.
@@ -52,8 +58,13 @@ format: $(VENV)/.installed
 # Throughput, latency, limits, policy speed and memory, against the homeserver's own ceiling
 # measured in the same run; also written to bench/results.json. Then the throughput/latency set
 # again on a throwaway PostgreSQL cluster where PostgreSQL is installed (skipped with a hint if not).
-bench: $(VENV)/.installed-postgres
+bench: $(VENV)/.installed-bench
 	$(PY) -m bench.run
+
+# How cost grows with portals (1k/10k/100k: RSS, time to ready, the catch-up after a one-minute
+# outage) and a 20-minute soak, about 40 minutes in all; bench/results.json, docs/bench-scale.png.
+bench-scale: $(VENV)/.installed-bench
+	$(PY) -m bench.scale
 
 # The fault suite alone, at full size; its last line is the summary.
 faults: $(VENV)/.installed

@@ -25,6 +25,7 @@ import yaml
 
 _PAIR = re.compile(r"(\w+)=(\S+)")
 _WATCHED = (b"event=inbound_bridged", b"event=outbound_delivered", b"event=disclaimer_sent")
+_NOTED = ("catchup_done", "catchup_sweep_done", "homeserver_back", "homeserver_down")
 
 
 class BridgeChild:
@@ -56,6 +57,8 @@ class BridgeChild:
         self.times: dict[str, list[float]] = {"in": [], "out": []}
         self.base = {"in": 0, "out": 0}
         self._changed = asyncio.Event()
+        #: Lines of the catch-up and the homeserver watch, as key=value pairs, in order.
+        self.notes: list[dict[str, str]] = []
 
     async def start(self, *, timeout: float = 90.0, catchup: bool = False) -> float:
         """Seconds to ``event=ready`` (and, with ``catchup``, to the start-up catch-up done: a
@@ -90,6 +93,10 @@ class BridgeChild:
             raise RuntimeError(f"bridge child {what}; last lines:\n" + "\n".join(self.tail[-15:]))
         return time.perf_counter() - t0
 
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None and self.proc.returncode is None else None
+
     async def _read(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None
         while True:
@@ -112,6 +119,9 @@ class BridgeChild:
                 self._ready.set()
             elif "event=catchup_done" in text:
                 self._catchup_done.set()
+            if any(f"event={e}" in text for e in _NOTED):
+                self.notes.append(dict(_PAIR.findall(text)))
+                self._changed.set()
 
     def _note(self, pairs: dict[str, str], now: float) -> None:
         event = pairs.get("event")
@@ -179,6 +189,14 @@ class BridgeChild:
             except asyncio.TimeoutError:
                 pass
         return value
+
+    async def wait_note(self, event: str, after: int, limit: float) -> dict[str, str]:
+        """The first noted line of ``event`` from ``notes[after:]`` on."""
+        return await self._until(
+            lambda: next((n for n in self.notes[after:] if n.get("event") == event), None),
+            limit,
+            lambda: f"no event={event} after {limit}s",
+        )
 
     def _exit_note(self) -> str:
         return "; the bridge exited:\n" + "\n".join(self.tail[-10:]) if self._exited.is_set() else ""

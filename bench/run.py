@@ -25,13 +25,14 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 from urllib.parse import quote
 
 import aiohttp
 import yaml
 
 from bench.child import BridgeChild
+from bench.cpu import CpuPairs, classify, record
 from bench.measure import Figure, environment, percentile, rss_mb, table
 
 REPO = Path(__file__).resolve().parent.parent
@@ -111,9 +112,8 @@ def bench_policy() -> Figure:
         "policy_decisions_per_s",
         values,
         "decisions/s",
-        ">= 100,000",
-        lambda v: v >= 100_000,
-        note="SendOut text, 200 chars, example policy, one pinned core",
+        note="SendOut text, 200 chars, example policy, one pinned core; moves with the machine, so "
+        "rated as policy_cost_ratio instead",
     )
 
 
@@ -448,8 +448,43 @@ async def child_ready_run(
 # --------------------------------------------------------------------------------------------
 
 
+def sent(messages: int, concurrency: int) -> int:
+    """How many messages a run of ``messages`` at ``concurrency`` sends (whole ones per sender)."""
+    return max(1, messages // concurrency) * concurrency
+
+
+async def profile_shares(
+    commits: BridgeChild,
+    breakdowns: dict[str, dict[str, Any]],
+    what: str,
+    run: Callable[[], Awaitable[float]],
+    problems: list[str],
+    seconds: float = 6.0,
+) -> None:
+    """py-spy samples the bridge while ``run`` is repeated for ``seconds``; shares by group."""
+    assert commits.pid is not None
+    try:
+        recording = asyncio.ensure_future(record(commits.pid, seconds))
+        while not recording.done():
+            await run()
+        got = classify(await recording)
+    except Exception as e:  # noqa: BLE001 - report and keep the figures
+        problems.append(f"CPU breakdown {what}: {type(e).__name__}: {e}")
+        return
+    breakdowns[what] = {"samples": got.samples, "shares": {k: round(v, 3) for k, v in got.shares.items()}}
+    log(f"   {what}: {got.line()}")
+
+
 async def stack_pass(
-    workdir: Path, *, runs: int, suffix: str, problems: list[str], full: bool, postgres: Any | None = None
+    workdir: Path,
+    *,
+    runs: int,
+    suffix: str,
+    problems: list[str],
+    full: bool,
+    breakdowns: dict[str, dict[str, Any]],
+    decision_s: float,
+    postgres: Any | None = None,
 ) -> list[Figure]:
     """One stack (Synapse, sandbox Telegram, bridge) and the throughput/latency set on it.
 
@@ -480,7 +515,15 @@ async def stack_pass(
         try:
             await child.start()
             log(f"stack ready in {time.perf_counter() - t:.1f}s")
-            figures += await _measure(stack, child, runs=runs, suffix=suffix, problems=problems)
+            figures += await _measure(
+                stack,
+                child,
+                runs=runs,
+                suffix=suffix,
+                problems=problems,
+                breakdowns=breakdowns,
+                decision_s=decision_s,
+            )
         finally:
             await child.stop()
         if full:
@@ -511,7 +554,14 @@ async def stack_pass(
 
 
 async def _measure(
-    stack, commits: BridgeChild, *, runs: int, suffix: str, problems: list[str]
+    stack,
+    commits: BridgeChild,
+    *,
+    runs: int,
+    suffix: str,
+    problems: list[str],
+    breakdowns: dict[str, dict[str, Any]],
+    decision_s: float,
 ) -> list[Figure]:
     figures: list[Figure] = []
     s = suffix
@@ -537,10 +587,13 @@ async def _measure(
 
         ceiling: dict[int, list[float]] = {c: [] for c in CONCURRENCY}
         inbound: dict[int, list[float]] = {c: [] for c in CONCURRENCY}
+        cpu_in = CpuPairs()
         for c in CONCURRENCY:
             for r in range(runs):
-                ceiling[c].append((await ceiling_run(mx, ceiling_rooms, c, MESSAGES[c]))[0])
-                inbound[c].append(await inbound_run(http, sandbox, commits, users, c, MESSAGES[c]))
+                with cpu_in.homeserver(stack.homeserver.pid, sent(MESSAGES[c], c)):
+                    ceiling[c].append((await ceiling_run(mx, ceiling_rooms, c, MESSAGES[c]))[0])
+                with cpu_in.bridge(commits.pid, c, sent(MESSAGES[c], c)):
+                    inbound[c].append(await inbound_run(http, sandbox, commits, users, c, MESSAGES[c]))
             log(
                 f"   c={c}: ceiling {statistics.median(ceiling[c]):.1f}/s  inbound {statistics.median(inbound[c]):.1f}/s"
             )
@@ -552,6 +605,7 @@ async def _measure(
             figures.append(
                 Figure(f"inbound_ratio_to_ceiling_c{c}{s}", ratios, "ratio", ">= 0.9", lambda v: v >= 0.9)
             )
+        figures += cpu_in.figures("inbound", s)
 
         log("4/8 outbound: the employee joins the portals")
         portal_rooms = await commits.portal_rooms([str(u) for u in users])
@@ -565,15 +619,18 @@ async def _measure(
         # homeserver's own rate drifts by ±20 % over a minute on this kind of machine, and a ratio
         # against a ceiling measured minutes earlier carried that drift.
         ceiling_out: dict[int, list[float]] = {c: [] for c in CONCURRENCY}
+        cpu_out = CpuPairs()
         for c in CONCURRENCY:
             if len(portal_rooms) < c:
                 problems.append(f"outbound c={c}{s}: only {len(portal_rooms)} portals")
                 continue
             for r in range(runs):
-                ceiling_out[c].append((await ceiling_run(mx, ceiling_rooms, c, OUT_MESSAGES[c]))[0])
-                outbound[c].append(
-                    await outbound_run(mx, commits, portal_rooms, emp.access_token, c, OUT_MESSAGES[c])
-                )
+                with cpu_out.homeserver(stack.homeserver.pid, sent(OUT_MESSAGES[c], c)):
+                    ceiling_out[c].append((await ceiling_run(mx, ceiling_rooms, c, OUT_MESSAGES[c]))[0])
+                with cpu_out.bridge(commits.pid, c, sent(OUT_MESSAGES[c], c)):
+                    outbound[c].append(
+                        await outbound_run(mx, commits, portal_rooms, emp.access_token, c, OUT_MESSAGES[c])
+                    )
             log(
                 f"   c={c}: ceiling {statistics.median(ceiling_out[c]):.1f}/s  outbound {statistics.median(outbound[c]):.1f}/s"
             )
@@ -605,6 +662,25 @@ async def _measure(
                         f"outbound_ratio_to_ceiling_c{c}{s}", ratios, "ratio", ">= 0.9", lambda v: v >= 0.9
                     )
                 )
+
+        figures += cpu_out.figures("outbound", s)
+        figures.append(cpu_out.policy_cost(s, decision_s))
+
+        log("   where the bridge's CPU goes (py-spy samples, c=10, each direction)")
+        await profile_shares(
+            commits,
+            breakdowns,
+            f"inbound{s}",
+            lambda: inbound_run(http, sandbox, commits, users, 10, MESSAGES[10]),
+            problems,
+        )
+        await profile_shares(
+            commits,
+            breakdowns,
+            f"outbound{s}",
+            lambda: outbound_run(mx, commits, portal_rooms, emp.access_token, 10, OUT_MESSAGES[10]),
+            problems,
+        )
 
         log("5/8 latency added by the bridge (paced inbound, 10 chats)")
         p: dict[int, list[float]] = {50: [], 95: [], 99: []}
@@ -681,7 +757,13 @@ async def _limits(
     ]
 
 
-async def postgres_pass(tmp: Path, problems: list[str], env: dict[str, Any]) -> list[Figure]:
+async def postgres_pass(
+    tmp: Path,
+    problems: list[str],
+    env: dict[str, Any],
+    breakdowns: dict[str, dict[str, Any]],
+    decision_s: float,
+) -> list[Figure]:
     """The throughput/latency set again with the bridge's store and Synapse on PostgreSQL.
 
     Skipped, with one line saying how to install what is missing, where PostgreSQL or the
@@ -706,7 +788,14 @@ async def postgres_pass(tmp: Path, problems: list[str], env: dict[str, Any]) -> 
     try:
         env["postgres_version"] = cluster.version
         return await stack_pass(
-            tmp / "pg", runs=PG_RUNS, suffix="_pg", problems=problems, full=False, postgres=cluster
+            tmp / "pg",
+            runs=PG_RUNS,
+            suffix="_pg",
+            problems=problems,
+            full=False,
+            breakdowns=breakdowns,
+            decision_s=decision_s,
+            postgres=cluster,
         )
     except Exception as e:  # noqa: BLE001 - report and keep the SQLite figures
         problems.append(f"PostgreSQL pass: {type(e).__name__}: {e}")
@@ -746,14 +835,25 @@ async def main() -> int:
     env_extra: dict[str, Any] = {}
 
     log("1/8 policy decisions")
-    figures.append(bench_policy())
+    policy = bench_policy()
+    figures.append(policy)
     figures.extend(bench_supervision())
+    decision_s = 1 / (policy.value or 1)
+    breakdowns: dict[str, dict[str, Any]] = {}
 
     setup_logging("WARNING")
     with tempfile.TemporaryDirectory(prefix="houseline-bench-") as tmp_s:
         tmp = Path(tmp_s)
-        figures += await stack_pass(tmp / "sqlite", runs=RUNS, suffix="", problems=problems, full=True)
-        pg_figures = await postgres_pass(tmp, problems, env_extra)
+        figures += await stack_pass(
+            tmp / "sqlite",
+            runs=RUNS,
+            suffix="",
+            problems=problems,
+            full=True,
+            breakdowns=breakdowns,
+            decision_s=decision_s,
+        )
+        pg_figures = await postgres_pass(tmp, problems, env_extra, breakdowns, decision_s)
 
     print()
     print("SQLite (bridge store and Synapse)")
@@ -764,6 +864,12 @@ async def main() -> int:
             f"PostgreSQL {env_extra.get('postgres_version', '')} (bridge store and Synapse; {PG_RUNS} runs per figure)"
         )
         print(table(_sorted(pg_figures)))
+    if breakdowns:
+        print()
+        print("Where the bridge's CPU goes (py-spy samples of the bridge process, c=10)")
+        for what, b in breakdowns.items():
+            shares = ", ".join(f"{k} {v:.0%}" for k, v in b["shares"].items())
+            print(f"  {what}: {shares} ({b['samples']} samples)")
     for p_ in problems:
         print(f"problem: {p_}")
     total = time.perf_counter() - t_all
@@ -782,9 +888,17 @@ async def main() -> int:
         }
     )
     all_figures = _sorted(figures) + _sorted(pg_figures)
-    RESULTS.write_text(
-        json.dumps({"figures": [f.as_json() for f in all_figures], "environment": env}, indent=2) + "\n"
-    )
+    # make bench-scale's figures (bench/scale.py) stay: each command replaces only its own.
+    earlier = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    scale = [f for f in earlier.get("figures", []) if f["name"].startswith(("scale_", "soak_"))]
+    data = {
+        "figures": [f.as_json() for f in all_figures] + scale,
+        "cpu_breakdown": breakdowns,
+        "environment": env,
+    }
+    if "scale" in earlier:
+        data["scale"] = earlier["scale"]
+    RESULTS.write_text(json.dumps(data, indent=2) + "\n")
     return 0
 
 
