@@ -64,6 +64,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("bridge (the rest)", ("bridge/", "puppets/")),
 )
 LOOP = "event loop"
+OTHER_THREADS = "store: SQLite thread"
 
 
 @dataclass
@@ -83,8 +84,9 @@ def py_spy() -> str | None:
 
 
 async def record(pid: int, seconds: float, rate: int = 200) -> Counter[str]:
-    """Collapsed stacks of ``pid``'s busy threads over ``seconds`` (py-spy, non-blocking: the
-    process is not paused to be read, so the figures it yields are not skewed by the reading)."""
+    """Collapsed stacks of ``pid`` over ``seconds`` (py-spy), only of the thread holding the GIL
+    at each sample: CPU spent in Python, not time waiting (an idle event loop, a thread waiting for
+    the GIL). Non-blocking: the process is not paused to be read, so the reading does not skew it."""
     exe = py_spy()
     if exe is None:
         raise RuntimeError("py-spy is not installed: pip install -e '.[bench]'")
@@ -99,6 +101,7 @@ async def record(pid: int, seconds: float, rate: int = 200) -> Counter[str]:
         "--rate",
         str(rate),
         "--nonblocking",
+        "--gil",
         "--threads",
         "--format",
         "raw",
@@ -121,15 +124,23 @@ async def record(pid: int, seconds: float, rate: int = 200) -> Counter[str]:
     return stacks
 
 
-def classify(stacks: Counter[str]) -> Breakdown:
-    """Shares of samples by :data:`GROUPS`."""
+def classify(stacks: Counter[str], threads: dict[str, float]) -> Breakdown:
+    """Shares of the process's CPU: the event loop thread's by :data:`GROUPS` (its samples taken
+    while it held the GIL, scaled to its CPU time), and every other thread (aiosqlite's, which
+    runs SQLite with the GIL released) as ``store: SQLite thread``, from /proc. ``threads``:
+    CPU seconds per thread name over the recording (``MainThread`` for the loop's)."""
     counts: Counter[str] = Counter()
     for stack, n in stacks.items():
-        counts[_group(stack)] += n
-    total = sum(counts.values())
+        if stack.split(";", 1)[0].endswith("MainThread"):
+            counts[_group(stack)] += n
+    sampled = sum(counts.values())
+    total_cpu = sum(threads.values())
+    main_share = threads.get("MainThread", 0.0) / total_cpu if total_cpu else 1.0
     order = [name for name, _ in GROUPS] + [LOOP]
-    shares = {name: counts[name] / total for name in order if counts[name]} if total else {}
-    return Breakdown(total, shares)
+    shares = {name: counts[name] / sampled * main_share for name in order if counts[name]} if sampled else {}
+    if total_cpu and main_share < 1.0:
+        shares[OTHER_THREADS] = 1.0 - main_share
+    return Breakdown(sampled, shares)
 
 
 def _group(stack: str) -> str:
@@ -197,3 +208,30 @@ class CpuPairs:
             note=f"one decision ({decision_s * 1e6:.1f} µs, policy_decisions_per_s) / the bridge's CPU "
             "per outbound message at c=10",
         )
+
+
+def thread_cpu_delta(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+) -> dict[str, float]:
+    """CPU seconds per thread between two :func:`thread_cpu` readings; the thread whose id is the
+    process's is the event loop's (``MainThread``), the others are named by their id."""
+    pid = min(after)  # the main thread's id is the process id, the lowest
+    return {
+        "MainThread" if tid == pid else f"thread {tid}": cpu - before.get(tid, (name, 0.0))[1]
+        for tid, (name, cpu) in after.items()
+    }
+
+
+def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
+    """Per thread of ``pid``: (name, CPU seconds), from /proc/<pid>/task."""
+    out: dict[int, tuple[str, float]] = {}
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat", encoding="ascii", errors="replace") as fh:
+                raw = fh.read()
+        except OSError:
+            continue  # the thread ended meanwhile
+        name = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw.rsplit(")", 1)[1].split()
+        out[int(task)] = (name, (int(fields[11]) + int(fields[12])) / _TICK)
+    return out

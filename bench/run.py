@@ -32,7 +32,7 @@ import aiohttp
 import yaml
 
 from bench.child import BridgeChild
-from bench.cpu import CpuPairs, classify, record
+from bench.cpu import CpuPairs, classify, record, thread_cpu, thread_cpu_delta
 from bench.measure import Figure, environment, percentile, rss_mb, table
 
 REPO = Path(__file__).resolve().parent.parent
@@ -464,10 +464,12 @@ async def profile_shares(
     """py-spy samples the bridge while ``run`` is repeated for ``seconds``; shares by group."""
     assert commits.pid is not None
     try:
+        before = thread_cpu(commits.pid)
         recording = asyncio.ensure_future(record(commits.pid, seconds))
         while not recording.done():
             await run()
-        got = classify(await recording)
+        stacks = await recording
+        got = classify(stacks, thread_cpu_delta(commits.pid, before, thread_cpu(commits.pid)))
     except Exception as e:  # noqa: BLE001 - report and keep the figures
         problems.append(f"CPU breakdown {what}: {type(e).__name__}: {e}")
         return
