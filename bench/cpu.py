@@ -211,11 +211,10 @@ class CpuPairs:
 
 
 def thread_cpu_delta(
-    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+    pid: int, before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
 ) -> dict[str, float]:
     """CPU seconds per thread between two :func:`thread_cpu` readings; the thread whose id is the
     process's is the event loop's (``MainThread``), the others are named by their id."""
-    pid = min(after)  # the main thread's id is the process id, the lowest
     return {
         "MainThread" if tid == pid else f"thread {tid}": cpu - before.get(tid, (name, 0.0))[1]
         for tid, (name, cpu) in after.items()
