@@ -165,6 +165,10 @@ async def scale_pass(
                 await employees_write(mx, child, active, stack.employee.access_token, "on it")
             finally:
                 await child.stop()
+            # The quiet rooms were made minutes ago, and the bridge saw the bot's own events in
+            # them: as far as the catch-up can tell they were busy. Quiet portals last saw
+            # anything weeks ago.
+            await backdate_active(child.database_url, real, 30 * 86400)
             have = len(active)
             for size in SIZES:
                 await add_quiet_portals(child.database_url, have, max(have, size), real)
