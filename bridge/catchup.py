@@ -6,7 +6,7 @@ forgets the queued events: the employee sees the message in the room, the client
 (Synapse refuses ``/sync`` to appservice users, so the bridge cannot simply resume a stream.)
 
 So when the homeserver goes away the outbox stops taking new work, and when it is back the bridge
-reads the recent timeline of the portals where employees were writing (newest first, back to a
+reads the recent timeline of the portals with a conversation under way (newest first, back to a
 little before the outage), hands every event it never saw to the same handler a transaction
 would, and puts each room's queued events back into the room's own order before the outbox
 resumes. Events found this way and later sent by the homeserver too are recognised as seen and
@@ -150,7 +150,7 @@ class Catchup:
         return result
 
 
-#: How far before an outage a room counts as one where employees were writing.
+#: How far before an outage an event makes a room count as one with a conversation under way.
 ACTIVE_S = 3600.0
 #: Quiet rooms read side by side in the background (the outbox and new traffic come first).
 SWEEP_CONCURRENCY = 2
@@ -361,7 +361,7 @@ class HomeserverWatch:
         self.resume()
 
     async def _split(self, since_ms: int) -> tuple[list[str], list[str]]:
-        """The portals where employees were writing before ``since_ms``, and the others."""
+        """The portals with a conversation under way before ``since_ms``, and the others."""
         store = self.catchup.store
         active = set(await store.rooms_active_since(int(since_ms - ACTIVE_S * 1000)))
         portals = await self.catchup.rooms()

@@ -1,4 +1,4 @@
-"""After an outage the outbox waits only for the portals where employees were writing; the quiet
+"""After an outage the outbox waits only for the portals with a conversation under way; the quiet
 ones are read in the background, and a quiet room the outbox is about to deliver to is read
 first, so what the homeserver forgot there still arrives, once and in order."""
 

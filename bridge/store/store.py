@@ -656,8 +656,9 @@ class Store:
         await self.db.execute("DELETE FROM counter WHERE name=$1", name)
 
     async def rooms_active_since(self, at_ms: int) -> list[str]:
-        """Rooms where the homeserver sent the bridge an event since ``at_ms``, or with an event
-        still queued for delivery: where employees are writing."""
+        """Rooms where the homeserver sent the bridge an event since ``at_ms`` (anyone's: an
+        employee's, or a client's message the bridge posted), or with an event still queued for
+        delivery: the conversations under way."""
         rows = await self.db.fetch(
             "SELECT room_id FROM seen_event WHERE seen_at >= $1 UNION SELECT room_id FROM outbox", at_ms
         )
