@@ -16,7 +16,8 @@ rooms a second here, so 100,000 real rooms would take over an hour.
 
 Figures go to bench/results.json next to `make bench`'s (each command replaces only its own) and
 the curves to docs/bench-scale.png. Env knobs: BENCH_SCALE_SIZES (1000,10000,100000),
-BENCH_SCALE_REAL_ROOMS (1000), BENCH_OUTAGE_S (60), BENCH_SOAK_S (1200), BENCH_PG (1).
+BENCH_SCALE_REAL_ROOMS (1000), BENCH_SCALE_ACTIVE (20,100), BENCH_OUTAGE_S (60), BENCH_SOAK_S
+(1200), BENCH_PG (1).
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ SIZES = [int(x) for x in os.environ.get("BENCH_SCALE_SIZES", "1000,10000,100000"
 REAL_ROOMS = int(os.environ.get("BENCH_SCALE_REAL_ROOMS", "1000"))
 OUTAGE_S = float(os.environ.get("BENCH_OUTAGE_S", "60"))
 SOAK_S = float(os.environ.get("BENCH_SOAK_S", "1200"))
-#: Conversations under way when the homeserver goes away: the usual case, and five times more.
-ACTIVE = (20, 100)
+#: Conversations under way when the homeserver goes away: the usual case, and (at 10k) five
+#: times more.
+ACTIVE = tuple(int(x) for x in os.environ.get("BENCH_SCALE_ACTIVE", "20,100").split(",") if x)
 SOAK_CHATS = 200
 CHART = REPO / "docs" / "bench-scale.png"
 #: Client user ids of the active conversations (the sandbox makes a private chat per user).
@@ -108,6 +110,27 @@ async def backdate_active(database_url: str, rooms: list[str], seconds: float) -
         await db.stop()
 
 
+async def seen_in(database_url: str, rooms: list[str], limit: float) -> None:
+    """Until the bridge has seen an event in each of ``rooms`` (the homeserver's backlog done)."""
+    from mautrix.util.async_db import Database
+
+    db = Database.create(database_url)
+    await db.start()
+    try:
+        wanted = set(rooms)
+        deadline = time.monotonic() + limit
+        while True:
+            rows = await db.fetch("SELECT DISTINCT room_id FROM seen_event")
+            missing = wanted - {r["room_id"] for r in rows}
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the bridge saw no event in {len(missing)} of the quiet rooms")
+            await asyncio.sleep(1.0)
+    finally:
+        await db.stop()
+
+
 async def open_active(http, stack, mx: Matrix, child: BridgeChild) -> list[str]:
     """The active conversations: each client writes, the employee joins and answers."""
     sandbox = stack.telegram.url
@@ -123,7 +146,11 @@ async def open_active(http, stack, mx: Matrix, child: BridgeChild) -> list[str]:
 async def employees_write(mx: Matrix, child: BridgeChild, rooms: list[str], token: str, text: str) -> None:
     base = child.count("out")
     await gather_bounded([mx.send(r, text, token=token) for r in rooms], 20)
-    await child.wait_count("out", base + len(rooms), 120)
+    try:
+        await child.wait_count("out", base + len(rooms), 120)
+    except TimeoutError:
+        print("the bridge's last lines:\n" + "\n".join(child.tail[-40:]), flush=True)
+        raise
 
 
 async def outage(stack, child: BridgeChild) -> tuple[dict[str, str], dict[str, str]]:
@@ -154,20 +181,22 @@ async def scale_pass(
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
             config = stack.config
             mx = Matrix(http, config.homeserver.url, stack.registration.as_token, config.bot_mxid)
-            log(f"scale{suffix}: {REAL_ROOMS} real rooms for quiet portals")
-            t = time.perf_counter()
-            real = await make_quiet_rooms(mx, min(REAL_ROOMS, max(SIZES)))
-            log(f"   {len(real)} rooms in {time.perf_counter() - t:.0f}s")
             child = BridgeChild(stack.config_path, pacing=False, name=f"scale{suffix}")
             await child.start()
             try:
+                # With the bridge running, so the homeserver hands it the rooms' events now
+                # rather than in a recovery later, in the middle of a measurement.
+                log(f"scale{suffix}: {REAL_ROOMS} real rooms for quiet portals")
+                t = time.perf_counter()
+                real = await make_quiet_rooms(mx, min(REAL_ROOMS, max(SIZES)))
+                log(f"   {len(real)} rooms in {time.perf_counter() - t:.0f}s")
                 active = await open_active(http, stack, mx, child)
                 await employees_write(mx, child, active, stack.employee.access_token, "on it")
+                await seen_in(child.database_url, real, 180)
             finally:
                 await child.stop()
-            # The quiet rooms were made minutes ago, and the bridge saw the bot's own events in
-            # them: as far as the catch-up can tell they were busy. Quiet portals last saw
-            # anything weeks ago.
+            # The bridge saw the bot's own events in the rooms just made, so as far as the
+            # catch-up can tell they were busy; quiet portals last saw anything weeks ago.
             await backdate_active(child.database_url, real, 30 * 86400)
             have = len(active)
             for size in SIZES:
