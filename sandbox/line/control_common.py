@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .clock import Changes
+from sandbox.changes import Changes
 from .state import ClientError, StoredMessage
 
 log = logging.getLogger("sandbox.line.control")

@@ -24,7 +24,7 @@ import mimetypes
 
 import aiohttp
 
-from .clock import Changes
+from sandbox.changes import Changes
 from .state import MediaFetch, StoredMessage
 
 log = logging.getLogger("sandbox.line.media")

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import ids
-from .clock import Changes, SandboxClock
+from sandbox.changes import Changes
+
+from .clock import SandboxClock
 
 PUSH_WINDOW = 7 * 24 * 3600.0  # "within 7 days in the one-to-one chat"
 UNSEND_WINDOW = 24 * 3600.0  # "Users can unsend a sent message within 24 hours of sending it."

@@ -42,7 +42,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from .clock import Changes, SandboxClock
+from sandbox.changes import Changes
+
+from .clock import SandboxClock
 
 log = logging.getLogger("sandbox.line.webhook")
 

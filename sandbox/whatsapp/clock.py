@@ -1,17 +1,13 @@
-"""The sandbox's clock and its change notifier.
+"""The sandbox's clock.
 
 Time-based rules (the 24-hour customer service window, media URL and media id expiry, the
 15-minute edit and 2-day revoke windows) read :class:`SandboxClock`, which tests move forward
 with ``POST /control/clock`` instead of waiting. Rate limits use the real monotonic clock: they
 are about how fast the bridge calls, not about conversation time.
-
-:class:`Changes` lets control-API long polls wait on a condition ("a newer message exists")
-instead of sleeping.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 
@@ -30,39 +26,3 @@ class SandboxClock:
             raise ValueError("the sandbox clock never goes back")
         self.offset += seconds
         return self.now()
-
-
-class Changes:
-    """Wake every waiter whenever sandbox state changes; waiters re-check their predicate."""
-
-    def __init__(self) -> None:
-        self._waiters: set[asyncio.Future[None]] = set()
-        self.closed = False
-
-    def notify(self) -> None:
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._waiters.clear()
-
-    def close(self) -> None:
-        self.closed = True
-        self.notify()
-
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        """Wait until ``predicate()`` holds (True) or ``timeout`` seconds pass (its last value)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not predicate():
-            remaining = deadline - loop.time()
-            if remaining <= 0 or self.closed:
-                return predicate()
-            waiter: asyncio.Future[None] = loop.create_future()
-            self._waiters.add(waiter)
-            try:
-                await asyncio.wait_for(waiter, remaining)
-            except TimeoutError:
-                return predicate()
-            finally:
-                self._waiters.discard(waiter)
-        return True

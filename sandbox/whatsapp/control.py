@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .clock import Changes
+from sandbox.changes import Changes
 from .faults import FaultPlan
 from .inbound import parse_content, read_body, read_json
 from .media import MEDIA_KINDS, MediaStore

@@ -13,7 +13,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .clock import Changes, SandboxClock
+from sandbox.changes import Changes
+
+from .clock import SandboxClock
 
 SERVICE_WINDOW_SECONDS = 24 * 3600  # Meta's customer service window
 EDIT_WINDOW_SECONDS = 15 * 60  # users edit within 15 minutes (edit webhook reference)

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from .clock import Changes
+from sandbox.changes import Changes
 
 log = logging.getLogger("sandbox.whatsapp.webhooks")
 
