@@ -92,8 +92,8 @@ async def add_quiet_portals(database_url: str, start: int, stop: int, real_rooms
 
 
 async def backdate_active(database_url: str, rooms: list[str], seconds: float) -> None:
-    """The bridge last saw an employee's event in ``rooms`` ``seconds`` ago (a finished
-    conversation, as far as the catch-up can tell)."""
+    """Everything the store knows of ``rooms`` (the portal, its messages, the events seen)
+    happened ``seconds`` earlier: a finished conversation, as far as the catch-up can tell."""
     from mautrix.util.async_db import Database
 
     db = Database.create(database_url)
@@ -101,11 +101,12 @@ async def backdate_active(database_url: str, rooms: list[str], seconds: float) -
     try:
         async with db.acquire() as conn, conn.transaction():
             for room in rooms:
-                await conn.execute(
+                for sql in (
                     "UPDATE seen_event SET seen_at = seen_at - $1 WHERE room_id = $2",
-                    int(seconds * 1000),
-                    room,
-                )
+                    "UPDATE message SET created_at = created_at - $1 WHERE room_id = $2",
+                    "UPDATE portal SET created_at = created_at - $1 WHERE room_id = $2",
+                ):
+                    await conn.execute(sql, int(seconds * 1000), room)
     finally:
         await db.stop()
 

@@ -21,12 +21,13 @@ def _pairs(line: str) -> dict[str, str]:
 
 
 def _backdate(db_path, rooms: list[str], seconds: float) -> None:
-    """The employee's last event in these rooms was ``seconds`` ago, as far as the store knows."""
+    """Everything in these rooms (the portal, the messages, the events the homeserver sent)
+    happened ``seconds`` earlier, as far as the store knows."""
+    shifts = [(int(seconds * 1000), r) for r in rooms]
     with sqlite3.connect(db_path) as db:
-        db.executemany(
-            "UPDATE seen_event SET seen_at = seen_at - ? WHERE room_id = ?",
-            [(int(seconds * 1000), r) for r in rooms],
-        )
+        db.executemany("UPDATE seen_event SET seen_at = seen_at - ? WHERE room_id = ?", shifts)
+        db.executemany("UPDATE message SET created_at = created_at - ? WHERE room_id = ?", shifts)
+        db.executemany("UPDATE portal SET created_at = created_at - ? WHERE room_id = ?", shifts)
 
 
 async def test_quiet_portals_are_swept_after_an_outage_and_what_was_forgotten_there_arrives(
@@ -47,7 +48,7 @@ async def test_quiet_portals_are_swept_after_an_outage_and_what_was_forgotten_th
     for client in clients:
         await client.wait_for_text("on it")
 
-    # Two conversations are under way; in the other six the employee last wrote two hours ago.
+    # Two conversations are under way; the other six last moved two hours ago.
     await proc.stop()
     _backdate(proc.db_path, rooms[2:], ACTIVE_S * 2)
     await proc.start()

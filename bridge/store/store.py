@@ -656,11 +656,16 @@ class Store:
         await self.db.execute("DELETE FROM counter WHERE name=$1", name)
 
     async def rooms_active_since(self, at_ms: int) -> list[str]:
-        """Rooms where the homeserver sent the bridge an event since ``at_ms`` (anyone's: an
-        employee's, or a client's message the bridge posted), or with an event still queued for
-        delivery: the conversations under way."""
+        """The conversations under way: rooms where, since ``at_ms``, the homeserver sent the
+        bridge an event (anyone's), the bridge mapped a message (a client's it posted, an answer
+        it delivered) or made the portal, and rooms with an event still queued for delivery. What
+        the bridge wrote counts on its own: the homeserver's echo of it may not have arrived."""
         rows = await self.db.fetch(
-            "SELECT room_id FROM seen_event WHERE seen_at >= $1 UNION SELECT room_id FROM outbox", at_ms
+            "SELECT room_id FROM seen_event WHERE seen_at >= $1"
+            " UNION SELECT room_id FROM message WHERE created_at >= $1"
+            " UNION SELECT room_id FROM portal WHERE created_at >= $1"
+            " UNION SELECT room_id FROM outbox",
+            at_ms,
         )
         return [r["room_id"] for r in rows]
 

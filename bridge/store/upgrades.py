@@ -338,3 +338,11 @@ async def upgrade_v13(conn: Connection, scheme: Scheme) -> None:
     # The connector's opaque reference of the picture last set as the ghost's avatar (NULL: none
     # set yet), so a restart neither uploads every client's picture again nor misses a change.
     await conn.execute("ALTER TABLE ghost ADD COLUMN picture_ref TEXT")
+
+
+@upgrade_table.register(description="Find the conversations under way by what the bridge wrote")
+async def upgrade_v14(conn: Connection, scheme: Scheme) -> None:
+    # A catch-up reads first the rooms the bridge wrote to lately (a client's message it posted,
+    # a portal it made), even before the homeserver's echo of them arrived.
+    await conn.execute("CREATE INDEX message_created_idx ON message (created_at)")
+    await conn.execute("CREATE INDEX portal_created_idx ON portal (created_at)")
