@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from mautrix.util.async_db import Database, Scheme
 
 from bridge.events import ChatRef
+from bridge.store.db import OneTripDatabase
 from bridge.store.upgrades import upgrade_table
 from policies.audit import AuditEntry
 
@@ -125,10 +126,15 @@ class Store:
         #: Absences, read on every client message (the absence notice) and every new portal;
         #: only this process writes the table. None: not loaded since the last change.
         self._absences: dict[str, AbsenceRow] | None = None
-        self.db = Database.create(
-            url,
-            upgrade_table=upgrade_table,
-            log=logging.getLogger("houseline.db"),  # type: ignore[arg-type]
+        #: Events whose outbox entry record_delivery removed, until the outbox says it is done
+        #: with them (one DELETE fewer per delivered message).
+        self._delivered: set[str] = set()
+        self.db = OneTripDatabase(
+            Database.create(
+                url,
+                upgrade_table=upgrade_table,
+                log=logging.getLogger("houseline.db"),  # type: ignore[arg-type]
+            )
         )
 
     async def start(self) -> None:
@@ -403,6 +409,9 @@ class Store:
         await self.db.execute("UPDATE outbox SET attempts = attempts + 1 WHERE event_id=$1", event_id)
 
     async def outbox_done(self, event_id: str) -> None:
+        if event_id in self._delivered:
+            self._delivered.discard(event_id)  # record_delivery removed it in its own commit
+            return
         await self.db.execute("DELETE FROM outbox WHERE event_id=$1", event_id)
 
     async def outbox_size(self) -> int:
@@ -765,6 +774,7 @@ class Store:
             await conn.execute("DELETE FROM outbox WHERE event_id=$1", event_id)
             if answered and links:
                 await conn.execute("DELETE FROM waiting WHERE room_id=$1", links[0].room_id)
+        self._delivered.add(event_id)
         self._announce(links)
 
     @staticmethod
