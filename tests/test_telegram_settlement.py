@@ -116,3 +116,41 @@ async def test_without_the_record_or_with_a_checkpoint_it_did_not_make_it_cannot
     blind = TelegramConnector(_config(sandbox))
     assert await blind.checkpoint(chat) == ""
     assert await blind.find_delivered(answer, "1") is None
+
+
+async def test_the_record_is_asked_once_per_chat_and_later_sends_keep_the_checkpoint_current(
+    sandbox: TelegramSandbox, store: Store
+) -> None:
+    """The record's MAX reads every mapped row of the chat, and a checkpoint is taken before
+    every send: asked once, then the connector's own sends move it up."""
+    asked: list[ChatRef] = []
+
+    async def highest(chat: ChatRef) -> int:
+        asked.append(chat)
+        return await store.highest_numeric_remote_id(chat)
+
+    connector = TelegramConnector(
+        _config(sandbox), mapped_ids=MappedIds(highest_numeric=highest, of_chat=store.remote_ids_of_chat)
+    )
+    await connector.bot.initialize()
+    try:
+        chat = ChatRef("telegram", str(connector.bot.id), str(CLIENT_ID))
+        question = await _client_says(sandbox, "one more question")
+        await store.add_message(_link(chat, question, "$q2", "in"))
+        assert await connector.checkpoint(chat) == question
+        first = await connector.send(_answer(chat, "$a2", "go ahead"))
+        assert await connector.checkpoint(chat) == first.message_ids[0]
+        second = await connector.send(_answer(chat, "$a3", "anything else?"))
+        assert await connector.checkpoint(chat) == second.message_ids[0]
+        assert asked == [chat]
+        # A checkpoint below a client's later message is still one settlement can use: the
+        # client's id is mapped, so only the interrupted send's id is taken.
+        later = await _client_says(sandbox, "and a last one")
+        await store.add_message(_link(chat, later, "$q3", "in"))
+        checkpoint = await connector.checkpoint(chat)
+        interrupted = _answer(chat, "$a4", "sure")
+        sent = await connector.send(interrupted)
+        assert int(checkpoint) < int(later) < int(sent.message_ids[0])
+        assert await connector.find_delivered(interrupted, checkpoint) == sent
+    finally:
+        await connector.bot.shutdown()

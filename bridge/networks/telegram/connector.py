@@ -66,6 +66,8 @@ class TelegramConnector(InviteLinks, ReportsCapture):
         #: The record's message ids per chat, for crash settlement (None: a send interrupted by a
         #: crash cannot be found and is sent again).
         self.mapped_ids = mapped_ids
+        #: The highest message id per chat, for checkpoint (insertion order: least recent first).
+        self._highest: dict[ChatRef, int] = {}
         kwargs = {}
         if config.base_url:
             kwargs["base_url"] = config.base_url
@@ -429,11 +431,23 @@ class TelegramConnector(InviteLinks, ReportsCapture):
     # outbound
 
     async def checkpoint(self, chat: ChatRef) -> str:
-        """The highest message id the record maps in the chat: Telegram numbers a chat's
-        messages upwards, so whatever the coming send becomes lies above it."""
+        """The highest message id known in the chat: Telegram numbers a chat's messages upwards,
+        so whatever the coming send becomes lies above it. The record is asked once per chat
+        (its MAX reads every mapped row of the chat); after that the ids of this process's own
+        sends keep it current. One a little low is still right: settlement skips mapped ids."""
         if self.mapped_ids is None:
             return ""
-        return str(await self.mapped_ids.highest_numeric(chat))
+        highest = self._highest.pop(chat, None)
+        if highest is None:
+            highest = await self.mapped_ids.highest_numeric(chat)
+        self._note_highest(chat, highest)
+        return str(self._highest[chat])
+
+    def _note_highest(self, chat: ChatRef, message_id: int) -> None:
+        """Most recently used last; the oldest chat is forgotten past HIGHEST_KEPT."""
+        self._highest[chat] = max(message_id, self._highest.pop(chat, 0))
+        if len(self._highest) > HIGHEST_KEPT:
+            del self._highest[next(iter(self._highest))]
 
     async def find_delivered(self, delivery: Delivery, checkpoint: str) -> DeliveryReceipt | None:
         """Probes the ids above the checkpoint that the record does not map (Sender.find_delivered)."""
@@ -444,6 +458,9 @@ class TelegramConnector(InviteLinks, ReportsCapture):
 
     async def send(self, delivery: Delivery) -> DeliveryReceipt:
         receipt = await self._sender.send(delivery)
+        sent = [int(i) for i in receipt.message_ids if _is_message_id(i)]
+        if sent and delivery.chat in self._highest:
+            self._note_highest(delivery.chat, max(sent))
         # The core's event=outbound_delivered says the same with the room; this is for debugging.
         log.debug(
             "event=telegram_sent chat=%s kind=%s message_ids=%s",
@@ -452,6 +469,10 @@ class TelegramConnector(InviteLinks, ReportsCapture):
             ",".join(receipt.message_ids),
         )
         return receipt
+
+
+#: Chats whose highest message id is kept in memory (the rest are asked of the record again).
+HIGHEST_KEPT = 10_000
 
 
 def _is_message_id(value: str) -> bool:
