@@ -326,7 +326,7 @@ class Bridge:
             await self.journal.capture([raw])
 
     async def _portal_rooms(self) -> list[str]:
-        return [p.room_id for p in await self.store.all_portals()]
+        return await self.store.portal_room_ids()
 
     async def _assign(self, chat, requested=None):
         return await self.policy_bot.assignees(chat, requested)

@@ -195,6 +195,11 @@ class Store:
         rows = await self.db.fetch(f"SELECT {_PORTAL_COLUMNS} FROM portal ORDER BY created_at")
         return [_portal(r) for r in rows]
 
+    async def portal_room_ids(self) -> list[str]:
+        """Every portal's room, oldest first: what a catch-up goes over, without building a
+        row per portal while the outbox waits."""
+        return [r["room_id"] for r in await self.db.fetch("SELECT room_id FROM portal ORDER BY created_at")]
+
     async def delete_portal(self, room_id: str) -> None:
         """After a retention purge: the room is gone; the message map keeps its rows no longer."""
         async with self.db.acquire() as conn, conn.transaction():
