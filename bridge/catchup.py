@@ -229,27 +229,13 @@ class QuietSweep:
         future.set_result(result)
 
     async def _run(self) -> None:
-        limit = asyncio.Semaphore(SWEEP_CONCURRENCY)
-
-        async def one(room_id: str) -> None:
-            async with limit:
-                attempt = 0
-                while room_id in self._pending:
-                    try:
-                        await self._read(room_id)
-                    except _HS_ERRORS as e:
-                        # The homeserver went away again: the room stays pending, and the outbox
-                        # reads it before delivering to it.
-                        log.info("event=catchup_sweep_retry room=%s error=%s", room_id, type(e).__name__)
-                    except Exception:
-                        log.exception("event=catchup_sweep_error room=%s", room_id)
-                    else:
-                        return
-                    await asyncio.sleep(Backoff(first=1.0, cap=30.0).delay(attempt))
-                    attempt += 1
-
+        # A few workers taking the next pending room, not a task per room: with 100,000 quiet
+        # portals, that many tasks waiting their turn cost more memory than the bridge.
         while self._pending:
-            await asyncio.gather(*(one(r) for r in list(self._pending)))
+            await asyncio.gather(*(self._worker() for _ in range(SWEEP_CONCURRENCY)))
+            # What is left is being read for the outbox (settle): done when those reads are.
+            reads = [asyncio.shield(f) for f in self._reading.values()]
+            await asyncio.gather(*reads, return_exceptions=True)
         await self.catchup.store.drop_mark(SWEEP_MARK)
         log.info(
             "event=catchup_sweep_done rooms=%d recovered=%d ms=%d",
@@ -257,6 +243,30 @@ class QuietSweep:
             self._result.recovered,
             (time.monotonic() - self._t0) * 1000,
         )
+
+    async def _worker(self) -> None:
+        failures = 0
+        while (room_id := self._next()) is not None:
+            try:
+                await self._read(room_id)
+            except _HS_ERRORS as e:
+                # The homeserver went away again: the room stays pending, and the outbox reads
+                # it before delivering to it.
+                log.info("event=catchup_sweep_retry room=%s error=%s", room_id, type(e).__name__)
+            except Exception:
+                log.exception("event=catchup_sweep_error room=%s", room_id)
+            else:
+                failures = 0
+                continue
+            # To the back of the line, so one room that keeps failing holds up no other.
+            if room_id in self._pending:
+                self._pending[room_id] = self._pending.pop(room_id)
+            await asyncio.sleep(Backoff(first=1.0, cap=30.0).delay(failures))
+            failures += 1
+
+    def _next(self) -> str | None:
+        """The oldest pending room nobody is reading (None: none left for this worker)."""
+        return next((r for r in self._pending if r not in self._reading), None)
 
     async def stop(self) -> None:
         if self._task is not None:
