@@ -99,3 +99,14 @@ async def test_a_write_outside_a_transaction_is_durable_when_it_returns(
     await db.execute("INSERT INTO t (k, v) VALUES ('now', 7)")
     with sqlite3.connect(tmp_path / "db.sqlite") as other:
         assert other.execute("SELECT v FROM t WHERE k='now'").fetchone() == (7,)
+
+
+async def test_executemany_in_a_transaction_follows_the_writes_before_it(db: OneTripDatabase) -> None:
+    async with db.acquire() as conn, conn.transaction():
+        await conn.execute("INSERT INTO t (k, v) VALUES ('first', 1)")
+        await conn.executemany("UPDATE t SET v = v + $1 WHERE k = 'first'", [(10,), (100,)])
+        await conn.execute("INSERT INTO t (k, v) VALUES ('last', 2)")
+    assert [tuple(r) for r in await db.fetch("SELECT k, v FROM t ORDER BY k")] == [
+        ("first", 111),
+        ("last", 2),
+    ]

@@ -89,6 +89,8 @@ class OneTripConnection:
         if txn is not None:
             writes, txn.writes = txn.writes, []
             txn.sent = txn.sent or bool(writes)
+        if not writes and read is None:
+            return []
         started = time.monotonic()
         sqlite = self._sqlite
         # aiosqlite's own way to run a function on its thread (what each of its calls does).
