@@ -87,6 +87,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(_run(lambda: Bridge(config, registration)))
 
 
+def _log_tasks() -> None:
+    """``kill -USR1 <pid>``: one line per task saying where it waits, for an operator asking
+    why something does not move (a debugger would stop the bridge; this does not)."""
+    log = logging.getLogger("houseline.tasks")
+    tasks = asyncio.all_tasks()
+    log.warning("event=tasks_dump count=%d", len(tasks))
+    for task in tasks:
+        frames = task.get_stack(limit=None)
+        where = (
+            " < ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in reversed(frames[-4:])) if frames else "-"
+        )
+        log.warning("event=task name=%s at=%s", task.get_name(), where)
+
+
 async def _run(make_bridge) -> int:
     log = logging.getLogger("houseline")
     bridge = make_bridge()
@@ -94,6 +108,7 @@ async def _run(make_bridge) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, _log_tasks)
     starting = asyncio.create_task(bridge.start())
     stopped = asyncio.create_task(stop.wait())
     await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
