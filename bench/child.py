@@ -46,6 +46,7 @@ class BridgeChild:
         self.proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self.tail: list[str] = []
+        self.task_lines: list[str] = []
         self.errors: list[str] = []
         #: Warnings by event name (retries, a homeserver thought down): what explains an outlier.
         self.warnings: dict[str, int] = {}
@@ -109,6 +110,9 @@ class BridgeChild:
                 self._note(dict(_PAIR.findall(line.decode(errors="replace"))), now)
                 continue
             text = line.decode(errors="replace").rstrip()
+            if "logger=houseline.tasks" in text:
+                self.task_lines.append(text)  # a SIGUSR1 dump (bridge.cli), kept whole
+                continue
             self.tail = self.tail[-50:] + [text]
             if "level=error" in text or "level=critical" in text:
                 self.errors.append(text)

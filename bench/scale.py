@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -151,7 +152,38 @@ async def employees_write(mx: Matrix, child: BridgeChild, rooms: list[str], toke
         await child.wait_count("out", base + len(rooms), 120)
     except TimeoutError:
         print("the bridge's last lines:\n" + "\n".join(child.tail[-40:]), flush=True)
+        print(await held_up(child.database_url, rooms, text), flush=True)
+        if child.pid is not None:
+            os.kill(child.pid, signal.SIGUSR1)  # where each of its tasks waits (bridge.cli)
+            await asyncio.sleep(2.0)
+            print("the bridge's tasks:\n" + "\n".join(child.task_lines), flush=True)
+        hs_log = child.config_path.parent / "synapse" / "homeserver.log"
+        if hs_log.exists():
+            lines = [line for line in hs_log.read_text(errors="replace").splitlines() if "appservice" in line]
+            print("the homeserver's appservice lines:\n" + "\n".join(lines[-40:]), flush=True)
         raise
+
+
+async def held_up(database_url: str, rooms: list[str], text: str) -> str:
+    """Where the messages that did not arrive are, as far as the store says."""
+    from mautrix.util.async_db import Database
+
+    db = Database.create(database_url)
+    await db.start()
+    try:
+        queued = await db.fetch("SELECT room_id, attempts, event FROM outbox")
+        mine = [r for r in queued if text in r["event"]]
+        sending = await db.fetch("SELECT event_id, room_id FROM outbound_in_flight")
+        held = await db.fetchval("SELECT COUNT(*) FROM held_for_senior")
+        waiting_rooms = {r["room_id"] for r in mine}
+        index = sorted(rooms.index(r) for r in waiting_rooms if r in rooms)
+        return (
+            f"store: {len(queued)} queued ({len(mine)} of these writes, attempts"
+            f" {sorted({r['attempts'] for r in mine})}, rooms at positions {index[:30]}),"
+            f" {len(sending)} marked sending, {held} held"
+        )
+    finally:
+        await db.stop()
 
 
 async def outage(stack, child: BridgeChild) -> tuple[dict[str, str], dict[str, str]]:
