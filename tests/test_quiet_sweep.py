@@ -67,14 +67,15 @@ async def test_many_rooms_are_read_once_each_by_a_few_readers(tmp_path: Path) ->
         reader = _Reader(store)
         sweep = QuietSweep(reader, _requeue)  # type: ignore[arg-type]
         rooms = [f"!q{i}:localhost" for i in range(3000)]
+        before = len(asyncio.all_tasks())  # the suite's loop may hold other tests' tasks
         await sweep.add(rooms, 1_000)
         assert await store.get_mark(SWEEP_MARK) == 1_000
         await _until(lambda: sweep.pending == 0, 30, "the sweep")
         await _until(lambda: sweep._task is not None and sweep._task.done(), 10, "the sweep's end")
         assert sorted(reader.reads) == sorted(rooms)
         assert reader.most <= SWEEP_CONCURRENCY
-        # A handful of tasks (the test's, the sweep's and its readers), not one per room.
-        assert reader.tasks_seen < 10, reader.tasks_seen
+        # A handful of tasks more (the sweep's and its readers), not one per room.
+        assert reader.tasks_seen - before < 10, (reader.tasks_seen, before)
         assert await store.get_mark(SWEEP_MARK) is None
     finally:
         await store.stop()
