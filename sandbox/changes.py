@@ -1,6 +1,6 @@
 """Long polls of the sandboxes' control APIs wait on a condition ("a newer message exists")
 instead of sleeping: :class:`Changes` wakes them whenever sandbox state changes. Shared by the
-WhatsApp and LINE sandboxes (sandbox code only; no connector uses it)."""
+three sandboxes (sandbox code only; no connector uses it)."""
 
 from __future__ import annotations
 

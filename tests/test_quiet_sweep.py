@@ -9,13 +9,13 @@ up the others.
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import aiohttp
 
 from bridge.catchup import SWEEP_CONCURRENCY, SWEEP_MARK, CatchupResult, QuietSweep
 from bridge.store import Store
+from tests.support import eventually
 
 
 class _Reader:
@@ -48,12 +48,13 @@ class _Reader:
         return []
 
 
-async def _until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
+def _done(condition):
+    """For tests.support.eventually, which polls an awaitable check."""
+
+    async def check() -> bool:
+        return condition()
+
+    return check
 
 
 async def _requeue(room_id: str, events: list) -> None:
@@ -70,8 +71,8 @@ async def test_many_rooms_are_read_once_each_by_a_few_readers(tmp_path: Path) ->
         before = len(asyncio.all_tasks())  # the suite's loop may hold other tests' tasks
         await sweep.add(rooms, 1_000)
         assert await store.get_mark(SWEEP_MARK) == 1_000
-        await _until(lambda: sweep.pending == 0, 30, "the sweep")
-        await _until(lambda: sweep._task is not None and sweep._task.done(), 10, "the sweep's end")
+        await eventually(_done(lambda: sweep.pending == 0), "the sweep", 30)
+        await eventually(_done(lambda: sweep._task is not None and sweep._task.done()), "the sweep's end", 10)
         assert sorted(reader.reads) == sorted(rooms)
         assert reader.most <= SWEEP_CONCURRENCY
         # A handful of tasks more (the sweep's and its readers), not one per room.
@@ -89,7 +90,7 @@ async def test_a_failing_room_goes_to_the_back_and_is_read_in_the_end(tmp_path: 
         sweep = QuietSweep(reader, _requeue)  # type: ignore[arg-type]
         rooms = [f"!q{i}:localhost" for i in range(20)]
         await sweep.add(rooms, 1_000)
-        await _until(lambda: sweep.pending == 0, 30, "the sweep")
+        await eventually(_done(lambda: sweep.pending == 0), "the sweep", 30)
         # The failing room was first in line; every other room was read before it.
         assert reader.reads[-1] == "!q0:localhost"
         assert sorted(reader.reads) == sorted(rooms)

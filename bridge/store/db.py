@@ -22,7 +22,6 @@ what the three trips did too.
 from __future__ import annotations
 
 import logging
-import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -32,11 +31,11 @@ from typing import Any
 
 import aiosqlite
 from mautrix.util.async_db import Database
+from mautrix.util.async_db.aiosqlite import POSITIONAL_PARAM_PATTERN
 from mautrix.util.async_db.connection import LoggingConnection
 
 log = logging.getLogger("houseline.db")
 
-_POSITIONAL = re.compile(r"\$(\d+)")
 #: A trip slower than this is logged, as mautrix logs its own slow queries.
 SLOW_S = 1.0
 
@@ -44,7 +43,8 @@ Statement = tuple[str, tuple[Any, ...]]
 
 
 def _sqlite(query: str) -> str:
-    return _POSITIONAL.sub(r"?\1", query)
+    """$1-style parameters as SQLite's ?1, as mautrix's own SQLite connection rewrites them."""
+    return POSITIONAL_PARAM_PATTERN.sub(r"?\1", query)
 
 
 def _run(conn: sqlite3.Connection, writes: list[Statement], read: Statement | None) -> list[Any]:
@@ -120,7 +120,6 @@ class OneTripConnection:
             txn.writes.append(("COMMIT", ()))
             await self._trip(None)
         except BaseException:
-            self._transactions.pop(key, None)
             if txn.sent:
                 await self._sqlite.rollback()
             raise

@@ -8,7 +8,6 @@ rules ("a chat exists once the client has written", "chat id = user id") live in
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import copy
 import hashlib
@@ -19,6 +18,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from sandbox.changes import Changes
 
 from . import formatting, media
 from .reactions import CLIENT_MAX_REACTIONS, canonical_emoji
@@ -332,36 +333,6 @@ class StoredFile:
         }
 
 
-class Notifier:
-    """Lets control API callers wait for "the bot sent something" without polling."""
-
-    def __init__(self) -> None:
-        self._waiters: set[asyncio.Future[None]] = set()
-
-    def notify(self) -> None:
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._waiters.clear()
-
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not predicate():
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return False
-            waiter: asyncio.Future[None] = loop.create_future()
-            self._waiters.add(waiter)
-            try:
-                await asyncio.wait_for(waiter, remaining)
-            except TimeoutError:
-                return predicate()
-            finally:
-                self._waiters.discard(waiter)
-        return True
-
-
 def random_id(length: int) -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(length)).decode("ascii").rstrip("=")
 
@@ -395,7 +366,8 @@ class SandboxState:
         self.files_by_id: dict[str, StoredFile] = {}
         self.files_by_path: dict[str, StoredFile] = {}
         self.webhook_url = ""
-        self.outbox = Notifier()
+        #: Lets control API callers wait for "the bot sent something" without polling.
+        self.outbox = Changes()
 
     # ------------------------------------------------------------------ time and updates
 

@@ -437,7 +437,7 @@ class TelegramConnector(InviteLinks, ReportsCapture):
         sends keep it current. One a little low is still right: settlement skips mapped ids."""
         if self.mapped_ids is None:
             return ""
-        highest = self._highest.pop(chat, None)
+        highest = self._highest.get(chat)
         if highest is None:
             highest = await self.mapped_ids.highest_numeric(chat)
         self._note_highest(chat, highest)
