@@ -23,6 +23,7 @@ from bridge import matrix_content as mc
 from bridge.audit_log import AuditLog
 from bridge.config import Config
 from bridge.events import ChatRef, Delivery, DeliveryKind, RemoteEvent, RichText
+from bridge.networks import network_names, spec_of
 from bridge.networks.base import Connector, DeliveryError
 from bridge.notify import Notifier
 from bridge.portals import Portals
@@ -274,7 +275,7 @@ class PolicyBot:
             room_id=room_id,
             members=members,
             ghosts=ghosts,
-            is_group=portal.chat_id.startswith("-"),
+            is_group=_is_group(portal),
             caretakers=await self.caretakers(portal),
         )
 
@@ -511,3 +512,11 @@ def _is_ip_literal(server: str) -> bool:
     host = server.rsplit(":", 1)[0] if server.count(":") == 1 else server
     host = host.strip("[]")
     return all(part.isdigit() for part in host.split(".")) or ":" in host
+
+
+def _is_group(portal: PortalRow) -> bool:
+    """Whether the portal's chat has several clients, as its network reads the id (a portal of
+    a network no longer registered is taken as one client: nothing is sent to it anyway)."""
+    if portal.network not in network_names():
+        return False
+    return spec_of(portal.network).is_group_chat(portal.chat_id)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from bridge.events import MediaKind, RemoteEventKind
+from bridge.networks import spec_of
 from bridge.networks.line.translate import ContentRef, Inbound, Profile, Source, Translator, invite_code
 
 BOT = "U" + "b" * 32
@@ -401,3 +402,21 @@ async def test_missing_envelope_fields_have_safe_defaults(field: str) -> None:
     assert item.event.message_id == "12" and item.webhook_event_id
     again = await one(copy.deepcopy(event))
     assert again.webhook_event_id == item.webhook_event_id  # a digest when LINE's id is missing
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        {"type": "user", "userId": USER},
+        {"type": "group", "groupId": GROUP, "userId": USER},
+        {"type": "room", "roomId": ROOM, "userId": USER},
+    ],
+)
+async def test_the_spec_reads_a_portal_id_as_a_group_exactly_when_the_translator_did(source: dict) -> None:
+    # The policy's group rules read the portal's chat id through the spec, long after the
+    # webhook: a LINE group must not pass for a one-to-one chat there.
+    event = (
+        await one(envelope(type="message", source=source, message={"id": "1", "type": "text", "text": "hi"}))
+    ).event
+    assert spec_of("line").is_group_chat(event.chat.chat_id) is event.is_group
+    assert event.is_group is (source["type"] != "user")

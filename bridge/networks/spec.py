@@ -139,6 +139,10 @@ class NetworkSpec:
     #: ``(("telegram",), "telegram")``: a switched-on network without them is a config problem
     #: naming the install command, not an ImportError at start.
     requires: tuple[tuple[str, ...], str] = ((), "")
+    #: Whether a chat id names a group (several clients) rather than one client: the policy's
+    #: group rules (a senior in the room) read it for every outbound decision, so it is a pure
+    #: function of the opaque id, which only the network knows how to read.
+    is_group_chat: Callable[[str], bool] = lambda chat_id: False
 
     @property
     def config_path(self) -> str:

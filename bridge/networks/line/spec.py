@@ -52,4 +52,7 @@ SPEC = NetworkSpec(
     secrets=LineConfig.secrets,
     library_loggers=("linebot",),
     requires=(("linebot",), "line"),
+    # Messaging API source ids: a user's starts with U, a group's with C, a multi-person chat's
+    # with R (the portal of a group or room is keyed by that id, see translate.Source).
+    is_group_chat=lambda chat_id: chat_id[:1] in ("C", "R"),
 )

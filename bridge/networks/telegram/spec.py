@@ -41,4 +41,6 @@ SPEC = NetworkSpec(
     secrets=TelegramConfig.secrets,
     library_loggers=("telegram",),
     requires=(("telegram",), "telegram"),
+    # Bot API chat ids: users are positive, groups, supergroups and channels negative.
+    is_group_chat=lambda chat_id: chat_id.startswith("-"),
 )
