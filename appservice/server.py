@@ -6,12 +6,18 @@ routes because the bridge needs three things mautrix's stock handler does not gi
 missing, 403 when wrong), a transaction answered only after its events were handled (an error
 answers 500 so the homeserver retries instead of the events being lost), and a redelivered
 transaction that is still being handled joined rather than handled twice.
+
+A transaction is recognised as redelivered by its id *and* its events: Synapse on SQLite numbers
+transactions again from 1 after a restart (it derives the next id from the unsent ones, and a
+delivered one is deleted; element-hq/synapse#14556), so an id alone would pass new events for
+ones already handled and drop them without a word.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
 import hmac
 import json
 import logging
@@ -35,7 +41,7 @@ EventsHandler = Callable[[list[dict]], Awaitable[None]]
 
 #: Synapse sends at most 100 events per transaction; 10 MiB leaves room for large state events.
 MAX_TRANSACTION_BYTES = 10 * 1024 * 1024
-#: How many completed transaction ids are remembered for deduplication.
+#: How many completed transactions are remembered for deduplication.
 _REMEMBERED_TXNS = 4096
 _OPEN_PATHS = frozenset({"/_matrix/mau/live", "/_matrix/mau/ready"})
 
@@ -67,6 +73,21 @@ def _token_from(request: web.Request) -> str | None:
     return request.query.get("access_token")
 
 
+def fingerprint(body: dict) -> str:
+    """What a redelivery of a transaction repeats: its events' ids, in order (a resend is built
+    again from the stored ids, so ages and other unsigned fields may differ), or for a
+    transaction of typing and receipts only, that content."""
+    events = body.get("events", [])
+    ids = [e.get("event_id") if isinstance(e, dict) else None for e in events]
+    if events:
+        text = json.dumps(ids)
+    else:
+        text = json.dumps(
+            [body.get("ephemeral"), body.get("de.sorunome.msc2409.ephemeral")], sort_keys=True, default=str
+        )
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
 def _well_formed(raw: dict) -> bool:
     """The fields the bridge relies on have the types the specification gives them."""
     return (
@@ -86,8 +107,9 @@ class HouselineAppService(AppService):
         self.events_handler: EventsHandler | None = None
         #: Typing and receipts: best effort, never fail a transaction.
         self.ephemeral_handler: EventsHandler | None = None
-        self._done_txns: OrderedDict[str, None] = OrderedDict()
-        self._running_txns: dict[str, asyncio.Task[None]] = {}
+        #: transaction id -> the fingerprint of the transaction handled under it
+        self._done_txns: OrderedDict[str, str] = OrderedDict()
+        self._running_txns: dict[tuple[str, str], asyncio.Task[None]] = {}
         #: A process that just started was unreachable a moment ago: the homeserver may be
         #: recovering, and a recovery's end is where it strands a transaction.
         self.strands = StrandGuard()
@@ -139,8 +161,6 @@ class HouselineAppService(AppService):
 
     async def _on_transaction(self, request: web.Request) -> web.Response:
         txn_id = request.match_info["transaction_id"]
-        if txn_id in self._done_txns:
-            return web.json_response({})
         try:
             body = json.loads(await request.read())
         except (ValueError, UnicodeDecodeError, RecursionError):
@@ -150,7 +170,15 @@ class HouselineAppService(AppService):
             log.warning("event=as_txn_rejected txn=%s reason=bad_shape", txn_id)
             return _matrix_error(400, "M_BAD_JSON", "Expected an object with an 'events' list")
 
-        task = self._running_txns.get(txn_id)
+        key = (txn_id, fingerprint(body))
+        done = self._done_txns.get(txn_id)
+        if done == key[1]:
+            return web.json_response({})  # a redelivery of one already handled
+        if done is not None:
+            # The homeserver numbers from the start again: its sequence restarts here.
+            log.info("event=as_txn_sequence_restarted txn=%s reason=id_reused_for_other_events", txn_id)
+            self.strands.renumbered(txn_id)
+        task = self._running_txns.get(key)
         if task is None and not self.strands.admit(txn_id):
             return _matrix_error(503, "M_UNKNOWN", "An earlier transaction has not arrived; resend")
         if task is None:
@@ -160,8 +188,8 @@ class HouselineAppService(AppService):
                     txn_id, body.get("events", []), ephemeral if isinstance(ephemeral, list) else []
                 )
             )
-            self._running_txns[txn_id] = task
-            task.add_done_callback(lambda _t: self._running_txns.pop(txn_id, None))
+            self._running_txns[key] = task
+            task.add_done_callback(lambda _t: self._running_txns.pop(key, None))
         try:
             # shield: a homeserver that gives up on the request must not cancel the handling.
             await asyncio.shield(task)
@@ -169,7 +197,8 @@ class HouselineAppService(AppService):
             log.exception("event=as_txn_failed txn=%s", txn_id)
             self.strands.arm("txn_failed")
             return _matrix_error(500, "M_UNKNOWN", "Transaction could not be handled; retry")
-        self._done_txns[txn_id] = None
+        self._done_txns[txn_id] = key[1]
+        self._done_txns.move_to_end(txn_id)
         while len(self._done_txns) > _REMEMBERED_TXNS:
             self._done_txns.popitem(last=False)
         return web.json_response({})

@@ -45,6 +45,12 @@ class StrandGuard:
         self._watch_until = self.clock() + WATCH_S
         log.debug("event=as_strand_watch why=%s", why)
 
+    def renumbered(self, txn_id: str) -> None:
+        """The homeserver started its numbering again (Synapse on SQLite does after a restart):
+        gaps count from ``txn_id`` on, not from the old sequence's last."""
+        if txn_id.isascii() and txn_id.isdigit():
+            self.last = int(txn_id) - 1
+
     def admit(self, txn_id: str) -> bool:
         """Whether to handle this transaction now; False means answer it with an error so the
         homeserver resends, after the transaction it stranded before it."""

@@ -1346,6 +1346,29 @@ async def test_as_concurrent_redelivery_is_joined_not_handled_twice(appservice: 
     await appservice.assert_alive()
 
 
+async def test_as_an_id_reused_for_other_events_is_handled_not_taken_for_a_redelivery(
+    appservice: AppserviceUnderTest,
+) -> None:
+    """Synapse on SQLite numbers transactions from 1 again after a restart (element-hq/synapse
+    #14556): the same id with other events is a new transaction, and its events must not be
+    dropped as a duplicate's; a redelivery (same events, the ages it was built with changed)
+    is still handled once."""
+    appservice.clear()
+    base = secrets.randbelow(10**9) + 10**9
+    old = [message_event(body=f"before the restart {i}") for i in range(4)]
+    for i, event in enumerate(old):  # the homeserver's sequence before it restarted
+        assert (await appservice.put(str(base + i), {"events": [event]})).status == 200
+    new = [message_event(body=f"after the restart {i}") for i in range(2)]
+    for i, event in enumerate(new):  # the same numbers again, for other events
+        assert (await appservice.put(str(base + i), {"events": [event]})).status == 200
+    aged = {**new[1], "unsigned": {"age": 1234}}
+    assert (await appservice.put(str(base + 1), {"events": [aged]})).status == 200
+    assert appservice.events.calls == [[e] for e in old + new]
+    # Gaps are counted in the new sequence (its last is base + 1, not the old base + 3).
+    assert appservice.az.strands.last == base + 1
+    await appservice.assert_alive()
+
+
 async def test_as_a_failed_transaction_is_not_remembered(appservice: AppserviceUnderTest) -> None:
     """Control case, by design: a handler failure answers 500 so the homeserver retries; the retry
     is handled (the id was not recorded as done)."""
