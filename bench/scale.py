@@ -17,7 +17,9 @@ rooms a second here, so 100,000 real rooms would take over an hour.
 Figures go to bench/results.json next to `make bench`'s (each command replaces only its own) and
 the curves to docs/bench-scale.png. Env knobs: BENCH_SCALE_SIZES (1000,10000,100000),
 BENCH_SCALE_REAL_ROOMS (1000), BENCH_SCALE_ACTIVE (20,100), BENCH_OUTAGE_S (60), BENCH_SOAK_S
-(1200), BENCH_PG (1).
+(1200), BENCH_PG (1). When employees' messages do not go out, BENCH_KEEP_HS_LOG=<file> keeps a
+copy of the homeserver's log, and HOUSELINE_HS_DEBUG_LOGGERS=synapse.appservice,... runs those
+Synapse loggers at DEBUG (sandbox/homeserver.py).
 """
 
 from __future__ import annotations
@@ -161,6 +163,8 @@ async def employees_write(mx: Matrix, child: BridgeChild, rooms: list[str], toke
         if hs_log.exists():
             lines = [line for line in hs_log.read_text(errors="replace").splitlines() if "appservice" in line]
             print("the homeserver's appservice lines:\n" + "\n".join(lines[-40:]), flush=True)
+            if keep := os.environ.get("BENCH_KEEP_HS_LOG"):
+                Path(keep).write_bytes(hs_log.read_bytes())
         raise
 
 

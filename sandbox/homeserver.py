@@ -242,6 +242,19 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+DEBUG_LOGGERS_ENV = "HOUSELINE_HS_DEBUG_LOGGERS"
+
+
+def _debug_loggers() -> list[str]:
+    """Synapse loggers to run at DEBUG, from a comma-separated environment variable.
+
+    For chasing a homeserver-side problem in a bench or test run without editing code;
+    ``synapse.storage.SQL`` stays at WARNING whatever is asked (it logs access tokens).
+    """
+    names = os.environ.get(DEBUG_LOGGERS_ENV, "")
+    return [n.strip() for n in names.split(",") if n.strip() and n.strip() != "synapse.storage.SQL"]
+
+
 def _random_secret() -> str:
     return secrets.token_urlsafe(32)
 
@@ -624,6 +637,7 @@ class LocalHomeserver:
             "loggers": {
                 # DEBUG here would log SQL parameters, including access tokens.
                 "synapse.storage.SQL": {"level": "WARNING"},
+                **{name: {"level": "DEBUG"} for name in _debug_loggers()},
             },
             "root": {"level": self.log_level, "handlers": ["file"]},
             "disable_existing_loggers": False,
