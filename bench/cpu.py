@@ -51,15 +51,16 @@ class CpuMeter:
 #: Where a sampled stack is counted: by its innermost frame that belongs to one of these groups
 #: (frames of the standard library's asyncio, json, ssl and the like belong to none, so a JSON
 #: encoding done for a homeserver request counts as that request). Stacks with no such frame are
-#: the event loop's own work.
+#: the event loop's own work. Frames of the HTTP libraries (HTTP_LIBRARIES) belong to their
+#: caller: a network's transport (Telegram's is on aiohttp too) or else the homeserver client.
+NETWORK_GROUP = "network (its library and connector)"
+HOMESERVER_GROUP = "homeserver API call"
+HTTP_LIBRARIES = ("aiohttp/", "multidict/", "yarl/")
 GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("logging", ("logging/", "mautrix/util/logging/", "bridge/logs.py")),
     ("store", ("aiosqlite/", "sqlite3/", "asyncpg/", "bridge/store/", "mautrix/util/async_db/")),
-    (
-        "network (its library and connector)",
-        ("telegram/", "httpx/", "httpcore/", "linebot/", "bridge/networks/"),
-    ),
-    ("homeserver API call", ("mautrix/", "aiohttp/", "multidict/", "yarl/", "appservice/")),
+    (NETWORK_GROUP, ("telegram/", "httpx/", "httpcore/", "linebot/", "bridge/networks/")),
+    (HOMESERVER_GROUP, ("mautrix/", "appservice/")),
     ("policy", ("policies/",)),
     ("bridge (the rest)", ("bridge/", "puppets/")),
 )
@@ -146,12 +147,16 @@ def classify(stacks: Counter[str], threads: dict[str, float]) -> Breakdown:
 def _group(stack: str) -> str:
     # py-spy's raw format: "thread (tid): name;function (file:line);..." outermost first, the
     # file relative to the sys.path entry it was imported from ("aiohttp/client.py").
+    http = False
     for frame in reversed(stack.split(";")[1:]):
         file = frame[frame.rfind("(") + 1 : frame.rfind(":")]
+        if file.startswith(HTTP_LIBRARIES):
+            http = True
+            continue
         for name, prefixes in GROUPS:
             if file.startswith(prefixes):
-                return name
-    return LOOP
+                return HOMESERVER_GROUP if http and name != NETWORK_GROUP else name
+    return HOMESERVER_GROUP if http else LOOP
 
 
 class CpuPairs:

@@ -23,7 +23,6 @@ from functools import partial
 
 from telegram import Bot, Update
 from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter, TelegramError, TimedOut
-from telegram.request import HTTPXRequest
 
 from bridge.backoff import Backoff, Retrying
 from bridge.networks.telegram.spec import SPEC
@@ -31,6 +30,7 @@ from bridge.networks.telegram.config import TelegramConfig
 from bridge.events import ChatRef, Delivery, DeliveryReceipt, RemoteEvent
 from bridge.networks.base import CaptureListener, InboundSink, InviteLinks, OnSent, ReportsCapture
 from bridge.networks.spec import MappedIds
+from bridge.networks.telegram.request import AiohttpRequest
 from bridge.networks.telegram.sender import Sender, seconds
 from bridge.networks.telegram.translate import NETWORK, START_PAYLOAD, Translator
 from bridge.networks.telegram.webhook import WebhookServer, register_webhook
@@ -74,8 +74,8 @@ class TelegramConnector(InviteLinks, ReportsCapture):
             kwargs["base_file_url"] = config.base_file_url
         self.bot = Bot(
             config.bot_token,
-            request=HTTPXRequest(connection_pool_size=32, read_timeout=20.0, connect_timeout=10.0),
-            get_updates_request=HTTPXRequest(connection_pool_size=1, read_timeout=10.0),
+            request=AiohttpRequest(pool_size=32, read_timeout=20.0, connect_timeout=10.0),
+            get_updates_request=AiohttpRequest(pool_size=1, read_timeout=10.0),
             **kwargs,
         )
         self.account = config.bot_token.split(":", 1)[0]
