@@ -74,18 +74,24 @@ def _token_from(request: web.Request) -> str | None:
 
 
 def fingerprint(body: dict) -> str:
-    """What a redelivery of a transaction repeats: its events' ids, in order (a resend is built
-    again from the stored ids, so ages and other unsigned fields may differ), or for a
-    transaction of typing and receipts only, that content."""
+    """What a redelivery of a transaction repeats: its events, by id, in order (a resend is
+    built again from the stored ids, so ages and other unsigned fields may differ). Typing and
+    receipts are left out: Synapse resends a transaction without them, and they are best effort
+    anyway, so a transaction of those alone is told apart by its id only."""
     events = body.get("events", [])
-    ids = [e.get("event_id") if isinstance(e, dict) else None for e in events]
-    if events:
-        text = json.dumps(ids)
-    else:
-        text = json.dumps(
-            [body.get("ephemeral"), body.get("de.sorunome.msc2409.ephemeral")], sort_keys=True, default=str
+    if not events:
+        return ""
+    ids = [
+        e["event_id"]
+        if isinstance(e, dict) and isinstance(e.get("event_id"), str)
+        else json.dumps(
+            {k: v for k, v in e.items() if k != "unsigned"} if isinstance(e, dict) else e,
+            sort_keys=True,
+            default=str,
         )
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        for e in events
+    ]
+    return hashlib.sha256(json.dumps(ids).encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def _well_formed(raw: dict) -> bool:
@@ -174,14 +180,14 @@ class HouselineAppService(AppService):
         done = self._done_txns.get(txn_id)
         if done == key[1]:
             return web.json_response({})  # a redelivery of one already handled
-        if done is not None:
-            # The homeserver numbers from the start again: its sequence restarts here.
-            log.info("event=as_txn_sequence_restarted txn=%s reason=id_reused_for_other_events", txn_id)
-            self.strands.renumbered(txn_id)
         task = self._running_txns.get(key)
-        if task is None and not self.strands.admit(txn_id):
-            return _matrix_error(503, "M_UNKNOWN", "An earlier transaction has not arrived; resend")
         if task is None:
+            if done is not None:
+                # The homeserver numbers from the start again: its sequence restarts here.
+                log.info("event=as_txn_sequence_restarted txn=%s reason=id_reused_for_other_events", txn_id)
+                self.strands.renumbered(txn_id)
+            if not self.strands.admit(txn_id):
+                return _matrix_error(503, "M_UNKNOWN", "An earlier transaction has not arrived; resend")
             ephemeral = body.get("ephemeral", body.get("de.sorunome.msc2409.ephemeral", []))
             task = asyncio.ensure_future(
                 self._handle_transaction(
@@ -189,7 +195,7 @@ class HouselineAppService(AppService):
                 )
             )
             self._running_txns[key] = task
-            task.add_done_callback(lambda _t: self._running_txns.pop(key, None))
+            task.add_done_callback(lambda t: self._finished(key, t))
         try:
             # shield: a homeserver that gives up on the request must not cancel the handling.
             await asyncio.shield(task)
@@ -197,11 +203,19 @@ class HouselineAppService(AppService):
             log.exception("event=as_txn_failed txn=%s", txn_id)
             self.strands.arm("txn_failed")
             return _matrix_error(500, "M_UNKNOWN", "Transaction could not be handled; retry")
-        self._done_txns[txn_id] = key[1]
+        return web.json_response({})
+
+    def _finished(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
+        """Remembered as done the moment its handling succeeded, not when the request that
+        awaited it resumes: a redelivery arriving in between finds it done, not handled twice."""
+        self._running_txns.pop(key, None)
+        if task.cancelled() or task.exception() is not None:
+            return
+        txn_id, events = key
+        self._done_txns[txn_id] = events
         self._done_txns.move_to_end(txn_id)
         while len(self._done_txns) > _REMEMBERED_TXNS:
             self._done_txns.popitem(last=False)
-        return web.json_response({})
 
     async def remember_state(self, raw: dict) -> bool:
         """Keep the state store (room members, their names) current with an event the bridge

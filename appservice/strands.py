@@ -47,9 +47,15 @@ class StrandGuard:
 
     def renumbered(self, txn_id: str) -> None:
         """The homeserver started its numbering again (Synapse on SQLite does after a restart):
-        gaps count from ``txn_id`` on, not from the old sequence's last."""
-        if txn_id.isascii() and txn_id.isdigit():
-            self.last = int(txn_id) - 1
+        gaps count from ``txn_id`` on, not from the old sequence's last. Only a number at or
+        below the last one moves it back (a later reused number is a gap to watch), and the
+        refusals of the old sequence above it are forgotten."""
+        if not (txn_id.isascii() and txn_id.isdigit()):
+            return
+        n = int(txn_id)
+        if self.last is None or n <= self.last:
+            self.last = n - 1
+            self._refused = {k: None for k in self._refused if k < n}
 
     def admit(self, txn_id: str) -> bool:
         """Whether to handle this transaction now; False means answer it with an error so the
