@@ -52,10 +52,13 @@ class CpuMeter:
 #: (frames of the standard library's asyncio, json, ssl and the like belong to none, so a JSON
 #: encoding done for a homeserver request counts as that request). Stacks with no such frame are
 #: the event loop's own work. Frames of the HTTP libraries (HTTP_LIBRARIES) belong to their
-#: caller: a network's transport (Telegram's is on aiohttp too) or else the homeserver client.
+#: caller: a network's transport (Telegram's is on aiohttp too) or else the homeserver client;
+#: with no caller on the stack (aiohttp parsing an answer in a protocol callback, or a request
+#: to one of the bridge's listeners) they are counted as HTTP_ONLY, which is either.
 NETWORK_GROUP = "network (its library and connector)"
 HOMESERVER_GROUP = "homeserver API call"
 HTTP_LIBRARIES = ("aiohttp/", "multidict/", "yarl/")
+HTTP_ONLY = "HTTP (no caller on the stack)"
 GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("logging", ("logging/", "mautrix/util/logging/", "bridge/logs.py")),
     ("store", ("aiosqlite/", "sqlite3/", "asyncpg/", "bridge/store/", "mautrix/util/async_db/")),
@@ -137,7 +140,7 @@ def classify(stacks: Counter[str], threads: dict[str, float]) -> Breakdown:
     sampled = sum(counts.values())
     total_cpu = sum(threads.values())
     main_share = threads.get("MainThread", 0.0) / total_cpu if total_cpu else 1.0
-    order = [name for name, _ in GROUPS] + [LOOP]
+    order = [name for name, _ in GROUPS] + [HTTP_ONLY, LOOP]
     shares = {name: counts[name] / sampled * main_share for name in order if counts[name]} if sampled else {}
     if total_cpu and main_share < 1.0:
         shares[OTHER_THREADS] = 1.0 - main_share
@@ -156,7 +159,7 @@ def _group(stack: str) -> str:
         for name, prefixes in GROUPS:
             if file.startswith(prefixes):
                 return HOMESERVER_GROUP if http and name != NETWORK_GROUP else name
-    return HOMESERVER_GROUP if http else LOOP
+    return HTTP_ONLY if http else LOOP
 
 
 class CpuPairs:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
+import aiohttp
 import pytest
 import telegram
 import telegram.error
@@ -22,6 +23,9 @@ from sandbox.telegram import TelegramSandbox
 from tests.test_sandbox_telegram import CLIENT_ID, client_says, received
 
 BOUND = 5.0
+#: A name as employees give them: spaces, accents, a quote (and PDF's own type).
+FILENAME = 'Q3 plan für "Ada".pdf'
+
 TRANSPORTS = {
     "aiohttp": lambda: AiohttpRequest(pool_size=4, read_timeout=5.0),
     "httpx": lambda: HTTPXRequest(connection_pool_size=4, read_timeout=5.0),
@@ -38,17 +42,21 @@ async def sandbox() -> AsyncIterator[TelegramSandbox]:
         await sb.stop()
 
 
-def bot_on(sb: TelegramSandbox, request: BaseRequest, url: str | None = None) -> telegram.Bot:
-    base = url or sb.url
-    return telegram.Bot(sb.token, base_url=f"{base}/bot", base_file_url=f"{base}/file/bot", request=request)
+def bot_on(sb: TelegramSandbox, make: Callable[[], BaseRequest]) -> telegram.Bot:
+    """A bot whose calls and long polls both go through transports ``make`` builds."""
+    return telegram.Bot(
+        sb.token,
+        base_url=f"{sb.url}/bot",
+        base_file_url=f"{sb.url}/file/bot",
+        request=make(),
+        get_updates_request=make(),
+    )
 
 
 async def conversation(sb: TelegramSandbox, transport: str) -> dict[str, object]:
     """What one transport gets for a message with entities and a keyboard, a document upload
     and its download, and a call Telegram refuses."""
-    import aiohttp
-
-    async with aiohttp.ClientSession() as http, bot_on(sb, TRANSPORTS[transport]()) as bot:
+    async with aiohttp.ClientSession() as http, bot_on(sb, TRANSPORTS[transport]) as bot:
         await client_says(http, sb, "hello")
         await bot.get_updates()
         text = await bot.send_message(
@@ -58,7 +66,7 @@ async def conversation(sb: TelegramSandbox, transport: str) -> dict[str, object]
             reply_markup=InlineKeyboardMarkup([[InlineKeyboardButton("ok", callback_data="ok")]]),
         )
         document = await bot.send_document(
-            CLIENT_ID, b"%PDF-1.4 plan " + transport.encode(), filename="plan.pdf", caption="the plan"
+            CLIENT_ID, b"%PDF-1.4 plan " + transport.encode(), filename=FILENAME, caption="the plan"
         )
         file = await bot.get_file(document.document.file_id)
         downloaded = bytes(await file.download_as_bytearray())
@@ -80,17 +88,27 @@ async def test_the_bridges_transport_gets_what_ptbs_own_gets(sandbox: TelegramSa
     stock = await conversation(sandbox, "httpx")
     assert ours == stock
     assert ours["text"] == ("see the plan", [("bold", 4, 3)])
-    assert ours["document"] == ("plan.pdf", "application/pdf", "the plan")
+    assert ours["document"] == ("Q3 plan für %22Ada%22.pdf", "application/pdf", "the plan")
     assert ours["downloaded"] == b"%PDF-1.4 plan *"
     assert ours["client_saw"] == ["see the plan", "the plan"]
 
 
 async def test_a_long_poll_is_given_its_own_wait_beyond_the_read_timeout(sandbox: TelegramSandbox) -> None:
-    # PTB adds getUpdates' timeout to the read timeout: a 1 s poll on a 0.3 s read timeout waits.
-    async with bot_on(sandbox, AiohttpRequest(read_timeout=0.3)) as bot:
+    # PTB adds getUpdates' timeout to the read timeout: a 2 s poll on a 1 s read timeout waits.
+    async with bot_on(sandbox, lambda: AiohttpRequest(read_timeout=1.0)) as bot:
         t = time.monotonic()
-        assert await asyncio.wait_for(bot.get_updates(timeout=1), BOUND) == ()
-        assert time.monotonic() - t >= 0.9
+        assert await asyncio.wait_for(bot.get_updates(timeout=2), BOUND) == ()
+        assert time.monotonic() - t >= 1.9
+
+
+async def test_a_filename_with_a_newline_is_sent_escaped_not_refused(sandbox: TelegramSandbox) -> None:
+    async with (
+        aiohttp.ClientSession() as http,
+        bot_on(sandbox, lambda: AiohttpRequest(read_timeout=5.0)) as bot,
+    ):
+        await client_says(http, sandbox, "send me the notes")
+        sent = await bot.send_document(CLIENT_ID, b"notes", filename="notes\nfinal.txt")
+    assert sent.document.file_name == "notes%0Afinal.txt"
 
 
 @pytest.fixture

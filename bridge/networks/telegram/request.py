@@ -7,12 +7,15 @@ bridge already runs aiohttp for the homeserver and its own listeners, and per Bo
 httpx cost about four times aiohttp's CPU in the bridge process (measured on sendMessage,
 10 at a time: 2.7 ms against 0.63 ms), which made it the largest single share of an outbound
 message's cost. Requests are sent as PTB's own httpx transport sends them: form fields, and
-multipart/form-data when a file is attached.
+multipart/form-data when a file is attached, its name in UTF-8 as given (quotes and control
+characters percent-escaped, as browsers do); proxies from the environment are honoured and
+redirects are not followed, as with httpx.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 
 import aiohttp
 from telegram.error import NetworkError, TimedOut
@@ -20,14 +23,21 @@ from telegram.request import BaseRequest, RequestData
 
 #: The class of PTB's "not given" marker (its module is private; the marker is public).
 _Default = type(BaseRequest.DEFAULT_NONE)
+#: How long writing a request may take when the call gives none: PTB's httpx defaults (an upload
+#: gets longer than a form).
+WRITE_TIMEOUT_S = 5.0
+MEDIA_WRITE_TIMEOUT_S = 20.0
+#: What a multipart filename cannot hold as is (aiohttp refuses control characters).
+_UNSAFE_IN_FILENAME = re.compile(r'[\x00-\x1f\x7f"]')
 
 
 class AiohttpRequest(BaseRequest):
     """One connection pool of ``pool_size`` to the Bot API; timeouts in seconds (None: none).
 
-    aiohttp has no write timeout: a request body is bounded by the read timeout of its answer
-    instead. The pool timeout (waiting for a free connection) is added to the connect timeout,
-    which in aiohttp covers both."""
+    aiohttp has no write timeout of its own: a call's whole time is bounded by the sum of its
+    connect, pool, write and read timeouts, and its answer by the read timeout from the moment
+    the request is written. The pool timeout (waiting for a free connection) is added to the
+    connect timeout, which in aiohttp covers both."""
 
     def __init__(
         self,
@@ -52,6 +62,7 @@ class AiohttpRequest(BaseRequest):
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._pool_size),
                 headers={"User-Agent": self.USER_AGENT},
+                trust_env=True,
             )
 
     async def shutdown(self) -> None:
@@ -71,10 +82,11 @@ class AiohttpRequest(BaseRequest):
     ) -> tuple[int, bytes]:
         if self._session is None or self._session.closed:
             raise RuntimeError("AiohttpRequest is not initialized")
-        timeout = self._timeout(read_timeout, connect_timeout, pool_timeout)
+        files = request_data is not None and request_data.contains_files
+        timeout = self._timeout(read_timeout, write_timeout, connect_timeout, pool_timeout, files)
         try:
             async with self._session.request(
-                method, url, data=_body(request_data), timeout=timeout
+                method, url, data=_body(request_data), timeout=timeout, allow_redirects=False
             ) as response:
                 return response.status, await response.read()
         except asyncio.TimeoutError as e:  # aiohttp's own timeouts subclass it too
@@ -83,14 +95,18 @@ class AiohttpRequest(BaseRequest):
             # The class name says what failed when the message is empty (a reset connection).
             raise NetworkError(f"aiohttp.{type(e).__name__}: {e}") from e
 
-    def _timeout(self, read: object, connect: object, pool: object) -> aiohttp.ClientTimeout:
+    def _timeout(
+        self, read: object, write: object, connect: object, pool: object, files: bool
+    ) -> aiohttp.ClientTimeout:
         read_s = self._read_timeout if isinstance(read, _Default) else read
+        write_default = MEDIA_WRITE_TIMEOUT_S if files else WRITE_TIMEOUT_S
+        write_s = write_default if isinstance(write, _Default) else write
         connect_s = self._connect_timeout if isinstance(connect, _Default) else connect
         pool_s = self._pool_timeout if isinstance(pool, _Default) else pool
-        waits = [s for s in (connect_s, pool_s) if s is not None]
+        parts = (connect_s, pool_s, write_s, read_s)
         return aiohttp.ClientTimeout(
-            total=None,
-            connect=sum(waits) if len(waits) == 2 else None,  # type: ignore[arg-type]
+            total=sum(parts) if None not in parts else None,  # type: ignore[arg-type]
+            connect=connect_s + pool_s if None not in (connect_s, pool_s) else None,  # type: ignore[operator]
             sock_connect=connect_s,  # type: ignore[arg-type]
             sock_read=read_s,  # type: ignore[arg-type]
         )
@@ -103,9 +119,17 @@ def _body(request_data: RequestData | None) -> aiohttp.FormData | dict[str, str]
     fields = request_data.json_parameters
     if not request_data.contains_files:
         return fields
-    form = aiohttp.FormData()
+    # quote_fields=False: aiohttp would otherwise percent-encode every filename ("Q3%20plan.pdf"),
+    # which neither Telegram nor any multipart reader decodes.
+    form = aiohttp.FormData(quote_fields=False)
     for name, value in fields.items():
         form.add_field(name, value)
     for name, (filename, content, mimetype) in request_data.multipart_data.items():
-        form.add_field(name, content, filename=filename, content_type=mimetype)
+        form.add_field(name, content, filename=_safe_filename(filename), content_type=mimetype)
     return form
+
+
+def _safe_filename(name: str) -> str:
+    """Quotes and control characters percent-escaped, as browsers (and httpx) send them: a
+    newline in a Matrix file's name must not fail the upload."""
+    return _UNSAFE_IN_FILENAME.sub(lambda m: f"%{ord(m.group()):02X}", name)
