@@ -11,7 +11,7 @@ from bridge.devstack import COMPANY, DevStack
 from sandbox.employee import Employee
 from sandbox.homeserver import free_port
 from tests.conftest import BridgeProcess
-from tests.support import bot_notice_in, ghost_of
+from tests.support import bot_notice_in, eventually, ghost_of
 
 
 async def room_state(employee: Employee, room_id: str) -> dict[tuple[str, str], dict]:
@@ -84,10 +84,17 @@ async def test_redelivered_update_posts_once(
             update_id = (await resp.json())["next_update_id"]
         await client.say("only once please")
         first = await employee.wait_for_message("only once please", sender=ghost_of(client))
-        # First contact ends with the disclaimer; once it is recorded, the update is committed.
         await employee.wait_for_event(
             bot_notice_in(first.room_id, "Disclaimer sent to the client"), 30, "the disclaimer"
         )
+
+        # The update is committed after every step that follows a client's message (the
+        # disclaimer is one of several); Telegram sees it confirmed by the bridge's next poll.
+        async def confirmed() -> bool:
+            async with http.get(f"{stack.telegram.url}/sandbox/state") as resp:
+                return (await resp.json())["pending_update_count"] == 0
+
+        await eventually(confirmed, "the bridge to confirm the update")
         assert await bridge.stop() == 0
         # As if the confirmation never reached Telegram: the update comes back on the next poll.
         async with http.post(
